@@ -1,0 +1,92 @@
+//! Command-line interface: the clap structs, nothing else. Every setting can also come from the
+//! environment (`LARDER_*`) or the config file; `config::Config::load` merges them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "larder",
+    version,
+    about = "A caching pull-through proxy for the Python Package Index",
+    long_about = "Larder answers the Python \"simple\" repository API (pip, uv, poetry, pdm) from a local \
+content store, filling it from an upstream index on a miss. URLs follow GitLab's PyPI package \
+registry layout; `/simple/` and `/files/` are short aliases for the default project.\n\n\
+Settings are read, in rising priority, from built-in defaults, a TOML file (--config), \
+LARDER_* environment variables, and flags."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "LARDER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The settings every subcommand shares. Each is optional here: unset means "take it from the
+/// environment, the config file, or the default", in that order.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Settings {
+    /// TOML config file. Default: `config/larder.toml` when that file exists.
+    #[arg(long, env = "LARDER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:3141].
+    #[arg(long, env = "LARDER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Upstream simple-API base URL, e.g. `https://<upstream>/simple/`. With none, Larder serves
+    /// only what it already has.
+    #[arg(long, env = "LARDER_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<url::Url>,
+
+    /// Directory for the content store [default: ./larder-data].
+    #[arg(long, env = "LARDER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// How long an upstream project page is served before Larder revalidates it [default: 10m].
+    #[arg(long, env = "LARDER_INDEX_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub index_ttl: Option<Duration>,
+
+    /// How long past its TTL a page may still be served while the upstream fails [default: 7d].
+    #[arg(long, env = "LARDER_STALE_IF_ERROR", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stale_if_error: Option<Duration>,
+
+    /// How long an upstream "no such project" answer is remembered [default: 1m].
+    #[arg(long, env = "LARDER_NOT_FOUND_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub not_found_ttl: Option<Duration>,
+
+    /// Give up on an upstream request after this long without progress [default: 30s].
+    #[arg(long, env = "LARDER_UPSTREAM_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Option<Duration>,
+
+    /// Memory for rendered project pages, in MiB [default: 256].
+    #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
+    pub page_cache_mib: Option<u64>,
+
+    /// Project id served by the short `/simple/` and `/files/` aliases [default: default].
+    #[arg(long, env = "LARDER_DEFAULT_PROJECT", value_name = "ID")]
+    pub default_project: Option<String>,
+}

@@ -1,0 +1,230 @@
+//! Filling the store from the upstream: one download per missing file, however many clients ask.
+//!
+//! The first request for a missing file starts a download task. The task writes the upstream
+//! bytes to a spool file while hashing them, and publishes how far it has got on a `watch`
+//! channel. Every client asking meanwhile reads the spool file up to that mark, so all of them
+//! stream at once from one upstream request, and memory stays flat whatever the file's size.
+//! When the bytes are complete and their sha256 matches, the file is committed to the store;
+//! on a mismatch nothing is stored and every reader's body ends in an error (UP-04).
+//! While the total length is known, readers never get the last byte before the hash check, so
+//! a client never receives a complete-looking corrupt file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::store::{ByteStream, Store};
+use crate::upstream::{self, Upstream};
+
+/// Write to the spool in pieces this large: fewer blocking hops, and readers still see progress.
+const SPOOL_CHUNK: usize = 256 * 1024;
+
+/// What to fetch.
+#[derive(Clone, Debug)]
+pub struct FillRequest {
+    /// Coalescing key: the expected sha256, or the `u-…` key of a file without one.
+    pub key: String,
+    pub url: String,
+    pub expected_sha256: Option<String>,
+    /// A record to write with the sha256 once known (files listed without a hash).
+    pub alias_record: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
+    #[error("upstream sent a file whose sha256 is {actual}, not the {expected} its page lists ({url}); nothing was stored")]
+    HashMismatch { url: String, expected: String, actual: String },
+    #[error("upstream ended {url} after {got} of {expected} bytes; nothing was stored")]
+    Truncated { url: String, expected: u64, got: u64 },
+    #[error("cannot write the download spool: {0}")]
+    Spool(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+#[derive(Clone, Debug)]
+pub enum FillState {
+    Connecting,
+    Streaming { written: u64, total: Option<u64> },
+    Done { sha256: String, len: u64 },
+    Failed(Arc<Error>),
+}
+
+/// One download under way.
+pub struct Fill {
+    state: watch::Receiver<FillState>,
+    spool: PathBuf,
+}
+
+pub struct Fills {
+    inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    store: Arc<dyn Store>,
+    upstream: Upstream,
+    spool_dir: PathBuf,
+}
+
+impl Fills {
+    pub fn new(store: Arc<dyn Store>, upstream: Upstream, spool_dir: PathBuf) -> std::io::Result<Fills> {
+        std::fs::create_dir_all(&spool_dir)?;
+        // Leftovers of a crash are never visible (they are not in the store); clear them.
+        for entry in std::fs::read_dir(&spool_dir)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir })
+    }
+
+    /// Joins the download for `req.key`, starting it when none is under way.
+    pub fn join(self: &Arc<Self>, req: FillRequest) -> Arc<Fill> {
+        let mut map = self.inflight.lock().expect("fill map lock");
+        if let Some(fill) = map.get(&req.key) {
+            return fill.clone();
+        }
+        let (tx, rx) = watch::channel(FillState::Connecting);
+        let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
+        let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
+        map.insert(req.key.clone(), fill.clone());
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.run(req, tx, spool).await });
+        fill
+    }
+
+    async fn run(self: Arc<Self>, req: FillRequest, tx: watch::Sender<FillState>, spool: PathBuf) {
+        let started = std::time::Instant::now();
+        let result = self.download(&req, &tx, &spool).await;
+        let _ = tokio::fs::remove_file(&spool).await; // readers keep their open handles
+        match result {
+            Ok((sha256, len)) => {
+                tracing::info!(url = %req.url, %sha256, bytes = len, ms = started.elapsed().as_millis() as u64, "stored file from upstream");
+                tx.send_replace(FillState::Done { sha256, len });
+            }
+            Err(e) => {
+                tracing::warn!(url = %req.url, error = %e, "download from upstream failed");
+                tx.send_replace(FillState::Failed(Arc::new(e)));
+            }
+        }
+        // Let requests that raced with the finish see the result instead of starting over.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.inflight.lock().expect("fill map lock").remove(&req.key);
+    }
+
+    async fn download(&self, req: &FillRequest, tx: &watch::Sender<FillState>, spool: &PathBuf) -> Result<(String, u64), Error> {
+        let resp = self.upstream.fetch_file(&req.url).await?;
+        let total = resp.content_length();
+        let mut file = tokio::fs::File::create(spool).await?;
+        tx.send_replace(FillState::Streaming { written: 0, total });
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        let mut pending = BytesMut::with_capacity(SPOOL_CHUNK);
+        let mut body = resp.bytes_stream();
+        loop {
+            let chunk = body.next().await.transpose().map_err(|e| Upstream::body_error(&req.url, e))?;
+            if let Some(chunk) = &chunk {
+                hasher.update(chunk);
+                pending.extend_from_slice(chunk);
+            }
+            if pending.len() >= SPOOL_CHUNK || (chunk.is_none() && !pending.is_empty()) {
+                file.write_all(&pending).await?;
+                file.flush().await?; // the bytes are in the file before readers are told
+                written += pending.len() as u64;
+                pending.clear();
+                tx.send_replace(FillState::Streaming { written, total });
+            }
+            if chunk.is_none() {
+                break;
+            }
+        }
+        if let Some(total) = total
+            && total != written
+        {
+            return Err(Error::Truncated { url: req.url.clone(), expected: total, got: written });
+        }
+        let actual = hex::encode(hasher.finalize());
+        if let Some(expected) = &req.expected_sha256
+            && *expected != actual
+        {
+            return Err(Error::HashMismatch { url: req.url.clone(), expected: expected.clone(), actual });
+        }
+        drop(file);
+        self.store.put_blob_file(&actual, spool).await?;
+        if let Some(alias) = &req.alias_record {
+            self.store.put_record(alias, actual.clone().into_bytes()).await?;
+        }
+        Ok((actual, written))
+    }
+}
+
+impl Fill {
+    /// Waits until the upstream answered (or failed).
+    pub async fn started(&self) -> FillState {
+        let mut rx = self.state.clone();
+        let state = rx.wait_for(|s| !matches!(s, FillState::Connecting)).await.map(|s| s.clone());
+        state.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// Waits until the file is stored (or the download failed).
+    pub async fn finished(&self) -> FillState {
+        let mut rx = self.state.clone();
+        let state = rx.wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_))).await.map(|s| s.clone());
+        state.unwrap_or_else(|_| rx.borrow().clone())
+    }
+
+    /// Streams the file from the spool as it is written. `None` when the spool is already gone
+    /// (the download finished): then read the store.
+    pub async fn stream(self: &Arc<Self>) -> Option<ByteStream> {
+        let file = tokio::fs::File::open(&self.spool).await.ok()?;
+        let reader = SpoolReader { rx: self.state.clone(), file, pos: 0, buf_size: SPOOL_CHUNK };
+        Some(Box::pin(futures_util::stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            match reader.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })))
+    }
+}
+
+struct SpoolReader {
+    rx: watch::Receiver<FillState>,
+    file: tokio::fs::File,
+    pos: u64,
+    buf_size: usize,
+}
+
+impl SpoolReader {
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        loop {
+            let state = self.rx.borrow_and_update().clone();
+            let readable = match &state {
+                FillState::Connecting => 0,
+                // Hold back the last byte until the hash is checked.
+                FillState::Streaming { written, total: Some(total) } => (*written).min(total.saturating_sub(1)),
+                FillState::Streaming { written, total: None } => *written,
+                FillState::Done { len, .. } => *len,
+                FillState::Failed(e) => return Err(std::io::Error::other(e.to_string())),
+            };
+            if self.pos < readable {
+                let want = ((readable - self.pos) as usize).min(self.buf_size);
+                let mut buf = BytesMut::zeroed(want);
+                self.file.read_exact(&mut buf).await?;
+                self.pos += want as u64;
+                return Ok(Some(buf.freeze()));
+            }
+            if matches!(state, FillState::Done { .. }) {
+                return Ok(None);
+            }
+            if self.rx.changed().await.is_err() && !matches!(*self.rx.borrow(), FillState::Done { .. } | FillState::Failed(_)) {
+                return Err(std::io::Error::other("download task ended unexpectedly"));
+            }
+        }
+    }
+}

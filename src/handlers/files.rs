@@ -1,0 +1,260 @@
+//! `files/<sha256>/<filename>` and its `.metadata`: served from the store, filled from upstream
+//! on a miss. Every answer carries HDR-2's headers; Range follows HDR-3.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+use crate::error::HttpError;
+use crate::fill::{Fill, FillRequest, FillState};
+use crate::index::{FileKey, filename};
+use crate::server::{body, body::Body};
+use crate::state::AppState;
+use crate::store::Blob;
+
+/// Files never change under their sha256 (HDR-2).
+const IMMUTABLE: &str = "public, max-age=365000000, immutable";
+
+pub async fn file(state: &AppState, key: &str, name: &str, headers: &HeaderMap, head: bool) -> Result<Response<Body>, HttpError> {
+    let key = FileKey::parse(key)
+        .ok_or_else(|| HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits")))?;
+    let (dist_name, metadata) = match name.strip_suffix(".metadata") {
+        Some(n) => (n, true),
+        None => (name, false),
+    };
+    if !filename::is_safe(dist_name) {
+        return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
+    }
+    let req = Request { state, headers, head };
+    if metadata {
+        return req.metadata(&key, dist_name).await;
+    }
+
+    // Hit: the content address is the key; no page lookup, no index.
+    let sha = match &key {
+        FileKey::Sha256(sha) => Some(sha.clone()),
+        FileKey::UrlDigest(_) => state
+            .store
+            .get_record(&alias_record(&key))
+            .await?
+            .and_then(|v| String::from_utf8(v).ok()),
+    };
+    if let Some(sha) = &sha
+        && let Some(blob) = state.store.open_blob(sha).await?
+    {
+        return req.serve_blob(blob, sha, "HIT").await;
+    }
+
+    // Miss: find the file on its project's page, then fill.
+    let Some(fills) = &state.fills else {
+        return Err(HttpError::not_found(format!("`{dist_name}` is not in the cache and no upstream is configured")));
+    };
+    let (_, dist) = state
+        .pages
+        .find_file(&key, dist_name)
+        .await
+        .map_err(|e| HttpError::from(&*e))?
+        .ok_or_else(|| HttpError::not_found(format!("`{dist_name}` with key `{key}` is not listed on its project's page")))?;
+    let fill = fills.join(FillRequest {
+        key: key.to_string(),
+        url: dist.url.clone(),
+        expected_sha256: dist.sha256().map(str::to_string),
+        alias_record: matches!(key, FileKey::UrlDigest(_)).then(|| alias_record(&key)),
+    });
+    req.serve_fill(fill, dist.sha256()).await
+}
+
+fn alias_record(key: &FileKey) -> String {
+    format!("alias/{key}")
+}
+
+struct Request<'a> {
+    state: &'a AppState,
+    headers: &'a HeaderMap,
+    head: bool,
+}
+
+impl Request<'_> {
+    /// PEP 658 metadata: served only with the hash the page advertised (MD-03, MD-04).
+    async fn metadata(&self, key: &FileKey, dist_name: &str) -> Result<Response<Body>, HttpError> {
+        let no_metadata = || HttpError::not_found(format!("no core metadata is known for `{dist_name}`"));
+        if !matches!(key, FileKey::Sha256(_)) {
+            return Err(no_metadata());
+        }
+        let (_, dist) = self
+            .state
+            .pages
+            .find_file(key, dist_name)
+            .await
+            .map_err(|e| HttpError::from(&*e))?
+            .ok_or_else(no_metadata)?;
+        let md_sha = dist.core_metadata.clone().ok_or_else(no_metadata)?;
+        if let Some(blob) = self.state.store.open_blob(&md_sha).await? {
+            return self.serve_blob(blob, &md_sha, "HIT").await;
+        }
+        let fills = self.state.fills.as_ref().ok_or_else(no_metadata)?;
+        // MD-08: the upstream serves metadata next to the file; its hash is checked on fill.
+        let fill = fills.join(FillRequest {
+            key: md_sha.clone(),
+            url: format!("{}.metadata", dist.url),
+            expected_sha256: Some(md_sha.clone()),
+            alias_record: None,
+        });
+        self.serve_fill(fill, Some(&md_sha)).await
+    }
+
+    /// Serves a download under way: streamed from the spool, or from the store once done.
+    async fn serve_fill(&self, fill: Arc<Fill>, expected_sha: Option<&str>) -> Result<Response<Body>, HttpError> {
+        let total = match fill.started().await {
+            FillState::Failed(e) => return Err(HttpError::from(&*e)),
+            FillState::Streaming { total, .. } => total,
+            FillState::Done { .. } | FillState::Connecting => None,
+        };
+        // HEAD and Range need the whole verified file first (UP-11); so does a finished fill.
+        let wants_whole = self.head || self.headers.contains_key(header::RANGE);
+        if !wants_whole && let Some(stream) = fill.stream().await {
+            let mut resp = Response::new(body::stream(stream));
+            let h = resp.headers_mut();
+            if let Some(total) = total {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            }
+            if let Some(sha) = expected_sha {
+                h.insert(header::ETAG, etag(sha));
+            }
+            file_headers(h, "MISS");
+            return Ok(resp);
+        }
+        match fill.finished().await {
+            FillState::Done { sha256, .. } => {
+                let blob = self.state.store.open_blob(&sha256).await?.ok_or_else(|| {
+                    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the stored file vanished right after it was written")
+                })?;
+                self.serve_blob(blob, &sha256, "MISS").await
+            }
+            FillState::Failed(e) => Err(HttpError::from(&*e)),
+            _ => unreachable!("finished() waits for Done or Failed"),
+        }
+    }
+
+    /// Serves a stored blob with HDR-2 headers, honouring If-None-Match and Range (HDR-3).
+    async fn serve_blob(&self, blob: Blob, sha: &str, cache: &'static str) -> Result<Response<Body>, HttpError> {
+        let tag = format!("\"sha256-{sha}\"");
+        if crate::server::respond::etag_matches(self.headers.get(header::IF_NONE_MATCH), &tag) {
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            resp.headers_mut().insert(header::ETAG, etag(sha));
+            file_headers(resp.headers_mut(), cache);
+            return Ok(resp);
+        }
+        let len = blob.len;
+        let mut range = parse_range(self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
+        // If-Range: a range only applies to the representation the client already has.
+        if let Some(if_range) = self.headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+            && if_range.trim() != tag
+        {
+            range = ByteRange::Whole;
+        }
+        let (status, start, count) = match range {
+            ByteRange::Whole => (StatusCode::OK, 0, len),
+            ByteRange::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+            ByteRange::Unsatisfiable => {
+                let mut resp = crate::server::respond::text(StatusCode::RANGE_NOT_SATISFIABLE, "requested range is outside the file");
+                resp.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
+                resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                return Ok(resp);
+            }
+        };
+        let body = if self.head {
+            body::empty()
+        } else {
+            let stream = blob
+                .stream(start, count)
+                .await
+                .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read stored file: {e}")))?;
+            body::stream(stream)
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        if status == StatusCode::PARTIAL_CONTENT {
+            let value = format!("bytes {start}-{}/{len}", start + count - 1);
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+        }
+        h.insert(header::ETAG, etag(sha));
+        file_headers(h, cache);
+        Ok(resp)
+    }
+}
+
+fn etag(sha: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"sha256-{sha}\"")).expect("hex is a valid header value")
+}
+
+/// HDR-2: octet-stream, ranges, immutable; never a Content-Encoding.
+fn file_headers(h: &mut HeaderMap, cache: &'static str) {
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    h.insert("x-cache", HeaderValue::from_static(cache));
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ByteRange {
+    Whole,
+    /// Inclusive byte positions.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// HDR-3: single and suffix ranges. Multi-range and malformed headers get the whole file
+/// (RFC 9110 lets a server ignore Range).
+fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else { return ByteRange::Whole };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return ByteRange::Whole };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // Suffix: the last n bytes.
+        let Ok(n) = last.parse::<u64>() else { return ByteRange::Whole };
+        if n == 0 || len == 0 {
+            return ByteRange::Unsatisfiable;
+        }
+        return ByteRange::Part(len.saturating_sub(n), len - 1);
+    }
+    let Ok(start) = first.parse::<u64>() else { return ByteRange::Whole };
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        match last.parse::<u64>() {
+            Ok(e) if e >= start => e,
+            _ => return ByteRange::Whole,
+        }
+    };
+    if start >= len {
+        return ByteRange::Unsatisfiable;
+    }
+    ByteRange::Part(start, end.min(len - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ByteRange::*, parse_range};
+
+    #[test]
+    fn hdr_3_ranges() {
+        assert_eq!(parse_range(None, 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Part(0, 3));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-4"), 10), Part(6, 9));
+        assert_eq!(parse_range(Some("bytes=-40"), 10), Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Whole);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Whole);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Whole);
+    }
+}

@@ -1,0 +1,5 @@
+//! Request handlers, one file per endpoint family.
+
+pub mod files;
+pub mod health;
+pub mod simple;

@@ -1,0 +1,185 @@
+//! PEP 691 JSON: rendering the model, and parsing upstream JSON pages into it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{DistFile, ProjectName, ProjectPage, Yanked};
+
+/// Renders one project's page (JSON-01 … JSON-10).
+pub fn render_project(page: &ProjectPage) -> Vec<u8> {
+    let files: Vec<Value> = page
+        .files
+        .iter()
+        .map(|f| {
+            let mut o = Map::new();
+            o.insert("filename".into(), json!(f.filename));
+            o.insert("url".into(), json!(f.larder_href()));
+            o.insert("hashes".into(), json!(f.hashes)); // JSON-04: present even when empty
+            o.insert("requires-python".into(), json!(f.requires_python));
+            if let Some(md) = &f.core_metadata {
+                // PEP 714: `core-metadata`, never `dist-info-metadata` (JSON-06).
+                o.insert("core-metadata".into(), json!({ "sha256": md }));
+            }
+            if let Some(size) = f.size {
+                o.insert("size".into(), json!(size));
+            }
+            if let Some(t) = &f.upload_time {
+                o.insert("upload-time".into(), json!(t));
+            }
+            // JSON-07: `true` for a yank without reason, never `""`.
+            let yanked = match &f.yanked {
+                Yanked::No => json!(false),
+                Yanked::Yes(None) => json!(true),
+                Yanked::Yes(Some(reason)) => json!(reason),
+            };
+            o.insert("yanked".into(), yanked);
+            Value::Object(o)
+        })
+        .collect();
+    let mut doc = Map::new();
+    doc.insert("meta".into(), json!({ "api-version": page.api_version() }));
+    doc.insert("name".into(), json!(page.name.as_str())); // NAME-03: normalized
+    if let Some(versions) = &page.versions {
+        doc.insert("versions".into(), json!(versions));
+    }
+    doc.insert("files".into(), Value::Array(files));
+    serde_json::to_vec(&Value::Object(doc)).expect("a JSON value always serializes")
+}
+
+/// Renders the project list (JSON-02).
+pub fn render_root<'a>(names: impl Iterator<Item = &'a ProjectName>) -> Vec<u8> {
+    let projects: Vec<Value> = names.map(|n| json!({ "name": n.as_str() })).collect();
+    serde_json::to_vec(&json!({ "meta": { "api-version": "1.0" }, "projects": projects }))
+        .expect("a JSON value always serializes")
+}
+
+#[derive(Deserialize)]
+struct UpstreamDetail {
+    #[serde(default)]
+    versions: Option<Vec<String>>,
+    #[serde(default)]
+    files: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct UpstreamFile {
+    filename: String,
+    url: String,
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+    #[serde(default, rename = "requires-python")]
+    requires_python: Option<String>,
+    #[serde(default)]
+    yanked: Option<Value>,
+    #[serde(default, rename = "core-metadata", alias = "dist-info-metadata", alias = "data-dist-info-metadata")]
+    core_metadata: Option<Value>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default, rename = "upload-time")]
+    upload_time: Option<String>,
+}
+
+/// Parses an upstream PEP 691 detail page. `base` resolves relative file URLs.
+/// A file entry that cannot be understood is dropped on its own, never the page (UP-07).
+pub fn parse_project(body: &[u8], name: &ProjectName, base: &url::Url) -> Result<ProjectPage, serde_json::Error> {
+    let detail: UpstreamDetail = serde_json::from_slice(body)?;
+    let mut files = Vec::with_capacity(detail.files.len());
+    for raw in detail.files {
+        let Ok(f) = serde_json::from_value::<UpstreamFile>(raw) else {
+            tracing::debug!(project = %name, "dropping an upstream file entry that does not parse");
+            continue;
+        };
+        let Some(file) = into_dist_file(f, base) else {
+            tracing::debug!(project = %name, "dropping an upstream file entry with an unusable URL or name");
+            continue;
+        };
+        files.push(file);
+    }
+    let mut page = ProjectPage { name: name.clone(), files, versions: detail.versions };
+    page.sort();
+    Ok(page)
+}
+
+fn into_dist_file(f: UpstreamFile, base: &url::Url) -> Option<DistFile> {
+    if !super::filename::is_safe(&f.filename) {
+        return None;
+    }
+    let mut url = base.join(&f.url).ok()?;
+    url.set_fragment(None);
+    let hashes = normalize_hashes(f.hashes);
+    let yanked = match f.yanked {
+        Some(Value::Bool(true)) => Yanked::Yes(None),
+        Some(Value::String(s)) if !s.is_empty() => Yanked::Yes(Some(s)),
+        _ => Yanked::No,
+    };
+    Some(DistFile {
+        filename: f.filename,
+        url: url.into(),
+        hashes,
+        requires_python: f.requires_python.filter(|s| !s.is_empty()),
+        yanked,
+        core_metadata: f.core_metadata.as_ref().and_then(metadata_sha256),
+        size: f.size,
+        upload_time: f.upload_time,
+    })
+}
+
+/// Keeps digests with a lowercase name and a lowercase hex value; drops a malformed sha256
+/// rather than advertise a hash nobody can match.
+pub fn normalize_hashes(hashes: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    hashes
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
+        .filter(|(k, v)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit()) && (k != "sha256" || v.len() == 64))
+        .collect()
+}
+
+/// The sha256 of an upstream `core-metadata` value. `true` (no hash) is not kept: Larder
+/// advertises metadata only with a hash it has checked (MD-03, MD-08).
+fn metadata_sha256(v: &Value) -> Option<String> {
+    let sha = v.get("sha256")?.as_str()?.to_ascii_lowercase();
+    super::is_sha256_hex(&sha).then_some(sha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_renders_round_trip_fields() {
+        let sha = "ab".repeat(32);
+        let md = "cd".repeat(32);
+        let body = format!(
+            r#"{{"meta":{{"api-version":"1.1"}},"name":"demo","versions":["1.0"],"files":[
+            {{"filename":"demo-1.0-py3-none-any.whl","url":"../../files/demo-1.0-py3-none-any.whl","hashes":{{"sha256":"{sha}"}},"requires-python":">=3.8","core-metadata":{{"sha256":"{md}"}},"size":10,"upload-time":"2026-01-01T00:00:00Z","yanked":"bad"}},
+            {{"filename":"demo-0.9.tar.gz","url":"https://up.example/x/demo-0.9.tar.gz","hashes":{{}},"yanked":true,"size":5,"dist-info-metadata":true}},
+            {{"no-filename":1}},
+            {{"filename":"../evil.whl","url":"x","hashes":{{}}}}
+            ]}}"#
+        );
+        let name = ProjectName::parse("demo").unwrap();
+        let base = url::Url::parse("https://up.example/simple/demo/").unwrap();
+        let page = parse_project(body.as_bytes(), &name, &base).unwrap();
+        assert_eq!(page.files.len(), 2, "bad entries are dropped one by one (UP-07)");
+        let whl = &page.files[1];
+        assert_eq!(whl.url, "https://up.example/files/demo-1.0-py3-none-any.whl");
+        assert_eq!(whl.core_metadata.as_deref(), Some(md.as_str()));
+        assert_eq!(whl.yanked, Yanked::Yes(Some("bad".into())));
+        assert_eq!(page.files[0].yanked, Yanked::Yes(None));
+        assert_eq!(page.files[0].core_metadata, None, "`true` without hash is not advertised");
+        assert_eq!(page.api_version(), "1.1");
+
+        let out: Value = serde_json::from_slice(&render_project(&page)).unwrap();
+        assert_eq!(out["meta"]["api-version"], "1.1");
+        assert_eq!(out["versions"], json!(["1.0"]));
+        let f = &out["files"][1];
+        assert_eq!(f["url"], format!("../../files/{sha}/demo-1.0-py3-none-any.whl"));
+        assert_eq!(f["core-metadata"], json!({ "sha256": md }));
+        assert!(f.get("dist-info-metadata").is_none(), "JSON-06");
+        assert_eq!(out["files"][0]["yanked"], json!(true), "JSON-07");
+        assert_eq!(out["files"][0]["hashes"], json!({}), "JSON-04");
+        assert!(out["files"][0]["url"].as_str().unwrap().starts_with("../../files/u-"));
+    }
+}

@@ -1,0 +1,143 @@
+//! The index model: one project's files as Larder knows them, independent of wire format.
+//!
+//! Upstream JSON and HTML are parsed into this model (`json::parse_project`,
+//! `crate::upstream::html::parse_project`), and both PEP 503 HTML and PEP 691 JSON are rendered
+//! from it (`html`, `json`), so the two formats cannot drift apart.
+
+pub mod filename;
+pub mod html;
+pub mod json;
+pub mod media_type;
+pub mod name;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use media_type::MediaType;
+pub use name::{InvalidName, ProjectName};
+
+/// One project's page: every file Larder can serve under that name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectPage {
+    pub name: ProjectName,
+    pub files: Vec<DistFile>,
+    /// PEP 700 `versions`, when the source listed them (upstream JSON, private uploads).
+    #[serde(default)]
+    pub versions: Option<Vec<String>>,
+}
+
+/// One distribution file on a project page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistFile {
+    /// The exact distribution filename (HTML-03).
+    pub filename: String,
+    /// Where Larder fetches the file from (an absolute upstream URL). Never shown to clients:
+    /// they get Larder's own `files/<key>/<filename>` (UP-02).
+    pub url: String,
+    /// Lowercase algorithm name → lowercase hex digest, as upstream listed them.
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub requires_python: Option<String>,
+    #[serde(default)]
+    pub yanked: Yanked,
+    /// sha256 of the PEP 658 core metadata file, when Larder can serve it with that hash (MD-03).
+    #[serde(default)]
+    pub core_metadata: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// PEP 700 upload time, already in `yyyy-mm-ddThh:mm:ss[.ffffff]Z` form.
+    #[serde(default)]
+    pub upload_time: Option<String>,
+}
+
+/// PEP 592 yank state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Yanked {
+    #[default]
+    No,
+    /// Yanked; the reason, when one was given, is non-empty.
+    Yes(Option<String>),
+}
+
+/// How Larder addresses a file in its `files/<key>/<filename>` URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FileKey {
+    /// The file's sha256 (lowercase hex): GitLab's layout, and the content address in the store.
+    Sha256(String),
+    /// For files upstream lists without a sha256: `u-` and the sha256 of the upstream URL, so the
+    /// file is still downloadable through Larder (UP-03).
+    UrlDigest(String),
+}
+
+impl FileKey {
+    /// Parses the `:sha256` path segment: 64 hex digits, or `u-` and 64 hex digits.
+    pub fn parse(segment: &str) -> Option<FileKey> {
+        let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if let Some(rest) = segment.strip_prefix("u-") {
+            is_hex64(rest).then(|| FileKey::UrlDigest(rest.to_ascii_lowercase()))
+        } else {
+            is_hex64(segment).then(|| FileKey::Sha256(segment.to_ascii_lowercase()))
+        }
+    }
+
+    pub fn sha256(&self) -> Option<&str> {
+        match self {
+            FileKey::Sha256(s) => Some(s),
+            FileKey::UrlDigest(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileKey::Sha256(s) => f.write_str(s),
+            FileKey::UrlDigest(s) => write!(f, "u-{s}"),
+        }
+    }
+}
+
+/// True when `s` is 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl DistFile {
+    pub fn sha256(&self) -> Option<&str> {
+        self.hashes.get("sha256").map(String::as_str)
+    }
+
+    pub fn key(&self) -> FileKey {
+        match self.sha256() {
+            Some(sha) => FileKey::Sha256(sha.to_string()),
+            None => FileKey::UrlDigest(crate::digest::sha256_hex(self.url.as_bytes())),
+        }
+    }
+
+    /// Larder's URL for this file, relative to a project page at `…/simple/<name>/`. Relative
+    /// links make one rendering valid for every project, group and alias route (ROUTE-02: the
+    /// page URL always ends in `/`). No query string (MD-02).
+    pub fn larder_href(&self) -> String {
+        format!("../../files/{}/{}", self.key(), filename::encode_path_segment(&self.filename))
+    }
+}
+
+impl ProjectPage {
+    /// The PEP 629/691 API version this page can honestly claim (JSON-10, VER-02): 1.1 needs
+    /// `versions` and every file's `size`.
+    pub fn api_version(&self) -> &'static str {
+        if self.versions.is_some() && self.files.iter().all(|f| f.size.is_some()) {
+            "1.1"
+        } else {
+            "1.0"
+        }
+    }
+
+    /// Sorts files by filename so that renderings (and so ETags) are stable (JSON-11).
+    pub fn sort(&mut self) {
+        self.files.sort_by(|a, b| a.filename.cmp(&b.filename));
+        self.files.dedup_by(|a, b| a.filename == b.filename);
+    }
+}

@@ -1,0 +1,103 @@
+//! Project names: validation (NAME-01) and normalization (NAME-02, ROUTE-04).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A valid project name in its fully normalized form: lower case, every run of `-`, `_` and `.`
+/// replaced by one `-`. Every lookup and every upstream decision uses this form (ROUTE-04, DC-3).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectName(String);
+
+/// Why a string is not a project name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid project name `{0}`; names use ASCII letters, digits, '.', '_' and '-', and start and end with a letter or digit"
+)]
+pub struct InvalidName(pub String);
+
+impl ProjectName {
+    /// Validates `raw` against NAME-01 (`^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z`, ASCII,
+    /// case-insensitive) and normalizes it.
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        let bytes = raw.as_bytes();
+        let alnum = |b: &u8| b.is_ascii_alphanumeric();
+        let valid = match bytes {
+            [] => false,
+            [only] => alnum(only),
+            [first, middle @ .., last] => {
+                alnum(first)
+                    && alnum(last)
+                    && middle.iter().all(|b| alnum(b) || matches!(b, b'.' | b'_' | b'-'))
+            }
+        };
+        if !valid {
+            return Err(InvalidName(raw.to_string()));
+        }
+        Ok(ProjectName(normalize(raw)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// NAME-02: lower case, and each run of `-`, `_`, `.` becomes a single `-`.
+pub fn normalize(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut in_sep = false;
+    for c in raw.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_sep {
+                out.push('-');
+            }
+            in_sep = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_sep = false;
+        }
+    }
+    out
+}
+
+impl fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ProjectName {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        ProjectName::parse(&s)
+    }
+}
+
+impl From<ProjectName> for String {
+    fn from(n: ProjectName) -> String {
+        n.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_02_all_spellings_normalize_alike() {
+        for raw in ["Friendly-Bard", "friendly.bard", "friendly_bard", "friendly--bard", "FrIeNdLy-._.-bArD"] {
+            assert_eq!(ProjectName::parse(raw).unwrap().as_str(), "friendly-bard", "{raw}");
+        }
+    }
+
+    #[test]
+    fn name_01_rejects_invalid_names() {
+        for raw in ["", "-a", "a-", ".a", "a b", "a/b", "a\n", "é", "../etc", "a%2Fb"] {
+            assert!(ProjectName::parse(raw).is_err(), "{raw:?} should be rejected");
+        }
+        for raw in ["a", "A1", "zope.interface", "x_y-z"] {
+            assert!(ProjectName::parse(raw).is_ok(), "{raw:?} should be accepted");
+        }
+    }
+}

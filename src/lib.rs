@@ -1,0 +1,30 @@
+//! Larder: a caching pull-through proxy for the Python Package Index.
+//!
+//! # Layout
+//! - `cli`, `config`: the command line, the TOML file, and the resolved `Config`.
+//! - `server`: the accept loop, `route` (paths → `Route`), `body` and `respond` helpers.
+//! - `handlers`: one file per endpoint family (`simple`, `files`, `health`).
+//! - `index`: the model of a project page, and PEP 503 HTML / PEP 691 JSON rendering;
+//!   `name` (normalization), `media_type` (negotiation), `filename`.
+//! - `pages`: project pages in memory, on disk and from upstream: freshness, staleness, coalescing.
+//! - `fill`: one streamed, hash-checked download per missing file, shared by every client.
+//! - `upstream`: the client for the upstream index (JSON first, HTML parsed with lol_html).
+//! - `store`: the `Store` trait and its cacache-backed local implementation.
+//! - `singleflight`, `digest`: small shared helpers.
+//! - `error`: the one place a failure becomes an HTTP status.
+//!
+//! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
+
+pub mod cli;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod fill;
+pub mod handlers;
+pub mod index;
+pub mod pages;
+pub mod server;
+pub mod singleflight;
+pub mod state;
+pub mod store;
+pub mod upstream;

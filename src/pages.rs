@@ -1,0 +1,333 @@
+//! Project pages: the in-memory cache in front of the store and the upstream.
+//!
+//! A request for a page is answered from memory while the page is fresh (`index_ttl`). After
+//! that, one coalesced refresh revalidates it upstream (`If-None-Match`/`If-Modified-Since`,
+//! UP-05); when the upstream fails, the old page is served, for up to `stale_if_error`
+//! (ROUTE-08). Pages are kept on disk as records, so they survive a restart: a page loaded from
+//! disk counts as stale and is revalidated on first use. Each page is rendered once per format
+//! into shared `Bytes` with its ETag, so a hit copies nothing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::index::{self, DistFile, FileKey, MediaType, ProjectName, ProjectPage};
+use crate::singleflight::SingleFlight;
+use crate::store::Store;
+use crate::upstream::{self, PageFetch, Upstream, Validators};
+
+/// While the upstream is failing, retry it at most this often per page.
+const STALE_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct PageSettings {
+    pub ttl: Duration,
+    pub stale_if_error: Duration,
+    pub not_found_ttl: Duration,
+    pub memory_bytes: u64,
+}
+
+/// How a page lookup was answered; sent to clients as `X-Cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from memory (or disk) without asking the upstream.
+    Hit,
+    /// The upstream confirmed the cached copy (304).
+    Revalidated,
+    /// Fetched from the upstream.
+    Miss,
+    /// The upstream failed and an older copy was served.
+    Stale,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+        }
+    }
+}
+
+/// Why no page could be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
+    #[error("project `{0}` is not in the cache and no upstream is configured")]
+    NoUpstream(ProjectName),
+}
+
+/// A page with both renderings and their validators, built once when the page changes.
+pub struct RenderedPage {
+    pub page: ProjectPage,
+    html: Bytes,
+    json: Bytes,
+    digest_html: String,
+    digest_json: String,
+    by_key: HashMap<FileKey, usize>,
+}
+
+impl RenderedPage {
+    pub fn new(page: ProjectPage) -> RenderedPage {
+        let html = Bytes::from(index::html::render_project(&page));
+        let json = Bytes::from(index::json::render_project(&page));
+        let digest_html = crate::digest::sha256_hex(&html)[..20].to_string();
+        let digest_json = crate::digest::sha256_hex(&json)[..20].to_string();
+        let by_key = page.files.iter().enumerate().map(|(i, f)| (f.key(), i)).collect();
+        RenderedPage { page, html, json, digest_html, digest_json, by_key }
+    }
+
+    pub fn body(&self, media: MediaType) -> Bytes {
+        if media.is_json() { self.json.clone() } else { self.html.clone() }
+    }
+
+    /// A strong ETag naming these exact bytes in this media type (HDR-1).
+    pub fn etag(&self, media: MediaType) -> String {
+        let digest = if media.is_json() { &self.digest_json } else { &self.digest_html };
+        format!("\"{digest}-{}\"", media.tag())
+    }
+
+    pub fn file(&self, key: &FileKey) -> Option<&DistFile> {
+        self.by_key.get(key).map(|&i| &self.page.files[i])
+    }
+
+    fn weight(&self) -> u32 {
+        let files: usize = self.page.files.iter().map(|f| f.url.len() + f.filename.len() + 200).sum();
+        (self.html.len() + self.json.len() + files).try_into().unwrap_or(u32::MAX)
+    }
+}
+
+pub enum PageState {
+    Found(Arc<RenderedPage>),
+    /// The upstream has no such project (cached briefly, UP-09).
+    NotFound,
+}
+
+/// One cache entry.
+pub struct CachedPage {
+    pub state: PageState,
+    /// Until when this entry is answered without asking the upstream.
+    fresh_until: Instant,
+    /// Wall-clock time the upstream last sent or confirmed this page; bounds stale serving.
+    confirmed_unix: u64,
+    validators: Validators,
+    /// Served because the upstream failed.
+    stale: bool,
+}
+
+/// What is persisted per page.
+#[derive(Serialize, Deserialize)]
+struct PageRecord {
+    page: ProjectPage,
+    validators: Validators,
+    confirmed_unix: u64,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn record_key(name: &ProjectName) -> String {
+    format!("page/{name}")
+}
+
+pub type Lookup = (Arc<CachedPage>, CacheStatus);
+
+pub struct Pages {
+    memory: moka::future::Cache<ProjectName, Arc<CachedPage>>,
+    flight: Arc<SingleFlight<ProjectName, Lookup, Error>>,
+    store: Arc<dyn Store>,
+    upstream: Option<Upstream>,
+    settings: PageSettings,
+    /// Names with a stored page, for the project list.
+    known: RwLock<BTreeSet<ProjectName>>,
+}
+
+impl Pages {
+    pub async fn new(store: Arc<dyn Store>, upstream: Option<Upstream>, settings: PageSettings) -> anyhow::Result<Pages> {
+        let known = store
+            .list_records("page/")
+            .await?
+            .iter()
+            .filter_map(|k| ProjectName::parse(k.trim_start_matches("page/")).ok())
+            .collect();
+        let memory = moka::future::Cache::builder()
+            .max_capacity(settings.memory_bytes)
+            .weigher(|_k, v: &Arc<CachedPage>| match &v.state {
+                PageState::Found(r) => r.weight(),
+                PageState::NotFound => 64,
+            })
+            .build();
+        Ok(Pages { memory, flight: Arc::default(), store, upstream, settings, known: RwLock::new(known) })
+    }
+
+    /// Names Larder has pages for.
+    pub fn known_names(&self) -> Vec<ProjectName> {
+        self.known.read().expect("known-names lock").iter().cloned().collect()
+    }
+
+    /// The page for `name`, from memory, disk or upstream.
+    pub async fn get(self: &Arc<Self>, name: &ProjectName) -> Result<Lookup, Arc<Error>> {
+        if let Some(p) = self.memory.get(name).await
+            && Instant::now() < p.fresh_until
+        {
+            let status = if p.stale { CacheStatus::Stale } else { CacheStatus::Hit };
+            return Ok((p, status));
+        }
+        let this = Arc::clone(self);
+        let key = name.clone();
+        self.flight.run(name.clone(), move || async move { this.refresh(key).await }).await
+    }
+
+    /// Finds the file a `files/<key>/<filename>` URL names, trying each project the filename
+    /// can belong to.
+    pub async fn find_file(self: &Arc<Self>, key: &FileKey, filename: &str) -> Result<Option<(ProjectName, DistFile)>, Arc<Error>> {
+        let mut last_err = None;
+        for candidate in index::filename::candidate_projects(filename) {
+            let Ok(name) = ProjectName::parse(&candidate) else { continue };
+            match self.get(&name).await {
+                Ok((cached, _)) => {
+                    if let PageState::Found(r) = &cached.state
+                        && let Some(f) = r.file(key).filter(|f| f.filename == filename)
+                    {
+                        return Ok(Some((name, f.clone())));
+                    }
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match last_err {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
+    async fn refresh(self: Arc<Self>, name: ProjectName) -> Result<Lookup, Error> {
+        let now = Instant::now();
+        let current = match self.memory.get(&name).await {
+            Some(p) if now < p.fresh_until => return Ok((p, CacheStatus::Hit)),
+            Some(p) => Some(p),
+            None => self.load_record(&name).await,
+        };
+        let Some(upstream) = &self.upstream else {
+            // Nothing to revalidate against: what is stored is what there is.
+            return match current {
+                Some(p) if matches!(p.state, PageState::Found(_)) => {
+                    self.memory.insert(name, p.clone()).await;
+                    Ok((p, CacheStatus::Hit))
+                }
+                _ => Err(Error::NoUpstream(name)),
+            };
+        };
+        let found = current.as_ref().filter(|p| matches!(p.state, PageState::Found(_)));
+        match upstream.fetch_page(&name, found.map(|p| &p.validators)).await {
+            Ok(PageFetch::Modified(page, validators)) => {
+                let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == page);
+                let entry = Arc::new(CachedPage {
+                    fresh_until: now + self.settings.ttl,
+                    confirmed_unix: now_unix(),
+                    validators: validators.clone(),
+                    stale: false,
+                    state: PageState::Found(Arc::new(RenderedPage::new(page.clone()))),
+                });
+                // Write only real changes: cacache's index is append-only (crates-notes §9.2).
+                if !unchanged {
+                    self.persist(&name, page, validators, entry.confirmed_unix).await;
+                }
+                self.memory.insert(name, entry.clone()).await;
+                Ok((entry, CacheStatus::Miss))
+            }
+            Ok(PageFetch::NotModified) if found.is_some() => {
+                let old = found.expect("checked");
+                let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
+                let entry = Arc::new(CachedPage {
+                    state: PageState::Found(r.clone()),
+                    fresh_until: now + self.settings.ttl,
+                    confirmed_unix: now_unix(),
+                    validators: old.validators.clone(),
+                    stale: false,
+                });
+                self.memory.insert(name, entry.clone()).await;
+                Ok((entry, CacheStatus::Revalidated))
+            }
+            Ok(PageFetch::NotModified) => Err(upstream::Error::BadPage {
+                url: format!("{}{name}/", upstream.base()),
+                reason: "304 Not Modified to an unconditional request".into(),
+            }
+            .into()),
+            Ok(PageFetch::NotFound) => {
+                let entry = Arc::new(CachedPage {
+                    state: PageState::NotFound,
+                    fresh_until: now + self.settings.not_found_ttl,
+                    confirmed_unix: now_unix(),
+                    validators: Validators::default(),
+                    stale: false,
+                });
+                self.memory.insert(name, entry.clone()).await;
+                Ok((entry, CacheStatus::Miss))
+            }
+            Err(e) => {
+                let limit = (self.settings.ttl + self.settings.stale_if_error).as_secs();
+                match found {
+                    Some(old) if now_unix().saturating_sub(old.confirmed_unix) <= limit => {
+                        tracing::warn!(project = %name, error = %e, "upstream failed; serving the cached page stale");
+                        let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
+                        let entry = Arc::new(CachedPage {
+                            state: PageState::Found(r.clone()),
+                            fresh_until: now + STALE_RETRY.min(self.settings.ttl),
+                            confirmed_unix: old.confirmed_unix,
+                            validators: old.validators.clone(),
+                            stale: true,
+                        });
+                        self.memory.insert(name, entry.clone()).await;
+                        Ok((entry, CacheStatus::Stale))
+                    }
+                    _ => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    async fn load_record(&self, name: &ProjectName) -> Option<Arc<CachedPage>> {
+        let bytes = match self.store.get_record(&record_key(name)).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                // A broken record is a miss: the upstream refills it.
+                tracing::warn!(project = %name, error = %e, "cannot read the stored page; treating it as missing");
+                return None;
+            }
+        };
+        let record: PageRecord = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(project = %name, error = %e, "stored page does not parse; treating it as missing");
+                return None;
+            }
+        };
+        Some(Arc::new(CachedPage {
+            state: PageState::Found(Arc::new(RenderedPage::new(record.page))),
+            fresh_until: Instant::now(), // stale: revalidate on first use
+            confirmed_unix: record.confirmed_unix,
+            validators: record.validators,
+            stale: false,
+        }))
+    }
+
+    async fn persist(&self, name: &ProjectName, page: ProjectPage, validators: Validators, confirmed_unix: u64) {
+        let record = PageRecord { page, validators, confirmed_unix };
+        let bytes = serde_json::to_vec(&record).expect("a page record serializes");
+        match self.store.put_record(&record_key(name), bytes).await {
+            Ok(()) => {
+                self.known.write().expect("known-names lock").insert(name.clone());
+            }
+            Err(e) => tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart"),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `AppState`: everything a request handler needs, behind one cheap handle.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::fill::Fills;
+use crate::pages::{PageSettings, Pages};
+use crate::store::{self, Store};
+use crate::upstream::Upstream;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub pages: Arc<Pages>,
+    /// `None` when no upstream is configured.
+    pub fills: Option<Arc<Fills>>,
+}
+
+impl AppState {
+    pub async fn new(config: Config) -> anyhow::Result<AppState> {
+        let store = store::from_config(&config)?;
+        let upstream = match &config.upstream {
+            Some(url) => Some(Upstream::new(url.clone(), config.upstream_timeout)?),
+            None => None,
+        };
+        let settings = PageSettings {
+            ttl: config.index_ttl,
+            stale_if_error: config.stale_if_error,
+            not_found_ttl: config.not_found_ttl,
+            memory_bytes: config.page_cache_bytes,
+        };
+        let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), settings).await?);
+        let fills = match upstream {
+            Some(up) => Some(Arc::new(Fills::new(store.clone(), up, config.data_dir.join("spool"))?)),
+            None => None,
+        };
+        Ok(AppState { config: Arc::new(config), store, pages, fills })
+    }
+}

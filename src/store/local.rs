@@ -1,0 +1,206 @@
+//! The local store: cacache on disk.
+//!
+//! Blobs are written through cacache (temp file, hash check, atomic rename) under the sha256
+//! algorithm, so a file's sha256 *is* its content address and reading needs no index lookup.
+//! Reads open the content file directly: cacache's own readers re-hash on every read or load
+//! whole files into memory (crates-notes §3.5), which a static-file-speed hit path cannot pay.
+//! Corruption on disk is the job of `larder verify`, not of every request.
+
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cacache::{Algorithm, Integrity, WriteOpts};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{Blob, BlobSource, ByteStream, Error, Store};
+
+/// Chunk size for streaming blobs: large reads, few syscalls.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+impl LocalStore {
+    pub fn open(dir: &Path) -> anyhow::Result<LocalStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the data directory `{}`: {e}", dir.display()))?;
+        Ok(LocalStore { dir: dir.to_path_buf() })
+    }
+
+    /// cacache's content layout: `content-v2/sha256/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`.
+    /// Pinned by the `content_path_matches_cacache` test.
+    fn content_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("content-v2").join("sha256").join(&sha256[0..2]).join(&sha256[2..4]).join(&sha256[4..])
+    }
+
+    fn integrity(sha256: &str) -> Integrity {
+        Integrity::from_hex(sha256, Algorithm::Sha256).expect("callers pass 64 hex digits")
+    }
+}
+
+struct FileSource(tokio::fs::File);
+
+#[async_trait]
+impl BlobSource for FileSource {
+    async fn stream(self: Box<Self>, start: u64, len: u64) -> std::io::Result<ByteStream> {
+        let mut file = self.0;
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+        }
+        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), READ_CHUNK)))
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+fn cache_err(what: impl Into<String>) -> impl FnOnce(cacache::Error) -> Error {
+    let what = what.into();
+    move |source| match source {
+        cacache::Error::IntegrityError(_) => Error::Integrity { expected: what },
+        source => Error::Cache { what, source },
+    }
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
+        let path = self.content_path(sha256);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path.display().to_string())(e)),
+        };
+        let len = file.metadata().await.map_err(io_err(path.display().to_string()))?.len();
+        Ok(Some(Blob::new(len, Box::new(FileSource(file)))))
+    }
+
+    async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
+        if self.content_path(sha256).exists() {
+            return Ok(()); // content-addressed: the same bytes are already there
+        }
+        let dir = self.dir.clone();
+        let sha = sha256.to_string();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut src = std::fs::File::open(&path).map_err(io_err(path.display().to_string()))?;
+            let len = src.metadata().map_err(io_err(path.display().to_string()))?.len();
+            src.rewind().map_err(io_err(path.display().to_string()))?;
+            let mut writer = WriteOpts::new()
+                .algorithm(Algorithm::Sha256)
+                .integrity(Self::integrity(&sha))
+                .size(len as usize)
+                .open_hash_sync(&dir)
+                .map_err(cache_err(&sha))?;
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let n = src.read(&mut buf).map_err(io_err(path.display().to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut writer, &buf[..n]).map_err(io_err("store temp file"))?;
+            }
+            writer.commit().map_err(cache_err(&sha))?;
+            Ok(())
+        })
+        .await
+        .expect("the store writer does not panic")
+    }
+
+    async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
+        if self.content_path(sha256).exists() {
+            return Ok(());
+        }
+        let mut writer = WriteOpts::new()
+            .algorithm(Algorithm::Sha256)
+            .integrity(Self::integrity(sha256))
+            .size(bytes.len())
+            .open_hash(&self.dir)
+            .await
+            .map_err(cache_err(sha256))?;
+        tokio::io::AsyncWriteExt::write_all(&mut writer, &bytes).await.map_err(io_err("store temp file"))?;
+        writer.commit().await.map_err(cache_err(sha256))?;
+        Ok(())
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match cacache::read(&self.dir, key).await {
+            Ok(v) => Ok(Some(v)),
+            Err(cacache::Error::EntryNotFound(..)) => Ok(None),
+            Err(e) => Err(cache_err(key)(e)),
+        }
+    }
+
+    async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
+        cacache::write_with_algo(Algorithm::Sha256, &self.dir, key, value).await.map_err(cache_err(key))?;
+        Ok(())
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let dir = self.dir.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            for entry in cacache::list_sync(&dir) {
+                let entry = entry.map_err(cache_err("record index"))?;
+                if entry.key.starts_with(&prefix) {
+                    keys.push(entry.key);
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            Ok(keys)
+        })
+        .await
+        .expect("listing records does not panic")
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    #[tokio::test]
+    async fn content_path_matches_cacache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(tmp.path()).unwrap();
+        let data = b"hello wheel";
+        let sha = crate::digest::sha256_hex(data);
+        cacache::write_hash_with_algo(Algorithm::Sha256, tmp.path(), data).await.unwrap();
+        assert!(store.content_path(&sha).is_file(), "cacache changed its content layout");
+    }
+
+    #[tokio::test]
+    async fn blobs_round_trip_and_mismatches_store_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&tmp.path().join("s")).unwrap();
+        let spool = tmp.path().join("spool");
+        std::fs::write(&spool, b"0123456789").unwrap();
+        let sha = crate::digest::sha256_hex(b"0123456789");
+        store.put_blob_file(&sha, &spool).await.unwrap();
+        let blob = store.open_blob(&sha).await.unwrap().unwrap();
+        assert_eq!(blob.len, 10);
+        let parts: Vec<Bytes> = blob.stream(2, 3).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(parts.concat(), b"234");
+
+        let wrong = "00".repeat(32);
+        assert!(matches!(store.put_blob_file(&wrong, &spool).await, Err(Error::Integrity { .. })));
+        assert!(store.open_blob(&wrong).await.unwrap().is_none());
+
+        store.put_record("page/x", b"{}".to_vec()).await.unwrap();
+        assert_eq!(store.get_record("page/x").await.unwrap().unwrap(), b"{}");
+        assert_eq!(store.list_records("page/").await.unwrap(), vec!["page/x".to_string()]);
+        assert!(store.get_record("page/y").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,83 @@
+//! The content store: what Larder keeps on disk (or, later, in object storage).
+//!
+//! Two kinds of things live here: **blobs** (distribution and metadata files, addressed by their
+//! sha256) and **records** (small keyed documents such as a project's page model). Nothing above
+//! this trait assumes a local disk; the cacache-backed `LocalStore` is the only backend so far,
+//! and an S3-compatible one is meant to slot in beside it through `from_config`.
+
+mod local;
+
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use local::LocalStore;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store I/O failed on {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("store failed on {what}: {source}")]
+    Cache { what: String, source: cacache::Error },
+    #[error("content does not match its sha256 {expected}")]
+    Integrity { expected: String },
+}
+
+/// A stored blob, opened: its length is known, its bytes are read on demand.
+pub struct Blob {
+    pub len: u64,
+    source: Box<dyn BlobSource>,
+}
+
+impl Blob {
+    pub fn new(len: u64, source: Box<dyn BlobSource>) -> Blob {
+        Blob { len, source }
+    }
+
+    /// Streams `len` bytes starting at `start`; callers have checked the range against `self.len`.
+    pub async fn stream(self, start: u64, len: u64) -> std::io::Result<ByteStream> {
+        self.source.stream(start, len).await
+    }
+}
+
+/// How a backend reads an opened blob.
+#[async_trait]
+pub trait BlobSource: Send {
+    async fn stream(self: Box<Self>, start: u64, len: u64) -> std::io::Result<ByteStream>;
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Opens the blob with this sha256 (lowercase hex), or `None` when it is not stored.
+    async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error>;
+
+    /// Stores the complete file at `path` as the blob `sha256`. The backend checks the hash
+    /// again and stores nothing on a mismatch; the blob becomes visible all at once.
+    async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error>;
+
+    /// Stores small in-memory content (metadata files) as a blob.
+    async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error>;
+
+    /// Reads a record, or `None` when there is none.
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Writes (replaces) a record atomically.
+    async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error>;
+
+    /// The keys of all records that start with `prefix`.
+    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, Error>;
+
+    /// Where the store lives, for logs.
+    fn location(&self) -> String;
+}
+
+/// Chooses and opens the store backend from the configuration; the one place that knows which
+/// backend runs.
+pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?))
+}
