@@ -53,7 +53,9 @@ impl Config {
     pub fn load(settings: &Settings) -> anyhow::Result<Config> {
         let file = match &settings.config {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+                read_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
             None => FileConfig::default(),
         };
         Config::merge(file, settings)
@@ -61,19 +63,42 @@ impl Config {
 
     /// Flags and environment (`settings`) over the file over defaults.
     pub fn merge(file: FileConfig, s: &Settings) -> anyhow::Result<Config> {
-        let default_project = s.default_project.clone().or(file.default_project).unwrap_or_else(|| "default".into());
+        let default_project = s
+            .default_project
+            .clone()
+            .or(file.default_project)
+            .unwrap_or_else(|| "default".into());
         anyhow::ensure!(
             crate::server::route::is_valid_project_id(&default_project),
             "invalid default_project `{default_project}`; use letters, digits, '.', '_', '-' or '%'"
         );
         Ok(Config {
-            listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
+            listen: s
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream: s.upstream.clone().or(file.upstream),
-            data_dir: s.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "larder-data".into()),
-            index_ttl: s.index_ttl.or(file.index_ttl).unwrap_or(Duration::from_secs(600)),
-            stale_if_error: s.stale_if_error.or(file.stale_if_error).unwrap_or(Duration::from_secs(7 * 86400)),
-            not_found_ttl: s.not_found_ttl.or(file.not_found_ttl).unwrap_or(Duration::from_secs(60)),
-            upstream_timeout: s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30)),
+            data_dir: s
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| "larder-data".into()),
+            index_ttl: s
+                .index_ttl
+                .or(file.index_ttl)
+                .unwrap_or(Duration::from_secs(600)),
+            stale_if_error: s
+                .stale_if_error
+                .or(file.stale_if_error)
+                .unwrap_or(Duration::from_secs(7 * 86400)),
+            not_found_ttl: s
+                .not_found_ttl
+                .or(file.not_found_ttl)
+                .unwrap_or(Duration::from_secs(60)),
+            upstream_timeout: s
+                .upstream_timeout
+                .or(file.upstream_timeout)
+                .unwrap_or(Duration::from_secs(30)),
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(256) * 1024 * 1024,
             default_project,
         })
@@ -81,7 +106,8 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file `{}`", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
 }
 
@@ -95,7 +121,10 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nupstream = \"http://127.0.0.1:1/simple/\"\nindex_ttl = \"5m\"\n",
         )
         .unwrap();
-        let settings = Settings { listen: Some("127.0.0.1:9001".parse().unwrap()), ..Default::default() };
+        let settings = Settings {
+            listen: Some("127.0.0.1:9001".parse().unwrap()),
+            ..Default::default()
+        };
         let c = Config::merge(file, &settings).unwrap();
         assert_eq!(c.listen.port(), 9001);
         assert_eq!(c.upstream.unwrap().as_str(), "http://127.0.0.1:1/simple/");

@@ -14,7 +14,10 @@ pub struct HttpError {
 
 impl HttpError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> HttpError {
-        HttpError { status, message: message.into() }
+        HttpError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> HttpError {
@@ -33,7 +36,11 @@ impl HttpError {
 impl From<&upstream::Error> for HttpError {
     fn from(e: &upstream::Error) -> HttpError {
         // Never 404 for an upstream failure: uv would move on to the next index (ROUTE-08).
-        let status = if e.is_timeout() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+        let status = if e.is_timeout() {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
         HttpError::new(status, e.to_string())
     }
 }
@@ -51,8 +58,12 @@ impl From<&fill::Error> for HttpError {
     fn from(e: &fill::Error) -> HttpError {
         match e {
             fill::Error::Upstream(u) => u.into(),
-            fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } => HttpError::new(StatusCode::BAD_GATEWAY, e.to_string()),
-            fill::Error::Spool(_) | fill::Error::Store(_) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } => {
+                HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
+            }
+            fill::Error::Spool(_) | fill::Error::Store(_) => {
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
         }
     }
 }

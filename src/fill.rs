@@ -41,10 +41,20 @@ pub struct FillRequest {
 pub enum Error {
     #[error(transparent)]
     Upstream(#[from] upstream::Error),
-    #[error("upstream sent a file whose sha256 is {actual}, not the {expected} its page lists ({url}); nothing was stored")]
-    HashMismatch { url: String, expected: String, actual: String },
+    #[error(
+        "upstream sent a file whose sha256 is {actual}, not the {expected} its page lists ({url}); nothing was stored"
+    )]
+    HashMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("upstream ended {url} after {got} of {expected} bytes; nothing was stored")]
-    Truncated { url: String, expected: u64, got: u64 },
+    Truncated {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("cannot write the download spool: {0}")]
     Spool(#[from] std::io::Error),
     #[error(transparent)]
@@ -73,13 +83,22 @@ pub struct Fills {
 }
 
 impl Fills {
-    pub fn new(store: Arc<dyn Store>, upstream: Upstream, spool_dir: PathBuf) -> std::io::Result<Fills> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        upstream: Upstream,
+        spool_dir: PathBuf,
+    ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
         // Leftovers of a crash are never visible (they are not in the store); clear them.
         for entry in std::fs::read_dir(&spool_dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir })
+        Ok(Fills {
+            inflight: Mutex::new(HashMap::new()),
+            store,
+            upstream,
+            spool_dir,
+        })
     }
 
     /// Joins the download for `req.key`, starting it when none is under way.
@@ -89,8 +108,13 @@ impl Fills {
             return fill.clone();
         }
         let (tx, rx) = watch::channel(FillState::Connecting);
-        let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
-        let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
+        let spool = self
+            .spool_dir
+            .join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
+        let fill = Arc::new(Fill {
+            state: rx,
+            spool: spool.clone(),
+        });
         map.insert(req.key.clone(), fill.clone());
         let this = Arc::clone(self);
         tokio::spawn(async move { this.run(req, tx, spool).await });
@@ -105,18 +129,28 @@ impl Fills {
             Ok((sha256, len)) => {
                 tracing::info!(url = %req.url, %sha256, bytes = len, ms = started.elapsed().as_millis() as u64, "stored file from upstream");
                 tx.send_replace(FillState::Done { sha256, len });
+                // Let requests that raced with the finish (store looked up just before the
+                // commit) find the result instead of downloading again.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
                 tracing::warn!(url = %req.url, error = %e, "download from upstream failed");
                 tx.send_replace(FillState::Failed(Arc::new(e)));
+                // A failure is not remembered: the next request tries again.
             }
         }
-        // Let requests that raced with the finish see the result instead of starting over.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        self.inflight.lock().expect("fill map lock").remove(&req.key);
+        self.inflight
+            .lock()
+            .expect("fill map lock")
+            .remove(&req.key);
     }
 
-    async fn download(&self, req: &FillRequest, tx: &watch::Sender<FillState>, spool: &PathBuf) -> Result<(String, u64), Error> {
+    async fn download(
+        &self,
+        req: &FillRequest,
+        tx: &watch::Sender<FillState>,
+        spool: &PathBuf,
+    ) -> Result<(String, u64), Error> {
         let resp = self.upstream.fetch_file(&req.url).await?;
         let total = resp.content_length();
         let mut file = tokio::fs::File::create(spool).await?;
@@ -126,7 +160,11 @@ impl Fills {
         let mut pending = BytesMut::with_capacity(SPOOL_CHUNK);
         let mut body = resp.bytes_stream();
         loop {
-            let chunk = body.next().await.transpose().map_err(|e| Upstream::body_error(&req.url, e))?;
+            let chunk = body
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| Upstream::body_error(&req.url, e))?;
             if let Some(chunk) = &chunk {
                 hasher.update(chunk);
                 pending.extend_from_slice(chunk);
@@ -145,18 +183,28 @@ impl Fills {
         if let Some(total) = total
             && total != written
         {
-            return Err(Error::Truncated { url: req.url.clone(), expected: total, got: written });
+            return Err(Error::Truncated {
+                url: req.url.clone(),
+                expected: total,
+                got: written,
+            });
         }
         let actual = hex::encode(hasher.finalize());
         if let Some(expected) = &req.expected_sha256
             && *expected != actual
         {
-            return Err(Error::HashMismatch { url: req.url.clone(), expected: expected.clone(), actual });
+            return Err(Error::HashMismatch {
+                url: req.url.clone(),
+                expected: expected.clone(),
+                actual,
+            });
         }
         drop(file);
         self.store.put_blob_file(&actual, spool).await?;
         if let Some(alias) = &req.alias_record {
-            self.store.put_record(alias, actual.clone().into_bytes()).await?;
+            self.store
+                .put_record(alias, actual.clone().into_bytes())
+                .await?;
         }
         Ok((actual, written))
     }
@@ -166,14 +214,20 @@ impl Fill {
     /// Waits until the upstream answered (or failed).
     pub async fn started(&self) -> FillState {
         let mut rx = self.state.clone();
-        let state = rx.wait_for(|s| !matches!(s, FillState::Connecting)).await.map(|s| s.clone());
+        let state = rx
+            .wait_for(|s| !matches!(s, FillState::Connecting))
+            .await
+            .map(|s| s.clone());
         state.unwrap_or_else(|_| rx.borrow().clone())
     }
 
     /// Waits until the file is stored (or the download failed).
     pub async fn finished(&self) -> FillState {
         let mut rx = self.state.clone();
-        let state = rx.wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_))).await.map(|s| s.clone());
+        let state = rx
+            .wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_)))
+            .await
+            .map(|s| s.clone());
         state.unwrap_or_else(|_| rx.borrow().clone())
     }
 
@@ -181,15 +235,23 @@ impl Fill {
     /// (the download finished): then read the store.
     pub async fn stream(self: &Arc<Self>) -> Option<ByteStream> {
         let file = tokio::fs::File::open(&self.spool).await.ok()?;
-        let reader = SpoolReader { rx: self.state.clone(), file, pos: 0, buf_size: SPOOL_CHUNK };
-        Some(Box::pin(futures_util::stream::unfold(Some(reader), |reader| async move {
-            let mut reader = reader?;
-            match reader.next_chunk().await {
-                Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
-                Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
-            }
-        })))
+        let reader = SpoolReader {
+            rx: self.state.clone(),
+            file,
+            pos: 0,
+            buf_size: SPOOL_CHUNK,
+        };
+        Some(Box::pin(futures_util::stream::unfold(
+            Some(reader),
+            |reader| async move {
+                let mut reader = reader?;
+                match reader.next_chunk().await {
+                    Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), None)),
+                }
+            },
+        )))
     }
 }
 
@@ -207,8 +269,14 @@ impl SpoolReader {
             let readable = match &state {
                 FillState::Connecting => 0,
                 // Hold back the last byte until the hash is checked.
-                FillState::Streaming { written, total: Some(total) } => (*written).min(total.saturating_sub(1)),
-                FillState::Streaming { written, total: None } => *written,
+                FillState::Streaming {
+                    written,
+                    total: Some(total),
+                } => (*written).min(total.saturating_sub(1)),
+                FillState::Streaming {
+                    written,
+                    total: None,
+                } => *written,
                 FillState::Done { len, .. } => *len,
                 FillState::Failed(e) => return Err(std::io::Error::other(e.to_string())),
             };
@@ -222,7 +290,12 @@ impl SpoolReader {
             if matches!(state, FillState::Done { .. }) {
                 return Ok(None);
             }
-            if self.rx.changed().await.is_err() && !matches!(*self.rx.borrow(), FillState::Done { .. } | FillState::Failed(_)) {
+            if self.rx.changed().await.is_err()
+                && !matches!(
+                    *self.rx.borrow(),
+                    FillState::Done { .. } | FillState::Failed(_)
+                )
+            {
                 return Err(std::io::Error::other("download task ended unexpectedly"));
             }
         }

@@ -32,9 +32,18 @@ impl AppState {
         };
         let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), settings).await?);
         let fills = match upstream {
-            Some(up) => Some(Arc::new(Fills::new(store.clone(), up, config.data_dir.join("spool"))?)),
+            Some(up) => Some(Arc::new(Fills::new(
+                store.clone(),
+                up,
+                config.data_dir.join("spool"),
+            )?)),
             None => None,
         };
-        Ok(AppState { config: Arc::new(config), store, pages, fills })
+        Ok(AppState {
+            config: Arc::new(config),
+            store,
+            pages,
+            fills,
+        })
     }
 }

@@ -15,17 +15,31 @@ use crate::store::Blob;
 /// Files never change under their sha256 (HDR-2).
 const IMMUTABLE: &str = "public, max-age=365000000, immutable";
 
-pub async fn file(state: &AppState, key: &str, name: &str, headers: &HeaderMap, head: bool) -> Result<Response<Body>, HttpError> {
-    let key = FileKey::parse(key)
-        .ok_or_else(|| HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits")))?;
+pub async fn file(
+    state: &AppState,
+    key: &str,
+    name: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, HttpError> {
+    let key = FileKey::parse(key).ok_or_else(|| {
+        HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits"))
+    })?;
     let (dist_name, metadata) = match name.strip_suffix(".metadata") {
         Some(n) => (n, true),
         None => (name, false),
     };
     if !filename::is_safe(dist_name) {
-        return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
+        return Err(HttpError::bad_request(format!(
+            "invalid filename `{}`",
+            name.escape_debug()
+        )));
     }
-    let req = Request { state, headers, head };
+    let req = Request {
+        state,
+        headers,
+        head,
+    };
     if metadata {
         return req.metadata(&key, dist_name).await;
     }
@@ -47,14 +61,20 @@ pub async fn file(state: &AppState, key: &str, name: &str, headers: &HeaderMap, 
 
     // Miss: find the file on its project's page, then fill.
     let Some(fills) = &state.fills else {
-        return Err(HttpError::not_found(format!("`{dist_name}` is not in the cache and no upstream is configured")));
+        return Err(HttpError::not_found(format!(
+            "`{dist_name}` is not in the cache and no upstream is configured"
+        )));
     };
     let (_, dist) = state
         .pages
         .find_file(&key, dist_name)
         .await
         .map_err(|e| HttpError::from(&*e))?
-        .ok_or_else(|| HttpError::not_found(format!("`{dist_name}` with key `{key}` is not listed on its project's page")))?;
+        .ok_or_else(|| {
+            HttpError::not_found(format!(
+                "`{dist_name}` with key `{key}` is not listed on its project's page"
+            ))
+        })?;
     let fill = fills.join(FillRequest {
         key: key.to_string(),
         url: dist.url.clone(),
@@ -77,7 +97,8 @@ struct Request<'a> {
 impl Request<'_> {
     /// PEP 658 metadata: served only with the hash the page advertised (MD-03, MD-04).
     async fn metadata(&self, key: &FileKey, dist_name: &str) -> Result<Response<Body>, HttpError> {
-        let no_metadata = || HttpError::not_found(format!("no core metadata is known for `{dist_name}`"));
+        let no_metadata =
+            || HttpError::not_found(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
         }
@@ -104,7 +125,11 @@ impl Request<'_> {
     }
 
     /// Serves a download under way: streamed from the spool, or from the store once done.
-    async fn serve_fill(&self, fill: Arc<Fill>, expected_sha: Option<&str>) -> Result<Response<Body>, HttpError> {
+    async fn serve_fill(
+        &self,
+        fill: Arc<Fill>,
+        expected_sha: Option<&str>,
+    ) -> Result<Response<Body>, HttpError> {
         let total = match fill.started().await {
             FillState::Failed(e) => return Err(HttpError::from(&*e)),
             FillState::Streaming { total, .. } => total,
@@ -127,7 +152,10 @@ impl Request<'_> {
         match fill.finished().await {
             FillState::Done { sha256, .. } => {
                 let blob = self.state.store.open_blob(&sha256).await?.ok_or_else(|| {
-                    HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "the stored file vanished right after it was written")
+                    HttpError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the stored file vanished right after it was written",
+                    )
                 })?;
                 self.serve_blob(blob, &sha256, "MISS").await
             }
@@ -137,7 +165,12 @@ impl Request<'_> {
     }
 
     /// Serves a stored blob with HDR-2 headers, honouring If-None-Match and Range (HDR-3).
-    async fn serve_blob(&self, blob: Blob, sha: &str, cache: &'static str) -> Result<Response<Body>, HttpError> {
+    async fn serve_blob(
+        &self,
+        blob: Blob,
+        sha: &str,
+        cache: &'static str,
+    ) -> Result<Response<Body>, HttpError> {
         let tag = format!("\"sha256-{sha}\"");
         if crate::server::respond::etag_matches(self.headers.get(header::IF_NONE_MATCH), &tag) {
             let mut resp = Response::new(body::empty());
@@ -147,9 +180,17 @@ impl Request<'_> {
             return Ok(resp);
         }
         let len = blob.len;
-        let mut range = parse_range(self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
+        let mut range = parse_range(
+            self.headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok()),
+            len,
+        );
         // If-Range: a range only applies to the representation the client already has.
-        if let Some(if_range) = self.headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
+        if let Some(if_range) = self
+            .headers
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
             && if_range.trim() != tag
         {
             range = ByteRange::Whole;
@@ -158,19 +199,28 @@ impl Request<'_> {
             ByteRange::Whole => (StatusCode::OK, 0, len),
             ByteRange::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
             ByteRange::Unsatisfiable => {
-                let mut resp = crate::server::respond::text(StatusCode::RANGE_NOT_SATISFIABLE, "requested range is outside the file");
-                resp.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
-                resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                let mut resp = crate::server::respond::text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "requested range is outside the file",
+                );
+                resp.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+                );
+                resp.headers_mut()
+                    .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 return Ok(resp);
             }
         };
         let body = if self.head {
             body::empty()
         } else {
-            let stream = blob
-                .stream(start, count)
-                .await
-                .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read stored file: {e}")))?;
+            let stream = blob.stream(start, count).await.map_err(|e| {
+                HttpError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot read stored file: {e}"),
+                )
+            })?;
             body::stream(stream)
         };
         let mut resp = Response::new(body);
@@ -179,7 +229,10 @@ impl Request<'_> {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if status == StatusCode::PARTIAL_CONTENT {
             let value = format!("bytes {start}-{}/{len}", start + count - 1);
-            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("ascii"),
+            );
         }
         h.insert(header::ETAG, etag(sha));
         file_headers(h, cache);
@@ -193,7 +246,10 @@ fn etag(sha: &str) -> HeaderValue {
 
 /// HDR-2: octet-stream, ranges, immutable; never a Content-Encoding.
 fn file_headers(h: &mut HeaderMap, cache: &'static str) {
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     h.insert("x-cache", HeaderValue::from_static(cache));
@@ -210,21 +266,29 @@ enum ByteRange {
 /// HDR-3: single and suffix ranges. Multi-range and malformed headers get the whole file
 /// (RFC 9110 lets a server ignore Range).
 fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else { return ByteRange::Whole };
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Whole;
+    };
     if spec.contains(',') {
         return ByteRange::Whole;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else { return ByteRange::Whole };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Whole;
+    };
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
         // Suffix: the last n bytes.
-        let Ok(n) = last.parse::<u64>() else { return ByteRange::Whole };
+        let Ok(n) = last.parse::<u64>() else {
+            return ByteRange::Whole;
+        };
         if n == 0 || len == 0 {
             return ByteRange::Unsatisfiable;
         }
         return ByteRange::Part(len.saturating_sub(n), len - 1);
     }
-    let Ok(start) = first.parse::<u64>() else { return ByteRange::Whole };
+    let Ok(start) = first.parse::<u64>() else {
+        return ByteRange::Whole;
+    };
     let end = if last.is_empty() {
         u64::MAX
     } else {

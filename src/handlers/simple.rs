@@ -8,24 +8,25 @@ use crate::pages::PageState;
 use crate::server::{body, body::Body, respond};
 use crate::state::AppState;
 
-/// Chooses the representation, or answers 406 (NEG-05) with `Vary: Accept` (NEG-07).
-fn negotiate(headers: &HeaderMap) -> Result<MediaType, Response<Body>> {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    MediaType::negotiate(accept).ok_or_else(|| {
-        let mut resp = respond::text(
-            StatusCode::NOT_ACCEPTABLE,
-            "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json or text/html",
-        );
-        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
-        resp
-    })
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    MediaType::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+}
+
+/// NEG-05: nothing acceptable; still with `Vary: Accept` (NEG-07).
+fn not_acceptable() -> Response<Body> {
+    let mut resp = respond::text(
+        StatusCode::NOT_ACCEPTABLE,
+        "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json or text/html",
+    );
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    resp
 }
 
 /// `…/simple/`: the projects Larder has pages for.
 pub async fn root(state: &AppState, prefix: &str, headers: &HeaderMap) -> Response<Body> {
-    let media = match negotiate(headers) {
-        Ok(m) => m,
-        Err(resp) => return resp,
+    let Some(media) = negotiate(headers) else {
+        return not_acceptable();
     };
     let names = state.pages.known_names();
     let body = match media {
@@ -34,31 +35,52 @@ pub async fn root(state: &AppState, prefix: &str, headers: &HeaderMap) -> Respon
     };
     let mut resp = Response::new(body::full(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(media.content_type()),
+    );
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60, public"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60, public"),
+    );
     resp
 }
 
 /// `…/simple/<name>/`: one project's page.
-pub async fn detail(state: &AppState, prefix: &str, raw_name: &str, trailing_slash: bool, headers: &HeaderMap) -> Result<Response<Body>, HttpError> {
+pub async fn detail(
+    state: &AppState,
+    prefix: &str,
+    raw_name: &str,
+    trailing_slash: bool,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, HttpError> {
     let name = ProjectName::parse(raw_name).map_err(|e| HttpError::bad_request(e.to_string()))?;
     // ROUTE-02 / ROUTE-03: one canonical URL per project, always with its slash.
     if !trailing_slash || name.as_str() != raw_name {
         return Ok(respond::moved_permanently(&format!("{prefix}{name}/")));
     }
-    let media = match negotiate(headers) {
-        Ok(m) => m,
-        Err(resp) => return Ok(resp),
+    let Some(media) = negotiate(headers) else {
+        return Ok(not_acceptable());
     };
-    let (cached, status) = state.pages.get(&name).await.map_err(|e| HttpError::from(&*e))?;
+    let (cached, status) = state
+        .pages
+        .get(&name)
+        .await
+        .map_err(|e| HttpError::from(&*e))?;
     let rendered = match &cached.state {
         PageState::Found(r) => r,
         PageState::NotFound => {
-            let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
+            let mut resp = respond::text(
+                StatusCode::NOT_FOUND,
+                format!("project `{name}` not found upstream"),
+            );
             // UP-09: a new upstream project must become visible soon.
             let max_age = state.config.not_found_ttl.as_secs();
-            resp.headers_mut().insert(header::CACHE_CONTROL, header_value(&format!("max-age={max_age}")));
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header_value(&format!("max-age={max_age}")),
+            );
             return Ok(resp);
         }
     };
@@ -69,14 +91,23 @@ pub async fn detail(state: &AppState, prefix: &str, raw_name: &str, trailing_sla
         r
     } else {
         let mut r = Response::new(body::full(rendered.body(media)));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(media.content_type()),
+        );
         r
     };
     // HDR-1, repeated on 304.
     let h = resp.headers_mut();
     h.insert(header::ETAG, header_value(&etag));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(header::CACHE_CONTROL, header_value(&format!("max-age={}, public", state.config.index_ttl.as_secs())));
+    h.insert(
+        header::CACHE_CONTROL,
+        header_value(&format!(
+            "max-age={}, public",
+            state.config.index_ttl.as_secs()
+        )),
+    );
     h.insert("x-cache", HeaderValue::from_static(status.as_str()));
     Ok(resp)
 }

@@ -120,7 +120,11 @@ impl DistFile {
     /// links make one rendering valid for every project, group and alias route (ROUTE-02: the
     /// page URL always ends in `/`). No query string (MD-02).
     pub fn larder_href(&self) -> String {
-        format!("../../files/{}/{}", self.key(), filename::encode_path_segment(&self.filename))
+        format!(
+            "../../files/{}/{}",
+            self.key(),
+            filename::encode_path_segment(&self.filename)
+        )
     }
 }
 

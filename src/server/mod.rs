@@ -66,7 +66,11 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     }
 }
 
-async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+async fn handle(
+    state: AppState,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -74,8 +78,17 @@ async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::SocketA
     let span = tracing::info_span!("request", %method, %path, %peer);
     let resp = dispatch(&state, route, req).instrument(span.clone()).await;
     span.in_scope(|| {
-        let cache = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info!(status = resp.status().as_u16(), cache, ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+        let cache = resp
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info!(
+            status = resp.status().as_u16(),
+            cache,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "served"
+        );
     });
     resp
 }
@@ -86,15 +99,26 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Res
     let head = method == Method::HEAD;
     let result = match route {
         Route::Health if is_read => Ok(handlers::health::health()),
-        Route::SimpleRoot { prefix, .. } if is_read => Ok(handlers::simple::root(state, &prefix, req.headers()).await),
-        Route::SimpleDetail { prefix, name, trailing_slash, .. } if is_read => {
+        Route::SimpleRoot { prefix, .. } if is_read => {
+            Ok(handlers::simple::root(state, &prefix, req.headers()).await)
+        }
+        Route::SimpleDetail {
+            prefix,
+            name,
+            trailing_slash,
+            ..
+        } if is_read => {
             handlers::simple::detail(state, &prefix, &name, trailing_slash, req.headers()).await
         }
-        Route::File { key, filename, .. } if is_read => handlers::files::file(state, &key, &filename, req.headers(), head).await,
-        Route::Upload { .. } if method == Method::POST || method == Method::PUT => Ok(respond::text(
-            StatusCode::NOT_IMPLEMENTED,
-            "uploads are not supported by this version of Larder yet",
-        )),
+        Route::File { key, filename, .. } if is_read => {
+            handlers::files::file(state, &key, &filename, req.headers(), head).await
+        }
+        Route::Upload { .. } if method == Method::POST || method == Method::PUT => {
+            Ok(respond::text(
+                StatusCode::NOT_IMPLEMENTED,
+                "uploads are not supported by this version of Larder yet",
+            ))
+        }
         Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),
         Route::NotFound(reason) => Ok(respond::text(StatusCode::NOT_FOUND, reason)),
         Route::BadPath(reason) => Ok(respond::text(StatusCode::BAD_REQUEST, reason)),
@@ -109,7 +133,11 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Res
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp = respond::text(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
-    resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    let mut resp = respond::text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; use {allow}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
     resp
 }

@@ -18,13 +18,27 @@ pub enum Scope {
 pub enum Route {
     Health,
     /// The project list. `prefix` is the absolute path of `simple/`, with its slash.
-    SimpleRoot { scope: Scope, prefix: String },
+    SimpleRoot {
+        scope: Scope,
+        prefix: String,
+    },
     /// One project's page, with the name as requested (percent-decoded, not yet validated).
-    SimpleDetail { scope: Scope, prefix: String, name: String, trailing_slash: bool },
+    SimpleDetail {
+        scope: Scope,
+        prefix: String,
+        name: String,
+        trailing_slash: bool,
+    },
     /// A file or its `.metadata`. `key` is the raw `:sha256` segment; `filename` is decoded (ROUTE-05).
-    File { scope: Scope, key: String, filename: String },
+    File {
+        scope: Scope,
+        key: String,
+        filename: String,
+    },
     /// The legacy upload endpoint.
-    Upload { scope: Scope },
+    Upload {
+        scope: Scope,
+    },
     /// Anything else, with the reason to give.
     NotFound(&'static str),
     /// A path with bytes that cannot be decoded or used.
@@ -33,7 +47,11 @@ pub enum Route {
 
 /// A GitLab project or group id: a number or a URL-encoded path (`group%2Fproject`).
 pub fn is_valid_project_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
+    !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
 }
 
 impl Route {
@@ -42,23 +60,45 @@ impl Route {
             return Route::Health;
         }
         let (scope, base, rest) = if let Some(rest) = path.strip_prefix("/api/v4/projects/") {
-            let Some((id, rest)) = rest.split_once('/') else { return Route::NotFound("unknown route") };
-            let Some(rest) = rest.strip_prefix("packages/pypi") else { return Route::NotFound("unknown route") };
+            let Some((id, rest)) = rest.split_once('/') else {
+                return Route::NotFound("unknown route");
+            };
+            let Some(rest) = rest.strip_prefix("packages/pypi") else {
+                return Route::NotFound("unknown route");
+            };
             if !is_valid_project_id(id) {
                 return Route::BadPath(format!("invalid project id `{id}`"));
             }
-            (Scope::Project(id.to_string()), format!("/api/v4/projects/{id}/packages/pypi"), rest)
+            (
+                Scope::Project(id.to_string()),
+                format!("/api/v4/projects/{id}/packages/pypi"),
+                rest,
+            )
         } else if let Some(rest) = path.strip_prefix("/api/v4/groups/") {
-            let Some((id, rest)) = rest.split_once('/') else { return Route::NotFound("unknown route") };
-            let Some(rest) = rest.strip_prefix("-/packages/pypi") else { return Route::NotFound("unknown route") };
+            let Some((id, rest)) = rest.split_once('/') else {
+                return Route::NotFound("unknown route");
+            };
+            let Some(rest) = rest.strip_prefix("-/packages/pypi") else {
+                return Route::NotFound("unknown route");
+            };
             if !is_valid_project_id(id) {
                 return Route::BadPath(format!("invalid group id `{id}`"));
             }
-            (Scope::Group(id.to_string()), format!("/api/v4/groups/{id}/-/packages/pypi"), rest)
+            (
+                Scope::Group(id.to_string()),
+                format!("/api/v4/groups/{id}/-/packages/pypi"),
+                rest,
+            )
         } else if path.starts_with("/simple") || path.starts_with("/files/") {
-            (Scope::Project(default_project.to_string()), String::new(), path)
+            (
+                Scope::Project(default_project.to_string()),
+                String::new(),
+                path,
+            )
         } else if path == "/" || path == "/legacy" || path == "/legacy/" {
-            return Route::Upload { scope: Scope::Project(default_project.to_string()) };
+            return Route::Upload {
+                scope: Scope::Project(default_project.to_string()),
+            };
         } else {
             return Route::NotFound("unknown route");
         };
@@ -66,9 +106,14 @@ impl Route {
         match rest {
             "" | "/" => match scope {
                 Scope::Project(_) => Route::Upload { scope },
-                Scope::Group(_) => Route::NotFound("groups have no upload endpoint; upload to a project"),
+                Scope::Group(_) => {
+                    Route::NotFound("groups have no upload endpoint; upload to a project")
+                }
             },
-            "/simple" | "/simple/" => Route::SimpleRoot { scope, prefix: format!("{base}/simple/") },
+            "/simple" | "/simple/" => Route::SimpleRoot {
+                scope,
+                prefix: format!("{base}/simple/"),
+            },
             _ => {
                 if let Some(name) = rest.strip_prefix("/simple/") {
                     let (name, trailing_slash) = match name.strip_suffix('/') {
@@ -79,7 +124,12 @@ impl Route {
                         return Route::NotFound("unknown route");
                     }
                     return match decode(name) {
-                        Ok(name) => Route::SimpleDetail { scope, prefix: format!("{base}/simple/"), name, trailing_slash },
+                        Ok(name) => Route::SimpleDetail {
+                            scope,
+                            prefix: format!("{base}/simple/"),
+                            name,
+                            trailing_slash,
+                        },
                         Err(r) => r,
                     };
                 }
@@ -91,7 +141,11 @@ impl Route {
                         return Route::BadPath("file URLs are files/<sha256>/<filename>".into());
                     }
                     return match decode(filename) {
-                        Ok(filename) => Route::File { scope, key: key.to_string(), filename },
+                        Ok(filename) => Route::File {
+                            scope,
+                            key: key.to_string(),
+                            filename,
+                        },
                         Err(r) => r,
                     };
                 }
@@ -119,18 +173,42 @@ mod tests {
     #[test]
     fn gitlab_layout_and_aliases() {
         let base = "/api/v4/projects/42/packages/pypi";
-        assert_eq!(Route::parse(&format!("{base}/simple"), "d"), Route::SimpleRoot { scope: p("42"), prefix: format!("{base}/simple/") });
-        assert_eq!(Route::parse(&format!("{base}/simple/"), "d"), Route::SimpleRoot { scope: p("42"), prefix: format!("{base}/simple/") });
+        assert_eq!(
+            Route::parse(&format!("{base}/simple"), "d"),
+            Route::SimpleRoot {
+                scope: p("42"),
+                prefix: format!("{base}/simple/")
+            }
+        );
+        assert_eq!(
+            Route::parse(&format!("{base}/simple/"), "d"),
+            Route::SimpleRoot {
+                scope: p("42"),
+                prefix: format!("{base}/simple/")
+            }
+        );
         assert_eq!(
             Route::parse(&format!("{base}/simple/My_Pkg"), "d"),
-            Route::SimpleDetail { scope: p("42"), prefix: format!("{base}/simple/"), name: "My_Pkg".into(), trailing_slash: false }
+            Route::SimpleDetail {
+                scope: p("42"),
+                prefix: format!("{base}/simple/"),
+                name: "My_Pkg".into(),
+                trailing_slash: false
+            }
         );
         assert_eq!(
             Route::parse(&format!("{base}/files/abc/x-1.0%2Blocal.tar.gz"), "d"),
-            Route::File { scope: p("42"), key: "abc".into(), filename: "x-1.0+local.tar.gz".into() }
+            Route::File {
+                scope: p("42"),
+                key: "abc".into(),
+                filename: "x-1.0+local.tar.gz".into()
+            }
         );
         assert_eq!(Route::parse(base, "d"), Route::Upload { scope: p("42") });
-        assert_eq!(Route::parse(&format!("{base}/"), "d"), Route::Upload { scope: p("42") });
+        assert_eq!(
+            Route::parse(&format!("{base}/"), "d"),
+            Route::Upload { scope: p("42") }
+        );
         assert_eq!(
             Route::parse("/api/v4/groups/7/-/packages/pypi/simple/x/", "d"),
             Route::SimpleDetail {
@@ -142,14 +220,41 @@ mod tests {
         );
         assert_eq!(
             Route::parse("/simple/x/", "d"),
-            Route::SimpleDetail { scope: p("d"), prefix: "/simple/".into(), name: "x".into(), trailing_slash: true }
+            Route::SimpleDetail {
+                scope: p("d"),
+                prefix: "/simple/".into(),
+                name: "x".into(),
+                trailing_slash: true
+            }
         );
-        assert_eq!(Route::parse("/files/k/f.whl", "d"), Route::File { scope: p("d"), key: "k".into(), filename: "f.whl".into() });
-        assert_eq!(Route::parse("/legacy/", "d"), Route::Upload { scope: p("d") });
+        assert_eq!(
+            Route::parse("/files/k/f.whl", "d"),
+            Route::File {
+                scope: p("d"),
+                key: "k".into(),
+                filename: "f.whl".into()
+            }
+        );
+        assert_eq!(
+            Route::parse("/legacy/", "d"),
+            Route::Upload { scope: p("d") }
+        );
         assert!(matches!(Route::parse("/nope", "d"), Route::NotFound(_)));
-        assert!(matches!(Route::parse("/simple/a/b/", "d"), Route::NotFound(_)));
-        assert!(matches!(Route::parse("/files/k/%2e%2e%2Fx", "d"), Route::File { .. }), "decoded; the handler rejects it");
-        assert!(matches!(Route::parse("/files/k/%ff", "d"), Route::BadPath(_)));
-        assert!(matches!(Route::parse("/api/v4/projects/a b/packages/pypi/simple/", "d"), Route::BadPath(_)));
+        assert!(matches!(
+            Route::parse("/simple/a/b/", "d"),
+            Route::NotFound(_)
+        ));
+        assert!(
+            matches!(Route::parse("/files/k/%2e%2e%2Fx", "d"), Route::File { .. }),
+            "decoded; the handler rejects it"
+        );
+        assert!(matches!(
+            Route::parse("/files/k/%ff", "d"),
+            Route::BadPath(_)
+        ));
+        assert!(matches!(
+            Route::parse("/api/v4/projects/a b/packages/pypi/simple/", "d"),
+            Route::BadPath(_)
+        ));
     }
 }

@@ -21,9 +21,15 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("store I/O failed on {what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("store failed on {what}: {source}")]
-    Cache { what: String, source: cacache::Error },
+    Cache {
+        what: String,
+        source: cacache::Error,
+    },
     #[error("content does not match its sha256 {expected}")]
     Integrity { expected: String },
 }
@@ -79,5 +85,7 @@ pub trait Store: Send + Sync + 'static {
 /// Chooses and opens the store backend from the configuration; the one place that knows which
 /// backend runs.
 pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    Ok(std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?))
+    Ok(std::sync::Arc::new(LocalStore::open(
+        &config.data_dir.join("store"),
+    )?))
 }

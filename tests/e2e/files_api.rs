@@ -1,0 +1,172 @@
+//! Files over HTTP: HDR-2 headers, HEAD, Range (HDR-3), ETags, metadata (MD-*), and files listed
+//! without a hash (UP-03).
+
+use crate::util::upstream::{MockFile, MockUpstream};
+use crate::util::{Larder, http, sha256_hex, wheel, wheel_metadata};
+
+fn file_url(larder: &Larder, sha: &str, name: &str) -> String {
+    larder.url(&format!("/files/{sha}/{name}"))
+}
+
+#[test]
+fn hdr_2_3_head_and_ranges_on_miss_and_hit() {
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("ranged", "1.0", &[]);
+    up.add("ranged", MockFile::new(&name, bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
+    let sha = sha256_hex(&bytes);
+    let url = file_url(&larder, &sha, &name);
+    let len = bytes.len() as u64;
+
+    // A Range request on a miss: the file is fetched whole, then the range is answered (UP-11).
+    let resp = http()
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.headers()["content-range"], format!("bytes 0-9/{len}"));
+    assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[..10]);
+
+    // HEAD: the GET headers, no body (ROUTE-06).
+    let resp = http().head(&url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["content-length"], len.to_string());
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(h["content-type"], "application/octet-stream");
+    assert_eq!(h["etag"], format!("\"sha256-{sha}\""));
+    assert_eq!(h["cache-control"], "public, max-age=365000000, immutable");
+    assert_eq!(h["x-cache"], "HIT");
+    assert!(h.contains_key("date"));
+    assert!(
+        !h.contains_key("content-encoding"),
+        "HDR-2: never a Content-Encoding"
+    );
+
+    // Suffix range, as pip's lazy wheel and uv ask for the zip's central directory.
+    let resp = http()
+        .get(&url)
+        .header("range", "bytes=-22")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes {}-{}/{len}", len - 22, len - 1)
+    );
+    assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[bytes.len() - 22..]);
+
+    // Open-ended and out-of-bounds ranges.
+    let resp = http()
+        .get(&url)
+        .header("range", format!("bytes={}-", len - 5))
+        .send()
+        .unwrap();
+    assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[bytes.len() - 5..]);
+    let resp = http()
+        .get(&url)
+        .header("range", format!("bytes={len}-"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 416);
+    assert_eq!(resp.headers()["content-range"], format!("bytes */{len}"));
+
+    // If-Range with another validator: the whole file.
+    let resp = http()
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"other\"")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().unwrap().len() as u64, len);
+
+    // If-None-Match on the strong ETag.
+    let resp = http()
+        .get(&url)
+        .header("if-none-match", format!("\"sha256-{sha}\""))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+
+    // The full body matches its sha256.
+    let body = http().get(&url).send().unwrap().bytes().unwrap();
+    assert_eq!(sha256_hex(&body), sha);
+    assert_eq!(up.count(&format!("GET /files/{name}")), 1, "filled once");
+}
+
+#[test]
+fn md_08_metadata_is_fetched_checked_and_served() {
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("meta-pkg", "2.0", &["dep-a>=1"]);
+    let metadata = wheel_metadata(&bytes);
+    up.add(
+        "meta-pkg",
+        MockFile {
+            metadata: Some(metadata.clone()),
+            ..MockFile::new(&name, bytes.clone())
+        },
+    );
+    let (plain, plain_bytes) = wheel("meta-pkg", "1.0", &[]);
+    up.add("meta-pkg", MockFile::new(&plain, plain_bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
+    let _ = http().get(larder.url("/simple/meta-pkg/")).send().unwrap();
+
+    let url = format!("{}.metadata", file_url(&larder, &sha256_hex(&bytes), &name));
+    for _ in 0..2 {
+        let resp = http().get(&url).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.bytes().unwrap().as_ref(), metadata.as_slice());
+    }
+    assert_eq!(up.count(&format!("GET /files/{name}.metadata")), 1);
+    assert_eq!(
+        up.count(&format!("GET /files/{name}")),
+        1,
+        "the wheel itself is not downloaded"
+    );
+
+    // No metadata advertised for this file: 404, not a guess.
+    let resp = http()
+        .get(format!(
+            "{}.metadata",
+            file_url(&larder, &sha256_hex(&plain_bytes), &plain)
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[test]
+fn up_03_files_listed_without_hash_are_downloadable() {
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("nohash", "1.0", &[]);
+    up.add(
+        "nohash",
+        MockFile {
+            no_hash: true,
+            ..MockFile::new(&name, bytes.clone())
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
+    let page: serde_json::Value = http()
+        .get(larder.url("/simple/nohash/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let href = page["files"][0]["url"].as_str().unwrap();
+    assert!(href.starts_with("../../files/u-"), "{href}");
+    let url = larder.url(&format!("/simple/nohash/{href}"));
+    for expected_cache in ["MISS", "HIT"] {
+        let resp = http().get(&url).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-cache"], expected_cache);
+        assert_eq!(resp.bytes().unwrap().as_ref(), bytes.as_slice());
+    }
+    assert_eq!(up.count(&format!("GET /files/{name}")), 1);
+}

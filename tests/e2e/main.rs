@@ -1,0 +1,17 @@
+//! End-to-end tests: a real `larder` process, real upstreams on loopback (pypiserver and an
+//! in-process mock that speaks JSON and HTML), and the real pip and uv.
+//!
+//! The clients come from the venv that `scripts/test` builds (`LARDER_E2E_VENV`, default
+//! `.venv-e2e`). A missing client fails the test; it never skips.
+
+mod util;
+
+// Pages: negotiation, headers, redirects, bad input.
+mod simple_api;
+// Files: HEAD, Range, ETag, bad keys and names.
+mod files_api;
+// Pull-through with pip and uv: zero upstream requests when warm, coalescing, hash mismatch,
+// stale pages, restart.
+mod pull_through;
+// pypiserver as an HTML-only upstream.
+mod pypiserver;

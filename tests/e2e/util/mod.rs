@@ -1,0 +1,249 @@
+//! The harness: start Larder, build wheels, run pip and uv.
+
+pub mod upstream;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The venv with pip, uv, twine and pypiserver.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("LARDER_E2E_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-e2e"));
+    let bin = venv.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run ./scripts/test, which installs the test clients",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `larder serve`, stopped on drop.
+pub struct Larder {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    log: Arc<Mutex<String>>,
+    args: Vec<String>,
+}
+
+impl Larder {
+    /// Starts Larder on a free port with `args` (e.g. `--upstream URL`), storing in `data_dir`.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Larder {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, args)
+    }
+
+    fn spawn(data_dir: &Path, args: Vec<String>) -> Larder {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(&args)
+            .env("LARDER_CONFIG", "/dev/null")
+            .env("LARDER_LOG", "info,larder=debug")
+            .env_remove("LARDER_UPSTREAM")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start larder");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(b) => b,
+            Err(_) => panic!("larder did not start; its log:\n{}", log.lock().unwrap()),
+        };
+        Larder {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            log,
+            args,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The default project's index URL, for pip and uv.
+    pub fn index(&self) -> String {
+        self.url("/simple/")
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Stops this process and starts a new one on the same data dir (a new port).
+    pub fn restart(mut self) -> Larder {
+        self.stop();
+        let (dir, args) = (self.data_dir.clone(), std::mem::take(&mut self.args));
+        Self::spawn(&dir, args)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Larder {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- larder log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A minimal, installable wheel: a module, METADATA, WHEEL and a correct RECORD.
+pub fn wheel(name: &str, version: &str, requires: &[&str]) -> (String, Vec<u8>) {
+    use base64::Engine;
+    let dist = name.replace('-', "_");
+    let filename = format!("{dist}-{version}-py3-none-any.whl");
+    let info = format!("{dist}-{version}.dist-info");
+    let mut metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    for r in requires {
+        metadata.push_str(&format!("Requires-Dist: {r}\n"));
+    }
+    let files = vec![
+        (format!("{dist}/__init__.py"), format!("VERSION = {version:?}\n")),
+        (format!("{info}/METADATA"), metadata),
+        (format!("{info}/WHEEL"), "Wheel-Version: 1.0\nGenerator: larder-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_string()),
+    ];
+    let mut record = String::new();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (path, content) in &files {
+            zip.start_file(path.as_str(), opts).unwrap();
+            zip.write_all(content.as_bytes()).unwrap();
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(Sha256::digest(content.as_bytes()));
+            record.push_str(&format!("{path},sha256={digest},{}\n", content.len()));
+        }
+        record.push_str(&format!("{info}/RECORD,,\n"));
+        zip.start_file(format!("{info}/RECORD"), opts).unwrap();
+        zip.write_all(record.as_bytes()).unwrap();
+        zip.finish().unwrap();
+    }
+    (filename, buf.into_inner())
+}
+
+/// The METADATA inside a wheel built by `wheel`.
+pub fn wheel_metadata(bytes: &[u8]) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let name = zip
+        .file_names()
+        .filter_map(Result::ok)
+        .find(|n| n.ends_with(".dist-info/METADATA"))
+        .unwrap()
+        .to_string();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(&name).unwrap(), &mut out).unwrap();
+    out
+}
+
+fn client_env(cmd: &mut Command, scratch: &Path) {
+    cmd.env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_NO_CACHE_DIR", "1")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PIP_NO_INPUT", "1")
+        .env("UV_CACHE_DIR", scratch.join("uv-cache"))
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .env("UV_NO_PROGRESS", "1")
+        .env_remove("PIP_INDEX_URL")
+        .env_remove("UV_INDEX_URL")
+        .env_remove("UV_DEFAULT_INDEX")
+        .env_remove("UV_EXTRA_INDEX_URL")
+        .env_remove("PIP_EXTRA_INDEX_URL");
+}
+
+fn run(mut cmd: Command) -> Output {
+    let started = Instant::now();
+    let out = cmd.output().expect("run client");
+    eprintln!(
+        "$ {:?} ({:.1}s)\n{}{}",
+        cmd,
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `pip <args>` with no config, no cache and no other index.
+pub fn pip(scratch: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(venv_bin("pip"));
+    cmd.args(args);
+    client_env(&mut cmd, scratch);
+    run(cmd)
+}
+
+/// `uv <args>` with a cache dir inside `scratch`.
+pub fn uv(scratch: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(venv_bin("uv"));
+    cmd.args(args);
+    client_env(&mut cmd, scratch);
+    run(cmd)
+}
+
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A blocking HTTP client for direct checks.
+pub fn http() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// sha256 of every file in `dir`, by filename.
+pub fn hashes_in(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                sha256_hex(&std::fs::read(&p).unwrap()),
+            )
+        })
+        .collect()
+}

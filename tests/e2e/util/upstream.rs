@@ -1,0 +1,291 @@
+//! An in-process upstream index on loopback that speaks PEP 691 JSON (and PEP 503 HTML when
+//! asked, or always in `html_only` mode), with hashes, metadata files, yanked files and upload
+//! times. It records every request, and can be slowed down, broken, or made to lie about hashes.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use super::sha256_hex;
+
+#[derive(Clone, Default)]
+pub struct MockFile {
+    pub filename: String,
+    pub bytes: Vec<u8>,
+    /// PEP 658 metadata to serve and advertise.
+    pub metadata: Option<Vec<u8>>,
+    /// `Some(None)`: yanked without a reason.
+    pub yanked: Option<Option<String>>,
+    pub requires_python: Option<String>,
+    /// Advertise this sha256 instead of the real one (to test mismatches).
+    pub advertised_sha256: Option<String>,
+    /// List the file without any hash.
+    pub no_hash: bool,
+}
+
+impl MockFile {
+    pub fn new(filename: &str, bytes: Vec<u8>) -> MockFile {
+        MockFile {
+            filename: filename.into(),
+            bytes,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MockState {
+    pub projects: BTreeMap<String, Vec<MockFile>>,
+    /// Every request: "METHOD path", plus the Authorization header if any.
+    pub requests: Vec<String>,
+    pub saw_authorization: bool,
+    pub down: bool,
+    pub html_only: bool,
+    /// Delay before answering file and page requests.
+    pub delay: Duration,
+}
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<MockState>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl MockUpstream {
+    pub fn start() -> MockUpstream {
+        let state = Arc::new(Mutex::new(MockState::default()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (shutdown_tx, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let (stream, _) = accepted.unwrap();
+                            let st = st.clone();
+                            tokio::spawn(async move {
+                                let svc = hyper::service::service_fn(move |req| {
+                                    let st = st.clone();
+                                    async move { Ok::<_, Infallible>(answer(st, req).await) }
+                                });
+                                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                        _ = &mut shutdown_rx => break,
+                    }
+                }
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        MockUpstream {
+            addr,
+            state,
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    pub fn simple_url(&self) -> String {
+        format!("http://{}/simple/", self.addr)
+    }
+
+    pub fn add(&self, project: &str, file: MockFile) {
+        self.state
+            .lock()
+            .unwrap()
+            .projects
+            .entry(project.to_string())
+            .or_default()
+            .push(file);
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.contains(needle))
+            .count()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.lock().unwrap().requests.clear();
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let (down, delay, html_only) = {
+        let mut st = state.lock().unwrap();
+        st.requests.push(format!("{} {}", req.method(), path));
+        if req.headers().contains_key("authorization") {
+            st.saw_authorization = true;
+        }
+        (st.down, st.delay, st.html_only)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if down {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "down for maintenance",
+        );
+    }
+    let st = state.lock().unwrap();
+    if let Some(name) = path
+        .strip_prefix("/simple/")
+        .and_then(|p| p.strip_suffix('/'))
+    {
+        let Some(files) = st.projects.get(name) else {
+            return respond(StatusCode::NOT_FOUND, "text/plain", "no such project");
+        };
+        let accept = req
+            .headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (ctype, body) = if !html_only && accept.contains("application/vnd.pypi.simple.v1+json")
+        {
+            (
+                "application/vnd.pypi.simple.v1+json",
+                json_page(name, files),
+            )
+        } else {
+            ("text/html; charset=utf-8", html_page(files))
+        };
+        let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
+        if req
+            .headers()
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            == Some(etag.as_str())
+        {
+            return Response::builder()
+                .status(304)
+                .header("etag", etag)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+        }
+        let mut resp = respond(StatusCode::OK, ctype, body);
+        resp.headers_mut().insert("etag", etag.parse().unwrap());
+        return resp;
+    }
+    if let Some(name) = path.strip_prefix("/files/") {
+        for f in st.projects.values().flatten() {
+            if f.filename == name {
+                return respond(StatusCode::OK, "application/octet-stream", f.bytes.clone());
+            }
+            if let Some(md) = &f.metadata
+                && name == format!("{}.metadata", f.filename)
+            {
+                return respond(StatusCode::OK, "application/octet-stream", md.clone());
+            }
+        }
+    }
+    respond(StatusCode::NOT_FOUND, "text/plain", "not found")
+}
+
+fn advertised(f: &MockFile) -> Option<String> {
+    if f.no_hash {
+        None
+    } else {
+        Some(
+            f.advertised_sha256
+                .clone()
+                .unwrap_or_else(|| sha256_hex(&f.bytes)),
+        )
+    }
+}
+
+fn json_page(name: &str, files: &[MockFile]) -> String {
+    let mut versions = std::collections::BTreeSet::new();
+    let files: Vec<serde_json::Value> = files
+        .iter()
+        .map(|f| {
+            versions.insert(f.filename.split('-').nth(1).unwrap_or("0").trim_end_matches(".tar.gz").to_string());
+            let mut o = serde_json::json!({
+                // Relative URLs: Larder must resolve them against the page URL.
+                "filename": f.filename,
+                "url": format!("../../files/{}", f.filename),
+                "hashes": advertised(f).map(|h| serde_json::json!({"sha256": h})).unwrap_or(serde_json::json!({})),
+                "requires-python": f.requires_python,
+                "size": f.bytes.len(),
+                "upload-time": "2026-01-02T03:04:05.123456Z",
+                "yanked": match &f.yanked { None => serde_json::json!(false), Some(None) => serde_json::json!(true), Some(Some(r)) => serde_json::json!(r) },
+            });
+            if let Some(md) = &f.metadata {
+                o["core-metadata"] = serde_json::json!({"sha256": sha256_hex(md)});
+            }
+            o
+        })
+        .collect();
+    serde_json::json!({"meta": {"api-version": "1.1"}, "name": name, "versions": versions, "files": files}).to_string()
+}
+
+fn html_page(files: &[MockFile]) -> String {
+    let mut out = String::from("<!DOCTYPE html><html><body>\n");
+    for f in files {
+        let frag = advertised(f)
+            .map(|h| format!("#sha256={h}"))
+            .unwrap_or_default();
+        let mut attrs = String::new();
+        if let Some(rp) = &f.requires_python {
+            attrs.push_str(&format!(
+                " data-requires-python=\"{}\"",
+                rp.replace('>', "&gt;").replace('<', "&lt;")
+            ));
+        }
+        if let Some(y) = &f.yanked {
+            attrs.push_str(&format!(
+                " data-yanked=\"{}\"",
+                y.clone().unwrap_or_default()
+            ));
+        }
+        out.push_str(&format!(
+            "<a href=\"/files/{}{frag}\"{attrs}>{}</a><br/>\n",
+            f.filename, f.filename
+        ));
+    }
+    out.push_str("</body></html>\n");
+    out
+}
