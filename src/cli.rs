@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 content store, filling it from an upstream index on a miss. URLs follow GitLab's PyPI package \
 registry layout; `/simple/` and `/files/` are short aliases for the default project.\n\n\
 Settings are read, in rising priority, from built-in defaults, a TOML file (--config), \
-LARDER_* environment variables, and flags."
+LARDER_* environment variables, and flags. Access tokens are configured in the TOML file; \
+LARDER_TOKEN (environment only) adds one read+write token for every project."
 )]
 pub struct Cli {
     /// Log format on stderr.
@@ -31,6 +32,30 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy server.
     Serve(ServeArgs),
+    /// Yank a private file (PEP 592) on a running Larder. Token from LARDER_TOKEN.
+    Yank(ManageArgs),
+    /// Undo a yank on a running Larder. Token from LARDER_TOKEN.
+    Unyank(ManageArgs),
+    /// Delete a private file on a running Larder; its name stays private. Token from LARDER_TOKEN.
+    Delete(ManageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ManageArgs {
+    /// The distribution filename, e.g. `my_pkg-1.0-py3-none-any.whl`.
+    pub filename: String,
+
+    /// Larder's base URL.
+    #[arg(long, env = "LARDER_SERVER", default_value = "http://127.0.0.1:3141")]
+    pub server: url::Url,
+
+    /// The project that holds the file.
+    #[arg(long, default_value = "default")]
+    pub project: String,
+
+    /// Why the file is yanked (yank only).
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -89,4 +114,13 @@ pub struct Settings {
     /// Project id served by the short `/simple/` and `/files/` aliases [default: default].
     #[arg(long, env = "LARDER_DEFAULT_PROJECT", value_name = "ID")]
     pub default_project: Option<String>,
+
+    /// Largest accepted upload, in MiB; bigger ones get 413 [default: 4096].
+    #[arg(long, env = "LARDER_MAX_UPLOAD_MIB", value_name = "MIB")]
+    pub max_upload_mib: Option<u64>,
+
+    /// Project names that may be uploaded although the upstream has them (comma-separated).
+    /// Without this, such uploads are refused: a private upload masks the upstream project.
+    #[arg(long, env = "LARDER_ALLOW_SHADOWING", value_name = "NAMES", value_delimiter = ',')]
+    pub allow_shadowing: Option<Vec<String>>,
 }

@@ -4,6 +4,7 @@
 //! flags. clap already folds the environment under the flags (`cli::Settings`), so resolving is
 //! one pure function, `Config::merge(file, settings)`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,77 @@ pub struct FileConfig {
     pub upstream_timeout: Option<Duration>,
     pub page_cache_mib: Option<u64>,
     pub default_project: Option<String>,
+    pub max_upload_mib: Option<u64>,
+    pub allow_shadowing: Option<Vec<String>>,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectConfig>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+/// `[[tokens]]`: an access token, sent as the password of HTTP Basic auth (any username).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// The secret itself, or …
+    pub secret: Option<String>,
+    /// … the environment variable that holds it.
+    pub secret_env: Option<String>,
+    /// `read`, `write`.
+    pub scopes: Vec<TokenScope>,
+    /// Project ids, or `*` for all.
+    #[serde(default = "all_projects")]
+    pub projects: Vec<String>,
+}
+
+fn all_projects() -> Vec<String> {
+    vec!["*".into()]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    Read,
+    Write,
+}
+
+/// `[projects.<id>]`
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Reads need a token with the `read` scope.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// `[groups.<id>]`: a read-only view over the private packages of some projects.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub projects: Vec<String>,
+    /// Reads need a token; by default, when any member project is private.
+    pub private: Option<bool>,
+}
+
+/// A resolved token: the sha256 of its secret, compared in constant time.
+#[derive(Clone)]
+pub struct Token {
+    pub name: String,
+    pub secret_sha256: [u8; 32],
+    pub read: bool,
+    pub write: bool,
+    /// `None`: every project.
+    pub projects: Option<BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret, not even its digest.
+        f.debug_struct("Token").field("name", &self.name).field("read", &self.read).field("write", &self.write).finish()
+    }
 }
 
 /// Resolved settings, ready to use.
@@ -44,6 +116,12 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub page_cache_bytes: u64,
     pub default_project: String,
+    pub max_upload_bytes: u64,
+    /// Names that may be uploaded although they exist upstream (DC-4).
+    pub allow_shadowing: BTreeSet<crate::index::ProjectName>,
+    pub tokens: Vec<Token>,
+    pub projects: BTreeMap<String, ProjectConfig>,
+    pub groups: BTreeMap<String, GroupConfig>,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
@@ -53,61 +131,76 @@ impl Config {
     pub fn load(settings: &Settings) -> anyhow::Result<Config> {
         let file = match &settings.config {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
-                read_file(Path::new(DEFAULT_CONFIG_PATH))?
-            }
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
             None => FileConfig::default(),
         };
-        Config::merge(file, settings)
+        let env_token = std::env::var("LARDER_TOKEN").ok().filter(|t| !t.is_empty());
+        Config::merge(file, settings, env_token)
     }
 
-    /// Flags and environment (`settings`) over the file over defaults.
-    pub fn merge(file: FileConfig, s: &Settings) -> anyhow::Result<Config> {
-        let default_project = s
-            .default_project
-            .clone()
-            .or(file.default_project)
-            .unwrap_or_else(|| "default".into());
+    /// Flags and environment (`settings`) over the file over defaults. `env_token` is
+    /// `LARDER_TOKEN`: one read+write token for every project (the CI sidecar's).
+    pub fn merge(file: FileConfig, s: &Settings, env_token: Option<String>) -> anyhow::Result<Config> {
+        let mut tokens = Vec::new();
+        for t in &file.tokens {
+            let secret = match (&t.secret, &t.secret_env) {
+                (Some(secret), None) => secret.clone(),
+                (None, Some(var)) => std::env::var(var)
+                    .map_err(|_| anyhow::anyhow!("token `{}`: environment variable `{var}` is not set", t.name))?,
+                _ => anyhow::bail!("token `{}`: set exactly one of `secret` and `secret_env`", t.name),
+            };
+            anyhow::ensure!(secret.len() >= 8, "token `{}`: the secret is shorter than 8 characters", t.name);
+            let projects = (!t.projects.iter().any(|p| p == "*")).then(|| t.projects.iter().cloned().collect());
+            tokens.push(Token {
+                name: t.name.clone(),
+                secret_sha256: crate::auth::digest(&secret),
+                read: t.scopes.contains(&TokenScope::Read) || t.scopes.contains(&TokenScope::Write),
+                write: t.scopes.contains(&TokenScope::Write),
+                projects,
+            });
+        }
+        if let Some(secret) = env_token {
+            tokens.push(Token {
+                name: "LARDER_TOKEN".into(),
+                secret_sha256: crate::auth::digest(&secret),
+                read: true,
+                write: true,
+                projects: None,
+            });
+        }
+        let mut allow_shadowing = BTreeSet::new();
+        for raw in s.allow_shadowing.clone().or(file.allow_shadowing).unwrap_or_default() {
+            let name =
+                crate::index::ProjectName::parse(raw.trim()).map_err(|e| anyhow::anyhow!("allow_shadowing: {e}"))?;
+            allow_shadowing.insert(name);
+        }
+        let default_project = s.default_project.clone().or(file.default_project).unwrap_or_else(|| "default".into());
         anyhow::ensure!(
             crate::server::route::is_valid_project_id(&default_project),
             "invalid default_project `{default_project}`; use letters, digits, '.', '_', '-' or '%'"
         );
         Ok(Config {
-            listen: s
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
+            listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream: s.upstream.clone().or(file.upstream),
-            data_dir: s
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| "larder-data".into()),
-            index_ttl: s
-                .index_ttl
-                .or(file.index_ttl)
-                .unwrap_or(Duration::from_secs(600)),
-            stale_if_error: s
-                .stale_if_error
-                .or(file.stale_if_error)
-                .unwrap_or(Duration::from_secs(7 * 86400)),
-            not_found_ttl: s
-                .not_found_ttl
-                .or(file.not_found_ttl)
-                .unwrap_or(Duration::from_secs(60)),
-            upstream_timeout: s
-                .upstream_timeout
-                .or(file.upstream_timeout)
-                .unwrap_or(Duration::from_secs(30)),
+            data_dir: s.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "larder-data".into()),
+            index_ttl: s.index_ttl.or(file.index_ttl).unwrap_or(Duration::from_secs(600)),
+            stale_if_error: s.stale_if_error.or(file.stale_if_error).unwrap_or(Duration::from_secs(7 * 86400)),
+            not_found_ttl: s.not_found_ttl.or(file.not_found_ttl).unwrap_or(Duration::from_secs(60)),
+            upstream_timeout: s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30)),
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(256) * 1024 * 1024,
             default_project,
+            max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
+            allow_shadowing,
+            tokens,
+            projects: file.projects,
+            groups: file.groups,
         })
     }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file `{}`", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
 }
 
@@ -121,11 +214,8 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nupstream = \"http://127.0.0.1:1/simple/\"\nindex_ttl = \"5m\"\n",
         )
         .unwrap();
-        let settings = Settings {
-            listen: Some("127.0.0.1:9001".parse().unwrap()),
-            ..Default::default()
-        };
-        let c = Config::merge(file, &settings).unwrap();
+        let settings = Settings { listen: Some("127.0.0.1:9001".parse().unwrap()), ..Default::default() };
+        let c = Config::merge(file, &settings, None).unwrap();
         assert_eq!(c.listen.port(), 9001);
         assert_eq!(c.upstream.unwrap().as_str(), "http://127.0.0.1:1/simple/");
         assert_eq!(c.index_ttl, Duration::from_secs(300));

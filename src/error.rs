@@ -1,6 +1,6 @@
 //! The one place where a failure becomes an HTTP status (ROUTE-07, ROUTE-08).
 
-use http::{Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::server::{body::Body, respond};
 use crate::{fill, pages, store, upstream};
@@ -10,14 +10,25 @@ use crate::{fill, pages, store, upstream};
 pub struct HttpError {
     pub status: StatusCode,
     pub message: String,
+    /// Extra headers (`WWW-Authenticate`), and an HTTP/1 reason phrase for clients that match
+    /// on it (twine's `--skip-existing`, UPL-08).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    reason: Option<&'static str>,
 }
 
 impl HttpError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> HttpError {
-        HttpError {
-            status,
-            message: message.into(),
-        }
+        HttpError { status, message: message.into(), headers: Vec::new(), reason: None }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> HttpError {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> HttpError {
+        self.reason = Some(reason);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> HttpError {
@@ -29,18 +40,21 @@ impl HttpError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        respond::text(self.status, self.message)
+        let mut resp = respond::text(self.status, self.message);
+        for (name, value) in self.headers {
+            resp.headers_mut().insert(name, value);
+        }
+        if let Some(reason) = self.reason {
+            resp.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(reason.as_bytes()));
+        }
+        resp
     }
 }
 
 impl From<&upstream::Error> for HttpError {
     fn from(e: &upstream::Error) -> HttpError {
         // Never 404 for an upstream failure: uv would move on to the next index (ROUTE-08).
-        let status = if e.is_timeout() {
-            StatusCode::GATEWAY_TIMEOUT
-        } else {
-            StatusCode::BAD_GATEWAY
-        };
+        let status = if e.is_timeout() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
         HttpError::new(status, e.to_string())
     }
 }

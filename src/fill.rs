@@ -44,17 +44,9 @@ pub enum Error {
     #[error(
         "upstream sent a file whose sha256 is {actual}, not the {expected} its page lists ({url}); nothing was stored"
     )]
-    HashMismatch {
-        url: String,
-        expected: String,
-        actual: String,
-    },
+    HashMismatch { url: String, expected: String, actual: String },
     #[error("upstream ended {url} after {got} of {expected} bytes; nothing was stored")]
-    Truncated {
-        url: String,
-        expected: u64,
-        got: u64,
-    },
+    Truncated { url: String, expected: u64, got: u64 },
     #[error("cannot write the download spool: {0}")]
     Spool(#[from] std::io::Error),
     #[error(transparent)]
@@ -83,22 +75,13 @@ pub struct Fills {
 }
 
 impl Fills {
-    pub fn new(
-        store: Arc<dyn Store>,
-        upstream: Upstream,
-        spool_dir: PathBuf,
-    ) -> std::io::Result<Fills> {
+    pub fn new(store: Arc<dyn Store>, upstream: Upstream, spool_dir: PathBuf) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
         // Leftovers of a crash are never visible (they are not in the store); clear them.
         for entry in std::fs::read_dir(&spool_dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Fills {
-            inflight: Mutex::new(HashMap::new()),
-            store,
-            upstream,
-            spool_dir,
-        })
+        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir })
     }
 
     /// Joins the download for `req.key`, starting it when none is under way.
@@ -108,13 +91,8 @@ impl Fills {
             return fill.clone();
         }
         let (tx, rx) = watch::channel(FillState::Connecting);
-        let spool = self
-            .spool_dir
-            .join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
-        let fill = Arc::new(Fill {
-            state: rx,
-            spool: spool.clone(),
-        });
+        let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
+        let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
         map.insert(req.key.clone(), fill.clone());
         let this = Arc::clone(self);
         tokio::spawn(async move { this.run(req, tx, spool).await });
@@ -139,10 +117,7 @@ impl Fills {
                 // A failure is not remembered: the next request tries again.
             }
         }
-        self.inflight
-            .lock()
-            .expect("fill map lock")
-            .remove(&req.key);
+        self.inflight.lock().expect("fill map lock").remove(&req.key);
     }
 
     async fn download(
@@ -160,11 +135,7 @@ impl Fills {
         let mut pending = BytesMut::with_capacity(SPOOL_CHUNK);
         let mut body = resp.bytes_stream();
         loop {
-            let chunk = body
-                .next()
-                .await
-                .transpose()
-                .map_err(|e| Upstream::body_error(&req.url, e))?;
+            let chunk = body.next().await.transpose().map_err(|e| Upstream::body_error(&req.url, e))?;
             if let Some(chunk) = &chunk {
                 hasher.update(chunk);
                 pending.extend_from_slice(chunk);
@@ -183,28 +154,18 @@ impl Fills {
         if let Some(total) = total
             && total != written
         {
-            return Err(Error::Truncated {
-                url: req.url.clone(),
-                expected: total,
-                got: written,
-            });
+            return Err(Error::Truncated { url: req.url.clone(), expected: total, got: written });
         }
         let actual = hex::encode(hasher.finalize());
         if let Some(expected) = &req.expected_sha256
             && *expected != actual
         {
-            return Err(Error::HashMismatch {
-                url: req.url.clone(),
-                expected: expected.clone(),
-                actual,
-            });
+            return Err(Error::HashMismatch { url: req.url.clone(), expected: expected.clone(), actual });
         }
         drop(file);
         self.store.put_blob_file(&actual, spool).await?;
         if let Some(alias) = &req.alias_record {
-            self.store
-                .put_record(alias, actual.clone().into_bytes())
-                .await?;
+            self.store.put_record(alias, actual.clone().into_bytes()).await?;
         }
         Ok((actual, written))
     }
@@ -214,20 +175,15 @@ impl Fill {
     /// Waits until the upstream answered (or failed).
     pub async fn started(&self) -> FillState {
         let mut rx = self.state.clone();
-        let state = rx
-            .wait_for(|s| !matches!(s, FillState::Connecting))
-            .await
-            .map(|s| s.clone());
+        let state = rx.wait_for(|s| !matches!(s, FillState::Connecting)).await.map(|s| s.clone());
         state.unwrap_or_else(|_| rx.borrow().clone())
     }
 
     /// Waits until the file is stored (or the download failed).
     pub async fn finished(&self) -> FillState {
         let mut rx = self.state.clone();
-        let state = rx
-            .wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_)))
-            .await
-            .map(|s| s.clone());
+        let state =
+            rx.wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_))).await.map(|s| s.clone());
         state.unwrap_or_else(|_| rx.borrow().clone())
     }
 
@@ -235,23 +191,15 @@ impl Fill {
     /// (the download finished): then read the store.
     pub async fn stream(self: &Arc<Self>) -> Option<ByteStream> {
         let file = tokio::fs::File::open(&self.spool).await.ok()?;
-        let reader = SpoolReader {
-            rx: self.state.clone(),
-            file,
-            pos: 0,
-            buf_size: SPOOL_CHUNK,
-        };
-        Some(Box::pin(futures_util::stream::unfold(
-            Some(reader),
-            |reader| async move {
-                let mut reader = reader?;
-                match reader.next_chunk().await {
-                    Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(e), None)),
-                }
-            },
-        )))
+        let reader = SpoolReader { rx: self.state.clone(), file, pos: 0, buf_size: SPOOL_CHUNK };
+        Some(Box::pin(futures_util::stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            match reader.next_chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(reader))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })))
     }
 }
 
@@ -269,14 +217,8 @@ impl SpoolReader {
             let readable = match &state {
                 FillState::Connecting => 0,
                 // Hold back the last byte until the hash is checked.
-                FillState::Streaming {
-                    written,
-                    total: Some(total),
-                } => (*written).min(total.saturating_sub(1)),
-                FillState::Streaming {
-                    written,
-                    total: None,
-                } => *written,
+                FillState::Streaming { written, total: Some(total) } => (*written).min(total.saturating_sub(1)),
+                FillState::Streaming { written, total: None } => *written,
                 FillState::Done { len, .. } => *len,
                 FillState::Failed(e) => return Err(std::io::Error::other(e.to_string())),
             };
@@ -291,10 +233,7 @@ impl SpoolReader {
                 return Ok(None);
             }
             if self.rx.changed().await.is_err()
-                && !matches!(
-                    *self.rx.borrow(),
-                    FillState::Done { .. } | FillState::Failed(_)
-                )
+                && !matches!(*self.rx.borrow(), FillState::Done { .. } | FillState::Failed(_))
             {
                 return Err(std::io::Error::other("download task ended unexpectedly"));
             }

@@ -2,8 +2,12 @@
 //!
 //! # Layout
 //! - `cli`, `config`: the command line, the TOML file, and the resolved `Config`.
+//! - `commands`: one file per subcommand (`serve`, and `manage` for yank/unyank/delete).
+//! - `auth`: tokens, scopes, and who may read or upload.
 //! - `server`: the accept loop, `route` (paths → `Route`), `body` and `respond` helpers.
-//! - `handlers`: one file per endpoint family (`simple`, `files`, `health`).
+//! - `handlers`: one file per endpoint family (`simple`, `files`, `upload`, `manage`, `health`).
+//! - `private`: private uploads per project, the names they claim (masking), yanks, deletes.
+//! - `metadata`: distribution filenames and the core metadata inside wheels and sdists.
 //! - `index`: the model of a project page, and PEP 503 HTML / PEP 691 JSON rendering;
 //!   `name` (normalization), `media_type` (negotiation), `filename`.
 //! - `pages`: project pages in memory, on disk and from upstream: freshness, staleness, coalescing.
@@ -15,14 +19,18 @@
 //!
 //! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
 
+pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod digest;
 pub mod error;
 pub mod fill;
 pub mod handlers;
 pub mod index;
+pub mod metadata;
 pub mod pages;
+pub mod private;
 pub mod server;
 pub mod singleflight;
 pub mod state;

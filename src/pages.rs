@@ -79,37 +79,17 @@ impl RenderedPage {
         let json = Bytes::from(index::json::render_project(&page));
         let digest_html = crate::digest::sha256_hex(&html)[..20].to_string();
         let digest_json = crate::digest::sha256_hex(&json)[..20].to_string();
-        let by_key = page
-            .files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.key(), i))
-            .collect();
-        RenderedPage {
-            page,
-            html,
-            json,
-            digest_html,
-            digest_json,
-            by_key,
-        }
+        let by_key = page.files.iter().enumerate().map(|(i, f)| (f.key(), i)).collect();
+        RenderedPage { page, html, json, digest_html, digest_json, by_key }
     }
 
     pub fn body(&self, media: MediaType) -> Bytes {
-        if media.is_json() {
-            self.json.clone()
-        } else {
-            self.html.clone()
-        }
+        if media.is_json() { self.json.clone() } else { self.html.clone() }
     }
 
     /// A strong ETag naming these exact bytes in this media type (HDR-1).
     pub fn etag(&self, media: MediaType) -> String {
-        let digest = if media.is_json() {
-            &self.digest_json
-        } else {
-            &self.digest_html
-        };
+        let digest = if media.is_json() { &self.digest_json } else { &self.digest_html };
         format!("\"{digest}-{}\"", media.tag())
     }
 
@@ -118,15 +98,8 @@ impl RenderedPage {
     }
 
     fn weight(&self) -> u32 {
-        let files: usize = self
-            .page
-            .files
-            .iter()
-            .map(|f| f.url.len() + f.filename.len() + 200)
-            .sum();
-        (self.html.len() + self.json.len() + files)
-            .try_into()
-            .unwrap_or(u32::MAX)
+        let files: usize = self.page.files.iter().map(|f| f.url.len() + f.filename.len() + 200).sum();
+        (self.html.len() + self.json.len() + files).try_into().unwrap_or(u32::MAX)
     }
 }
 
@@ -157,10 +130,7 @@ struct PageRecord {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn record_key(name: &ProjectName) -> String {
@@ -198,24 +168,12 @@ impl Pages {
                 PageState::NotFound => 64,
             })
             .build();
-        Ok(Pages {
-            memory,
-            flight: Arc::default(),
-            store,
-            upstream,
-            settings,
-            known: RwLock::new(known),
-        })
+        Ok(Pages { memory, flight: Arc::default(), store, upstream, settings, known: RwLock::new(known) })
     }
 
     /// Names Larder has pages for.
     pub fn known_names(&self) -> Vec<ProjectName> {
-        self.known
-            .read()
-            .expect("known-names lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.known.read().expect("known-names lock").iter().cloned().collect()
     }
 
     /// The page for `name`, from memory, disk or upstream.
@@ -223,18 +181,12 @@ impl Pages {
         if let Some(p) = self.memory.get(name).await
             && Instant::now() < p.fresh_until
         {
-            let status = if p.stale {
-                CacheStatus::Stale
-            } else {
-                CacheStatus::Hit
-            };
+            let status = if p.stale { CacheStatus::Stale } else { CacheStatus::Hit };
             return Ok((p, status));
         }
         let this = Arc::clone(self);
         let key = name.clone();
-        self.flight
-            .run(name.clone(), move || async move { this.refresh(key).await })
-            .await
+        self.flight.run(name.clone(), move || async move { this.refresh(key).await }).await
     }
 
     /// Finds the file a `files/<key>/<filename>` URL names, trying each project the filename
@@ -283,16 +235,10 @@ impl Pages {
                 _ => Err(Error::NoUpstream(name)),
             };
         };
-        let found = current
-            .as_ref()
-            .filter(|p| matches!(p.state, PageState::Found(_)));
-        match upstream
-            .fetch_page(&name, found.map(|p| &p.validators))
-            .await
-        {
+        let found = current.as_ref().filter(|p| matches!(p.state, PageState::Found(_)));
+        match upstream.fetch_page(&name, found.map(|p| &p.validators)).await {
             Ok(PageFetch::Modified(page, validators)) => {
-                let unchanged =
-                    matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == page);
+                let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == page);
                 let entry = Arc::new(CachedPage {
                     fresh_until: now + self.settings.ttl,
                     confirmed_unix: now_unix(),
@@ -302,17 +248,14 @@ impl Pages {
                 });
                 // Write only real changes: cacache's index is append-only (crates-notes §9.2).
                 if !unchanged {
-                    self.persist(&name, page, validators, entry.confirmed_unix)
-                        .await;
+                    self.persist(&name, page, validators, entry.confirmed_unix).await;
                 }
                 self.memory.insert(name, entry.clone()).await;
                 Ok((entry, CacheStatus::Miss))
             }
             Ok(PageFetch::NotModified) if found.is_some() => {
                 let old = found.expect("checked");
-                let PageState::Found(r) = &old.state else {
-                    unreachable!("filtered to Found")
-                };
+                let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
                 let entry = Arc::new(CachedPage {
                     state: PageState::Found(r.clone()),
                     fresh_until: now + self.settings.ttl,
@@ -344,9 +287,7 @@ impl Pages {
                 match found {
                     Some(old) if now_unix().saturating_sub(old.confirmed_unix) <= limit => {
                         tracing::warn!(project = %name, error = %e, "upstream failed; serving the cached page stale");
-                        let PageState::Found(r) = &old.state else {
-                            unreachable!("filtered to Found")
-                        };
+                        let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
                         let entry = Arc::new(CachedPage {
                             state: PageState::Found(r.clone()),
                             fresh_until: now + STALE_RETRY.min(self.settings.ttl),
@@ -389,25 +330,12 @@ impl Pages {
         }))
     }
 
-    async fn persist(
-        &self,
-        name: &ProjectName,
-        page: ProjectPage,
-        validators: Validators,
-        confirmed_unix: u64,
-    ) {
-        let record = PageRecord {
-            page,
-            validators,
-            confirmed_unix,
-        };
+    async fn persist(&self, name: &ProjectName, page: ProjectPage, validators: Validators, confirmed_unix: u64) {
+        let record = PageRecord { page, validators, confirmed_unix };
         let bytes = serde_json::to_vec(&record).expect("a page record serializes");
         match self.store.put_record(&record_key(name), bytes).await {
             Ok(()) => {
-                self.known
-                    .write()
-                    .expect("known-names lock")
-                    .insert(name.clone());
+                self.known.write().expect("known-names lock").insert(name.clone());
             }
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart")

@@ -21,9 +21,7 @@ pub struct SingleFlight<K, T, E> {
 
 impl<K, T, E> Default for SingleFlight<K, T, E> {
     fn default() -> Self {
-        SingleFlight {
-            inflight: Mutex::new(HashMap::new()),
-        }
+        SingleFlight { inflight: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -47,14 +45,8 @@ where
                 let this = Arc::clone(self);
                 let done_key = key.clone();
                 let fut: BoxFuture<'static, Result<T, Arc<E>>> = async move {
-                    let result = task
-                        .await
-                        .expect("coalesced work does not panic")
-                        .map_err(Arc::new);
-                    this.inflight
-                        .lock()
-                        .expect("single-flight map lock")
-                        .remove(&done_key);
+                    let result = task.await.expect("coalesced work does not panic").map_err(Arc::new);
+                    this.inflight.lock().expect("single-flight map lock").remove(&done_key);
                     result
                 }
                 .boxed();

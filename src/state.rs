@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::fill::Fills;
 use crate::pages::{PageSettings, Pages};
+use crate::private::Private;
 use crate::store::{self, Store};
 use crate::upstream::Upstream;
 
@@ -13,6 +14,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub pages: Arc<Pages>,
+    pub private: Arc<Private>,
     /// `None` when no upstream is configured.
     pub fills: Option<Arc<Fills>>,
 }
@@ -31,19 +33,11 @@ impl AppState {
             memory_bytes: config.page_cache_bytes,
         };
         let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), settings).await?);
+        let private = Arc::new(Private::load(store.clone()).await?);
         let fills = match upstream {
-            Some(up) => Some(Arc::new(Fills::new(
-                store.clone(),
-                up,
-                config.data_dir.join("spool"),
-            )?)),
+            Some(up) => Some(Arc::new(Fills::new(store.clone(), up, config.data_dir.join("spool"))?)),
             None => None,
         };
-        Ok(AppState {
-            config: Arc::new(config),
-            store,
-            pages,
-            fills,
-        })
+        Ok(AppState { config: Arc::new(config), store, pages, private, fills })
     }
 }

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
+use crate::auth;
 use crate::error::HttpError;
 use crate::fill::{Fill, FillRequest, FillState};
-use crate::index::{FileKey, filename};
-use crate::server::{body, body::Body};
+use crate::index::{FileKey, ProjectName, filename};
+use crate::pages::RenderedPage;
+use crate::private::Visibility;
+use crate::server::{body, body::Body, route::Scope};
 use crate::state::AppState;
 use crate::store::Blob;
 
@@ -17,29 +20,22 @@ const IMMUTABLE: &str = "public, max-age=365000000, immutable";
 
 pub async fn file(
     state: &AppState,
+    scope: &Scope,
     key: &str,
     name: &str,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response<Body>, HttpError> {
-    let key = FileKey::parse(key).ok_or_else(|| {
-        HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits"))
-    })?;
+    let key = FileKey::parse(key)
+        .ok_or_else(|| HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits")))?;
     let (dist_name, metadata) = match name.strip_suffix(".metadata") {
         Some(n) => (n, true),
         None => (name, false),
     };
     if !filename::is_safe(dist_name) {
-        return Err(HttpError::bad_request(format!(
-            "invalid filename `{}`",
-            name.escape_debug()
-        )));
+        return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
     }
-    let req = Request {
-        state,
-        headers,
-        head,
-    };
+    let req = Request { state, headers, head, projects: auth::scope_projects(&state.config, scope) };
     if metadata {
         return req.metadata(&key, dist_name).await;
     }
@@ -47,34 +43,34 @@ pub async fn file(
     // Hit: the content address is the key; no page lookup, no index.
     let sha = match &key {
         FileKey::Sha256(sha) => Some(sha.clone()),
-        FileKey::UrlDigest(_) => state
-            .store
-            .get_record(&alias_record(&key))
-            .await?
-            .and_then(|v| String::from_utf8(v).ok()),
+        FileKey::UrlDigest(_) => {
+            state.store.get_record(&alias_record(&key)).await?.and_then(|v| String::from_utf8(v).ok())
+        }
     };
-    if let Some(sha) = &sha
-        && let Some(blob) = state.store.open_blob(sha).await?
-    {
-        return req.serve_blob(blob, sha, "HIT").await;
+    if let Some(sha) = &sha {
+        // Another project's private file is not found from here, even by its hash.
+        if matches!(state.private.visibility(sha, &req.projects), Visibility::Hidden) {
+            return Err(not_listed(dist_name, &key));
+        }
+        if let Some(blob) = state.store.open_blob(sha).await? {
+            return req.serve_blob(blob, sha, "HIT").await;
+        }
     }
 
+    // DC-2: a name claimed by a private upload never resolves upstream.
+    if req.claimed_name(dist_name).is_some() {
+        return Err(not_listed(dist_name, &key));
+    }
     // Miss: find the file on its project's page, then fill.
     let Some(fills) = &state.fills else {
-        return Err(HttpError::not_found(format!(
-            "`{dist_name}` is not in the cache and no upstream is configured"
-        )));
+        return Err(HttpError::not_found(format!("`{dist_name}` is not in the cache and no upstream is configured")));
     };
     let (_, dist) = state
         .pages
         .find_file(&key, dist_name)
         .await
         .map_err(|e| HttpError::from(&*e))?
-        .ok_or_else(|| {
-            HttpError::not_found(format!(
-                "`{dist_name}` with key `{key}` is not listed on its project's page"
-            ))
-        })?;
+        .ok_or_else(|| not_listed(dist_name, &key))?;
     let fill = fills.join(FillRequest {
         key: key.to_string(),
         url: dist.url.clone(),
@@ -82,6 +78,10 @@ pub async fn file(
         alias_record: matches!(key, FileKey::UrlDigest(_)).then(|| alias_record(&key)),
     });
     req.serve_fill(fill, dist.sha256()).await
+}
+
+fn not_listed(dist_name: &str, key: &FileKey) -> HttpError {
+    HttpError::not_found(format!("`{dist_name}` with key `{key}` is not listed on its project's page"))
 }
 
 fn alias_record(key: &FileKey) -> String {
@@ -92,15 +92,30 @@ struct Request<'a> {
     state: &'a AppState,
     headers: &'a HeaderMap,
     head: bool,
+    /// The projects whose private files this scope shows.
+    projects: Vec<String>,
 }
 
 impl Request<'_> {
+    /// The private page of the project `dist_name` belongs to, when that name is claimed here.
+    fn claimed_name(&self, dist_name: &str) -> Option<Arc<RenderedPage>> {
+        filename::candidate_projects(dist_name)
+            .iter()
+            .filter_map(|n| ProjectName::parse(n).ok())
+            .find_map(|n| self.state.private.page(&self.projects, &n))
+    }
+
     /// PEP 658 metadata: served only with the hash the page advertised (MD-03, MD-04).
     async fn metadata(&self, key: &FileKey, dist_name: &str) -> Result<Response<Body>, HttpError> {
-        let no_metadata =
-            || HttpError::not_found(format!("no core metadata is known for `{dist_name}`"));
+        let no_metadata = || HttpError::not_found(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
+        }
+        if let Some(page) = self.claimed_name(dist_name) {
+            let md_sha = page.file(key).filter(|f| f.filename == dist_name).and_then(|f| f.core_metadata.clone());
+            let md_sha = md_sha.ok_or_else(no_metadata)?;
+            let blob = self.state.store.open_blob(&md_sha).await?.ok_or_else(no_metadata)?;
+            return self.serve_blob(blob, &md_sha, "HIT").await;
         }
         let (_, dist) = self
             .state
@@ -125,11 +140,7 @@ impl Request<'_> {
     }
 
     /// Serves a download under way: streamed from the spool, or from the store once done.
-    async fn serve_fill(
-        &self,
-        fill: Arc<Fill>,
-        expected_sha: Option<&str>,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn serve_fill(&self, fill: Arc<Fill>, expected_sha: Option<&str>) -> Result<Response<Body>, HttpError> {
         let total = match fill.started().await {
             FillState::Failed(e) => return Err(HttpError::from(&*e)),
             FillState::Streaming { total, .. } => total,
@@ -165,12 +176,7 @@ impl Request<'_> {
     }
 
     /// Serves a stored blob with HDR-2 headers, honouring If-None-Match and Range (HDR-3).
-    async fn serve_blob(
-        &self,
-        blob: Blob,
-        sha: &str,
-        cache: &'static str,
-    ) -> Result<Response<Body>, HttpError> {
+    async fn serve_blob(&self, blob: Blob, sha: &str, cache: &'static str) -> Result<Response<Body>, HttpError> {
         let tag = format!("\"sha256-{sha}\"");
         if crate::server::respond::etag_matches(self.headers.get(header::IF_NONE_MATCH), &tag) {
             let mut resp = Response::new(body::empty());
@@ -180,17 +186,9 @@ impl Request<'_> {
             return Ok(resp);
         }
         let len = blob.len;
-        let mut range = parse_range(
-            self.headers
-                .get(header::RANGE)
-                .and_then(|v| v.to_str().ok()),
-            len,
-        );
+        let mut range = parse_range(self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
         // If-Range: a range only applies to the representation the client already has.
-        if let Some(if_range) = self
-            .headers
-            .get(header::IF_RANGE)
-            .and_then(|v| v.to_str().ok())
+        if let Some(if_range) = self.headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
             && if_range.trim() != tag
         {
             range = ByteRange::Whole;
@@ -203,12 +201,9 @@ impl Request<'_> {
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     "requested range is outside the file",
                 );
-                resp.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
-                );
                 resp.headers_mut()
-                    .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                    .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
+                resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 return Ok(resp);
             }
         };
@@ -216,10 +211,7 @@ impl Request<'_> {
             body::empty()
         } else {
             let stream = blob.stream(start, count).await.map_err(|e| {
-                HttpError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot read stored file: {e}"),
-                )
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read stored file: {e}"))
             })?;
             body::stream(stream)
         };
@@ -229,10 +221,7 @@ impl Request<'_> {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if status == StatusCode::PARTIAL_CONTENT {
             let value = format!("bytes {start}-{}/{len}", start + count - 1);
-            h.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&value).expect("ascii"),
-            );
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
         }
         h.insert(header::ETAG, etag(sha));
         file_headers(h, cache);
@@ -246,10 +235,7 @@ fn etag(sha: &str) -> HeaderValue {
 
 /// HDR-2: octet-stream, ranges, immutable; never a Content-Encoding.
 fn file_headers(h: &mut HeaderMap, cache: &'static str) {
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     h.insert("x-cache", HeaderValue::from_static(cache));

@@ -2,4 +2,6 @@
 
 pub mod files;
 pub mod health;
+pub mod manage;
 pub mod simple;
+pub mod upload;

@@ -2,10 +2,13 @@
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
+use std::collections::BTreeSet;
+
+use crate::auth;
 use crate::error::HttpError;
 use crate::index::{MediaType, ProjectName, html, json};
-use crate::pages::PageState;
-use crate::server::{body, body::Body, respond};
+use crate::pages::{CacheStatus, PageState};
+use crate::server::{body, body::Body, respond, route::Scope};
 use crate::state::AppState;
 
 fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
@@ -18,38 +21,33 @@ fn not_acceptable() -> Response<Body> {
         StatusCode::NOT_ACCEPTABLE,
         "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json or text/html",
     );
-    resp.headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
     resp
 }
 
-/// `…/simple/`: the projects Larder has pages for.
-pub async fn root(state: &AppState, prefix: &str, headers: &HeaderMap) -> Response<Body> {
+/// `…/simple/`: the projects Larder has pages for, private ones included.
+pub async fn root(state: &AppState, scope: &Scope, prefix: &str, headers: &HeaderMap) -> Response<Body> {
     let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
-    let names = state.pages.known_names();
+    let mut names: BTreeSet<ProjectName> = state.pages.known_names().into_iter().collect();
+    names.extend(state.private.names(&auth::scope_projects(&state.config, scope)));
     let body = match media {
         MediaType::Json => json::render_root(names.iter()),
         _ => html::render_root(names.iter(), prefix).into_bytes(),
     };
     let mut resp = Response::new(body::full(body));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(media.content_type()),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=60, public"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60, public"));
     resp
 }
 
 /// `…/simple/<name>/`: one project's page.
 pub async fn detail(
     state: &AppState,
+    scope: &Scope,
     prefix: &str,
     raw_name: &str,
     trailing_slash: bool,
@@ -63,25 +61,25 @@ pub async fn detail(
     let Some(media) = negotiate(headers) else {
         return Ok(not_acceptable());
     };
-    let (cached, status) = state
-        .pages
-        .get(&name)
-        .await
-        .map_err(|e| HttpError::from(&*e))?;
-    let rendered = match &cached.state {
-        PageState::Found(r) => r,
-        PageState::NotFound => {
-            let mut resp = respond::text(
-                StatusCode::NOT_FOUND,
-                format!("project `{name}` not found upstream"),
-            );
-            // UP-09: a new upstream project must become visible soon.
-            let max_age = state.config.not_found_ttl.as_secs();
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header_value(&format!("max-age={max_age}")),
-            );
-            return Ok(resp);
+    // DC-1: a name with private uploads here is served from them alone, never from upstream.
+    let private = state.private.page(&auth::scope_projects(&state.config, scope), &name);
+    let upstream_lookup;
+    let (rendered, status, cache_control) = match &private {
+        // UP-06: an upload is visible at once; clients revalidate every time.
+        Some(page) => (page, CacheStatus::Hit, "private, no-cache".to_string()),
+        None => {
+            upstream_lookup = state.pages.get(&name).await.map_err(|e| HttpError::from(&*e))?;
+            let (cached, status) = &upstream_lookup;
+            match &cached.state {
+                PageState::Found(r) => (r, *status, format!("max-age={}, public", state.config.index_ttl.as_secs())),
+                PageState::NotFound => {
+                    let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
+                    // UP-09: a new upstream project must become visible soon.
+                    let max_age = state.config.not_found_ttl.as_secs();
+                    resp.headers_mut().insert(header::CACHE_CONTROL, header_value(&format!("max-age={max_age}")));
+                    return Ok(resp);
+                }
+            }
         }
     };
     let etag = rendered.etag(media);
@@ -91,23 +89,14 @@ pub async fn detail(
         r
     } else {
         let mut r = Response::new(body::full(rendered.body(media)));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(media.content_type()),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
         r
     };
     // HDR-1, repeated on 304.
     let h = resp.headers_mut();
     h.insert(header::ETAG, header_value(&etag));
     h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(
-        header::CACHE_CONTROL,
-        header_value(&format!(
-            "max-age={}, public",
-            state.config.index_ttl.as_secs()
-        )),
-    );
+    h.insert(header::CACHE_CONTROL, header_value(&cache_control));
     h.insert("x-cache", HeaderValue::from_static(status.as_str()));
     Ok(resp)
 }

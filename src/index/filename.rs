@@ -31,24 +31,11 @@ pub fn is_safe(filename: &str) -> bool {
         && filename != "."
         && filename != ".."
         && filename.len() <= 255
-        && !filename
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+        && !filename.chars().any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
-const SDIST_EXTENSIONS: &[&str] = &[
-    ".tar.gz",
-    ".zip",
-    ".tar.bz2",
-    ".tbz",
-    ".tar.xz",
-    ".txz",
-    ".tlz",
-    ".tar.lz",
-    ".tar.lzma",
-    ".tgz",
-    ".tar",
-];
+const SDIST_EXTENSIONS: &[&str] =
+    &[".tar.gz", ".zip", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tgz", ".tar"];
 
 /// The normalized project names a filename may belong to, most likely first.
 ///
@@ -61,20 +48,12 @@ pub fn candidate_projects(filename: &str) -> Vec<String> {
     }
     if let Some(ext) = SDIST_EXTENSIONS.iter().find(|e| filename.ends_with(*e)) {
         let stem = &filename[..filename.len() - ext.len()];
-        return stem
-            .rmatch_indices('-')
-            .map(|(i, _)| normalize(&stem[..i]))
-            .filter(|n| !n.is_empty())
-            .collect();
+        return stem.rmatch_indices('-').map(|(i, _)| normalize(&stem[..i])).filter(|n| !n.is_empty()).collect();
     }
     // .egg and other legacy formats: same rule as sdists.
     filename
         .rsplit_once('.')
-        .map(|(stem, _)| {
-            stem.rmatch_indices('-')
-                .map(|(i, _)| normalize(&stem[..i]))
-                .collect()
-        })
+        .map(|(stem, _)| stem.rmatch_indices('-').map(|(i, _)| normalize(&stem[..i])).collect())
         .unwrap_or_default()
 }
 
@@ -84,15 +63,9 @@ mod tests {
 
     #[test]
     fn fn_5_candidates() {
-        assert_eq!(
-            candidate_projects("My_Pkg-1.0-py3-none-any.whl"),
-            vec!["my-pkg"]
-        );
+        assert_eq!(candidate_projects("My_Pkg-1.0-py3-none-any.whl"), vec!["my-pkg"]);
         assert_eq!(candidate_projects("my_pkg-1.0.tar.gz"), vec!["my-pkg"]);
-        assert_eq!(
-            candidate_projects("foo-bar-1.0.tar.gz"),
-            vec!["foo-bar", "foo"]
-        );
+        assert_eq!(candidate_projects("foo-bar-1.0.tar.gz"), vec!["foo-bar", "foo"]);
         assert_eq!(candidate_projects("Foo.Bar-1.0.zip"), vec!["foo-bar"]);
     }
 

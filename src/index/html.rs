@@ -12,15 +12,8 @@ pub fn render_project(page: &ProjectPage) -> String {
     let mut out = String::with_capacity(256 + page.files.len() * 320);
     out.push_str("<!DOCTYPE html>\n<html>\n  <head>\n");
     // HTML-02 / VER-02: the same version the JSON rendering claims.
-    let _ = writeln!(
-        out,
-        "    <meta name=\"pypi:repository-version\" content=\"{}\">",
-        page.api_version()
-    );
-    let _ = writeln!(
-        out,
-        "    <title>Links for {name}</title>\n  </head>\n  <body>\n    <h1>Links for {name}</h1>"
-    );
+    let _ = writeln!(out, "    <meta name=\"pypi:repository-version\" content=\"{}\">", page.api_version());
+    let _ = writeln!(out, "    <title>Links for {name}</title>\n  </head>\n  <body>\n    <h1>Links for {name}</h1>");
     for file in &page.files {
         let href = file.larder_href();
         out.push_str("    <a href=\"");
@@ -39,19 +32,12 @@ pub fn render_project(page: &ProjectPage) -> String {
             Yanked::No => {}
             // HTML-06: never a bare `data-yanked`; pip ignores it.
             Yanked::Yes(reason) => {
-                let _ = write!(
-                    out,
-                    " data-yanked=\"{}\"",
-                    encode_attr_strict(reason.as_deref().unwrap_or(""))
-                );
+                let _ = write!(out, " data-yanked=\"{}\"", encode_attr_strict(reason.as_deref().unwrap_or("")));
             }
         }
         if let Some(md) = &file.core_metadata {
             // HTML-07: both attributes, same value.
-            let _ = write!(
-                out,
-                " data-dist-info-metadata=\"sha256={md}\" data-core-metadata=\"sha256={md}\""
-            );
+            let _ = write!(out, " data-dist-info-metadata=\"sha256={md}\" data-core-metadata=\"sha256={md}\"");
         }
         let _ = writeln!(out, ">{}</a><br />", encode_text(&file.filename));
     }
@@ -113,35 +99,20 @@ mod tests {
         reason.yanked = Yanked::Yes(Some("broken & bad <deps>".into()));
         let mut md = file("p-1.2-py3-none-any.whl");
         md.core_metadata = Some("cd".repeat(32));
-        let page = ProjectPage {
-            name: ProjectName::parse("p").unwrap(),
-            files: vec![yanked, reason, md],
-            versions: None,
-        };
+        let page =
+            ProjectPage { name: ProjectName::parse("p").unwrap(), files: vec![yanked, reason, md], versions: None };
         let html = render_project(&page);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains(r#"<meta name="pypi:repository-version" content="1.0">"#));
-        assert!(html.contains(&format!(
-            r##"href="../../files/{0}/p-1.0.tar.gz#sha256={0}""##,
-            "ab".repeat(32)
-        )));
-        assert!(
-            html.contains(r#"data-requires-python="&gt;=3.9""#),
-            "HTML-05"
-        );
+        assert!(html.contains(&format!(r##"href="../../files/{0}/p-1.0.tar.gz#sha256={0}""##, "ab".repeat(32))));
+        assert!(html.contains(r#"data-requires-python="&gt;=3.9""#), "HTML-05");
         assert!(html.contains(r#"data-yanked="""#), "HTML-06");
         assert!(html.contains(r#"data-yanked="broken &amp; bad &lt;deps&gt;""#));
         let sha = "cd".repeat(32);
         assert!(
-            html.contains(&format!(
-                r#"data-dist-info-metadata="sha256={sha}" data-core-metadata="sha256={sha}""#
-            )),
+            html.contains(&format!(r#"data-dist-info-metadata="sha256={sha}" data-core-metadata="sha256={sha}""#)),
             "HTML-07"
         );
-        assert_eq!(
-            html.matches("data-core-metadata").count(),
-            1,
-            "HTML-08: only where metadata exists"
-        );
+        assert_eq!(html.matches("data-core-metadata").count(), 1, "HTML-08: only where metadata exists");
     }
 }

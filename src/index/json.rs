@@ -73,12 +73,7 @@ struct UpstreamFile {
     requires_python: Option<String>,
     #[serde(default)]
     yanked: Option<Value>,
-    #[serde(
-        default,
-        rename = "core-metadata",
-        alias = "dist-info-metadata",
-        alias = "data-dist-info-metadata"
-    )]
+    #[serde(default, rename = "core-metadata", alias = "dist-info-metadata", alias = "data-dist-info-metadata")]
     core_metadata: Option<Value>,
     #[serde(default)]
     size: Option<u64>,
@@ -88,11 +83,7 @@ struct UpstreamFile {
 
 /// Parses an upstream PEP 691 detail page. `base` resolves relative file URLs.
 /// A file entry that cannot be understood is dropped on its own, never the page (UP-07).
-pub fn parse_project(
-    body: &[u8],
-    name: &ProjectName,
-    base: &url::Url,
-) -> Result<ProjectPage, serde_json::Error> {
+pub fn parse_project(body: &[u8], name: &ProjectName, base: &url::Url) -> Result<ProjectPage, serde_json::Error> {
     let detail: UpstreamDetail = serde_json::from_slice(body)?;
     let mut files = Vec::with_capacity(detail.files.len());
     for raw in detail.files {
@@ -106,11 +97,7 @@ pub fn parse_project(
         };
         files.push(file);
     }
-    let mut page = ProjectPage {
-        name: name.clone(),
-        files,
-        versions: detail.versions,
-    };
+    let mut page = ProjectPage { name: name.clone(), files, versions: detail.versions };
     page.sort();
     Ok(page)
 }
@@ -145,11 +132,7 @@ pub fn normalize_hashes(hashes: BTreeMap<String, String>) -> BTreeMap<String, St
     hashes
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
-        .filter(|(k, v)| {
-            !v.is_empty()
-                && v.bytes().all(|b| b.is_ascii_hexdigit())
-                && (k != "sha256" || v.len() == 64)
-        })
+        .filter(|(k, v)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit()) && (k != "sha256" || v.len() == 64))
         .collect()
 }
 
@@ -179,42 +162,24 @@ mod tests {
         let name = ProjectName::parse("demo").unwrap();
         let base = url::Url::parse("https://up.example/simple/demo/").unwrap();
         let page = parse_project(body.as_bytes(), &name, &base).unwrap();
-        assert_eq!(
-            page.files.len(),
-            2,
-            "bad entries are dropped one by one (UP-07)"
-        );
+        assert_eq!(page.files.len(), 2, "bad entries are dropped one by one (UP-07)");
         let whl = &page.files[1];
-        assert_eq!(
-            whl.url,
-            "https://up.example/files/demo-1.0-py3-none-any.whl"
-        );
+        assert_eq!(whl.url, "https://up.example/files/demo-1.0-py3-none-any.whl");
         assert_eq!(whl.core_metadata.as_deref(), Some(md.as_str()));
         assert_eq!(whl.yanked, Yanked::Yes(Some("bad".into())));
         assert_eq!(page.files[0].yanked, Yanked::Yes(None));
-        assert_eq!(
-            page.files[0].core_metadata, None,
-            "`true` without hash is not advertised"
-        );
+        assert_eq!(page.files[0].core_metadata, None, "`true` without hash is not advertised");
         assert_eq!(page.api_version(), "1.1");
 
         let out: Value = serde_json::from_slice(&render_project(&page)).unwrap();
         assert_eq!(out["meta"]["api-version"], "1.1");
         assert_eq!(out["versions"], json!(["1.0"]));
         let f = &out["files"][1];
-        assert_eq!(
-            f["url"],
-            format!("../../files/{sha}/demo-1.0-py3-none-any.whl")
-        );
+        assert_eq!(f["url"], format!("../../files/{sha}/demo-1.0-py3-none-any.whl"));
         assert_eq!(f["core-metadata"], json!({ "sha256": md }));
         assert!(f.get("dist-info-metadata").is_none(), "JSON-06");
         assert_eq!(out["files"][0]["yanked"], json!(true), "JSON-07");
         assert_eq!(out["files"][0]["hashes"], json!({}), "JSON-04");
-        assert!(
-            out["files"][0]["url"]
-                .as_str()
-                .unwrap()
-                .starts_with("../../files/u-")
-        );
+        assert!(out["files"][0]["url"].as_str().unwrap().starts_with("../../files/u-"));
     }
 }

@@ -45,10 +45,7 @@ impl MediaType {
     /// Picks a representation for an `Accept` header; `None` means 406 (NEG-05).
     /// A missing header counts as `*/*` (NEG-02).
     pub fn negotiate(accept: Option<&str>) -> Option<MediaType> {
-        let accept = accept
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .unwrap_or("*/*");
+        let accept = accept.map(str::trim).filter(|a| !a.is_empty()).unwrap_or("*/*");
         // (offer, best specificity seen, q at that specificity)
         let offers = [MediaType::Json, MediaType::Html, MediaType::TextHtml];
         let mut best: [(u8, f32); 3] = [(0, 0.0); 3];
@@ -66,9 +63,7 @@ impl MediaType {
             for (i, offer) in offers.iter().enumerate() {
                 let specificity = offer.matches(&range);
                 // The most specific range decides; among equally specific ones, the higher q.
-                if specificity > best[i].0
-                    || (specificity == best[i].0 && specificity > 0 && q > best[i].1)
-                {
+                if specificity > best[i].0 || (specificity == best[i].0 && specificity > 0 && q > best[i].1) {
                     best[i] = (specificity, q);
                 }
             }
@@ -97,11 +92,7 @@ impl MediaType {
         if exact {
             return 3;
         }
-        let major = if self == MediaType::TextHtml {
-            "text/*"
-        } else {
-            "application/*"
-        };
+        let major = if self == MediaType::TextHtml { "text/*" } else { "application/*" };
         if range == major {
             2
         } else if range == "*/*" {
@@ -134,37 +125,20 @@ mod tests {
                 Some(Json),
             ),
             // poetry
-            (
-                Some("application/vnd.pypi.simple.v1+json, */*;q=0.1"),
-                Some(Json),
-            ),
+            (Some("application/vnd.pypi.simple.v1+json, */*;q=0.1"), Some(Json)),
             // curl, requests, pip's HEAD
             (Some("*/*"), Some(TextHtml)),
             (None, Some(TextHtml)),
             (Some(""), Some(TextHtml)),
             // a browser
-            (
-                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-                Some(TextHtml),
-            ),
+            (Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"), Some(TextHtml)),
             (Some("application/vnd.pypi.simple.v1+html"), Some(Html)),
             (Some("application/vnd.pypi.simple.latest+json"), Some(Json)),
             (Some("application/vnd.pypi.simple.latest+html"), Some(Html)),
             (Some("text/html"), Some(TextHtml)),
-            (
-                Some("application/vnd.pypi.simple.v1+json;q=0, text/html"),
-                Some(TextHtml),
-            ),
-            (
-                Some("Application/Vnd.Pypi.Simple.V1+JSON ; Q=0.5, text/html;q=0.4"),
-                Some(Json),
-            ),
-            (
-                Some(
-                    "application/vnd.pypi.simple.v1+html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.5",
-                ),
-                Some(Json),
-            ),
+            (Some("application/vnd.pypi.simple.v1+json;q=0, text/html"), Some(TextHtml)),
+            (Some("Application/Vnd.Pypi.Simple.V1+JSON ; Q=0.5, text/html;q=0.4"), Some(Json)),
+            (Some("application/vnd.pypi.simple.v1+html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.5"), Some(Json)),
             // NEG-05: nothing acceptable
             (Some("application/json"), None),
             (Some("application/vnd.pypi.simple.v1+json;q=0"), None),
@@ -177,10 +151,7 @@ mod tests {
     #[test]
     fn neg_08_exact_content_types() {
         assert_eq!(Json.content_type(), "application/vnd.pypi.simple.v1+json");
-        assert_eq!(
-            Html.content_type(),
-            "application/vnd.pypi.simple.v1+html; charset=utf-8"
-        );
+        assert_eq!(Html.content_type(), "application/vnd.pypi.simple.v1+html; charset=utf-8");
         assert_eq!(TextHtml.content_type(), "text/html; charset=utf-8");
     }
 }

@@ -120,11 +120,7 @@ impl DistFile {
     /// links make one rendering valid for every project, group and alias route (ROUTE-02: the
     /// page URL always ends in `/`). No query string (MD-02).
     pub fn larder_href(&self) -> String {
-        format!(
-            "../../files/{}/{}",
-            self.key(),
-            filename::encode_path_segment(&self.filename)
-        )
+        format!("../../files/{}/{}", self.key(), filename::encode_path_segment(&self.filename))
     }
 }
 
@@ -132,11 +128,7 @@ impl ProjectPage {
     /// The PEP 629/691 API version this page can honestly claim (JSON-10, VER-02): 1.1 needs
     /// `versions` and every file's `size`.
     pub fn api_version(&self) -> &'static str {
-        if self.versions.is_some() && self.files.iter().all(|f| f.size.is_some()) {
-            "1.1"
-        } else {
-            "1.0"
-        }
+        if self.versions.is_some() && self.files.iter().all(|f| f.size.is_some()) { "1.1" } else { "1.0" }
     }
 
     /// Sorts files by filename so that renderings (and so ETags) are stable (JSON-11).

@@ -18,10 +18,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::handlers;
+use crate::auth::{self, Access};
+use crate::error::HttpError;
+use crate::handlers::{self, manage::Action};
 use crate::state::AppState;
 use body::Body;
-use route::Route;
+use route::{Route, Scope};
 
 /// Serves connections on `listener` until `shutdown` completes, then lets open requests finish
 /// (for at most ten seconds).
@@ -66,11 +68,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     }
 }
 
-async fn handle(
-    state: AppState,
-    req: Request<Incoming>,
-    peer: std::net::SocketAddr,
-) -> Response<Body> {
+async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -78,52 +76,15 @@ async fn handle(
     let span = tracing::info_span!("request", %method, %path, %peer);
     let resp = dispatch(&state, route, req).instrument(span.clone()).await;
     span.in_scope(|| {
-        let cache = resp
-            .headers()
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
-        tracing::info!(
-            status = resp.status().as_u16(),
-            cache,
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "served"
-        );
+        let cache = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info!(status = resp.status().as_u16(), cache, ms = started.elapsed().as_secs_f64() * 1000.0, "served");
     });
     resp
 }
 
 async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Response<Body> {
-    let method = req.method();
-    let is_read = method == Method::GET || method == Method::HEAD;
-    let head = method == Method::HEAD;
-    let result = match route {
-        Route::Health if is_read => Ok(handlers::health::health()),
-        Route::SimpleRoot { prefix, .. } if is_read => {
-            Ok(handlers::simple::root(state, &prefix, req.headers()).await)
-        }
-        Route::SimpleDetail {
-            prefix,
-            name,
-            trailing_slash,
-            ..
-        } if is_read => {
-            handlers::simple::detail(state, &prefix, &name, trailing_slash, req.headers()).await
-        }
-        Route::File { key, filename, .. } if is_read => {
-            handlers::files::file(state, &key, &filename, req.headers(), head).await
-        }
-        Route::Upload { .. } if method == Method::POST || method == Method::PUT => {
-            Ok(respond::text(
-                StatusCode::NOT_IMPLEMENTED,
-                "uploads are not supported by this version of Larder yet",
-            ))
-        }
-        Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),
-        Route::NotFound(reason) => Ok(respond::text(StatusCode::NOT_FOUND, reason)),
-        Route::BadPath(reason) => Ok(respond::text(StatusCode::BAD_REQUEST, reason)),
-        _ => Ok(method_not_allowed("GET, HEAD")),
-    };
+    let head = req.method() == Method::HEAD;
+    let result = route_request(state, route, req).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response());
     if head {
         // hyper sends no body for HEAD; keep the GET headers (ROUTE-06).
@@ -132,12 +93,50 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Res
     resp
 }
 
+async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    let (parts, body) = req.into_parts();
+    let (method, headers) = (&parts.method, &parts.headers);
+    let is_read = method == Method::GET || method == Method::HEAD;
+    // Reads of a private project or group need a read token (UPL-04); public ones are anonymous.
+    let read = |scope: &Scope| auth::authorize(&state.config, headers, scope, Access::Read).map(|_| ());
+    match route {
+        Route::Health if is_read => Ok(handlers::health::health()),
+        Route::SimpleRoot { scope, prefix } if is_read => {
+            read(&scope)?;
+            Ok(handlers::simple::root(state, &scope, &prefix, headers).await)
+        }
+        Route::SimpleDetail { scope, prefix, name, trailing_slash } if is_read => {
+            read(&scope)?;
+            handlers::simple::detail(state, &scope, &prefix, &name, trailing_slash, headers).await
+        }
+        Route::File { scope, key, filename } if is_read => {
+            read(&scope)?;
+            handlers::files::file(state, &scope, &key, &filename, headers, method == Method::HEAD).await
+        }
+        Route::File { scope, key, filename } if method == Method::DELETE => {
+            handlers::manage::manage(state, &scope, &key, &filename, headers, Action::Delete).await
+        }
+        Route::Yank { scope, key, filename } if method == Method::POST || method == Method::PUT => {
+            handlers::manage::manage(state, &scope, &key, &filename, headers, Action::Yank(body)).await
+        }
+        Route::Yank { scope, key, filename } if method == Method::DELETE => {
+            handlers::manage::manage(state, &scope, &key, &filename, headers, Action::Unyank).await
+        }
+        // UPL-01: POST (every client) and PUT (GitLab's docs), never a redirect.
+        Route::Upload { scope } if method == Method::POST || method == Method::PUT => {
+            handlers::upload::upload(state, &scope, headers, body).await
+        }
+        Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),
+        Route::Yank { .. } => Ok(method_not_allowed("POST, PUT, DELETE")),
+        Route::File { .. } => Ok(method_not_allowed("GET, HEAD, DELETE")),
+        Route::NotFound(reason) => Err(HttpError::not_found(reason)),
+        Route::BadPath(reason) => Err(HttpError::bad_request(reason)),
+        _ => Ok(method_not_allowed("GET, HEAD")),
+    }
+}
+
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp = respond::text(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed; use {allow}"),
-    );
-    resp.headers_mut()
-        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    let mut resp = respond::text(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
+    resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
     resp
 }

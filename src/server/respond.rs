@@ -10,19 +10,13 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     message.push('\n');
     let mut resp = Response::new(body::full(message));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
 /// A permanent redirect; used only for URLs whose canonical form never changes (ROUTE-03).
 pub fn moved_permanently(location: &str) -> Response<Body> {
-    let mut resp = text(
-        StatusCode::MOVED_PERMANENTLY,
-        format!("moved to {location}"),
-    );
+    let mut resp = text(StatusCode::MOVED_PERMANENTLY, format!("moved to {location}"));
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -34,7 +28,5 @@ pub fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(v) = if_none_match.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    v.split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+    v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }

@@ -35,6 +35,12 @@ pub enum Route {
         key: String,
         filename: String,
     },
+    /// `files/<key>/<filename>/yank`: POST yanks a private file, DELETE un-yanks it.
+    Yank {
+        scope: Scope,
+        key: String,
+        filename: String,
+    },
     /// The legacy upload endpoint.
     Upload {
         scope: Scope,
@@ -49,9 +55,7 @@ pub enum Route {
 pub fn is_valid_project_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 255
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
 }
 
 impl Route {
@@ -69,11 +73,7 @@ impl Route {
             if !is_valid_project_id(id) {
                 return Route::BadPath(format!("invalid project id `{id}`"));
             }
-            (
-                Scope::Project(id.to_string()),
-                format!("/api/v4/projects/{id}/packages/pypi"),
-                rest,
-            )
+            (Scope::Project(id.to_string()), format!("/api/v4/projects/{id}/packages/pypi"), rest)
         } else if let Some(rest) = path.strip_prefix("/api/v4/groups/") {
             let Some((id, rest)) = rest.split_once('/') else {
                 return Route::NotFound("unknown route");
@@ -84,21 +84,11 @@ impl Route {
             if !is_valid_project_id(id) {
                 return Route::BadPath(format!("invalid group id `{id}`"));
             }
-            (
-                Scope::Group(id.to_string()),
-                format!("/api/v4/groups/{id}/-/packages/pypi"),
-                rest,
-            )
+            (Scope::Group(id.to_string()), format!("/api/v4/groups/{id}/-/packages/pypi"), rest)
         } else if path.starts_with("/simple") || path.starts_with("/files/") {
-            (
-                Scope::Project(default_project.to_string()),
-                String::new(),
-                path,
-            )
+            (Scope::Project(default_project.to_string()), String::new(), path)
         } else if path == "/" || path == "/legacy" || path == "/legacy/" {
-            return Route::Upload {
-                scope: Scope::Project(default_project.to_string()),
-            };
+            return Route::Upload { scope: Scope::Project(default_project.to_string()) };
         } else {
             return Route::NotFound("unknown route");
         };
@@ -106,14 +96,9 @@ impl Route {
         match rest {
             "" | "/" => match scope {
                 Scope::Project(_) => Route::Upload { scope },
-                Scope::Group(_) => {
-                    Route::NotFound("groups have no upload endpoint; upload to a project")
-                }
+                Scope::Group(_) => Route::NotFound("groups have no upload endpoint; upload to a project"),
             },
-            "/simple" | "/simple/" => Route::SimpleRoot {
-                scope,
-                prefix: format!("{base}/simple/"),
-            },
+            "/simple" | "/simple/" => Route::SimpleRoot { scope, prefix: format!("{base}/simple/") },
             _ => {
                 if let Some(name) = rest.strip_prefix("/simple/") {
                     let (name, trailing_slash) = match name.strip_suffix('/') {
@@ -124,12 +109,9 @@ impl Route {
                         return Route::NotFound("unknown route");
                     }
                     return match decode(name) {
-                        Ok(name) => Route::SimpleDetail {
-                            scope,
-                            prefix: format!("{base}/simple/"),
-                            name,
-                            trailing_slash,
-                        },
+                        Ok(name) => {
+                            Route::SimpleDetail { scope, prefix: format!("{base}/simple/"), name, trailing_slash }
+                        }
                         Err(r) => r,
                     };
                 }
@@ -137,15 +119,17 @@ impl Route {
                     let Some((key, filename)) = file.split_once('/') else {
                         return Route::NotFound("file URLs are files/<sha256>/<filename>");
                     };
+                    let (filename, yank) = match filename.strip_suffix("/yank") {
+                        Some(f) => (f, true),
+                        None => (filename, false),
+                    };
                     if filename.is_empty() || filename.contains('/') {
                         return Route::BadPath("file URLs are files/<sha256>/<filename>".into());
                     }
+                    let key = key.to_string();
                     return match decode(filename) {
-                        Ok(filename) => Route::File {
-                            scope,
-                            key: key.to_string(),
-                            filename,
-                        },
+                        Ok(filename) if yank => Route::Yank { scope, key, filename },
+                        Ok(filename) => Route::File { scope, key, filename },
                         Err(r) => r,
                     };
                 }
@@ -175,17 +159,11 @@ mod tests {
         let base = "/api/v4/projects/42/packages/pypi";
         assert_eq!(
             Route::parse(&format!("{base}/simple"), "d"),
-            Route::SimpleRoot {
-                scope: p("42"),
-                prefix: format!("{base}/simple/")
-            }
+            Route::SimpleRoot { scope: p("42"), prefix: format!("{base}/simple/") }
         );
         assert_eq!(
             Route::parse(&format!("{base}/simple/"), "d"),
-            Route::SimpleRoot {
-                scope: p("42"),
-                prefix: format!("{base}/simple/")
-            }
+            Route::SimpleRoot { scope: p("42"), prefix: format!("{base}/simple/") }
         );
         assert_eq!(
             Route::parse(&format!("{base}/simple/My_Pkg"), "d"),
@@ -198,17 +176,10 @@ mod tests {
         );
         assert_eq!(
             Route::parse(&format!("{base}/files/abc/x-1.0%2Blocal.tar.gz"), "d"),
-            Route::File {
-                scope: p("42"),
-                key: "abc".into(),
-                filename: "x-1.0+local.tar.gz".into()
-            }
+            Route::File { scope: p("42"), key: "abc".into(), filename: "x-1.0+local.tar.gz".into() }
         );
         assert_eq!(Route::parse(base, "d"), Route::Upload { scope: p("42") });
-        assert_eq!(
-            Route::parse(&format!("{base}/"), "d"),
-            Route::Upload { scope: p("42") }
-        );
+        assert_eq!(Route::parse(&format!("{base}/"), "d"), Route::Upload { scope: p("42") });
         assert_eq!(
             Route::parse("/api/v4/groups/7/-/packages/pypi/simple/x/", "d"),
             Route::SimpleDetail {
@@ -220,41 +191,24 @@ mod tests {
         );
         assert_eq!(
             Route::parse("/simple/x/", "d"),
-            Route::SimpleDetail {
-                scope: p("d"),
-                prefix: "/simple/".into(),
-                name: "x".into(),
-                trailing_slash: true
-            }
+            Route::SimpleDetail { scope: p("d"), prefix: "/simple/".into(), name: "x".into(), trailing_slash: true }
         );
         assert_eq!(
             Route::parse("/files/k/f.whl", "d"),
-            Route::File {
-                scope: p("d"),
-                key: "k".into(),
-                filename: "f.whl".into()
-            }
+            Route::File { scope: p("d"), key: "k".into(), filename: "f.whl".into() }
         );
+        assert_eq!(Route::parse("/legacy/", "d"), Route::Upload { scope: p("d") });
         assert_eq!(
-            Route::parse("/legacy/", "d"),
-            Route::Upload { scope: p("d") }
+            Route::parse("/files/k/f.whl/yank", "d"),
+            Route::Yank { scope: p("d"), key: "k".into(), filename: "f.whl".into() }
         );
         assert!(matches!(Route::parse("/nope", "d"), Route::NotFound(_)));
-        assert!(matches!(
-            Route::parse("/simple/a/b/", "d"),
-            Route::NotFound(_)
-        ));
+        assert!(matches!(Route::parse("/simple/a/b/", "d"), Route::NotFound(_)));
         assert!(
             matches!(Route::parse("/files/k/%2e%2e%2Fx", "d"), Route::File { .. }),
             "decoded; the handler rejects it"
         );
-        assert!(matches!(
-            Route::parse("/files/k/%ff", "d"),
-            Route::BadPath(_)
-        ));
-        assert!(matches!(
-            Route::parse("/api/v4/projects/a b/packages/pypi/simple/", "d"),
-            Route::BadPath(_)
-        ));
+        assert!(matches!(Route::parse("/files/k/%ff", "d"), Route::BadPath(_)));
+        assert!(matches!(Route::parse("/api/v4/projects/a b/packages/pypi/simple/", "d"), Route::BadPath(_)));
     }
 }

@@ -26,23 +26,15 @@ pub struct LocalStore {
 
 impl LocalStore {
     pub fn open(dir: &Path) -> anyhow::Result<LocalStore> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the data directory `{}`: {e}", dir.display())
-        })?;
-        Ok(LocalStore {
-            dir: dir.to_path_buf(),
-        })
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the data directory `{}`: {e}", dir.display()))?;
+        Ok(LocalStore { dir: dir.to_path_buf() })
     }
 
     /// cacache's content layout: `content-v2/sha256/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`.
     /// Pinned by the `content_path_matches_cacache` test.
     fn content_path(&self, sha256: &str) -> PathBuf {
-        self.dir
-            .join("content-v2")
-            .join("sha256")
-            .join(&sha256[0..2])
-            .join(&sha256[2..4])
-            .join(&sha256[4..])
+        self.dir.join("content-v2").join("sha256").join(&sha256[0..2]).join(&sha256[2..4]).join(&sha256[4..])
     }
 
     fn integrity(sha256: &str) -> Integrity {
@@ -59,10 +51,7 @@ impl BlobSource for FileSource {
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start)).await?;
         }
-        Ok(Box::pin(ReaderStream::with_capacity(
-            file.take(len),
-            READ_CHUNK,
-        )))
+        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), READ_CHUNK)))
     }
 }
 
@@ -88,11 +77,7 @@ impl Store for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(path.display().to_string())(e)),
         };
-        let len = file
-            .metadata()
-            .await
-            .map_err(io_err(path.display().to_string()))?
-            .len();
+        let len = file.metadata().await.map_err(io_err(path.display().to_string()))?.len();
         Ok(Some(Blob::new(len, Box::new(FileSource(file)))))
     }
 
@@ -105,10 +90,7 @@ impl Store for LocalStore {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut src = std::fs::File::open(&path).map_err(io_err(path.display().to_string()))?;
-            let len = src
-                .metadata()
-                .map_err(io_err(path.display().to_string()))?
-                .len();
+            let len = src.metadata().map_err(io_err(path.display().to_string()))?.len();
             src.rewind().map_err(io_err(path.display().to_string()))?;
             let mut writer = WriteOpts::new()
                 .algorithm(Algorithm::Sha256)
@@ -118,14 +100,11 @@ impl Store for LocalStore {
                 .map_err(cache_err(&sha))?;
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
-                let n = src
-                    .read(&mut buf)
-                    .map_err(io_err(path.display().to_string()))?;
+                let n = src.read(&mut buf).map_err(io_err(path.display().to_string()))?;
                 if n == 0 {
                     break;
                 }
-                std::io::Write::write_all(&mut writer, &buf[..n])
-                    .map_err(io_err("store temp file"))?;
+                std::io::Write::write_all(&mut writer, &buf[..n]).map_err(io_err("store temp file"))?;
             }
             writer.commit().map_err(cache_err(&sha))?;
             Ok(())
@@ -145,11 +124,17 @@ impl Store for LocalStore {
             .open_hash(&self.dir)
             .await
             .map_err(cache_err(sha256))?;
-        tokio::io::AsyncWriteExt::write_all(&mut writer, &bytes)
-            .await
-            .map_err(io_err("store temp file"))?;
+        tokio::io::AsyncWriteExt::write_all(&mut writer, &bytes).await.map_err(io_err("store temp file"))?;
         writer.commit().await.map_err(cache_err(sha256))?;
         Ok(())
+    }
+
+    async fn delete_blob(&self, sha256: &str) -> Result<(), Error> {
+        let path = self.content_path(sha256);
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path.display().to_string())(e)),
+            _ => Ok(()),
+        }
     }
 
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -161,9 +146,7 @@ impl Store for LocalStore {
     }
 
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
-        cacache::write_with_algo(Algorithm::Sha256, &self.dir, key, value)
-            .await
-            .map_err(cache_err(key))?;
+        cacache::write_with_algo(Algorithm::Sha256, &self.dir, key, value).await.map_err(cache_err(key))?;
         Ok(())
     }
 
@@ -205,13 +188,8 @@ mod tests {
         let store = LocalStore::open(tmp.path()).unwrap();
         let data = b"hello wheel";
         let sha = crate::digest::sha256_hex(data);
-        cacache::write_hash_with_algo(Algorithm::Sha256, tmp.path(), data)
-            .await
-            .unwrap();
-        assert!(
-            store.content_path(&sha).is_file(),
-            "cacache changed its content layout"
-        );
+        cacache::write_hash_with_algo(Algorithm::Sha256, tmp.path(), data).await.unwrap();
+        assert!(store.content_path(&sha).is_file(), "cacache changed its content layout");
     }
 
     #[tokio::test]
@@ -224,28 +202,16 @@ mod tests {
         store.put_blob_file(&sha, &spool).await.unwrap();
         let blob = store.open_blob(&sha).await.unwrap().unwrap();
         assert_eq!(blob.len, 10);
-        let parts: Vec<Bytes> = blob
-            .stream(2, 3)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let parts: Vec<Bytes> = blob.stream(2, 3).await.unwrap().try_collect().await.unwrap();
         assert_eq!(parts.concat(), b"234");
 
         let wrong = "00".repeat(32);
-        assert!(matches!(
-            store.put_blob_file(&wrong, &spool).await,
-            Err(Error::Integrity { .. })
-        ));
+        assert!(matches!(store.put_blob_file(&wrong, &spool).await, Err(Error::Integrity { .. })));
         assert!(store.open_blob(&wrong).await.unwrap().is_none());
 
         store.put_record("page/x", b"{}".to_vec()).await.unwrap();
         assert_eq!(store.get_record("page/x").await.unwrap().unwrap(), b"{}");
-        assert_eq!(
-            store.list_records("page/").await.unwrap(),
-            vec!["page/x".to_string()]
-        );
+        assert_eq!(store.list_records("page/").await.unwrap(), vec!["page/x".to_string()]);
         assert!(store.get_record("page/y").await.unwrap().is_none());
     }
 }

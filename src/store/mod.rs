@@ -21,15 +21,9 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("store I/O failed on {what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("store failed on {what}: {source}")]
-    Cache {
-        what: String,
-        source: cacache::Error,
-    },
+    Cache { what: String, source: cacache::Error },
     #[error("content does not match its sha256 {expected}")]
     Integrity { expected: String },
 }
@@ -69,6 +63,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores small in-memory content (metadata files) as a blob.
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error>;
 
+    /// Removes a blob (a deleted private file). Removing a missing blob is not an error.
+    async fn delete_blob(&self, sha256: &str) -> Result<(), Error>;
+
     /// Reads a record, or `None` when there is none.
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
 
@@ -85,7 +82,5 @@ pub trait Store: Send + Sync + 'static {
 /// Chooses and opens the store backend from the configuration; the one place that knows which
 /// backend runs.
 pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    Ok(std::sync::Arc::new(LocalStore::open(
-        &config.data_dir.join("store"),
-    )?))
+    Ok(std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?))
 }

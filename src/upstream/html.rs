@@ -40,8 +40,7 @@ pub fn parse_project(
                         href: attr("href").unwrap_or_default(),
                         requires_python: attr("data-requires-python"),
                         yanked: attr("data-yanked"),
-                        core_metadata: attr("data-core-metadata")
-                            .or_else(|| attr("data-dist-info-metadata")),
+                        core_metadata: attr("data-core-metadata").or_else(|| attr("data-dist-info-metadata")),
                     });
                     Ok(())
                 }))
@@ -56,16 +55,8 @@ pub fn parse_project(
         Some(b) => page_url.join(&b).unwrap_or_else(|_| page_url.clone()),
         None => page_url.clone(),
     };
-    let files = anchors
-        .into_inner()
-        .into_iter()
-        .filter_map(|a| into_dist_file(a, &base_url))
-        .collect();
-    let mut page = ProjectPage {
-        name: name.clone(),
-        files,
-        versions: None,
-    };
+    let files = anchors.into_inner().into_iter().filter_map(|a| into_dist_file(a, &base_url)).collect();
+    let mut page = ProjectPage { name: name.clone(), files, versions: None };
     page.sort();
     Ok(page)
 }
@@ -81,10 +72,7 @@ fn into_dist_file(a: Anchor, base: &Url) -> Option<DistFile> {
     url.set_fragment(None);
     // pip takes the filename from the URL path, not the anchor text (HTML-03).
     let last = url.path_segments()?.next_back()?.to_string();
-    let filename = percent_encoding::percent_decode_str(&last)
-        .decode_utf8()
-        .ok()?
-        .into_owned();
+    let filename = percent_encoding::percent_decode_str(&last).decode_utf8().ok()?.into_owned();
     if !filename::is_safe(&filename) {
         return None;
     }
@@ -138,23 +126,13 @@ mod tests {
         let page_url = Url::parse("https://up/simple/demo/").unwrap();
         let page = parse_project(html.as_bytes(), &name, &page_url).unwrap();
         let names: Vec<_> = page.files.iter().map(|f| f.filename.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "demo+-0.8.zip",
-                "demo-0.9.tar.gz",
-                "demo-1.0-py3-none-any.whl"
-            ]
-        );
+        assert_eq!(names, ["demo+-0.8.zip", "demo-0.9.tar.gz", "demo-1.0-py3-none-any.whl"]);
         let whl = &page.files[2];
         assert_eq!(whl.url, "https://files.up/pkgs/demo-1.0-py3-none-any.whl");
         assert_eq!(whl.sha256(), Some(sha.as_str()));
         assert_eq!(whl.requires_python.as_deref(), Some(">=3.8"));
         assert_eq!(whl.core_metadata.as_deref(), Some(md.as_str()));
-        assert_eq!(
-            page.files[1].url,
-            "https://files.up/pkgs/sub/demo-0.9.tar.gz?x=1&y=2"
-        );
+        assert_eq!(page.files[1].url, "https://files.up/pkgs/sub/demo-0.9.tar.gz?x=1&y=2");
         assert_eq!(page.files[1].yanked, Yanked::Yes(None));
         assert_eq!(page.files[0].yanked, Yanked::Yes(Some("old & bad".into())));
     }

@@ -14,7 +14,8 @@ use crate::index::{ProjectName, ProjectPage, json};
 
 /// What we ask the upstream for (UP-01): JSON first, because only JSON carries sizes, upload
 /// times and versions.
-const PAGE_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
+const PAGE_ACCEPT: &str =
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
 /// The upstream's cache validators for a page, kept to revalidate it (UP-05).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,9 +47,7 @@ pub enum Error {
 impl Error {
     fn from_reqwest(url: &str, e: reqwest::Error) -> Error {
         if e.is_timeout() {
-            Error::Timeout {
-                url: url.to_string(),
-            }
+            Error::Timeout { url: url.to_string() }
         } else {
             // The chain carries the useful part ("connection refused", a TLS error, ...).
             let mut reason = e.to_string();
@@ -57,10 +56,7 @@ impl Error {
                 reason = format!("{reason}: {s}");
                 source = s.source();
             }
-            Error::Connect {
-                url: url.to_string(),
-                reason,
-            }
+            Error::Connect { url: url.to_string(), reason }
         }
     }
 
@@ -86,11 +82,8 @@ impl Upstream {
             base.set_path(&format!("{}/", base.path()));
         }
         let user_agent = concat!("larder/", env!("CARGO_PKG_VERSION"));
-        let pages = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .build()?;
+        let pages =
+            reqwest::Client::builder().user_agent(user_agent).connect_timeout(timeout).timeout(timeout).build()?;
         let files = reqwest::Client::builder()
             .user_agent(user_agent)
             .no_gzip()
@@ -106,19 +99,9 @@ impl Upstream {
     }
 
     /// Fetches `<base>/<name>/`, conditionally when `validators` are given.
-    pub async fn fetch_page(
-        &self,
-        name: &ProjectName,
-        validators: Option<&Validators>,
-    ) -> Result<PageFetch, Error> {
-        let url = self
-            .base
-            .join(&format!("{name}/"))
-            .expect("a normalized name is a valid path segment");
-        let mut req = self
-            .pages
-            .get(url.clone())
-            .header(header::ACCEPT, PAGE_ACCEPT);
+    pub async fn fetch_page(&self, name: &ProjectName, validators: Option<&Validators>) -> Result<PageFetch, Error> {
+        let url = self.base.join(&format!("{name}/")).expect("a normalized name is a valid path segment");
+        let mut req = self.pages.get(url.clone()).header(header::ACCEPT, PAGE_ACCEPT);
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
                 req = req.header(header::IF_NONE_MATCH, etag);
@@ -127,44 +110,24 @@ impl Upstream {
                 req = req.header(header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+        let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e))?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageFetch::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => return Ok(PageFetch::NotFound),
             s if s.is_success() => {}
             status => {
-                return Err(Error::Status {
-                    url: url.to_string(),
-                    status,
-                });
+                return Err(Error::Status { url: url.to_string(), status });
             }
         }
         // Relative links resolve against the final URL, after redirects (ROUTE-02).
         let final_url = resp.url().clone();
-        let header_str = |h| {
-            resp.headers()
-                .get(h)
-                .and_then(|v: &header::HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let validators = Validators {
-            etag: header_str(header::ETAG),
-            last_modified: header_str(header::LAST_MODIFIED),
-        };
-        let content_type = header_str(header::CONTENT_TYPE)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::from_reqwest(url.as_str(), e))?;
-        let bad = |reason: String| Error::BadPage {
-            url: final_url.to_string(),
-            reason,
-        };
+        let header_str =
+            |h| resp.headers().get(h).and_then(|v: &header::HeaderValue| v.to_str().ok()).map(str::to_string);
+        let validators =
+            Validators { etag: header_str(header::ETAG), last_modified: header_str(header::LAST_MODIFIED) };
+        let content_type = header_str(header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
+        let body = resp.bytes().await.map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+        let bad = |reason: String| Error::BadPage { url: final_url.to_string(), reason };
         let page = if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
             json::parse_project(&body, name, &final_url).map_err(|e| bad(e.to_string()))?
         } else if content_type.starts_with("text/html")
@@ -172,9 +135,7 @@ impl Upstream {
         {
             html::parse_project(&body, name, &final_url).map_err(|e| bad(e.to_string()))?
         } else {
-            return Err(bad(format!(
-                "unsupported Content-Type `{content_type}`; expected JSON or HTML"
-            )));
+            return Err(bad(format!("unsupported Content-Type `{content_type}`; expected JSON or HTML")));
         };
         Ok(PageFetch::Modified(page, validators))
     }
@@ -189,10 +150,7 @@ impl Upstream {
             .await
             .map_err(|e| Error::from_reqwest(url, e))?;
         if !resp.status().is_success() {
-            return Err(Error::Status {
-                url: url.to_string(),
-                status: resp.status(),
-            });
+            return Err(Error::Status { url: url.to_string(), status: resp.status() });
         }
         Ok(resp)
     }

@@ -20,11 +20,7 @@ fn hdr_2_3_head_and_ranges_on_miss_and_hit() {
     let len = bytes.len() as u64;
 
     // A Range request on a miss: the file is fetched whole, then the range is answered (UP-11).
-    let resp = http()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .send()
-        .unwrap();
+    let resp = http().get(&url).header("range", "bytes=0-9").send().unwrap();
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.headers()["content-range"], format!("bytes 0-9/{len}"));
     assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[..10]);
@@ -40,55 +36,28 @@ fn hdr_2_3_head_and_ranges_on_miss_and_hit() {
     assert_eq!(h["cache-control"], "public, max-age=365000000, immutable");
     assert_eq!(h["x-cache"], "HIT");
     assert!(h.contains_key("date"));
-    assert!(
-        !h.contains_key("content-encoding"),
-        "HDR-2: never a Content-Encoding"
-    );
+    assert!(!h.contains_key("content-encoding"), "HDR-2: never a Content-Encoding");
 
     // Suffix range, as pip's lazy wheel and uv ask for the zip's central directory.
-    let resp = http()
-        .get(&url)
-        .header("range", "bytes=-22")
-        .send()
-        .unwrap();
+    let resp = http().get(&url).header("range", "bytes=-22").send().unwrap();
     assert_eq!(resp.status(), 206);
-    assert_eq!(
-        resp.headers()["content-range"],
-        format!("bytes {}-{}/{len}", len - 22, len - 1)
-    );
+    assert_eq!(resp.headers()["content-range"], format!("bytes {}-{}/{len}", len - 22, len - 1));
     assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[bytes.len() - 22..]);
 
     // Open-ended and out-of-bounds ranges.
-    let resp = http()
-        .get(&url)
-        .header("range", format!("bytes={}-", len - 5))
-        .send()
-        .unwrap();
+    let resp = http().get(&url).header("range", format!("bytes={}-", len - 5)).send().unwrap();
     assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[bytes.len() - 5..]);
-    let resp = http()
-        .get(&url)
-        .header("range", format!("bytes={len}-"))
-        .send()
-        .unwrap();
+    let resp = http().get(&url).header("range", format!("bytes={len}-")).send().unwrap();
     assert_eq!(resp.status(), 416);
     assert_eq!(resp.headers()["content-range"], format!("bytes */{len}"));
 
     // If-Range with another validator: the whole file.
-    let resp = http()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", "\"other\"")
-        .send()
-        .unwrap();
+    let resp = http().get(&url).header("range", "bytes=0-9").header("if-range", "\"other\"").send().unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().unwrap().len() as u64, len);
 
     // If-None-Match on the strong ETag.
-    let resp = http()
-        .get(&url)
-        .header("if-none-match", format!("\"sha256-{sha}\""))
-        .send()
-        .unwrap();
+    let resp = http().get(&url).header("if-none-match", format!("\"sha256-{sha}\"")).send().unwrap();
     assert_eq!(resp.status(), 304);
 
     // The full body matches its sha256.
@@ -102,13 +71,7 @@ fn md_08_metadata_is_fetched_checked_and_served() {
     let up = MockUpstream::start();
     let (name, bytes) = wheel("meta-pkg", "2.0", &["dep-a>=1"]);
     let metadata = wheel_metadata(&bytes);
-    up.add(
-        "meta-pkg",
-        MockFile {
-            metadata: Some(metadata.clone()),
-            ..MockFile::new(&name, bytes.clone())
-        },
-    );
+    up.add("meta-pkg", MockFile { metadata: Some(metadata.clone()), ..MockFile::new(&name, bytes.clone()) });
     let (plain, plain_bytes) = wheel("meta-pkg", "1.0", &[]);
     up.add("meta-pkg", MockFile::new(&plain, plain_bytes.clone()));
     let dir = tempfile::tempdir().unwrap();
@@ -122,20 +85,10 @@ fn md_08_metadata_is_fetched_checked_and_served() {
         assert_eq!(resp.bytes().unwrap().as_ref(), metadata.as_slice());
     }
     assert_eq!(up.count(&format!("GET /files/{name}.metadata")), 1);
-    assert_eq!(
-        up.count(&format!("GET /files/{name}")),
-        1,
-        "the wheel itself is not downloaded"
-    );
+    assert_eq!(up.count(&format!("GET /files/{name}")), 1, "the wheel itself is not downloaded");
 
     // No metadata advertised for this file: 404, not a guess.
-    let resp = http()
-        .get(format!(
-            "{}.metadata",
-            file_url(&larder, &sha256_hex(&plain_bytes), &plain)
-        ))
-        .send()
-        .unwrap();
+    let resp = http().get(format!("{}.metadata", file_url(&larder, &sha256_hex(&plain_bytes), &plain))).send().unwrap();
     assert_eq!(resp.status(), 404);
 }
 
@@ -143,13 +96,7 @@ fn md_08_metadata_is_fetched_checked_and_served() {
 fn up_03_files_listed_without_hash_are_downloadable() {
     let up = MockUpstream::start();
     let (name, bytes) = wheel("nohash", "1.0", &[]);
-    up.add(
-        "nohash",
-        MockFile {
-            no_hash: true,
-            ..MockFile::new(&name, bytes.clone())
-        },
-    );
+    up.add("nohash", MockFile { no_hash: true, ..MockFile::new(&name, bytes.clone()) });
     let dir = tempfile::tempdir().unwrap();
     let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
     let page: serde_json::Value = http()

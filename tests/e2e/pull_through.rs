@@ -3,31 +3,21 @@
 use std::time::Duration;
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{
-    Larder, assert_ok, hashes_in, http, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata,
-};
+use crate::util::{Larder, assert_ok, hashes_in, http, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata};
 
 /// `app` 1.0 depends on `lib-core`; both have metadata files upstream.
 fn upstream_with_app() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
     let up = MockUpstream::start();
     let mut expected = std::collections::BTreeMap::new();
-    for (project, version, deps) in [
-        ("app", "1.0", vec!["lib-core>=2"]),
-        ("lib-core", "2.1", vec![]),
-        ("lib-core", "1.0", vec![]),
-    ] {
+    for (project, version, deps) in
+        [("app", "1.0", vec!["lib-core>=2"]), ("lib-core", "2.1", vec![]), ("lib-core", "1.0", vec![])]
+    {
         let (name, bytes) = wheel(project, version, &deps);
         if version != "1.0" || project == "app" {
             expected.insert(name.clone(), sha256_hex(&bytes));
         }
         let metadata = wheel_metadata(&bytes);
-        up.add(
-            project,
-            MockFile {
-                metadata: Some(metadata),
-                ..MockFile::new(&name, bytes)
-            },
-        );
+        up.add(project, MockFile { metadata: Some(metadata), ..MockFile::new(&name, bytes) });
     }
     (up, expected)
 }
@@ -41,38 +31,17 @@ fn pip_and_uv_install_through_larder_then_hit_only_the_cache() {
 
     // pip download: the files' hashes match the upstream's.
     let dl = scratch.path().join("dl");
-    let out = pip(
-        scratch.path(),
-        &[
-            "download",
-            "--index-url",
-            &larder.index(),
-            "-d",
-            dl.to_str().unwrap(),
-            "app==1.0",
-        ],
-    );
+    let out =
+        pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app==1.0"]);
     assert_ok(&out, "pip download");
     assert_eq!(hashes_in(&dl), expected);
     let cold = up.requests();
-    assert!(
-        cold.iter().any(|r| r.contains(".metadata")),
-        "pip used PEP 658 metadata through Larder: {cold:?}"
-    );
+    assert!(cold.iter().any(|r| r.contains(".metadata")), "pip used PEP 658 metadata through Larder: {cold:?}");
 
     // pip install into a target dir.
     let target = scratch.path().join("pip-target");
-    let out = pip(
-        scratch.path(),
-        &[
-            "install",
-            "--index-url",
-            &larder.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "app",
-        ],
-    );
+    let out =
+        pip(scratch.path(), &["install", "--index-url", &larder.index(), "--target", target.to_str().unwrap(), "app"]);
     assert_ok(&out, "pip install");
     assert!(target.join("app").join("__init__.py").is_file());
     assert!(target.join("lib_core").join("__init__.py").is_file());
@@ -101,17 +70,7 @@ fn pip_and_uv_install_through_larder_then_hit_only_the_cache() {
     up.clear_requests();
     let dl2 = scratch.path().join("dl2");
     assert_ok(
-        &pip(
-            scratch.path(),
-            &[
-                "download",
-                "--index-url",
-                &larder.index(),
-                "-d",
-                dl2.to_str().unwrap(),
-                "app==1.0",
-            ],
-        ),
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app==1.0"]),
         "pip download (warm)",
     );
     assert_eq!(hashes_in(&dl2), expected);
@@ -132,11 +91,7 @@ fn pip_and_uv_install_through_larder_then_hit_only_the_cache() {
         ],
     );
     assert_ok(&out, "uv pip install (warm)");
-    assert_eq!(
-        up.requests(),
-        Vec::<String>::new(),
-        "a warm install makes zero upstream requests"
-    );
+    assert_eq!(up.requests(), Vec::<String>::new(), "a warm install makes zero upstream requests");
 }
 
 #[test]
@@ -170,20 +125,11 @@ fn concurrent_clients_cause_one_upstream_request() {
     for (i, t) in threads.into_iter().enumerate() {
         let body = t.join().unwrap();
         if i % 2 == 1 {
-            assert_eq!(
-                sha256_hex(&body),
-                sha,
-                "every concurrent client gets the right bytes"
-            );
+            assert_eq!(sha256_hex(&body), sha, "every concurrent client gets the right bytes");
         }
     }
     assert_eq!(up.count("GET /simple/popular/"), 1, "{:?}", up.requests());
-    assert_eq!(
-        up.count(&format!("GET /files/{name}")),
-        1,
-        "{:?}",
-        up.requests()
-    );
+    assert_eq!(up.count(&format!("GET /files/{name}")), 1, "{:?}", up.requests());
 }
 
 #[test]
@@ -191,46 +137,24 @@ fn up_04_hash_mismatch_stores_nothing_and_the_client_sees_an_error() {
     let up = MockUpstream::start();
     let (name, bytes) = wheel("tampered", "1.0", &[]);
     let claimed = sha256_hex(b"what the page promised");
-    up.add(
-        "tampered",
-        MockFile {
-            advertised_sha256: Some(claimed.clone()),
-            ..MockFile::new(&name, bytes)
-        },
-    );
+    up.add("tampered", MockFile { advertised_sha256: Some(claimed.clone()), ..MockFile::new(&name, bytes) });
     let dir = tempfile::tempdir().unwrap();
     let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
     let url = larder.url(&format!("/files/{claimed}/{name}"));
     for attempt in 1..=2 {
         match http().get(&url).send() {
             Ok(resp) if resp.status().is_success() => {
-                assert!(
-                    resp.bytes().is_err(),
-                    "attempt {attempt}: a mismatching body must not complete"
-                );
+                assert!(resp.bytes().is_err(), "attempt {attempt}: a mismatching body must not complete");
             }
             Ok(resp) => assert_eq!(resp.status(), 502, "attempt {attempt}"),
             Err(_) => {}
         }
-        assert_eq!(
-            up.count(&format!("GET /files/{name}")),
-            attempt,
-            "nothing was stored, so each attempt asks again"
-        );
+        assert_eq!(up.count(&format!("GET /files/{name}")), attempt, "nothing was stored, so each attempt asks again");
     }
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
-    let out = pip(
-        scratch.path(),
-        &[
-            "download",
-            "--index-url",
-            &larder.index(),
-            "-d",
-            dl.to_str().unwrap(),
-            "tampered",
-        ],
-    );
+    let out =
+        pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "tampered"]);
     assert!(!out.status.success(), "pip must not get a corrupt file");
     assert!(!dl.exists() || hashes_in(&dl).is_empty());
 }
@@ -239,24 +163,11 @@ fn up_04_hash_mismatch_stores_nothing_and_the_client_sees_an_error() {
 fn route_08_stale_pages_when_upstream_is_down_and_restart_keeps_the_cache() {
     let (up, expected) = upstream_with_app();
     let dir = tempfile::tempdir().unwrap();
-    let larder = Larder::start(
-        &dir.path().join("data"),
-        &["--upstream", &up.simple_url(), "--index-ttl", "1s"],
-    );
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--index-ttl", "1s"]);
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
     assert_ok(
-        &pip(
-            scratch.path(),
-            &[
-                "download",
-                "--index-url",
-                &larder.index(),
-                "-d",
-                dl.to_str().unwrap(),
-                "app==1.0",
-            ],
-        ),
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app==1.0"]),
         "warm-up",
     );
 
@@ -265,23 +176,10 @@ fn route_08_stale_pages_when_upstream_is_down_and_restart_keeps_the_cache() {
     let resp = http().get(larder.url("/simple/app/")).send().unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-cache"], "STALE");
-    assert!(
-        larder.log().contains("serving the cached page stale"),
-        "the operator sees it in the log"
-    );
+    assert!(larder.log().contains("serving the cached page stale"), "the operator sees it in the log");
     let dl2 = scratch.path().join("dl2");
     assert_ok(
-        &pip(
-            scratch.path(),
-            &[
-                "download",
-                "--index-url",
-                &larder.index(),
-                "-d",
-                dl2.to_str().unwrap(),
-                "app==1.0",
-            ],
-        ),
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app==1.0"]),
         "pip with upstream down",
     );
     assert_eq!(hashes_in(&dl2), expected);
@@ -291,17 +189,7 @@ fn route_08_stale_pages_when_upstream_is_down_and_restart_keeps_the_cache() {
     let dl3 = scratch.path().join("dl3");
     let python = venv_bin("python");
     assert_ok(
-        &pip(
-            scratch.path(),
-            &[
-                "download",
-                "--index-url",
-                &larder.index(),
-                "-d",
-                dl3.to_str().unwrap(),
-                "app==1.0",
-            ],
-        ),
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl3.to_str().unwrap(), "app==1.0"]),
         "pip after restart",
     );
     assert_eq!(hashes_in(&dl3), expected);

@@ -16,28 +16,13 @@ impl Drop for PypiServer {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_pypiserver(packages: &std::path::Path) -> PypiServer {
     let port = free_port();
     let child = Command::new(venv_bin("pypi-server"))
-        .args([
-            "run",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-a",
-            ".",
-            "-P",
-            ".",
-            "--disable-fallback",
-        ])
+        .args(["run", "-i", "127.0.0.1", "-p", &port.to_string(), "-a", ".", "-P", ".", "--disable-fallback"])
         .arg(packages)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -45,11 +30,7 @@ fn start_pypiserver(packages: &std::path::Path) -> PypiServer {
         .expect("start pypiserver");
     let server = PypiServer(child, port);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http()
-        .get(format!("http://127.0.0.1:{port}/simple/"))
-        .send()
-        .is_err()
-    {
+    while http().get(format!("http://127.0.0.1:{port}/simple/")).send().is_err() {
         assert!(Instant::now() < deadline, "pypiserver did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -60,23 +41,14 @@ fn start_pypiserver(packages: &std::path::Path) -> PypiServer {
 fn pip_and_uv_through_larder_with_pypiserver_upstream() {
     let packages = tempfile::tempdir().unwrap();
     let mut expected = std::collections::BTreeMap::new();
-    for (project, version, deps) in [
-        ("web-app", "0.3", vec!["Util_Lib"]),
-        ("util-lib", "1.2", vec![]),
-    ] {
+    for (project, version, deps) in [("web-app", "0.3", vec!["Util_Lib"]), ("util-lib", "1.2", vec![])] {
         let (name, bytes) = wheel(project, version, &deps);
         expected.insert(name.clone(), sha256_hex(&bytes));
         std::fs::write(packages.path().join(&name), bytes).unwrap();
     }
     let server = start_pypiserver(packages.path());
     let dir = tempfile::tempdir().unwrap();
-    let larder = Larder::start(
-        dir.path(),
-        &[
-            "--upstream",
-            &format!("http://127.0.0.1:{}/simple/", server.1),
-        ],
-    );
+    let larder = Larder::start(dir.path(), &["--upstream", &format!("http://127.0.0.1:{}/simple/", server.1)]);
 
     let page = http()
         .get(larder.url("/simple/web-app/"))
@@ -85,29 +57,13 @@ fn pip_and_uv_through_larder_with_pypiserver_upstream() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let page: serde_json::Value = page.json().unwrap();
-    assert_eq!(
-        page["meta"]["api-version"], "1.0",
-        "JSON-10: no sizes from an HTML upstream"
-    );
-    assert!(
-        page["files"][0]["hashes"]["sha256"].is_string(),
-        "hash taken from pypiserver's #sha256= fragment"
-    );
+    assert_eq!(page["meta"]["api-version"], "1.0", "JSON-10: no sizes from an HTML upstream");
+    assert!(page["files"][0]["hashes"]["sha256"].is_string(), "hash taken from pypiserver's #sha256= fragment");
 
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
     assert_ok(
-        &pip(
-            scratch.path(),
-            &[
-                "download",
-                "--index-url",
-                &larder.index(),
-                "-d",
-                dl.to_str().unwrap(),
-                "web-app",
-            ],
-        ),
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "web-app"]),
         "pip download",
     );
     assert_eq!(hashes_in(&dl), expected);

@@ -20,11 +20,7 @@ pub fn venv_bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-e2e"));
     let bin = venv.join("bin").join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: run ./scripts/test, which installs the test clients",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} is missing: run ./scripts/test, which installs the test clients", bin.display());
     bin
 }
 
@@ -77,13 +73,7 @@ impl Larder {
             Ok(b) => b,
             Err(_) => panic!("larder did not start; its log:\n{}", log.lock().unwrap()),
         };
-        Larder {
-            child,
-            base,
-            data_dir: data_dir.to_path_buf(),
-            log,
-            args,
-        }
+        Larder { child, base, data_dir: data_dir.to_path_buf(), log, args }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -134,19 +124,20 @@ pub fn wheel(name: &str, version: &str, requires: &[&str]) -> (String, Vec<u8>) 
     let files = vec![
         (format!("{dist}/__init__.py"), format!("VERSION = {version:?}\n")),
         (format!("{info}/METADATA"), metadata),
-        (format!("{info}/WHEEL"), "Wheel-Version: 1.0\nGenerator: larder-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_string()),
+        (
+            format!("{info}/WHEEL"),
+            "Wheel-Version: 1.0\nGenerator: larder-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_string(),
+        ),
     ];
     let mut record = String::new();
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         for (path, content) in &files {
             zip.start_file(path.as_str(), opts).unwrap();
             zip.write_all(content.as_bytes()).unwrap();
-            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(Sha256::digest(content.as_bytes()));
+            let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(content.as_bytes()));
             record.push_str(&format!("{path},sha256={digest},{}\n", content.len()));
         }
         record.push_str(&format!("{info}/RECORD,,\n"));
@@ -160,12 +151,8 @@ pub fn wheel(name: &str, version: &str, requires: &[&str]) -> (String, Vec<u8>) 
 /// The METADATA inside a wheel built by `wheel`.
 pub fn wheel_metadata(bytes: &[u8]) -> Vec<u8> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-    let name = zip
-        .file_names()
-        .filter_map(Result::ok)
-        .find(|n| n.ends_with(".dist-info/METADATA"))
-        .unwrap()
-        .to_string();
+    let name =
+        zip.file_names().filter_map(Result::ok).find(|n| n.ends_with(".dist-info/METADATA")).unwrap().to_string();
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut zip.by_name(&name).unwrap(), &mut out).unwrap();
     out
@@ -217,20 +204,13 @@ pub fn uv(scratch: &Path, args: &[&str]) -> Output {
 }
 
 pub fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A blocking HTTP client for direct checks.
 pub fn http() -> reqwest::blocking::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// sha256 of every file in `dir`, by filename.
@@ -239,11 +219,6 @@ pub fn hashes_in(dir: &Path) -> std::collections::BTreeMap<String, String> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                sha256_hex(&std::fs::read(&p).unwrap()),
-            )
-        })
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), sha256_hex(&std::fs::read(&p).unwrap())))
         .collect()
 }

@@ -32,11 +32,7 @@ pub struct MockFile {
 
 impl MockFile {
     pub fn new(filename: &str, bytes: Vec<u8>) -> MockFile {
-        MockFile {
-            filename: filename.into(),
-            bytes,
-            ..Default::default()
-        }
+        MockFile { filename: filename.into(), bytes, ..Default::default() }
     }
 }
 
@@ -65,11 +61,7 @@ impl MockUpstream {
         let (shutdown_tx, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
@@ -94,11 +86,7 @@ impl MockUpstream {
             });
         });
         let addr = addr_rx.recv().unwrap();
-        MockUpstream {
-            addr,
-            state,
-            _shutdown: shutdown_tx,
-        }
+        MockUpstream { addr, state, _shutdown: shutdown_tx }
     }
 
     pub fn simple_url(&self) -> String {
@@ -106,13 +94,7 @@ impl MockUpstream {
     }
 
     pub fn add(&self, project: &str, file: MockFile) {
-        self.state
-            .lock()
-            .unwrap()
-            .projects
-            .entry(project.to_string())
-            .or_default()
-            .push(file);
+        self.state.lock().unwrap().projects.entry(project.to_string()).or_default().push(file);
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -120,10 +102,7 @@ impl MockUpstream {
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.requests()
-            .iter()
-            .filter(|r| r.contains(needle))
-            .count()
+        self.requests().iter().filter(|r| r.contains(needle)).count()
     }
 
     pub fn clear_requests(&self) {
@@ -139,16 +118,8 @@ impl MockUpstream {
     }
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()))
-        .unwrap()
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder().status(status).header("content-type", content_type).body(Full::new(body.into())).unwrap()
 }
 
 async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -165,46 +136,22 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         tokio::time::sleep(delay).await;
     }
     if down {
-        return respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "down for maintenance",
-        );
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down for maintenance");
     }
     let st = state.lock().unwrap();
-    if let Some(name) = path
-        .strip_prefix("/simple/")
-        .and_then(|p| p.strip_suffix('/'))
-    {
+    if let Some(name) = path.strip_prefix("/simple/").and_then(|p| p.strip_suffix('/')) {
         let Some(files) = st.projects.get(name) else {
             return respond(StatusCode::NOT_FOUND, "text/plain", "no such project");
         };
-        let accept = req
-            .headers()
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let (ctype, body) = if !html_only && accept.contains("application/vnd.pypi.simple.v1+json")
-        {
-            (
-                "application/vnd.pypi.simple.v1+json",
-                json_page(name, files),
-            )
+        let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let (ctype, body) = if !html_only && accept.contains("application/vnd.pypi.simple.v1+json") {
+            ("application/vnd.pypi.simple.v1+json", json_page(name, files))
         } else {
             ("text/html; charset=utf-8", html_page(files))
         };
         let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
-        if req
-            .headers()
-            .get("if-none-match")
-            .and_then(|v| v.to_str().ok())
-            == Some(etag.as_str())
-        {
-            return Response::builder()
-                .status(304)
-                .header("etag", etag)
-                .body(Full::new(Bytes::new()))
-                .unwrap();
+        if req.headers().get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+            return Response::builder().status(304).header("etag", etag).body(Full::new(Bytes::new())).unwrap();
         }
         let mut resp = respond(StatusCode::OK, ctype, body);
         resp.headers_mut().insert("etag", etag.parse().unwrap());
@@ -226,15 +173,7 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
 }
 
 fn advertised(f: &MockFile) -> Option<String> {
-    if f.no_hash {
-        None
-    } else {
-        Some(
-            f.advertised_sha256
-                .clone()
-                .unwrap_or_else(|| sha256_hex(&f.bytes)),
-        )
-    }
+    if f.no_hash { None } else { Some(f.advertised_sha256.clone().unwrap_or_else(|| sha256_hex(&f.bytes))) }
 }
 
 fn json_page(name: &str, files: &[MockFile]) -> String {
@@ -265,26 +204,15 @@ fn json_page(name: &str, files: &[MockFile]) -> String {
 fn html_page(files: &[MockFile]) -> String {
     let mut out = String::from("<!DOCTYPE html><html><body>\n");
     for f in files {
-        let frag = advertised(f)
-            .map(|h| format!("#sha256={h}"))
-            .unwrap_or_default();
+        let frag = advertised(f).map(|h| format!("#sha256={h}")).unwrap_or_default();
         let mut attrs = String::new();
         if let Some(rp) = &f.requires_python {
-            attrs.push_str(&format!(
-                " data-requires-python=\"{}\"",
-                rp.replace('>', "&gt;").replace('<', "&lt;")
-            ));
+            attrs.push_str(&format!(" data-requires-python=\"{}\"", rp.replace('>', "&gt;").replace('<', "&lt;")));
         }
         if let Some(y) = &f.yanked {
-            attrs.push_str(&format!(
-                " data-yanked=\"{}\"",
-                y.clone().unwrap_or_default()
-            ));
+            attrs.push_str(&format!(" data-yanked=\"{}\"", y.clone().unwrap_or_default()));
         }
-        out.push_str(&format!(
-            "<a href=\"/files/{}{frag}\"{attrs}>{}</a><br/>\n",
-            f.filename, f.filename
-        ));
+        out.push_str(&format!("<a href=\"/files/{}{frag}\"{attrs}>{}</a><br/>\n", f.filename, f.filename));
     }
     out.push_str("</body></html>\n");
     out

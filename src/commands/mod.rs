@@ -1,0 +1,4 @@
+//! The subcommands, one file each; `main` dispatches here.
+
+pub mod manage;
+pub mod serve;

@@ -1,0 +1,40 @@
+//! `larder serve`: open the store, bind, and serve until SIGINT or SIGTERM.
+
+use crate::config::Config;
+use crate::state::AppState;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; pick another address with --listen", config.listen))?;
+    let addr = listener.local_addr()?;
+    match &config.upstream {
+        Some(up) => tracing::info!(upstream = %up, "pulling through from upstream"),
+        None => tracing::warn!(
+            "no upstream configured (--upstream / LARDER_UPSTREAM): serving private packages and what is already stored only"
+        ),
+    }
+    if config.tokens.is_empty() {
+        tracing::info!("no tokens configured: uploads are refused (set LARDER_TOKEN or [[tokens]] in the config)");
+    }
+    let state = AppState::new(config).await?;
+    tracing::info!(store = %state.store.location(), "store opened");
+    tracing::info!("listening on http://{addr}");
+    crate::server::serve(listener, state, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

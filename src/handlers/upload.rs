@@ -1,0 +1,319 @@
+//! The legacy upload API (`POST`/`PUT …/packages/pypi`, standards §13), as twine, uv, poetry
+//! and pdm send it.
+//!
+//! The multipart body is parsed as a stream: the `content` part goes to a spool file while its
+//! sha256, md5 and blake2b-256 are computed, so an upload never sits in memory. Then, in
+//! Warehouse's order, the form, the digests, the filename and the metadata inside the file are
+//! checked; only a file that passes everything is committed to the store and recorded. Any
+//! failure (or a dropped connection) deletes the spool file: nothing half-written is visible.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use blake2::Blake2b;
+use blake2::digest::consts::U32;
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use md5::Md5;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::{self, Access};
+use crate::error::HttpError;
+use crate::index::{ProjectName, filename};
+use crate::metadata::{self, CoreMetadata, DistKind};
+use crate::pages::PageState;
+use crate::private::{Added, PrivateFile, Rejected};
+use crate::server::{body::Body, respond, route::Scope};
+use crate::state::AppState;
+
+/// Text fields larger than this are refused (a long description is a few hundred KB).
+const MAX_TEXT_FIELD: u64 = 8 * 1024 * 1024;
+
+type Blake2b256 = Blake2b<U32>;
+
+/// The received `content` part, on disk.
+struct Spooled {
+    path: PathBuf,
+    filename: String,
+    size: u64,
+    sha256: String,
+    md5: String,
+    blake2_256: String,
+}
+
+/// Removes the spool file however the upload ends.
+struct SpoolGuard(PathBuf);
+
+impl Drop for SpoolGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub async fn upload(
+    state: &AppState,
+    scope: &Scope,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>, HttpError> {
+    let Scope::Project(project) = scope else {
+        return Err(HttpError::not_found("groups have no upload endpoint; upload to a project"));
+    };
+    auth::authorize(&state.config, headers, scope, Access::Write)?;
+    let limit = state.config.max_upload_bytes;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload is larger than the limit of {} MiB (max_upload_mib)", limit / (1024 * 1024)),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        HttpError::bad_request("expected a multipart/form-data body with a boundary (the legacy upload API)")
+    })?;
+
+    let spool_path = state.config.data_dir.join("spool").join(format!("upload-{:016x}.part", rand::random::<u64>()));
+    let _guard = SpoolGuard(spool_path.clone());
+    let (form, content) = read_form(body, &boundary, limit, &spool_path).await.map_err(|e| match e {
+        FormError::TooLarge => too_large(),
+        FormError::Bad(m) => HttpError::bad_request(m),
+        FormError::Io(e) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot spool the upload: {e}")),
+    })?;
+
+    let (name, file, md) = validate(&form, content).await?;
+    check_shadowing(state, project, &name).await?;
+
+    // A different file under an existing name is refused before anything is stored.
+    let private = &state.private;
+    let record = PrivateFile {
+        filename: file.filename.clone(),
+        version: md.version.clone(),
+        sha256: file.sha256.clone(),
+        md5: file.md5.clone(),
+        blake2_256: file.blake2_256.clone(),
+        size: file.size,
+        upload_time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        requires_python: md.requires_python.clone(),
+        metadata_sha256: None,
+        yanked: Default::default(),
+    };
+    let kind = metadata::parse_filename(&file.filename).map(|f| f.kind).ok();
+    state.store.put_blob_file(&file.sha256, &file.path).await?;
+    let metadata_sha256 = if kind == Some(DistKind::Wheel) {
+        // PEP 658 for wheels only (MD-05); the bytes exactly as in the wheel (MD-04).
+        let sha = crate::digest::sha256_hex(&md.raw);
+        state.store.put_blob_bytes(&sha, Bytes::from(md.raw.clone())).await?;
+        Some(sha)
+    } else {
+        None
+    };
+    let outcome = private.add(project, &name, PrivateFile { metadata_sha256, ..record }).await;
+    match outcome {
+        Ok(Added::New) => {
+            tracing::info!(project = %project, package = %name, file = %file.filename, sha256 = %file.sha256, "private upload stored");
+            Ok(respond::text(StatusCode::OK, "OK"))
+        }
+        Ok(Added::Identical) => Ok(respond::text(StatusCode::OK, "OK (identical file already uploaded)")),
+        // UPL-08: "File already exists" in reason phrase and body, what --skip-existing matches.
+        Err(e @ Rejected::Exists { .. }) => {
+            Err(HttpError::bad_request(e.to_string()).with_reason("File already exists"))
+        }
+        Err(Rejected::Store(e)) => Err(e.into()),
+        Err(e) => Err(HttpError::bad_request(e.to_string())),
+    }
+}
+
+enum FormError {
+    TooLarge,
+    Bad(String),
+    Io(std::io::Error),
+}
+
+impl From<multer::Error> for FormError {
+    fn from(e: multer::Error) -> FormError {
+        match e {
+            multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => FormError::TooLarge,
+            e => FormError::Bad(format!("malformed multipart body: {e}")),
+        }
+    }
+}
+
+/// Reads every field; the `content` file goes to `spool_path`.
+async fn read_form(
+    body: Incoming,
+    boundary: &str,
+    limit: u64,
+    spool_path: &PathBuf,
+) -> Result<(HashMap<String, Vec<String>>, Option<Spooled>), FormError> {
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limit).per_field(MAX_TEXT_FIELD).for_field("content", limit));
+    let stream = body.into_data_stream();
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut form: HashMap<String, Vec<String>> = HashMap::new();
+    let mut content = None;
+    while let Some(mut field) = multipart.next_field().await? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "content" {
+            if content.is_some() {
+                return Err(FormError::Bad("the upload has more than one `content` part".into()));
+            }
+            let Some(filename) = field.file_name().map(str::to_string) else {
+                return Err(FormError::Bad("the `content` part has no filename".into()));
+            };
+            if let Some(parent) = spool_path.parent() {
+                tokio::fs::create_dir_all(parent).await.map_err(FormError::Io)?;
+            }
+            let mut file = tokio::fs::File::create(spool_path).await.map_err(FormError::Io)?;
+            let (mut sha, mut md5, mut blake) = (Sha256::new(), Md5::new(), Blake2b256::new());
+            let mut size = 0u64;
+            while let Some(chunk) = field.chunk().await? {
+                sha.update(&chunk);
+                md5.update(&chunk);
+                blake.update(&chunk);
+                size += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(FormError::Io)?;
+            }
+            file.flush().await.map_err(FormError::Io)?;
+            content = Some(Spooled {
+                path: spool_path.clone(),
+                filename,
+                size,
+                sha256: hex::encode(sha.finalize()),
+                md5: hex::encode(md5.finalize()),
+                blake2_256: hex::encode(blake.finalize()),
+            });
+        } else if field.file_name().is_some() && name != "gpg_signature" {
+            return Err(FormError::Bad(format!("`{name}`: Should not be a tuple.")));
+        } else if name == "gpg_signature" {
+            while field.chunk().await?.is_some() {} // ignored, as Warehouse does
+        } else {
+            let text = field.text().await?;
+            form.entry(name).or_default().push(text);
+        }
+    }
+    Ok((form, content))
+}
+
+fn field<'a>(form: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
+    form.get(name).and_then(|v| v.first()).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+/// Warehouse's checks, in its order (standards §13.4), with its wording where clients match on it.
+async fn validate(
+    form: &HashMap<String, Vec<String>>,
+    content: Option<Spooled>,
+) -> Result<(ProjectName, Spooled, CoreMetadata), HttpError> {
+    fn bad(m: impl Into<String>) -> HttpError {
+        HttpError::bad_request(m)
+    }
+    match field(form, ":action") {
+        None | Some("file_upload") => {}
+        Some("submit" | "submit_pkg_info") => {
+            return Err(HttpError::new(
+                StatusCode::GONE,
+                "Project pre-registration is no longer required or supported, upload your files instead.",
+            ));
+        }
+        Some("doc_upload") => {
+            return Err(HttpError::new(StatusCode::GONE, "Uploading documentation is no longer supported."));
+        }
+        Some(other) => return Err(bad(format!("unknown :action `{other}`; expected file_upload"))),
+    }
+    if let Some(v) = field(form, "protocol_version")
+        && v != "1"
+    {
+        return Err(bad("Unknown protocol version."));
+    }
+    let raw_name = field(form, "name").ok_or_else(|| bad("the form has no `name` field"))?;
+    let name = ProjectName::parse(raw_name).map_err(|_| {
+        bad(format!("'{raw_name}' is an invalid value for Name. Error: Start and end with a letter or numeral containing only ASCII numeric and '.', '_' and '-'."))
+    })?;
+    let version = field(form, "version").ok_or_else(|| bad("the form has no `version` field"))?;
+    if !metadata::is_valid_version(version) {
+        return Err(bad(format!("'{version}' is an invalid value for Version; use a PEP 440 version")));
+    }
+    let file = content.ok_or_else(|| bad("Upload payload does not have a file."))?;
+    if !filename::is_safe(&file.filename) {
+        return Err(bad("Cannot upload a file with '/' or '\\' or control characters in the name."));
+    }
+    let parsed = metadata::parse_filename(&file.filename).map_err(bad)?;
+    match (field(form, "filetype"), parsed.kind) {
+        (None, _) | (Some("bdist_wheel"), DistKind::Wheel) | (Some("sdist"), DistKind::Sdist) => {}
+        (Some("bdist_wheel" | "sdist"), _) => {
+            return Err(bad(format!("Invalid file extension: `{}` does not match filetype", file.filename)));
+        }
+        (Some(_), _) => return Err(bad("Invalid value for filetype. Error: Use a known file type.")),
+    }
+    // UPL-07: every supplied digest is checked against what Larder computed.
+    let digests = [
+        ("sha256_digest", &file.sha256, 64),
+        ("md5_digest", &file.md5, 32),
+        ("blake2_256_digest", &file.blake2_256, 64),
+    ];
+    for (key, actual, len) in digests {
+        if let Some(given) = field(form, key) {
+            if given.len() != len || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("Invalid value for {key}. Error: Use a valid, hex-encoded digest.")));
+            }
+            if !given.eq_ignore_ascii_case(actual) {
+                return Err(bad("The digest supplied does not match a digest calculated from the uploaded file."));
+            }
+        }
+    }
+    // EX-5: filename, form and METADATA agree.
+    if parsed.name != name {
+        return Err(bad(format!("Start filename for '{name}' with '{}'.", name.as_str().replace('-', "_"))));
+    }
+    if !metadata::same_version(&parsed.version, version) {
+        return Err(bad(format!("Version in filename should be '{version}' not '{}'.", parsed.version)));
+    }
+    let (path, fname, kind) = (file.path.clone(), file.filename.clone(), parsed.kind);
+    let md = tokio::task::spawn_blocking(move || match kind {
+        DistKind::Wheel => metadata::read_wheel_metadata(&path),
+        DistKind::Sdist => metadata::read_sdist_metadata(&path, &fname),
+    })
+    .await
+    .expect("metadata reading does not panic")
+    .map_err(bad)?;
+    if !metadata::names_match(&md.name, name.as_str()) {
+        return Err(bad(format!("the metadata inside `{}` names `{}`, not `{name}`", file.filename, md.name)));
+    }
+    if !metadata::same_version(&md.version, version) {
+        return Err(bad(format!(
+            "the metadata inside `{}` has version `{}`, not `{version}`",
+            file.filename, md.version
+        )));
+    }
+    Ok((name, file, md))
+}
+
+/// DC-4: a new private name must not shadow an upstream project unless the operator allows it.
+async fn check_shadowing(state: &AppState, project: &str, name: &ProjectName) -> Result<(), HttpError> {
+    if state.private.is_claimed(&[project.to_string()], name) || state.config.allow_shadowing.contains(name) {
+        return Ok(());
+    }
+    if state.config.upstream.is_none() {
+        return Ok(());
+    }
+    match state.pages.get(name).await {
+        Ok((page, _)) if matches!(page.state, PageState::Found(_)) => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{name}` exists upstream; a private upload would hide it for every user of this project. An operator can allow it with allow_shadowing (LARDER_ALLOW_SHADOWING)"
+            ),
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check whether `{name}` exists upstream ({e}); retry later, or allow shadowing it"),
+        )),
+    }
+}

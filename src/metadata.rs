@@ -1,0 +1,221 @@
+//! Distribution files: parsing their names (FN-3, FN-5) and reading their core metadata
+//! (`*.dist-info/METADATA` from wheels, `PKG-INFO` from sdists; EX-1 … EX-4).
+//! Everything here is synchronous file work; async callers use `spawn_blocking`.
+
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::index::{ProjectName, name::normalize};
+
+/// Metadata larger than this is refused (EX-4).
+const MAX_METADATA: u64 = 16 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistKind {
+    Wheel,
+    Sdist,
+}
+
+/// What a distribution's filename says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DistFilename {
+    pub name: ProjectName,
+    pub version: String,
+    pub kind: DistKind,
+}
+
+/// Parses a wheel or sdist filename; the error is a sentence for the uploader.
+pub fn parse_filename(filename: &str) -> Result<DistFilename, String> {
+    let invalid =
+        || format!("Invalid file extension: Use .tar.gz, .whl or .zip extension; `{filename}` is not a wheel or sdist");
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        // FN-3: name-version(-build)?-python-abi-platform
+        let parts: Vec<&str> = stem.split('-').collect();
+        if !(parts.len() == 5 || parts.len() == 6) {
+            return Err(format!(
+                "`{filename}` is not a valid wheel filename: expected name-version[-build]-python-abi-platform.whl"
+            ));
+        }
+        let name = ProjectName::parse(parts[0]).map_err(|e| e.to_string())?;
+        return Ok(DistFilename { name, version: parts[1].to_string(), kind: DistKind::Wheel });
+    }
+    let stem = filename.strip_suffix(".tar.gz").or_else(|| filename.strip_suffix(".zip")).ok_or_else(invalid)?;
+    // FN-5: split at the last '-'.
+    let (name, version) = stem
+        .rsplit_once('-')
+        .ok_or_else(|| format!("`{filename}` is not a valid sdist filename: expected name-version.tar.gz"))?;
+    let name = ProjectName::parse(name).map_err(|e| e.to_string())?;
+    Ok(DistFilename { name, version: version.to_string(), kind: DistKind::Sdist })
+}
+
+/// Two versions are equal as PEP 440 versions (`1.0` == `1.0.0`? no: `1.0` == `1.0.0` is true
+/// in PEP 440, and `1.0-post1` == `1.0.post1`).
+pub fn same_version(a: &str, b: &str) -> bool {
+    match (pep440_rs::Version::from_str(a), pep440_rs::Version::from_str(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+pub fn is_valid_version(v: &str) -> bool {
+    pep440_rs::Version::from_str(v).is_ok()
+}
+
+/// Core metadata read from a distribution: the raw bytes (served as PEP 658 `.metadata`
+/// unchanged, MD-04) and the fields Larder uses.
+#[derive(Debug, Clone)]
+pub struct CoreMetadata {
+    pub raw: Vec<u8>,
+    pub metadata_version: String,
+    pub name: String,
+    pub version: String,
+    pub requires_python: Option<String>,
+}
+
+impl CoreMetadata {
+    /// Parses RFC 822-style headers (EX-3): up to the first blank line, with continuations.
+    pub fn parse(raw: Vec<u8>) -> Result<CoreMetadata, String> {
+        let text = String::from_utf8_lossy(&raw);
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            if line.is_empty() {
+                break;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some((_, v)) = fields.last_mut() {
+                    v.push('\n');
+                    v.push_str(line.trim());
+                }
+                continue;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let name = get("name").ok_or("the metadata has no Name field")?;
+        let version = get("version").ok_or("the metadata has no Version field")?;
+        Ok(CoreMetadata {
+            metadata_version: get("metadata-version").unwrap_or_default(),
+            name,
+            version,
+            requires_python: get("requires-python").filter(|s| !s.is_empty()),
+            raw,
+        })
+    }
+}
+
+/// Reads `<single top-level>.dist-info/METADATA` from a wheel (EX-1), through the zip's
+/// central directory.
+pub fn read_wheel_metadata(path: &Path) -> Result<CoreMetadata, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open the wheel: {e}"))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| format!("Invalid distribution file: not a zip archive ({e})"))?;
+    wheel_metadata_from_zip(&mut zip)
+}
+
+/// The same, from any seekable reader (also used on in-memory wheels).
+pub fn wheel_metadata_from_zip<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>) -> Result<CoreMetadata, String> {
+    let mut dirs: Vec<String> = zip
+        .file_names()
+        .filter_map(Result::ok)
+        .filter_map(|n| n.split('/').next().map(str::to_string))
+        .filter(|top| top.ends_with(".dist-info"))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let dir = match dirs.as_slice() {
+        [one] => one.clone(),
+        [] => return Err("Invalid distribution file: the wheel has no .dist-info directory".into()),
+        _ => return Err(format!("Invalid distribution file: the wheel has {} .dist-info directories", dirs.len())),
+    };
+    let member = format!("{dir}/METADATA");
+    let entry =
+        zip.by_name(&member).map_err(|_| format!("Wheel does not contain the required METADATA file: {member}"))?;
+    if entry.size() > MAX_METADATA {
+        return Err(format!("{member} is larger than {MAX_METADATA} bytes"));
+    }
+    let mut raw = Vec::with_capacity(entry.size() as usize);
+    entry
+        .take(MAX_METADATA)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("Invalid distribution file: cannot read {member}: {e}"))?;
+    CoreMetadata::parse(raw)
+}
+
+/// Reads `<top>/PKG-INFO` from an sdist (EX-2), without extracting anything.
+pub fn read_sdist_metadata(path: &Path, filename: &str) -> Result<CoreMetadata, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open the sdist: {e}"))?;
+    let is_pkg_info = |p: &str| {
+        let parts: Vec<&str> = p.trim_end_matches('/').split('/').collect();
+        parts.len() == 2 && parts[1] == "PKG-INFO"
+    };
+    if filename.ends_with(".zip") {
+        let mut zip =
+            zip::ZipArchive::new(file).map_err(|e| format!("Invalid distribution file: not a zip archive ({e})"))?;
+        let name = zip
+            .file_names()
+            .filter_map(Result::ok)
+            .find(|n| is_pkg_info(n))
+            .map(|n| n.into_owned())
+            .ok_or("Invalid distribution file: the sdist has no PKG-INFO")?;
+        let mut raw = Vec::new();
+        zip.by_name(&name)
+            .map_err(|e| e.to_string())?
+            .take(MAX_METADATA)
+            .read_to_end(&mut raw)
+            .map_err(|e| e.to_string())?;
+        return CoreMetadata::parse(raw);
+    }
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let entries = archive.entries().map_err(|e| format!("Invalid distribution file: not a gzip tar archive ({e})"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("Invalid distribution file: broken tar archive ({e})"))?;
+        let path = entry.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+        if is_pkg_info(&path) {
+            let mut raw = Vec::new();
+            (&mut entry).take(MAX_METADATA).read_to_end(&mut raw).map_err(|e| e.to_string())?;
+            return CoreMetadata::parse(raw);
+        }
+    }
+    Err("Invalid distribution file: the sdist has no PKG-INFO".into())
+}
+
+/// EX-1 step 3: the dist-info prefix must belong to the project (checked by the caller through
+/// the METADATA name, which is stricter).
+pub fn names_match(a: &str, b: &str) -> bool {
+    normalize(a) == normalize(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames() {
+        let w = parse_filename("My_Pkg-1.0.0-py3-none-any.whl").unwrap();
+        assert_eq!((w.name.as_str(), w.version.as_str(), w.kind), ("my-pkg", "1.0.0", DistKind::Wheel));
+        let w = parse_filename("pkg-1.0-1-cp312-cp312-manylinux_2_17_x86_64.whl").unwrap();
+        assert_eq!(w.version, "1.0");
+        let s = parse_filename("my_pkg-1.0.post1.tar.gz").unwrap();
+        assert_eq!((s.name.as_str(), s.version.as_str(), s.kind), ("my-pkg", "1.0.post1", DistKind::Sdist));
+        assert!(parse_filename("pkg-1.0.exe").is_err());
+        assert!(parse_filename("pkg-1.0-py3.whl").is_err());
+        assert!(same_version("1.0", "1.0.0"));
+        assert!(same_version("1.0-post1", "1.0.post1"));
+        assert!(!same_version("1.0", "1.1"));
+    }
+
+    #[test]
+    fn metadata_headers() {
+        let md = CoreMetadata::parse(
+            b"Metadata-Version: 2.1\nName: My.Pkg\nVersion: 1.0\nRequires-Python: >=3.9\nSummary: a\n  b\n\nBody: no"
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(md.name, "My.Pkg");
+        assert_eq!(md.requires_python.as_deref(), Some(">=3.9"));
+        assert!(CoreMetadata::parse(b"Version: 1\n".to_vec()).is_err());
+    }
+}

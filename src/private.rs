@@ -1,0 +1,266 @@
+//! Private packages: what was uploaded to each project, and the names it claims.
+//!
+//! A name with a private upload in a project is *claimed* there: its page lists only the
+//! private files and Larder never asks the upstream for it again, also after its files are
+//! deleted (the record stays, as a tombstone; DC-1). Records live in the store
+//! (`private/<project>/<name>`) and all of them are held in memory, rendered, so a read never
+//! touches the disk. Writes are serialized by one lock: uploads are rare, correctness is not.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::{DistFile, ProjectName, ProjectPage, Yanked};
+use crate::pages::RenderedPage;
+use crate::store::Store;
+
+/// One uploaded file (EX-6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivateFile {
+    pub filename: String,
+    pub version: String,
+    pub sha256: String,
+    pub md5: String,
+    pub blake2_256: String,
+    pub size: u64,
+    pub upload_time: String,
+    pub requires_python: Option<String>,
+    /// sha256 of the stored METADATA (wheels only, MD-05).
+    pub metadata_sha256: Option<String>,
+    #[serde(default)]
+    pub yanked: Yanked,
+}
+
+/// Everything about one claimed name in one project.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PrivateRecord {
+    pub files: Vec<PrivateFile>,
+    /// Filenames once used and since deleted: never reused with other content.
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+impl PrivateRecord {
+    fn to_page(&self, name: &ProjectName) -> ProjectPage {
+        let files = self.files.iter().map(|f| f.to_dist_file()).collect();
+        let versions: BTreeSet<String> = self.files.iter().map(|f| f.version.clone()).collect();
+        let mut page = ProjectPage { name: name.clone(), files, versions: Some(versions.into_iter().collect()) };
+        page.sort();
+        page
+    }
+}
+
+impl PrivateFile {
+    fn to_dist_file(&self) -> DistFile {
+        let mut hashes = BTreeMap::new();
+        hashes.insert("sha256".to_string(), self.sha256.clone());
+        DistFile {
+            filename: self.filename.clone(),
+            url: String::new(), // served from the store only
+            hashes,
+            requires_python: self.requires_python.clone(),
+            yanked: self.yanked.clone(),
+            core_metadata: self.metadata_sha256.clone(),
+            size: Some(self.size),
+            upload_time: Some(self.upload_time.clone()),
+        }
+    }
+}
+
+struct Entry {
+    record: PrivateRecord,
+    rendered: Arc<RenderedPage>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// project id → name → entry
+    projects: HashMap<String, BTreeMap<ProjectName, Arc<Entry>>>,
+    /// sha256 of every private file and metadata file → the projects holding it.
+    owners: HashMap<String, BTreeSet<String>>,
+}
+
+impl Index {
+    fn insert(&mut self, project: &str, name: ProjectName, record: PrivateRecord) {
+        let rendered = Arc::new(RenderedPage::new(record.to_page(&name)));
+        self.projects.entry(project.to_string()).or_default().insert(name, Arc::new(Entry { record, rendered }));
+        self.owners.clear();
+        for (project, names) in &self.projects {
+            for entry in names.values() {
+                for f in &entry.record.files {
+                    for sha in std::iter::once(&f.sha256).chain(f.metadata_sha256.as_ref()) {
+                        self.owners.entry(sha.clone()).or_default().insert(project.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Who may see a stored blob.
+pub enum Visibility {
+    /// Not a private file: an upstream file anyone may fetch.
+    Public,
+    /// A private file of one of the scope's projects.
+    InScope,
+    /// A private file of other projects only: not found from here.
+    Hidden,
+}
+
+/// The outcome of adding a file.
+pub enum Added {
+    New,
+    /// The identical file was already there (UPL-08: 200, so retries are harmless).
+    Identical,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    /// A different file under an existing filename (UPL-08).
+    #[error("File already exists ('{filename}', with sha256 hash '{sha256}').")]
+    Exists { filename: String, sha256: String },
+    #[error(
+        "This filename was previously used by a file that has since been deleted; use a different version ('{0}')."
+    )]
+    Reused(String),
+    #[error("no private file `{0}` in this project")]
+    NoSuchFile(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+pub struct Private {
+    store: Arc<dyn Store>,
+    index: RwLock<Index>,
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+fn record_key(project: &str, name: &ProjectName) -> String {
+    format!("private/{project}/{name}")
+}
+
+impl Private {
+    /// Loads every private record from the store.
+    pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<Private> {
+        let mut index = Index::default();
+        for key in store.list_records("private/").await? {
+            let Some((project, name)) = key.trim_start_matches("private/").rsplit_once('/') else { continue };
+            let Ok(name) = ProjectName::parse(name) else { continue };
+            let Some(bytes) = store.get_record(&key).await? else { continue };
+            let record: PrivateRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("private record `{key}` does not parse: {e}; the store is damaged"))?;
+            index.insert(project, name, record);
+        }
+        Ok(Private { store, index: RwLock::new(index), write_lock: tokio::sync::Mutex::new(()) })
+    }
+
+    /// Is `name` claimed by any of `projects`?
+    pub fn is_claimed(&self, projects: &[String], name: &ProjectName) -> bool {
+        let index = self.index.read().expect("private index lock");
+        projects.iter().any(|p| index.projects.get(p).is_some_and(|names| names.contains_key(name)))
+    }
+
+    /// The page for a claimed name: one project's files, or the union over a group's projects.
+    pub fn page(&self, projects: &[String], name: &ProjectName) -> Option<Arc<RenderedPage>> {
+        let index = self.index.read().expect("private index lock");
+        let entries: Vec<&Arc<Entry>> = projects.iter().filter_map(|p| index.projects.get(p)?.get(name)).collect();
+        match entries.as_slice() {
+            [] => None,
+            [one] => Some(one.rendered.clone()),
+            many => {
+                let mut record = PrivateRecord::default();
+                for e in many {
+                    record.files.extend(e.record.files.iter().cloned());
+                }
+                Some(Arc::new(RenderedPage::new(record.to_page(name))))
+            }
+        }
+    }
+
+    /// Every name claimed by `projects`.
+    pub fn names(&self, projects: &[String]) -> BTreeSet<ProjectName> {
+        let index = self.index.read().expect("private index lock");
+        projects.iter().filter_map(|p| index.projects.get(p)).flat_map(|names| names.keys().cloned()).collect()
+    }
+
+    pub fn visibility(&self, sha256: &str, projects: &[String]) -> Visibility {
+        let index = self.index.read().expect("private index lock");
+        match index.owners.get(sha256) {
+            None => Visibility::Public,
+            Some(owners) if projects.iter().any(|p| owners.contains(p)) => Visibility::InScope,
+            Some(_) => Visibility::Hidden,
+        }
+    }
+
+    /// Records an uploaded file whose bytes (and metadata) are already in the store.
+    pub async fn add(&self, project: &str, name: &ProjectName, file: PrivateFile) -> Result<Added, Rejected> {
+        let _guard = self.write_lock.lock().await;
+        let mut record = self.record(project, name);
+        if let Some(existing) = record.files.iter().find(|f| f.filename == file.filename) {
+            return if existing.sha256 == file.sha256 {
+                Ok(Added::Identical)
+            } else {
+                Err(Rejected::Exists { filename: file.filename, sha256: existing.sha256.clone() })
+            };
+        }
+        if record.deleted.contains(&file.filename) {
+            return Err(Rejected::Reused(file.filename));
+        }
+        record.files.push(file);
+        self.save(project, name, record).await?;
+        Ok(Added::New)
+    }
+
+    /// Sets or clears a file's yank (PEP 592).
+    pub async fn set_yanked(
+        &self,
+        project: &str,
+        name: &ProjectName,
+        filename: &str,
+        yanked: Yanked,
+    ) -> Result<(), Rejected> {
+        let _guard = self.write_lock.lock().await;
+        let mut record = self.record(project, name);
+        let file = record
+            .files
+            .iter_mut()
+            .find(|f| f.filename == filename)
+            .ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
+        file.yanked = yanked;
+        self.save(project, name, record).await
+    }
+
+    /// Deletes a file; the name stays claimed. Returns the sha256s no private file uses any
+    /// more, for the caller to remove from the store.
+    pub async fn delete(&self, project: &str, name: &ProjectName, filename: &str) -> Result<Vec<String>, Rejected> {
+        let _guard = self.write_lock.lock().await;
+        let mut record = self.record(project, name);
+        let pos = record
+            .files
+            .iter()
+            .position(|f| f.filename == filename)
+            .ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
+        let file = record.files.remove(pos);
+        record.deleted.push(file.filename.clone());
+        self.save(project, name, record).await?;
+        let index = self.index.read().expect("private index lock");
+        Ok(std::iter::once(file.sha256)
+            .chain(file.metadata_sha256)
+            .filter(|sha| !index.owners.contains_key(sha))
+            .collect())
+    }
+
+    fn record(&self, project: &str, name: &ProjectName) -> PrivateRecord {
+        let index = self.index.read().expect("private index lock");
+        index.projects.get(project).and_then(|n| n.get(name)).map(|e| e.record.clone()).unwrap_or_default()
+    }
+
+    /// Persists first, then publishes: a failed write leaves nothing visible.
+    async fn save(&self, project: &str, name: &ProjectName, record: PrivateRecord) -> Result<(), Rejected> {
+        let bytes = serde_json::to_vec(&record).expect("a private record serializes");
+        self.store.put_record(&record_key(project, name), bytes).await?;
+        self.index.write().expect("private index lock").insert(project, name.clone(), record);
+        Ok(())
+    }
+}
