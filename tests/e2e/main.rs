@@ -13,5 +13,7 @@ mod files_api;
 // Pull-through with pip and uv: zero upstream requests when warm, coalescing, hash mismatch,
 // stale pages, restart.
 mod pull_through;
+// Private packages: uploads with twine and uv, masking, tokens, yank and delete.
+mod private;
 // pypiserver as an HTML-only upstream.
 mod pypiserver;

@@ -31,16 +31,23 @@ pub struct Larder {
     pub data_dir: PathBuf,
     log: Arc<Mutex<String>>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Larder {
     /// Starts Larder on a free port with `args` (e.g. `--upstream URL`), storing in `data_dir`.
     pub fn start(data_dir: &Path, args: &[&str]) -> Larder {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        Self::spawn(data_dir, args)
+        Self::start_with_env(data_dir, args, &[])
     }
 
-    fn spawn(data_dir: &Path, args: Vec<String>) -> Larder {
+    /// The same, with extra environment variables (`LARDER_TOKEN`, ...).
+    pub fn start_with_env(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Larder {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let envs = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::spawn(data_dir, args, envs)
+    }
+
+    fn spawn(data_dir: &Path, args: Vec<String>, envs: Vec<(String, String)>) -> Larder {
         let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -49,6 +56,8 @@ impl Larder {
             .env("LARDER_CONFIG", "/dev/null")
             .env("LARDER_LOG", "info,larder=debug")
             .env_remove("LARDER_UPSTREAM")
+            .env_remove("LARDER_TOKEN")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -73,7 +82,7 @@ impl Larder {
             Ok(b) => b,
             Err(_) => panic!("larder did not start; its log:\n{}", log.lock().unwrap()),
         };
-        Larder { child, base, data_dir: data_dir.to_path_buf(), log, args }
+        Larder { child, base, data_dir: data_dir.to_path_buf(), log, args, envs }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -92,8 +101,8 @@ impl Larder {
     /// Stops this process and starts a new one on the same data dir (a new port).
     pub fn restart(mut self) -> Larder {
         self.stop();
-        let (dir, args) = (self.data_dir.clone(), std::mem::take(&mut self.args));
-        Self::spawn(&dir, args)
+        let (dir, args, envs) = (self.data_dir.clone(), std::mem::take(&mut self.args), std::mem::take(&mut self.envs));
+        Self::spawn(&dir, args, envs)
     }
 
     fn stop(&mut self) {
@@ -193,6 +202,81 @@ pub fn pip(scratch: &Path, args: &[&str]) -> Output {
     cmd.args(args);
     client_env(&mut cmd, scratch);
     run(cmd)
+}
+
+/// `twine <args>`, never interactive.
+pub fn twine(scratch: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(venv_bin("twine"));
+    cmd.args(args).env("TWINE_NON_INTERACTIVE", "1").env_remove("TWINE_USERNAME").env_remove("TWINE_PASSWORD");
+    client_env(&mut cmd, scratch);
+    run(cmd)
+}
+
+/// twine 6.1, the last release that sends `--skip-existing` to any index (scripts/test installs
+/// it beside the current one).
+pub fn twine_6_1(scratch: &Path, args: &[&str]) -> Output {
+    let lib = venv_bin("python").parent().unwrap().parent().unwrap().join("twine-6.1");
+    assert!(lib.is_dir(), "{} is missing: run ./scripts/test", lib.display());
+    let mut cmd = Command::new(venv_bin("python"));
+    cmd.args(["-m", "twine"]).args(args).env("PYTHONPATH", lib).env("TWINE_NON_INTERACTIVE", "1");
+    client_env(&mut cmd, scratch);
+    run(cmd)
+}
+
+/// A `larder <args>` command (not `serve`), e.g. `yank`.
+pub fn larder_cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_larder"));
+    cmd.args(args).envs(envs.iter().copied());
+    run(cmd)
+}
+
+/// An sdist: `name-version/PKG-INFO`, a `setup.py`, and the module.
+pub fn sdist(name: &str, version: &str) -> (String, Vec<u8>) {
+    let dist = name.replace('-', "_");
+    let filename = format!("{dist}-{version}.tar.gz");
+    let top = format!("{dist}-{version}");
+    let pkg_info = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    let setup =
+        format!("from setuptools import setup\nsetup(name={name:?}, version={version:?}, packages=[{dist:?}])\n");
+    let files = [
+        (format!("{top}/PKG-INFO"), pkg_info),
+        (format!("{top}/setup.py"), setup),
+        (format!("{top}/{dist}/__init__.py"), format!("VERSION = {version:?}\n")),
+    ];
+    let mut out = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for (path, content) in &files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, path, content.as_bytes()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    (filename, out)
+}
+
+/// A multipart/form-data body the way twine builds one.
+pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "larder-test-boundary-4d3c2b1a";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    if let Some((filename, bytes)) = file {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// `uv <args>` with a cache dir inside `scratch`.
