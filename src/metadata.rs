@@ -71,9 +71,19 @@ pub struct CoreMetadata {
     pub name: String,
     pub version: String,
     pub requires_python: Option<String>,
+    /// `Dynamic` fields (PEP 643): a wheel built from this sdist may differ in them.
+    pub dynamic: Vec<String>,
 }
 
 impl CoreMetadata {
+    /// May this metadata be served as PEP 658 metadata of an sdist? Only when it cannot change
+    /// when the sdist is built: Metadata-Version 2.2 or later and nothing `Dynamic` (MD-05).
+    pub fn is_static_sdist_metadata(&self) -> bool {
+        let mut parts = self.metadata_version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (2, 2) && self.dynamic.is_empty()
+    }
+
     /// Parses RFC 822-style headers (EX-3): up to the first blank line, with continuations.
     pub fn parse(raw: Vec<u8>) -> Result<CoreMetadata, String> {
         let text = String::from_utf8_lossy(&raw);
@@ -101,6 +111,7 @@ impl CoreMetadata {
             name,
             version,
             requires_python: get("requires-python").filter(|s| !s.is_empty()),
+            dynamic: fields.iter().filter(|(k, _)| k == "dynamic").map(|(_, v)| v.clone()).collect(),
             raw,
         })
     }
@@ -217,5 +228,11 @@ mod tests {
         assert_eq!(md.name, "My.Pkg");
         assert_eq!(md.requires_python.as_deref(), Some(">=3.9"));
         assert!(CoreMetadata::parse(b"Version: 1\n".to_vec()).is_err());
+        assert!(!md.is_static_sdist_metadata(), "2.1 is too old for sdist metadata");
+        let md = CoreMetadata::parse(b"Metadata-Version: 2.4\nName: a\nVersion: 1\n".to_vec()).unwrap();
+        assert!(md.is_static_sdist_metadata());
+        let md = CoreMetadata::parse(b"Metadata-Version: 2.4\nName: a\nVersion: 1\nDynamic: Requires-Dist\n".to_vec())
+            .unwrap();
+        assert!(!md.is_static_sdist_metadata());
     }
 }

@@ -107,8 +107,14 @@ pub async fn upload(
     };
     let kind = metadata::parse_filename(&file.filename).map(|f| f.kind).ok();
     state.store.put_blob_file(&file.sha256, &file.path).await?;
-    let metadata_sha256 = if kind == Some(DistKind::Wheel) {
-        // PEP 658 for wheels only (MD-05); the bytes exactly as in the wheel (MD-04).
+    // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
+    // bytes exactly as in the file (MD-04).
+    let servable = match kind {
+        Some(DistKind::Wheel) => true,
+        Some(DistKind::Sdist) => md.is_static_sdist_metadata(),
+        None => false,
+    };
+    let metadata_sha256 = if servable {
         let sha = crate::digest::sha256_hex(&md.raw);
         state.store.put_blob_bytes(&sha, Bytes::from(md.raw.clone())).await?;
         Some(sha)

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::util::upstream::{MockFile, MockUpstream};
 use crate::util::{
-    Larder, assert_ok, hashes_in, http, larder_cli, multipart, pip, sdist, sha256_hex, twine, twine_6_1, uv, venv_bin,
-    wheel,
+    Larder, assert_ok, hashes_in, http, larder_cli, multipart, pip, sdist, sdist_with_metadata_version, sha256_hex,
+    twine, twine_6_1, uv, venv_bin, wheel,
 };
 
 const TOKEN: &str = "sidecar-token-123";
@@ -440,4 +440,50 @@ fn private_projects_need_a_read_token_and_yanks_show_in_both_formats() {
     // A yank without a token is refused.
     let resp = http().post(format!("{file_url}/yank")).send().unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+#[test]
+fn legacy_alias_static_sdist_metadata_and_dropped_uploads() {
+    use std::io::Write;
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = start(&up, dir.path(), &[]);
+    let scratch = tempfile::tempdir().unwrap();
+
+    // The default project's short upload URL, as `twine upload --repository-url …/legacy/`.
+    let sd = sdist_with_metadata_version("static-meta", "1.0", "2.4");
+    let path = write(scratch.path(), &sd);
+    assert_ok(
+        &twine(scratch.path(), &["upload", "--repository-url", &larder.url("/legacy/"), "-u", "x", "-p", TOKEN, &path]),
+        "upload to /legacy/",
+    );
+    let page: serde_json::Value = http()
+        .get(larder.url("/simple/static-meta/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let md_sha = page["files"][0]["core-metadata"]["sha256"].as_str().expect("MD-05: static sdist metadata is served");
+    let md = http()
+        .get(larder.url(&format!("/files/{}/{}.metadata", sha256_hex(&sd.1), sd.0)))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(sha256_hex(&md), md_sha, "MD-04: the hash names the served bytes");
+
+    // A connection dropped mid-upload leaves nothing behind.
+    let whl = wheel("dropped-pkg", "1.0", &[]);
+    let (ct, body) = multipart(&[("name", "dropped-pkg"), ("version", "1.0")], Some((&whl.0, &whl.1)));
+    let addr = larder.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("x:{TOKEN}"));
+    write!(conn, "POST /legacy/ HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    conn.write_all(&body[..body.len() - 200]).unwrap();
+    drop(conn);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(http().get(larder.url("/simple/dropped-pkg/")).send().unwrap().status(), 404);
+    let spool = larder.data_dir.join("spool");
+    assert_eq!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0, "no spool files left");
 }

@@ -232,10 +232,14 @@ pub fn larder_cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 /// An sdist: `name-version/PKG-INFO`, a `setup.py`, and the module.
 pub fn sdist(name: &str, version: &str) -> (String, Vec<u8>) {
+    sdist_with_metadata_version(name, version, "2.1")
+}
+
+pub fn sdist_with_metadata_version(name: &str, version: &str, metadata_version: &str) -> (String, Vec<u8>) {
     let dist = name.replace('-', "_");
     let filename = format!("{dist}-{version}.tar.gz");
     let top = format!("{dist}-{version}");
-    let pkg_info = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    let pkg_info = format!("Metadata-Version: {metadata_version}\nName: {name}\nVersion: {version}\n");
     let setup =
         format!("from setuptools import setup\nsetup(name={name:?}, version={version:?}, packages=[{dist:?}])\n");
     let files = [
