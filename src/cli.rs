@@ -123,4 +123,13 @@ pub struct Settings {
     /// Without this, such uploads are refused: a private upload masks the upstream project.
     #[arg(long, env = "LARDER_ALLOW_SHADOWING", value_name = "NAMES", value_delimiter = ',')]
     pub allow_shadowing: Option<Vec<String>>,
+
+    /// After fetching a project page, read the METADATA of its newest wheels with HTTP range
+    /// requests in the background, so resolvers need no wheel downloads [default: true].
+    #[arg(long, env = "LARDER_METADATA_PREFETCH", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub metadata_prefetch: Option<bool>,
+
+    /// How many of a project's newest versions the metadata prefetch covers [default: 3].
+    #[arg(long, env = "LARDER_METADATA_PREFETCH_VERSIONS", value_name = "N")]
+    pub metadata_prefetch_versions: Option<usize>,
 }

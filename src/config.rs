@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub default_project: Option<String>,
     pub max_upload_mib: Option<u64>,
     pub allow_shadowing: Option<Vec<String>>,
+    pub metadata_prefetch: Option<bool>,
+    pub metadata_prefetch_versions: Option<usize>,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     #[serde(default)]
@@ -117,6 +119,9 @@ pub struct Config {
     pub page_cache_bytes: u64,
     pub default_project: String,
     pub max_upload_bytes: u64,
+    /// Fetch the METADATA of new upstream wheels with range requests in the background.
+    pub metadata_prefetch: bool,
+    pub metadata_prefetch_versions: usize,
     /// Names that may be uploaded although they exist upstream (DC-4).
     pub allow_shadowing: BTreeSet<crate::index::ProjectName>,
     pub tokens: Vec<Token>,
@@ -190,6 +195,8 @@ impl Config {
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(256) * 1024 * 1024,
             default_project,
             max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
+            metadata_prefetch: s.metadata_prefetch.or(file.metadata_prefetch).unwrap_or(true),
+            metadata_prefetch_versions: s.metadata_prefetch_versions.or(file.metadata_prefetch_versions).unwrap_or(3),
             allow_shadowing,
             tokens,
             projects: file.projects,

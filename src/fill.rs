@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::core_metadata::MetadataLinks;
+use crate::index::ProjectName;
+use crate::pages::Pages;
 use crate::store::{ByteStream, Store};
 use crate::upstream::{self, Upstream};
 
@@ -35,6 +38,9 @@ pub struct FillRequest {
     pub expected_sha256: Option<String>,
     /// A record to write with the sha256 once known (files listed without a hash).
     pub alias_record: Option<String>,
+    /// A wheel without upstream metadata: extract its METADATA once stored (issue 6), and
+    /// re-render this project's page so that it advertises it.
+    pub extract_metadata_for: Option<(ProjectName, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,22 +78,31 @@ pub struct Fills {
     store: Arc<dyn Store>,
     upstream: Upstream,
     spool_dir: PathBuf,
+    links: Arc<MetadataLinks>,
+    pages: Arc<Pages>,
 }
 
 impl Fills {
-    pub fn new(store: Arc<dyn Store>, upstream: Upstream, spool_dir: PathBuf) -> std::io::Result<Fills> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        upstream: Upstream,
+        spool_dir: PathBuf,
+        links: Arc<MetadataLinks>,
+        pages: Arc<Pages>,
+    ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
         // Leftovers of a crash are never visible (they are not in the store); clear them.
         for entry in std::fs::read_dir(&spool_dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir })
+        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir, links, pages })
     }
 
     /// Joins the download for `req.key`, starting it when none is under way.
     pub fn join(self: &Arc<Self>, req: FillRequest) -> Arc<Fill> {
         let mut map = self.inflight.lock().expect("fill map lock");
         if let Some(fill) = map.get(&req.key) {
+            metrics::counter!("larder_coalesced_waits_total").increment(1);
             return fill.clone();
         }
         let (tx, rx) = watch::channel(FillState::Connecting);
@@ -166,6 +181,12 @@ impl Fills {
         self.store.put_blob_file(&actual, spool).await?;
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
+        }
+        metrics::counter!("larder_upstream_bytes_total").increment(written);
+        if let Some((project, filename)) = &req.extract_metadata_for
+            && self.links.extract_from_file(&actual, filename, spool).await.is_some()
+        {
+            self.pages.relink(project).await;
         }
         Ok((actual, written))
     }

@@ -14,6 +14,8 @@
 //! - `fill`: one streamed, hash-checked download per missing file, shared by every client.
 //! - `upstream`: the client for the upstream index (JSON first, HTML parsed with lol_html).
 //! - `store`: the `Store` trait and its cacache-backed local implementation.
+//! - `core_metadata`: METADATA for upstream wheels (extracted on fill, prefetched by ranges).
+//! - `telemetry`: logs and the Prometheus metrics recorder.
 //! - `singleflight`, `digest`: small shared helpers.
 //! - `error`: the one place a failure becomes an HTTP status.
 //!
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod core_metadata;
 pub mod digest;
 pub mod error;
 pub mod fill;
@@ -35,4 +38,5 @@ pub mod server;
 pub mod singleflight;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod upstream;

@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use larder::cli::{Cli, Command, LogFormat};
+use larder::cli::{Cli, Command};
 use larder::commands::{self, manage::Op};
 use larder::config::Config;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    larder::telemetry::init_logging(cli.log_format);
     // reqwest is built without a default TLS provider (ring instead of aws-lc-rs).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -28,17 +27,5 @@ fn main() -> ExitCode {
             eprintln!("larder: error: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("LARDER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -8,12 +8,14 @@
 //! into shared `Bytes` with its ETag, so a hit copies nothing.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
+use crate::core_metadata::MetadataLinks;
 use crate::index::{self, DistFile, FileKey, MediaType, ProjectName, ProjectPage};
 use crate::singleflight::SingleFlight;
 use crate::store::Store;
@@ -141,6 +143,10 @@ pub type Lookup = (Arc<CachedPage>, CacheStatus);
 
 pub struct Pages {
     memory: moka::future::Cache<ProjectName, Arc<CachedPage>>,
+    /// Metadata Larder extracted itself, advertised on the pages it renders (issue 6).
+    links: Arc<MetadataLinks>,
+    /// Where fetched pages are announced to the metadata prefetcher, once it runs.
+    prefetch: OnceLock<mpsc::Sender<ProjectName>>,
     flight: Arc<SingleFlight<ProjectName, Lookup, Error>>,
     store: Arc<dyn Store>,
     upstream: Option<Upstream>,
@@ -153,6 +159,7 @@ impl Pages {
     pub async fn new(
         store: Arc<dyn Store>,
         upstream: Option<Upstream>,
+        links: Arc<MetadataLinks>,
         settings: PageSettings,
     ) -> anyhow::Result<Pages> {
         let known = store
@@ -168,7 +175,52 @@ impl Pages {
                 PageState::NotFound => 64,
             })
             .build();
-        Ok(Pages { memory, flight: Arc::default(), store, upstream, settings, known: RwLock::new(known) })
+        Ok(Pages {
+            memory,
+            links,
+            prefetch: OnceLock::new(),
+            flight: Arc::default(),
+            store,
+            upstream,
+            settings,
+            known: RwLock::new(known),
+        })
+    }
+
+    /// Connects the metadata prefetcher; pages fetched from now on are announced to it.
+    pub fn set_prefetcher(&self, tx: mpsc::Sender<ProjectName>) {
+        let _ = self.prefetch.set(tx);
+    }
+
+    fn announce(&self, name: &ProjectName) {
+        if let Some(tx) = self.prefetch.get() {
+            let _ = tx.try_send(name.clone()); // background work: drop it when the queue is full
+        }
+    }
+
+    /// Renders a page with the metadata links applied.
+    fn render(&self, mut page: ProjectPage) -> Arc<RenderedPage> {
+        self.links.apply(&mut page);
+        Arc::new(RenderedPage::new(page))
+    }
+
+    /// The page in memory, if any, without asking anyone.
+    pub async fn cached(&self, name: &ProjectName) -> Option<Arc<CachedPage>> {
+        self.memory.get(name).await
+    }
+
+    /// Re-renders a page in memory after new metadata links appeared for its files.
+    pub async fn relink(&self, name: &ProjectName) {
+        let Some(old) = self.memory.get(name).await else { return };
+        let PageState::Found(r) = &old.state else { return };
+        let entry = Arc::new(CachedPage {
+            state: PageState::Found(self.render(r.page.clone())),
+            fresh_until: old.fresh_until,
+            confirmed_unix: old.confirmed_unix,
+            validators: old.validators.clone(),
+            stale: old.stale,
+        });
+        self.memory.insert(name.clone(), entry).await;
     }
 
     /// Names Larder has pages for.
@@ -238,19 +290,22 @@ impl Pages {
         let found = current.as_ref().filter(|p| matches!(p.state, PageState::Found(_)));
         match upstream.fetch_page(&name, found.map(|p| &p.validators)).await {
             Ok(PageFetch::Modified(page, validators)) => {
-                let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == page);
+                let rendered = self.render(page.clone());
+                // Compared with links applied on both sides, as the cached copy has them.
+                let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == rendered.page);
                 let entry = Arc::new(CachedPage {
                     fresh_until: now + self.settings.ttl,
                     confirmed_unix: now_unix(),
                     validators: validators.clone(),
                     stale: false,
-                    state: PageState::Found(Arc::new(RenderedPage::new(page.clone()))),
+                    state: PageState::Found(rendered),
                 });
                 // Write only real changes: cacache's index is append-only (crates-notes §9.2).
                 if !unchanged {
                     self.persist(&name, page, validators, entry.confirmed_unix).await;
                 }
-                self.memory.insert(name, entry.clone()).await;
+                self.memory.insert(name.clone(), entry.clone()).await;
+                self.announce(&name);
                 Ok((entry, CacheStatus::Miss))
             }
             Ok(PageFetch::NotModified) if found.is_some() => {
@@ -263,7 +318,8 @@ impl Pages {
                     validators: old.validators.clone(),
                     stale: false,
                 });
-                self.memory.insert(name, entry.clone()).await;
+                self.memory.insert(name.clone(), entry.clone()).await;
+                self.announce(&name);
                 Ok((entry, CacheStatus::Revalidated))
             }
             Ok(PageFetch::NotModified) => Err(upstream::Error::BadPage {
@@ -322,7 +378,7 @@ impl Pages {
             }
         };
         Some(Arc::new(CachedPage {
-            state: PageState::Found(Arc::new(RenderedPage::new(record.page))),
+            state: PageState::Found(self.render(record.page)),
             fresh_until: Instant::now(), // stale: revalidate on first use
             confirmed_unix: record.confirmed_unix,
             validators: record.validators,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::core_metadata::{MetadataLinks, PrefetchSettings, spawn_prefetcher};
 use crate::fill::Fills;
 use crate::pages::{PageSettings, Pages};
 use crate::private::Private;
@@ -17,6 +18,8 @@ pub struct AppState {
     pub private: Arc<Private>,
     /// `None` when no upstream is configured.
     pub fills: Option<Arc<Fills>>,
+    /// Renders `/metrics`; `None` when no recorder is installed (library use, unit tests).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -32,12 +35,20 @@ impl AppState {
             not_found_ttl: config.not_found_ttl,
             memory_bytes: config.page_cache_bytes,
         };
-        let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), settings).await?);
+        let links = Arc::new(MetadataLinks::load(store.clone()).await?);
+        let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), links.clone(), settings).await?);
         let private = Arc::new(Private::load(store.clone()).await?);
         let fills = match upstream {
-            Some(up) => Some(Arc::new(Fills::new(store.clone(), up, config.data_dir.join("spool"))?)),
+            Some(up) => {
+                if config.metadata_prefetch {
+                    let settings = PrefetchSettings { versions: config.metadata_prefetch_versions, concurrency: 4 };
+                    pages.set_prefetcher(spawn_prefetcher(pages.clone(), up.clone(), links.clone(), settings));
+                }
+                let spool = config.data_dir.join("spool");
+                Some(Arc::new(Fills::new(store.clone(), up, spool, links, pages.clone())?))
+            }
             None => None,
         };
-        Ok(AppState { config: Arc::new(config), store, pages, private, fills })
+        Ok(AppState { config: Arc::new(config), store, pages, private, fills, metrics: None })
     }
 }

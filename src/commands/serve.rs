@@ -17,7 +17,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.tokens.is_empty() {
         tracing::info!("no tokens configured: uploads are refused (set LARDER_TOKEN or [[tokens]] in the config)");
     }
-    let state = AppState::new(config).await?;
+    let mut state = AppState::new(config).await?;
+    state.metrics = Some(crate::telemetry::install_metrics()?);
     tracing::info!(store = %state.store.location(), "store opened");
     tracing::info!("listening on http://{addr}");
     crate::server::serve(listener, state, shutdown_signal()).await;

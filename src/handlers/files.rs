@@ -65,17 +65,19 @@ pub async fn file(
     let Some(fills) = &state.fills else {
         return Err(HttpError::not_found(format!("`{dist_name}` is not in the cache and no upstream is configured")));
     };
-    let (_, dist) = state
+    let (project, dist) = state
         .pages
         .find_file(&key, dist_name)
         .await
         .map_err(|e| HttpError::from(&*e))?
         .ok_or_else(|| not_listed(dist_name, &key))?;
+    let needs_metadata = dist.filename.ends_with(".whl") && dist.core_metadata.is_none() && dist.sha256().is_some();
     let fill = fills.join(FillRequest {
         key: key.to_string(),
         url: dist.url.clone(),
         expected_sha256: dist.sha256().map(str::to_string),
         alias_record: matches!(key, FileKey::UrlDigest(_)).then(|| alias_record(&key)),
+        extract_metadata_for: needs_metadata.then(|| (project, dist.filename.clone())),
     });
     req.serve_fill(fill, dist.sha256()).await
 }
@@ -135,6 +137,7 @@ impl Request<'_> {
             url: format!("{}.metadata", dist.url),
             expected_sha256: Some(md_sha.clone()),
             alias_record: None,
+            extract_metadata_for: None,
         });
         self.serve_fill(fill, Some(&md_sha)).await
     }

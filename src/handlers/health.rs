@@ -1,9 +1,21 @@
 //! `GET /-/health`: 200 once the server accepts requests (tests and compose wait on it).
+//! `GET /metrics`: Prometheus text format.
 
-use http::{Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::server::{body::Body, respond};
+use crate::server::{body, body::Body, respond};
+use crate::state::AppState;
 
 pub fn health() -> Response<Body> {
     respond::text(StatusCode::OK, "ok")
+}
+
+pub fn metrics(state: &AppState) -> Response<Body> {
+    let Some(handle) = &state.metrics else {
+        return respond::text(StatusCode::NOT_FOUND, "metrics are not enabled in this process");
+    };
+    let mut resp = Response::new(body::full(handle.render()));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
 }

@@ -73,12 +73,26 @@ async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::SocketA
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = Route::parse(&path, &state.config.default_project);
+    let route_name = route.name();
     let span = tracing::info_span!("request", %method, %path, %peer);
     let resp = dispatch(&state, route, req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let cache = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");
     span.in_scope(|| {
-        let cache = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info!(status = resp.status().as_u16(), cache, ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+        tracing::info!(status, cache, ms = started.elapsed().as_secs_f64() * 1000.0, "served");
     });
+    metrics::counter!("larder_requests_total", "route" => route_name, "status" => status.to_string()).increment(1);
+    if cache != "-" {
+        let kind = if route_name == "file" { "file" } else { "page" };
+        metrics::counter!("larder_cache_total", "kind" => kind, "result" => cache.to_string()).increment(1);
+        if method != Method::HEAD
+            && let Some(len) =
+                resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            let source = if cache == "MISS" { "upstream" } else { "cache" };
+            metrics::counter!("larder_bytes_served_total", "source" => source).increment(len);
+        }
+    }
     resp
 }
 
@@ -101,6 +115,7 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
     let read = |scope: &Scope| auth::authorize(&state.config, headers, scope, Access::Read).map(|_| ());
     match route {
         Route::Health if is_read => Ok(handlers::health::health()),
+        Route::Metrics if is_read => Ok(handlers::health::metrics(state)),
         Route::SimpleRoot { scope, prefix } if is_read => {
             read(&scope)?;
             Ok(handlers::simple::root(state, &scope, &prefix, headers).await)

@@ -17,6 +17,7 @@ pub enum Scope {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
+    Metrics,
     /// The project list. `prefix` is the absolute path of `simple/`, with its slash.
     SimpleRoot {
         scope: Scope,
@@ -59,9 +60,27 @@ pub fn is_valid_project_id(id: &str) -> bool {
 }
 
 impl Route {
+    /// A short name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+            Route::SimpleRoot { .. } => "simple_root",
+            Route::SimpleDetail { .. } => "simple_detail",
+            Route::File { .. } => "file",
+            Route::Yank { .. } => "yank",
+            Route::Upload { .. } => "upload",
+            Route::NotFound(_) => "not_found",
+            Route::BadPath(_) => "bad_path",
+        }
+    }
+
     pub fn parse(path: &str, default_project: &str) -> Route {
         if path == "/-/health" {
             return Route::Health;
+        }
+        if path == "/metrics" {
+            return Route::Metrics;
         }
         let (scope, base, rest) = if let Some(rest) = path.strip_prefix("/api/v4/projects/") {
             let Some((id, rest)) = rest.split_once('/') else {

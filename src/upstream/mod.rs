@@ -3,6 +3,7 @@
 //! `Authorization`, UP-08) can reach the upstream.
 
 pub mod html;
+mod ranges;
 
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ pub enum Error {
 }
 
 impl Error {
-    fn from_reqwest(url: &str, e: reqwest::Error) -> Error {
+    pub(crate) fn from_reqwest(url: &str, e: reqwest::Error) -> Error {
         if e.is_timeout() {
             Error::Timeout { url: url.to_string() }
         } else {
@@ -110,7 +111,10 @@ impl Upstream {
                 req = req.header(header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e))?;
+        let started = std::time::Instant::now();
+        let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e));
+        record("page", started);
+        let resp = resp?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageFetch::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => return Ok(PageFetch::NotFound),
@@ -142,21 +146,29 @@ impl Upstream {
 
     /// Starts downloading a file; the caller streams the body.
     pub async fn fetch_file(&self, url: &str) -> Result<reqwest::Response, Error> {
-        let resp = self
-            .files
-            .get(url)
-            .header(header::ACCEPT_ENCODING, "identity")
-            .send()
-            .await
-            .map_err(|e| Error::from_reqwest(url, e))?;
+        let started = std::time::Instant::now();
+        let resp = self.files.get(url).header(header::ACCEPT_ENCODING, "identity").send().await;
+        record("file", started);
+        let resp = resp.map_err(|e| Error::from_reqwest(url, e))?;
         if !resp.status().is_success() {
             return Err(Error::Status { url: url.to_string(), status: resp.status() });
         }
         Ok(resp)
     }
 
+    /// Reads a wheel's METADATA with range requests only (no whole-wheel download).
+    pub async fn fetch_wheel_metadata(&self, url: &str, size: Option<u64>) -> Result<Vec<u8>, Error> {
+        ranges::fetch_wheel_metadata(&self.files, url, size).await
+    }
+
     /// Maps a streaming error from `fetch_file`'s body.
     pub fn body_error(url: &str, e: reqwest::Error) -> Error {
         Error::from_reqwest(url, e)
     }
+}
+
+/// Counts an upstream request and its time to headers.
+pub(crate) fn record(kind: &'static str, started: std::time::Instant) {
+    metrics::counter!("larder_upstream_requests_total", "kind" => kind).increment(1);
+    metrics::histogram!("larder_upstream_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
 }

@@ -63,7 +63,7 @@ fn hdr_2_3_head_and_ranges_on_miss_and_hit() {
     // The full body matches its sha256.
     let body = http().get(&url).send().unwrap().bytes().unwrap();
     assert_eq!(sha256_hex(&body), sha);
-    assert_eq!(up.count(&format!("GET /files/{name}")), 1, "filled once");
+    assert_eq!(up.count_full(&format!("GET /files/{name}")), 1, "filled once");
 }
 
 #[test]
@@ -75,7 +75,8 @@ fn md_08_metadata_is_fetched_checked_and_served() {
     let (plain, plain_bytes) = wheel("meta-pkg", "1.0", &[]);
     up.add("meta-pkg", MockFile::new(&plain, plain_bytes.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
+    // Without Larder's own metadata prefetch: this is about the upstream's metadata files.
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
     let _ = http().get(larder.url("/simple/meta-pkg/")).send().unwrap();
 
     let url = format!("{}.metadata", file_url(&larder, &sha256_hex(&bytes), &name));

@@ -15,5 +15,7 @@ mod files_api;
 mod pull_through;
 // Private packages: uploads with twine and uv, masking, tokens, yank and delete.
 mod private;
+// Core metadata for every wheel: extraction, range prefetch, uv without wheel downloads.
+mod core_metadata;
 // pypiserver as an HTML-only upstream.
 mod pypiserver;

@@ -26,7 +26,11 @@ fn setup() -> (MockUpstream, Larder, tempfile::TempDir) {
     let (older, older_bytes) = wheel("demo-pkg", "0.8", &[]);
     up.add("demo-pkg", MockFile { yanked: Some(Some("broken & bad".into())), ..MockFile::new(&older, older_bytes) });
     let dir = tempfile::tempdir().unwrap();
-    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--upstream-timeout", "2s"]);
+    // No metadata prefetch: it would change pages (and ETags) while a test looks at them.
+    let larder = Larder::start(
+        dir.path(),
+        &["--upstream", &up.simple_url(), "--upstream-timeout", "2s", "--metadata-prefetch", "false"],
+    );
     (up, larder, dir)
 }
 

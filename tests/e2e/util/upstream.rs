@@ -105,6 +105,11 @@ impl MockUpstream {
         self.requests().iter().filter(|r| r.contains(needle)).count()
     }
 
+    /// Like `count`, but only whole-file requests (the metadata prefetch sends ranges).
+    pub fn count_full(&self, needle: &str) -> usize {
+        self.requests().iter().filter(|r| r.contains(needle) && !r.contains(" range=")).count()
+    }
+
     pub fn clear_requests(&self) {
         self.state.lock().unwrap().requests.clear();
     }
@@ -124,9 +129,13 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
 
 async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
+    let range = req.headers().get("range").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (down, delay, html_only) = {
         let mut st = state.lock().unwrap();
-        st.requests.push(format!("{} {}", req.method(), path));
+        match &range {
+            Some(r) => st.requests.push(format!("{} {} range={r}", req.method(), path)),
+            None => st.requests.push(format!("{} {}", req.method(), path)),
+        }
         if req.headers().contains_key("authorization") {
             st.saw_authorization = true;
         }
@@ -160,7 +169,7 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
     if let Some(name) = path.strip_prefix("/files/") {
         for f in st.projects.values().flatten() {
             if f.filename == name {
-                return respond(StatusCode::OK, "application/octet-stream", f.bytes.clone());
+                return file_response(&f.bytes, range.as_deref());
             }
             if let Some(md) = &f.metadata
                 && name == format!("{}.metadata", f.filename)
@@ -216,4 +225,20 @@ fn html_page(files: &[MockFile]) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// A file, or one `bytes=a-b` range of it (explicit ranges only, like some file hosts).
+fn file_response(bytes: &[u8], range: Option<&str>) -> Response<Full<Bytes>> {
+    let Some((a, b)) = range.and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.split_once('-')) else {
+        let mut resp = respond(StatusCode::OK, "application/octet-stream", bytes.to_vec());
+        resp.headers_mut().insert("accept-ranges", "bytes".parse().unwrap());
+        return resp;
+    };
+    let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) else {
+        return respond(StatusCode::RANGE_NOT_SATISFIABLE, "text/plain", "explicit ranges only");
+    };
+    let b = b.min(bytes.len() - 1);
+    let mut resp = respond(StatusCode::PARTIAL_CONTENT, "application/octet-stream", bytes[a..=b].to_vec());
+    resp.headers_mut().insert("content-range", format!("bytes {a}-{b}/{}", bytes.len()).parse().unwrap());
+    resp
 }

@@ -1,0 +1,170 @@
+//! Core metadata (PEP 658) for upstream wheels that the upstream does not advertise it for.
+//!
+//! Whenever a wheel enters the store, its `*.dist-info/METADATA` is extracted once, stored as a
+//! blob, and linked: wheel sha256 → metadata sha256. Links are records whose *key* carries both
+//! hashes (`wheel-meta/<wheel>/<metadata>`), so loading them at start-up reads only the index.
+//! Pages advertise a linked file's metadata, which the files route then serves from the store.
+//!
+//! The prefetcher goes further: after a project page was fetched, it reads the METADATA of the
+//! newest versions' wheels with HTTP range requests, in the background, with bounded
+//! concurrency, so the next resolve of that project needs no wheel at all.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::index::{ProjectName, ProjectPage};
+use crate::metadata::{self, CoreMetadata};
+use crate::pages::{PageState, Pages};
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+pub struct MetadataLinks {
+    store: Arc<dyn Store>,
+    links: RwLock<HashMap<String, String>>,
+}
+
+impl MetadataLinks {
+    pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<MetadataLinks> {
+        let links = store
+            .list_records("wheel-meta/")
+            .await?
+            .iter()
+            .filter_map(|k| k.trim_start_matches("wheel-meta/").split_once('/'))
+            .map(|(w, m)| (w.to_string(), m.to_string()))
+            .collect();
+        Ok(MetadataLinks { store, links: RwLock::new(links) })
+    }
+
+    pub fn get(&self, wheel_sha256: &str) -> Option<String> {
+        self.links.read().expect("links lock").get(wheel_sha256).cloned()
+    }
+
+    /// Advertises linked metadata on the wheels of `page` that have none from upstream.
+    pub fn apply(&self, page: &mut ProjectPage) {
+        let links = self.links.read().expect("links lock");
+        for f in page.files.iter_mut().filter(|f| f.core_metadata.is_none() && f.filename.ends_with(".whl")) {
+            if let Some(md) = f.sha256().and_then(|sha| links.get(sha)) {
+                f.core_metadata = Some(md.clone());
+            }
+        }
+    }
+
+    /// Stores `raw` as the metadata of `wheel_sha256`. The blob is stored before the link, so a
+    /// page never advertises bytes Larder cannot serve (MD-03).
+    pub async fn store(&self, wheel_sha256: &str, raw: Vec<u8>) -> Result<String, crate::store::Error> {
+        let md_sha = crate::digest::sha256_hex(&raw);
+        self.store.put_blob_bytes(&md_sha, Bytes::from(raw)).await?;
+        self.store.put_record(&format!("wheel-meta/{wheel_sha256}/{md_sha}"), Vec::new()).await?;
+        self.links.write().expect("links lock").insert(wheel_sha256.to_string(), md_sha.clone());
+        Ok(md_sha)
+    }
+
+    /// Extracts and stores the METADATA of a complete wheel on local disk. A wheel whose
+    /// METADATA cannot be read is served as usual, without metadata; that is logged once, here.
+    pub async fn extract_from_file(&self, wheel_sha256: &str, filename: &str, path: &Path) -> Option<String> {
+        let p = path.to_path_buf();
+        let read = tokio::task::spawn_blocking(move || metadata::read_wheel_metadata(&p)).await.expect("no panic");
+        match read {
+            Ok(md) => match self.store(wheel_sha256, md.raw).await {
+                Ok(sha) => {
+                    metrics::counter!("larder_metadata_extracted_total").increment(1);
+                    Some(sha)
+                }
+                Err(e) => {
+                    tracing::warn!(%filename, error = %e, "cannot store extracted metadata");
+                    None
+                }
+            },
+            Err(reason) => {
+                tracing::warn!(%filename, %reason, "wheel has no readable METADATA; serving it without core metadata");
+                None
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PrefetchSettings {
+    /// How many of a project's newest versions to cover.
+    pub versions: usize,
+    /// Range fetches under way at once, across all projects.
+    pub concurrency: usize,
+}
+
+/// Starts the background prefetcher and returns the queue that feeds it. The task lives as
+/// long as the sender (held by `Pages`); full queues drop work rather than wait.
+pub fn spawn_prefetcher(
+    pages: Arc<Pages>,
+    upstream: Upstream,
+    links: Arc<MetadataLinks>,
+    settings: PrefetchSettings,
+) -> mpsc::Sender<ProjectName> {
+    let (tx, mut rx) = mpsc::channel::<ProjectName>(256);
+    tokio::spawn(async move {
+        let mut attempted: HashSet<String> = HashSet::new();
+        while let Some(name) = rx.recv().await {
+            let Some(cached) = pages.cached(&name).await else { continue };
+            let PageState::Found(rendered) = &cached.state else { continue };
+            let jobs: Vec<_> = newest_wheels_without_metadata(&rendered.page, settings.versions)
+                .into_iter()
+                .filter(|(sha, _, _)| links.get(sha).is_none() && attempted.insert(sha.clone()))
+                .collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            let stored = futures_util::stream::iter(jobs)
+                .map(|(sha, url, size)| {
+                    let (upstream, links, name) = (&upstream, &links, &name);
+                    async move {
+                        let result = upstream.fetch_wheel_metadata(&url, size).await;
+                        let raw = match result.map_err(|e| e.to_string()).and_then(|raw| {
+                            let md = CoreMetadata::parse(raw)?;
+                            if metadata::names_match(&md.name, name.as_str()) { Ok(md.raw) } else { Err(format!("METADATA names `{}`", md.name)) }
+                        }) {
+                            Ok(raw) => raw,
+                            Err(reason) => {
+                                metrics::counter!("larder_metadata_prefetch_total", "result" => "failed").increment(1);
+                                tracing::info!(%url, %reason, "metadata prefetch failed");
+                                return false;
+                            }
+                        };
+                        let ok = links.store(&sha, raw).await.is_ok();
+                        metrics::counter!("larder_metadata_prefetch_total", "result" => if ok { "stored" } else { "failed" }).increment(1);
+                        ok
+                    }
+                })
+                .buffer_unordered(settings.concurrency.max(1))
+                .filter(|ok| std::future::ready(*ok))
+                .count()
+                .await;
+            if stored > 0 {
+                tracing::info!(project = %name, wheels = stored, "prefetched core metadata with range requests");
+                pages.relink(&name).await;
+            }
+        }
+    });
+    tx
+}
+
+/// `(sha256, url, size)` of the wheels of the `versions` newest versions that have no metadata.
+fn newest_wheels_without_metadata(page: &ProjectPage, versions: usize) -> Vec<(String, String, Option<u64>)> {
+    let version_of = |filename: &str| {
+        metadata::parse_filename(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
+    };
+    let mut all: Vec<pep440_rs::Version> = page.files.iter().filter_map(|f| version_of(&f.filename)).collect();
+    all.sort();
+    all.dedup();
+    let newest: Vec<_> = all.into_iter().rev().filter(|v| !v.any_prerelease()).take(versions).collect();
+    page.files
+        .iter()
+        .filter(|f| f.filename.ends_with(".whl") && f.core_metadata.is_none() && !f.url.is_empty())
+        .filter(|f| version_of(&f.filename).is_some_and(|v| newest.contains(&v)))
+        .filter_map(|f| Some((f.sha256()?.to_string(), f.url.clone(), f.size)))
+        .collect()
+}

@@ -1,0 +1,42 @@
+//! Logs (tracing to stderr, text or JSON) and metrics (Prometheus text on `/metrics`).
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+/// `LARDER_LOG` filters (default `info`); colours only on a terminal.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("LARDER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Installs the global metrics recorder; the handle renders the Prometheus text format.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])?
+        .install_recorder()?;
+    metrics::describe_counter!("larder_requests_total", "Requests by route and status");
+    metrics::describe_counter!(
+        "larder_cache_total",
+        "Page and file answers by cache outcome (HIT, MISS, STALE, REVALIDATED)"
+    );
+    metrics::describe_counter!("larder_bytes_served_total", "Response body bytes by where they came from");
+    metrics::describe_counter!("larder_upstream_requests_total", "Requests sent upstream, by kind");
+    metrics::describe_histogram!("larder_upstream_seconds", "Upstream response time (headers), by kind");
+    metrics::describe_counter!("larder_upstream_bytes_total", "File bytes downloaded from upstream");
+    metrics::describe_counter!("larder_coalesced_waits_total", "Requests that joined a download already under way");
+    metrics::describe_counter!("larder_metadata_extracted_total", "Wheels whose METADATA Larder extracted itself");
+    metrics::describe_counter!(
+        "larder_metadata_prefetch_total",
+        "Background range fetches of wheel METADATA, by result"
+    );
+    Ok(handle)
+}

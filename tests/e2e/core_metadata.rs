@@ -1,0 +1,157 @@
+//! Core metadata for every wheel (issue 6), behind an upstream that advertises none: extracted
+//! when a wheel is cached, prefetched with range requests, and used by pip and uv.
+
+use std::time::{Duration, Instant};
+
+use crate::util::upstream::{MockFile, MockUpstream};
+use crate::util::{Larder, assert_ok, http, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata};
+
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+fn page(larder: &Larder, name: &str) -> serde_json::Value {
+    http().get(larder.url(&format!("/simple/{name}/"))).header("accept", JSON).send().unwrap().json().unwrap()
+}
+
+fn file<'a>(page: &'a serde_json::Value, filename: &str) -> &'a serde_json::Value {
+    page["files"].as_array().unwrap().iter().find(|f| f["filename"] == filename).unwrap()
+}
+
+/// `app` → `lib-core`, `lib-extra`; no metadata advertised upstream.
+fn upstream_without_metadata() -> (MockUpstream, Vec<(String, Vec<u8>)>) {
+    let up = MockUpstream::start();
+    let mut wheels = Vec::new();
+    for (project, version, deps) in
+        [("app", "1.0", vec!["lib-core>=2", "lib-extra"]), ("lib-core", "2.1", vec![]), ("lib-extra", "0.3", vec![])]
+    {
+        let w = wheel(project, version, &deps);
+        up.add(project, MockFile::new(&w.0, w.1.clone()));
+        wheels.push(w);
+    }
+    (up, wheels)
+}
+
+/// Counts the wheel bodies (not `.metadata`) Larder served, from its request log.
+fn wheel_downloads(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("served") && l.contains(".whl peer=") && l.contains("method=GET")).count()
+}
+
+#[test]
+fn extracted_metadata_is_advertised_and_uv_compile_downloads_no_wheels() {
+    let (up, wheels) = upstream_without_metadata();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let dl = scratch.path().join("dl");
+    assert_ok(
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app"]),
+        "warm-up",
+    );
+
+    // Every cached wheel now advertises metadata whose bytes are the wheel's METADATA.
+    for (filename, bytes) in &wheels {
+        let project = filename.split('-').next().unwrap().replace('_', "-");
+        let p = page(&larder, &project);
+        let md_sha = file(&p, filename)["core-metadata"]["sha256"].as_str().expect("metadata advertised").to_string();
+        let html = http().get(larder.url(&format!("/simple/{project}/"))).send().unwrap().text().unwrap();
+        assert!(html.contains(&format!(r#"data-core-metadata="sha256={md_sha}""#)), "HTML too");
+        let url = larder.url(&format!("/files/{}/{filename}.metadata", sha256_hex(bytes)));
+        let served = http().get(url).send().unwrap().bytes().unwrap();
+        assert_eq!(sha256_hex(&served), md_sha);
+        assert_eq!(served.as_ref(), wheel_metadata(bytes).as_slice());
+    }
+    assert_eq!(up.count(".metadata"), 0, "the upstream has no metadata files and is never asked for them");
+
+    // A cold uv resolves through the warm Larder without a single wheel body.
+    let before = wheel_downloads(&larder.log());
+    let reqs = scratch.path().join("requirements.in");
+    std::fs::write(&reqs, "app\n").unwrap();
+    let python = venv_bin("python");
+    let out = uv(
+        scratch.path(),
+        &[
+            "pip",
+            "compile",
+            "--python",
+            python.to_str().unwrap(),
+            "--index-url",
+            &larder.index(),
+            reqs.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "uv pip compile");
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    assert!(resolved.contains("lib-core==2.1") && resolved.contains("lib-extra==0.3"), "{resolved}");
+    assert_eq!(wheel_downloads(&larder.log()) - before, 0, "uv read .metadata only");
+    // And pip, with a fresh cache, fetches .metadata too.
+    let log_before = larder.log().len();
+    let dl2 = scratch.path().join("dl2");
+    assert_ok(
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app"]),
+        "pip again",
+    );
+    assert!(larder.log()[log_before..].contains(".whl.metadata"), "pip used PEP 658 through Larder");
+}
+
+#[test]
+fn prefetch_fills_the_newest_versions_with_range_requests_only() {
+    let up = MockUpstream::start();
+    let mut files = Vec::new();
+    for v in ["1.0", "2.0", "3.0", "4.0"] {
+        let w = wheel("many-versions", v, &[]);
+        up.add("many-versions", MockFile::new(&w.0, w.1.clone()));
+        files.push(w);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch-versions", "2"]);
+    let first = page(&larder, "many-versions");
+    assert!(file(&first, &files[3].0).get("core-metadata").is_none(), "the page is never delayed by the prefetch");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let p = loop {
+        let p = page(&larder, "many-versions");
+        if file(&p, &files[2].0).get("core-metadata").is_some() && file(&p, &files[3].0).get("core-metadata").is_some()
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "metadata was not prefetched: {:?}", up.requests());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for (name, bytes) in &files[2..] {
+        let md_sha = file(&p, name)["core-metadata"]["sha256"].as_str().unwrap();
+        assert_eq!(md_sha, sha256_hex(&wheel_metadata(bytes)));
+        let requests: Vec<String> = up.requests().into_iter().filter(|r| r.contains(name.as_str())).collect();
+        assert!(!requests.is_empty());
+        assert!(requests.iter().all(|r| r.contains(" range=bytes=")), "range requests only: {requests:?}");
+    }
+    for (name, _) in &files[..2] {
+        assert!(file(&p, name).get("core-metadata").is_none(), "older versions are left alone");
+        assert_eq!(up.count(name), 0);
+    }
+    // The prefetched metadata is served, and the wheel was never downloaded whole.
+    let url = larder.url(&format!("/files/{}/{}.metadata", sha256_hex(&files[3].1), files[3].0));
+    assert_eq!(http().get(url).send().unwrap().bytes().unwrap().as_ref(), wheel_metadata(&files[3].1).as_slice());
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("larder_metadata_prefetch_total{result=\"stored\"} 2"), "{metrics}");
+}
+
+#[test]
+fn a_corrupt_wheel_gets_no_metadata_and_no_error_page() {
+    let up = MockUpstream::start();
+    let bytes = b"this is not a zip file at all".to_vec();
+    let name = "broken-1.0-py3-none-any.whl";
+    up.add("broken", MockFile::new(name, bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
+    let _ = page(&larder, "broken");
+    let url = larder.url(&format!("/files/{}/{name}", sha256_hex(&bytes)));
+    let resp = http().get(&url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), bytes.as_slice());
+    std::thread::sleep(Duration::from_millis(300));
+    let p = page(&larder, "broken");
+    assert_eq!(p["files"][0]["filename"], name);
+    assert!(p["files"][0].get("core-metadata").is_none());
+    assert_eq!(http().get(format!("{url}.metadata")).send().unwrap().status(), 404);
+    assert!(larder.log().contains("wheel has no readable METADATA"), "logged once");
+    assert_eq!(larder.log().matches("wheel has no readable METADATA").count(), 1);
+}
