@@ -111,6 +111,10 @@ pub struct Settings {
     #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<u64>,
 
+    /// Memory for small files (up to 1 MiB) served from memory on a hit, in MiB [default: 64].
+    #[arg(long, env = "LARDER_FILE_CACHE_MIB", value_name = "MIB")]
+    pub file_cache_mib: Option<u64>,
+
     /// Project id served by the short `/simple/` and `/files/` aliases [default: default].
     #[arg(long, env = "LARDER_DEFAULT_PROJECT", value_name = "ID")]
     pub default_project: Option<String>,

@@ -30,6 +30,7 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde")]
     pub upstream_timeout: Option<Duration>,
     pub page_cache_mib: Option<u64>,
+    pub file_cache_mib: Option<u64>,
     pub default_project: Option<String>,
     pub max_upload_mib: Option<u64>,
     pub allow_shadowing: Option<Vec<String>>,
@@ -117,6 +118,7 @@ pub struct Config {
     pub not_found_ttl: Duration,
     pub upstream_timeout: Duration,
     pub page_cache_bytes: u64,
+    pub file_cache_bytes: u64,
     pub default_project: String,
     pub max_upload_bytes: u64,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
@@ -193,6 +195,7 @@ impl Config {
             not_found_ttl: s.not_found_ttl.or(file.not_found_ttl).unwrap_or(Duration::from_secs(60)),
             upstream_timeout: s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30)),
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(256) * 1024 * 1024,
+            file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(64) * 1024 * 1024,
             default_project,
             max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
             metadata_prefetch: s.metadata_prefetch.or(file.metadata_prefetch).unwrap_or(true),

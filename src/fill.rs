@@ -62,8 +62,18 @@ pub enum Error {
 #[derive(Clone, Debug)]
 pub enum FillState {
     Connecting,
-    Streaming { written: u64, total: Option<u64> },
-    Done { sha256: String, len: u64 },
+    Streaming {
+        written: u64,
+        total: Option<u64>,
+    },
+    /// Complete and hash-checked: readers may finish from the spool while the store commits.
+    Verified {
+        len: u64,
+    },
+    Done {
+        sha256: String,
+        len: u64,
+    },
     Failed(Arc<Error>),
 }
 
@@ -178,6 +188,8 @@ impl Fills {
             return Err(Error::HashMismatch { url: req.url.clone(), expected: expected.clone(), actual });
         }
         drop(file);
+        // The bytes are right: let streaming clients finish now, not after the commit.
+        tx.send_replace(FillState::Verified { len: written });
         self.store.put_blob_file(&actual, spool).await?;
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
@@ -240,7 +252,7 @@ impl SpoolReader {
                 // Hold back the last byte until the hash is checked.
                 FillState::Streaming { written, total: Some(total) } => (*written).min(total.saturating_sub(1)),
                 FillState::Streaming { written, total: None } => *written,
-                FillState::Done { len, .. } => *len,
+                FillState::Verified { len } | FillState::Done { len, .. } => *len,
                 FillState::Failed(e) => return Err(std::io::Error::other(e.to_string())),
             };
             if self.pos < readable {
@@ -250,7 +262,7 @@ impl SpoolReader {
                 self.pos += want as u64;
                 return Ok(Some(buf.freeze()));
             }
-            if matches!(state, FillState::Done { .. }) {
+            if matches!(state, FillState::Verified { .. } | FillState::Done { .. }) {
                 return Ok(None);
             }
             if self.rx.changed().await.is_err()

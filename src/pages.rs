@@ -301,8 +301,10 @@ impl Pages {
                     state: PageState::Found(rendered),
                 });
                 // Write only real changes: cacache's index is append-only (crates-notes §9.2).
+                // In the background: the client does not wait for the disk.
                 if !unchanged {
-                    self.persist(&name, page, validators, entry.confirmed_unix).await;
+                    self.known.write().expect("known-names lock").insert(name.clone());
+                    tokio::spawn(Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix));
                 }
                 self.memory.insert(name.clone(), entry.clone()).await;
                 self.announce(&name);
@@ -386,16 +388,17 @@ impl Pages {
         }))
     }
 
-    async fn persist(&self, name: &ProjectName, page: ProjectPage, validators: Validators, confirmed_unix: u64) {
+    async fn persist(
+        self: Arc<Self>,
+        name: ProjectName,
+        page: ProjectPage,
+        validators: Validators,
+        confirmed_unix: u64,
+    ) {
         let record = PageRecord { page, validators, confirmed_unix };
         let bytes = serde_json::to_vec(&record).expect("a page record serializes");
-        match self.store.put_record(&record_key(name), bytes).await {
-            Ok(()) => {
-                self.known.write().expect("known-names lock").insert(name.clone());
-            }
-            Err(e) => {
-                tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart")
-            }
+        if let Err(e) = self.store.put_record(&record_key(&name), bytes).await {
+            tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
         }
     }
 }

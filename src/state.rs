@@ -18,6 +18,8 @@ pub struct AppState {
     pub private: Arc<Private>,
     /// `None` when no upstream is configured.
     pub fills: Option<Arc<Fills>>,
+    /// Small files served recently, as shared bytes: a hit copies and reads nothing.
+    pub hot_files: moka::future::Cache<String, bytes::Bytes>,
     /// Renders `/metrics`; `None` when no recorder is installed (library use, unit tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -49,6 +51,10 @@ impl AppState {
             }
             None => None,
         };
-        Ok(AppState { config: Arc::new(config), store, pages, private, fills, metrics: None })
+        let hot_files = moka::future::Cache::builder()
+            .max_capacity(config.file_cache_bytes)
+            .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .build();
+        Ok(AppState { config: Arc::new(config), store, pages, private, fills, hot_files, metrics: None })
     }
 }

@@ -52,7 +52,13 @@ pub async fn file(
         if matches!(state.private.visibility(sha, &req.projects), Visibility::Hidden) {
             return Err(not_listed(dist_name, &key));
         }
+        if let Some(bytes) = state.hot_files.get(sha).await {
+            return req.serve_blob(Blob::in_memory(bytes), sha, "HIT").await;
+        }
         if let Some(blob) = state.store.open_blob(sha).await? {
+            if let Some(bytes) = blob.bytes() {
+                state.hot_files.insert(sha.clone(), bytes.clone()).await;
+            }
             return req.serve_blob(blob, sha, "HIT").await;
         }
     }
@@ -147,7 +153,7 @@ impl Request<'_> {
         let total = match fill.started().await {
             FillState::Failed(e) => return Err(HttpError::from(&*e)),
             FillState::Streaming { total, .. } => total,
-            FillState::Done { .. } | FillState::Connecting => None,
+            FillState::Verified { .. } | FillState::Done { .. } | FillState::Connecting => None,
         };
         // HEAD and Range need the whole verified file first (UP-11); so does a finished fill.
         let wants_whole = self.head || self.headers.contains_key(header::RANGE);
@@ -212,6 +218,9 @@ impl Request<'_> {
         };
         let body = if self.head {
             body::empty()
+        } else if let Some(bytes) = blob.bytes() {
+            // In memory: one frame hyper can send together with the head.
+            body::full(bytes.slice(start as usize..(start + count) as usize))
         } else {
             let stream = blob.stream(start, count).await.map_err(|e| {
                 HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read stored file: {e}"))

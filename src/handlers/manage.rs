@@ -52,6 +52,7 @@ pub async fn manage(
         Action::Delete => match state.private.delete(project, &name, file).await {
             Ok(unused) => {
                 for sha in unused {
+                    state.hot_files.invalidate(&sha).await;
                     state.store.delete_blob(&sha).await?;
                 }
                 tracing::info!(%project, package = %name, %file, "private file deleted");

@@ -4,21 +4,26 @@
 //! algorithm, so a file's sha256 *is* its content address and reading needs no index lookup.
 //! Reads open the content file directly: cacache's own readers re-hash on every read or load
 //! whole files into memory (crates-notes §3.5), which a static-file-speed hit path cannot pay.
-//! Corruption on disk is the job of `larder verify`, not of every request.
+//! Opening costs one blocking hop (open, stat, and for small files the read itself); larger
+//! files are streamed in large reads, so memory stays flat whatever their size.
 
 use std::io::{Read, Seek};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use cacache::{Algorithm, Integrity, WriteOpts};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{Blob, BlobSource, ByteStream, Error, Store};
 
-/// Chunk size for streaming blobs: large reads, few syscalls.
+/// Chunk size for streaming large blobs: large reads, few hops; two chunks per connection
+/// bound the memory a download holds.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// Files up to this size are read whole when opened (one hop instead of several).
+pub const SMALL_BLOB: u64 = 1024 * 1024;
 
 pub struct LocalStore {
     dir: PathBuf,
@@ -42,16 +47,29 @@ impl LocalStore {
     }
 }
 
-struct FileSource(tokio::fs::File);
+/// A large content file, read with `pread` straight into the buffers hyper sends: one blocking
+/// hop and one copy per chunk (tokio's `File` would add its own buffer and a second copy).
+struct FileSource(Arc<std::fs::File>);
 
 #[async_trait]
 impl BlobSource for FileSource {
     async fn stream(self: Box<Self>, start: u64, len: u64) -> std::io::Result<ByteStream> {
-        let mut file = self.0;
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start)).await?;
-        }
-        Ok(Box::pin(ReaderStream::with_capacity(file.take(len), READ_CHUNK)))
+        let state = (self.0, start, start + len);
+        Ok(Box::pin(futures_util::stream::try_unfold(state, |(file, pos, end)| async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let n = (end - pos).min(READ_CHUNK as u64) as usize;
+            let reader = file.clone();
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                reader.read_exact_at(&mut buf, pos)?;
+                Ok::<_, std::io::Error>(Bytes::from(buf))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(Some((chunk, (file, pos + n as u64, end))))
+        })))
     }
 }
 
@@ -72,13 +90,23 @@ fn cache_err(what: impl Into<String>) -> impl FnOnce(cacache::Error) -> Error {
 impl Store for LocalStore {
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
         let path = self.content_path(sha256);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(path.display().to_string())(e)),
-        };
-        let len = file.metadata().await.map_err(io_err(path.display().to_string()))?.len();
-        Ok(Some(Blob::new(len, Box::new(FileSource(file)))))
+        // One blocking hop for open, stat (and a small file's read): the hot path of a hit.
+        tokio::task::spawn_blocking(move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(path.display().to_string())(e)),
+            };
+            let len = file.metadata().map_err(io_err(path.display().to_string()))?.len();
+            if len > SMALL_BLOB {
+                return Ok(Some(Blob::new(len, Box::new(FileSource(Arc::new(file))))));
+            }
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf).map_err(io_err(path.display().to_string()))?;
+            Ok(Some(Blob::in_memory(Bytes::from(buf))))
+        })
+        .await
+        .expect("opening a blob does not panic")
     }
 
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {

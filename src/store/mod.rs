@@ -28,20 +28,44 @@ pub enum Error {
     Integrity { expected: String },
 }
 
-/// A stored blob, opened: its length is known, its bytes are read on demand.
+/// A stored blob, opened: its length is known; its bytes are in memory already (small blobs)
+/// or read on demand.
 pub struct Blob {
     pub len: u64,
-    source: Box<dyn BlobSource>,
+    body: BlobBody,
+}
+
+enum BlobBody {
+    Memory(Bytes),
+    Source(Box<dyn BlobSource>),
 }
 
 impl Blob {
     pub fn new(len: u64, source: Box<dyn BlobSource>) -> Blob {
-        Blob { len, source }
+        Blob { len, body: BlobBody::Source(source) }
+    }
+
+    pub fn in_memory(bytes: Bytes) -> Blob {
+        Blob { len: bytes.len() as u64, body: BlobBody::Memory(bytes) }
+    }
+
+    /// The whole content, when the backend read it already.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match &self.body {
+            BlobBody::Memory(b) => Some(b),
+            BlobBody::Source(_) => None,
+        }
     }
 
     /// Streams `len` bytes starting at `start`; callers have checked the range against `self.len`.
     pub async fn stream(self, start: u64, len: u64) -> std::io::Result<ByteStream> {
-        self.source.stream(start, len).await
+        match self.body {
+            BlobBody::Memory(b) => {
+                let part = b.slice(start as usize..(start + len) as usize);
+                Ok(Box::pin(futures_util::stream::once(std::future::ready(Ok(part)))))
+            }
+            BlobBody::Source(source) => source.stream(start, len).await,
+        }
     }
 }
 
