@@ -179,6 +179,8 @@ http {{
             ("file 100 KB", files[small], f"http://127.0.0.1:{static_port}/{small}", None),
             ("file 15 MB", files[big], f"http://127.0.0.1:{static_port}/{big}", None),
         ]
+        only = os.environ.get("ONLY")  # a substring of the row labels to run, e.g. "15 MB"
+        rows = [r for r in rows if not only or only in r[0]]
         results = []
         for label, larder_url, nginx_url, accept in rows:
             runs = {"larder": [], "nginx": []}
@@ -209,7 +211,8 @@ http {{
             return timed([os.path.join(venv_bin, "uv"), "pip", "compile", "--python", py, "--index-url", index, req], env)
 
         client_rows = []
-        for label, fn in (("uv pip install (20 packages)", uv_install), ("pip download (20 packages)", pip_download), ("uv pip compile (20 packages)", uv_compile)):
+        clients = [] if os.environ.get("SKIP_CLIENTS") else [("uv pip install (20 packages)", uv_install), ("pip download (20 packages)", pip_download), ("uv pip compile (20 packages)", uv_compile)]
+        for label, fn in clients:
             direct, cold, warm = [], [], []
             for i in range(args.rounds):
                 print(f"==> {label}: round {i + 1}/{args.rounds}", flush=True)

@@ -24,6 +24,13 @@ pub fn encode_path_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
+/// `encode_path_segment`, appended to `out`.
+pub fn write_path_segment(out: &mut String, s: &str) {
+    for part in utf8_percent_encode(s, SEGMENT) {
+        out.push_str(part);
+    }
+}
+
 /// A filename is safe to use as a path segment and a store label: no separators, no control
 /// characters, not `.`/`..` (FN-7).
 pub fn is_safe(filename: &str) -> bool {

@@ -14,8 +14,10 @@ pub fn render_project(page: &ProjectPage) -> String {
     // HTML-02 / VER-02: the same version the JSON rendering claims.
     let _ = writeln!(out, "    <meta name=\"pypi:repository-version\" content=\"{}\">", page.api_version());
     let _ = writeln!(out, "    <title>Links for {name}</title>\n  </head>\n  <body>\n    <h1>Links for {name}</h1>");
+    let mut href = String::with_capacity(256);
     for file in &page.files {
-        let href = file.larder_href();
+        href.clear();
+        file.write_larder_href(&mut href);
         out.push_str("    <a href=\"");
         out.push_str(&encode_double_quoted_attribute(&href));
         // HTML-04: exactly one hash fragment, sha256.
@@ -59,8 +61,11 @@ pub fn render_root<'a>(names: impl Iterator<Item = &'a ProjectName>, prefix: &st
 }
 
 /// Escapes `&`, `<`, `>` and `"` in attribute values (HTML-05; some users parse pages as XML).
-fn encode_attr_strict(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+fn encode_attr_strict(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -70,7 +75,7 @@ fn encode_attr_strict(s: &str) -> String {
             _ => out.push(c),
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 #[cfg(test)]

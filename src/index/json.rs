@@ -2,50 +2,89 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use super::{DistFile, ProjectName, ProjectPage, Yanked};
 
-/// Renders one project's page (JSON-01 … JSON-10).
+/// One file as PEP 691 writes it (JSON-04, JSON-05), borrowed from the model.
+#[derive(Serialize)]
+struct FileOut<'a> {
+    filename: &'a str,
+    url: String,
+    /// JSON-04: present even when empty.
+    hashes: &'a BTreeMap<String, String>,
+    #[serde(rename = "requires-python")]
+    requires_python: Option<&'a str>,
+    /// PEP 714: `core-metadata`, never `dist-info-metadata` (JSON-06).
+    #[serde(rename = "core-metadata", skip_serializing_if = "Option::is_none")]
+    core_metadata: Option<MetadataOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(rename = "upload-time", skip_serializing_if = "Option::is_none")]
+    upload_time: Option<&'a str>,
+    yanked: YankedOut<'a>,
+}
+
+#[derive(Serialize)]
+struct MetadataOut<'a> {
+    sha256: &'a str,
+}
+
+/// JSON-07: `true` for a yank without reason, never `""`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum YankedOut<'a> {
+    Flag(bool),
+    Reason(&'a str),
+}
+
+#[derive(Serialize)]
+struct DetailOut<'a> {
+    meta: Meta,
+    /// NAME-03: normalized.
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<&'a Vec<String>>,
+    files: Vec<FileOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct Meta {
+    #[serde(rename = "api-version")]
+    api_version: &'static str,
+}
+
+/// Renders one project's page (JSON-01 … JSON-10), serialized straight from the model.
 pub fn render_project(page: &ProjectPage) -> Vec<u8> {
-    let files: Vec<Value> = page
+    let files = page
         .files
         .iter()
-        .map(|f| {
-            let mut o = Map::new();
-            o.insert("filename".into(), json!(f.filename));
-            o.insert("url".into(), json!(f.larder_href()));
-            o.insert("hashes".into(), json!(f.hashes)); // JSON-04: present even when empty
-            o.insert("requires-python".into(), json!(f.requires_python));
-            if let Some(md) = &f.core_metadata {
-                // PEP 714: `core-metadata`, never `dist-info-metadata` (JSON-06).
-                o.insert("core-metadata".into(), json!({ "sha256": md }));
-            }
-            if let Some(size) = f.size {
-                o.insert("size".into(), json!(size));
-            }
-            if let Some(t) = &f.upload_time {
-                o.insert("upload-time".into(), json!(t));
-            }
-            // JSON-07: `true` for a yank without reason, never `""`.
-            let yanked = match &f.yanked {
-                Yanked::No => json!(false),
-                Yanked::Yes(None) => json!(true),
-                Yanked::Yes(Some(reason)) => json!(reason),
-            };
-            o.insert("yanked".into(), yanked);
-            Value::Object(o)
+        .map(|f| FileOut {
+            filename: &f.filename,
+            url: f.larder_href(),
+            hashes: &f.hashes,
+            requires_python: f.requires_python.as_deref(),
+            core_metadata: f.core_metadata.as_deref().map(|sha256| MetadataOut { sha256 }),
+            size: f.size,
+            upload_time: f.upload_time.as_deref(),
+            yanked: match &f.yanked {
+                Yanked::No => YankedOut::Flag(false),
+                Yanked::Yes(None) => YankedOut::Flag(true),
+                Yanked::Yes(Some(reason)) => YankedOut::Reason(reason),
+            },
         })
         .collect();
-    let mut doc = Map::new();
-    doc.insert("meta".into(), json!({ "api-version": page.api_version() }));
-    doc.insert("name".into(), json!(page.name.as_str())); // NAME-03: normalized
-    if let Some(versions) = &page.versions {
-        doc.insert("versions".into(), json!(versions));
-    }
-    doc.insert("files".into(), Value::Array(files));
-    serde_json::to_vec(&Value::Object(doc)).expect("a JSON value always serializes")
+    let doc = DetailOut {
+        meta: Meta { api_version: page.api_version() },
+        name: page.name.as_str(),
+        versions: page.versions.as_ref(),
+        files,
+    };
+    let mut out = Vec::with_capacity(256 + page.files.len() * 400);
+    serde_json::to_writer(&mut out, &doc).expect("the page model always serializes");
+    out
 }
 
 /// Renders the project list (JSON-02).
@@ -56,11 +95,12 @@ pub fn render_root<'a>(names: impl Iterator<Item = &'a ProjectName>) -> Vec<u8> 
 }
 
 #[derive(Deserialize)]
-struct UpstreamDetail {
+struct UpstreamDetail<'a> {
     #[serde(default)]
     versions: Option<Vec<String>>,
-    #[serde(default)]
-    files: Vec<Value>,
+    /// Kept raw, so that one entry that does not parse drops alone (UP-07).
+    #[serde(default, borrow)]
+    files: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +127,7 @@ pub fn parse_project(body: &[u8], name: &ProjectName, base: &url::Url) -> Result
     let detail: UpstreamDetail = serde_json::from_slice(body)?;
     let mut files = Vec::with_capacity(detail.files.len());
     for raw in detail.files {
-        let Ok(f) = serde_json::from_value::<UpstreamFile>(raw) else {
+        let Ok(f) = serde_json::from_str::<UpstreamFile>(raw.get()) else {
             tracing::debug!(project = %name, "dropping an upstream file entry that does not parse");
             continue;
         };

@@ -120,7 +120,23 @@ impl DistFile {
     /// links make one rendering valid for every project, group and alias route (ROUTE-02: the
     /// page URL always ends in `/`). No query string (MD-02).
     pub fn larder_href(&self) -> String {
-        format!("../../files/{}/{}", self.key(), filename::encode_path_segment(&self.filename))
+        let mut out = String::with_capacity(80 + self.filename.len());
+        self.write_larder_href(&mut out);
+        out
+    }
+
+    /// `larder_href`, appended to `out` without intermediate allocations (the render hot loop).
+    pub fn write_larder_href(&self, out: &mut String) {
+        out.push_str("../../files/");
+        match self.sha256() {
+            Some(sha) => out.push_str(sha),
+            None => {
+                out.push_str("u-");
+                out.push_str(&crate::digest::sha256_hex(self.url.as_bytes()));
+            }
+        }
+        out.push('/');
+        filename::write_path_segment(out, &self.filename);
     }
 }
 
