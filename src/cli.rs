@@ -82,6 +82,12 @@ pub struct Settings {
     #[arg(long, env = "LARDER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// Never connect to the upstream, whatever happens: serve what the store has, however old
+    /// (for air-gapped build farms). Also LARDER_OFFLINE=1.
+    #[arg(long, env = "LARDER_OFFLINE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub offline: Option<bool>,
+
     /// Upstream simple-API base URL, e.g. `https://<upstream>/simple/`. With none, Larder serves
     /// only what it already has.
     #[arg(long, env = "LARDER_UPSTREAM", value_name = "URL")]

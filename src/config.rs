@@ -20,6 +20,7 @@ use crate::cli::Settings;
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub upstream: Option<url::Url>,
+    pub offline: Option<bool>,
     pub data_dir: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     pub index_ttl: Option<Duration>,
@@ -112,6 +113,8 @@ impl std::fmt::Debug for Token {
 pub struct Config {
     pub listen: SocketAddr,
     pub upstream: Option<url::Url>,
+    /// Never contact the upstream (air gap): cached pages are served however old.
+    pub offline: bool,
     pub data_dir: PathBuf,
     pub index_ttl: Duration,
     pub stale_if_error: Duration,
@@ -189,6 +192,7 @@ impl Config {
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream: s.upstream.clone().or(file.upstream),
+            offline: s.offline.or(file.offline).unwrap_or(false),
             data_dir: s.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "larder-data".into()),
             index_ttl: s.index_ttl.or(file.index_ttl).unwrap_or(Duration::from_secs(600)),
             stale_if_error: s.stale_if_error.or(file.stale_if_error).unwrap_or(Duration::from_secs(7 * 86400)),

@@ -63,7 +63,7 @@ impl From<&pages::Error> for HttpError {
     fn from(e: &pages::Error) -> HttpError {
         match e {
             pages::Error::Upstream(u) => u.into(),
-            pages::Error::NoUpstream(_) => HttpError::not_found(e.to_string()),
+            pages::Error::NoUpstream(_) | pages::Error::Offline(_) => HttpError::not_found(e.to_string()),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct PageSettings {
     pub stale_if_error: Duration,
     pub not_found_ttl: Duration,
     pub memory_bytes: u64,
+    /// Larder is offline on purpose (the error message says so).
+    pub offline: bool,
 }
 
 /// How a page lookup was answered; sent to clients as `X-Cache`.
@@ -63,6 +65,10 @@ pub enum Error {
     Upstream(#[from] upstream::Error),
     #[error("project `{0}` is not in the cache and no upstream is configured")]
     NoUpstream(ProjectName),
+    #[error(
+        "Larder is offline and project `{0}` is not in the cache; warm the cache (larder warm, larder import) before going offline"
+    )]
+    Offline(ProjectName),
 }
 
 /// A page with both renderings and their validators, built once when the page changes.
@@ -279,11 +285,20 @@ impl Pages {
         };
         let Some(upstream) = &self.upstream else {
             // Nothing to revalidate against: what is stored is what there is.
-            return match current {
-                Some(p) if matches!(p.state, PageState::Found(_)) => {
-                    self.memory.insert(name, p.clone()).await;
-                    Ok((p, CacheStatus::Hit))
+            return match current.as_deref() {
+                Some(CachedPage { state: PageState::Found(r), confirmed_unix, validators, .. }) => {
+                    // Fresh for a TTL, so that hits skip this path (offline pages never expire).
+                    let entry = Arc::new(CachedPage {
+                        state: PageState::Found(r.clone()),
+                        fresh_until: now + self.settings.ttl,
+                        confirmed_unix: *confirmed_unix,
+                        validators: validators.clone(),
+                        stale: false,
+                    });
+                    self.memory.insert(name, entry.clone()).await;
+                    Ok((entry, CacheStatus::Hit))
                 }
+                _ if self.settings.offline => Err(Error::Offline(name)),
                 _ => Err(Error::NoUpstream(name)),
             };
         };

@@ -27,15 +27,17 @@ pub struct AppState {
 impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<AppState> {
         let store = store::from_config(&config)?;
+        // Offline: no upstream client exists at all, so nothing can open a connection.
         let upstream = match &config.upstream {
-            Some(url) => Some(Upstream::new(url.clone(), config.upstream_timeout)?),
-            None => None,
+            Some(url) if !config.offline => Some(Upstream::new(url.clone(), config.upstream_timeout)?),
+            _ => None,
         };
         let settings = PageSettings {
             ttl: config.index_ttl,
             stale_if_error: config.stale_if_error,
             not_found_ttl: config.not_found_ttl,
             memory_bytes: config.page_cache_bytes,
+            offline: config.offline,
         };
         let links = Arc::new(MetadataLinks::load(store.clone()).await?);
         let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), links.clone(), settings).await?);

@@ -69,7 +69,8 @@ pub async fn file(
     }
     // Miss: find the file on its project's page, then fill.
     let Some(fills) = &state.fills else {
-        return Err(HttpError::not_found(format!("`{dist_name}` is not in the cache and no upstream is configured")));
+        let why = if state.config.offline { "Larder is offline" } else { "no upstream is configured" };
+        return Err(HttpError::not_found(format!("{why} and `{dist_name}` is not in the cache")));
     };
     let (project, dist) = state
         .pages

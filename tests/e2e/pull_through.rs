@@ -213,3 +213,55 @@ fn route_08_stale_pages_when_upstream_is_down_and_restart_keeps_the_cache() {
     );
     assert_ok(&out, "uv after restart");
 }
+
+#[test]
+fn offline_serves_the_cache_and_never_connects() {
+    let (up, expected) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--index-ttl", "1s"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let dl = scratch.path().join("dl");
+    assert_ok(
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app==1.0"]),
+        "warm-up",
+    );
+    drop(larder);
+
+    // Offline, with the upstream still configured and reachable: not one request reaches it.
+    std::thread::sleep(Duration::from_millis(1100)); // every cached page is past its TTL
+    up.clear_requests();
+    let larder = Larder::start_with_env(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url(), "--index-ttl", "1s"],
+        &[("LARDER_OFFLINE", "1")],
+    );
+    let dl2 = scratch.path().join("dl2");
+    assert_ok(
+        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app==1.0"]),
+        "pip offline",
+    );
+    assert_eq!(hashes_in(&dl2), expected);
+    let python = venv_bin("python");
+    let out = uv(
+        scratch.path(),
+        &[
+            "pip",
+            "install",
+            "--python",
+            python.to_str().unwrap(),
+            "--target",
+            scratch.path().join("t").to_str().unwrap(),
+            "--index-url",
+            &larder.index(),
+            "app==1.0",
+        ],
+    );
+    assert_ok(&out, "uv offline");
+    let resp = http().get(larder.url("/simple/never-cached/")).send().unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().unwrap().contains("offline"), "the reason says Larder is offline");
+    let resp = http().get(larder.url(&format!("/files/{}/never_cached-1.0.tar.gz", sha256_hex(b"x")))).send().unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(up.requests(), Vec::<String>::new(), "offline never connects upstream");
+    assert!(larder.log().contains("offline"));
+}
