@@ -32,12 +32,45 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy server.
     Serve(ServeArgs),
+    /// Fill the store from pinned requirements, lock files (pylock.toml, uv.lock) or
+    /// name==version arguments: every file of each pinned version, with its metadata.
+    Warm(WarmArgs),
     /// Yank a private file (PEP 592) on a running Larder. Token from LARDER_TOKEN.
     Yank(ManageArgs),
     /// Undo a yank on a running Larder. Token from LARDER_TOKEN.
     Unyank(ManageArgs),
     /// Delete a private file on a running Larder; its name stays private. Token from LARDER_TOKEN.
     Delete(ManageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WarmArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// Pinned requirements file (`name==version`, `--hash` optional). Repeatable.
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub requirements: Vec<PathBuf>,
+
+    /// Lock file: `pylock.toml` (PEP 751) or `uv.lock`. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Vec<PathBuf>,
+
+    /// Pinned releases to warm, as name==version.
+    #[arg(value_name = "NAME==VERSION")]
+    pub pins: Vec<String>,
+
+    /// Only wheels for these platform tags (plus pure `any` wheels); sdists always. Repeatable.
+    #[arg(long, value_name = "TAG")]
+    pub platform: Vec<String>,
+
+    /// Only wheels for these Python versions, e.g. `3.12` (plus py3 wheels). Repeatable.
+    #[arg(long, value_name = "X.Y")]
+    pub python_version: Vec<String>,
+
+    /// Downloads under way at once.
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
 }
 
 #[derive(Args, Debug)]

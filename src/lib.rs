@@ -31,6 +31,7 @@ pub mod error;
 pub mod fill;
 pub mod handlers;
 pub mod index;
+pub mod lockfile;
 pub mod metadata;
 pub mod pages;
 pub mod private;

@@ -15,14 +15,15 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => commands::serve::run(Config::load(&args.settings)?).await,
-            Command::Yank(args) => commands::manage::run(Op::Yank, args).await,
-            Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await,
-            Command::Delete(args) => commands::manage::run(Op::Delete, args).await,
+            Command::Serve(args) => commands::serve::run(Config::load(&args.settings)?).await.map(|_| ExitCode::SUCCESS),
+            Command::Warm(args) => commands::warm::run(Config::load(&args.settings)?, args).await,
+            Command::Yank(args) => commands::manage::run(Op::Yank, args).await.map(|_| ExitCode::SUCCESS),
+            Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await.map(|_| ExitCode::SUCCESS),
+            Command::Delete(args) => commands::manage::run(Op::Delete, args).await.map(|_| ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("larder: error: {e:#}");
             ExitCode::from(2)

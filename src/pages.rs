@@ -159,6 +159,8 @@ pub struct Pages {
     settings: PageSettings,
     /// Names with a stored page, for the project list.
     known: RwLock<BTreeSet<ProjectName>>,
+    /// Page writes under way, so that a command can wait for them before it exits.
+    writes: tokio_util::task::TaskTracker,
 }
 
 impl Pages {
@@ -190,7 +192,15 @@ impl Pages {
             upstream,
             settings,
             known: RwLock::new(known),
+            writes: tokio_util::task::TaskTracker::new(),
         })
+    }
+
+    /// Waits until every page fetched so far is on disk.
+    pub async fn flush(&self) {
+        self.writes.close();
+        self.writes.wait().await;
+        self.writes.reopen();
     }
 
     /// Connects the metadata prefetcher; pages fetched from now on are announced to it.
@@ -319,7 +329,7 @@ impl Pages {
                 // In the background: the client does not wait for the disk.
                 if !unchanged {
                     self.known.write().expect("known-names lock").insert(name.clone());
-                    tokio::spawn(Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix));
+                    self.writes.spawn(Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix));
                 }
                 self.memory.insert(name.clone(), entry.clone()).await;
                 self.announce(&name);

@@ -2,3 +2,4 @@
 
 pub mod manage;
 pub mod serve;
+pub mod warm;

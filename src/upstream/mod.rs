@@ -64,6 +64,15 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
     }
+
+    /// Worth retrying: the connection failed, timed out, or the upstream answered 5xx/429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::Connect { .. } => true,
+            Error::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
+            Error::BadPage { .. } => false,
+        }
+    }
 }
 
 /// An upstream simple index and the two HTTP clients that talk to it.
