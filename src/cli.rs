@@ -35,6 +35,11 @@ pub enum Command {
     /// Fill the store from pinned requirements, lock files (pylock.toml, uv.lock) or
     /// name==version arguments: every file of each pinned version, with its metadata.
     Warm(WarmArgs),
+    /// Write a bundle (tar, or tar.zst) of the whole store, or of what lock files and pins name,
+    /// to carry across an air gap.
+    Export(ExportArgs),
+    /// Import a bundle: every hash is checked before anything becomes visible; safe to repeat.
+    Import(ImportArgs),
     /// Yank a private file (PEP 592) on a running Larder. Token from LARDER_TOKEN.
     Yank(ManageArgs),
     /// Undo a yank on a running Larder. Token from LARDER_TOKEN.
@@ -71,6 +76,46 @@ pub struct WarmArgs {
     /// Downloads under way at once.
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// The bundle to write; `.tar.zst` compresses.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Only what this pinned requirements file names (plus private packages). Repeatable.
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub requirements: Vec<PathBuf>,
+
+    /// Only what this lock file (`pylock.toml`, `uv.lock`) names. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Vec<PathBuf>,
+
+    /// Only these releases, as name==version.
+    #[arg(value_name = "NAME==VERSION")]
+    pub pins: Vec<String>,
+
+    /// With a selection: only wheels for these platform tags (plus `any`). Repeatable.
+    #[arg(long, value_name = "TAG")]
+    pub platform: Vec<String>,
+
+    /// With a selection: only wheels for these Python versions. Repeatable.
+    #[arg(long, value_name = "X.Y")]
+    pub python_version: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// The bundle written by `larder export`.
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
 }
 
 #[derive(Args, Debug)]

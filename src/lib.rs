@@ -22,6 +22,7 @@
 //! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
 
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod config;

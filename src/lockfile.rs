@@ -32,9 +32,8 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Pin>> {
 
 /// `name==version` (a command-line argument).
 pub fn parse_pin(arg: &str) -> anyhow::Result<Pin> {
-    let (name, version) = arg
-        .split_once("==")
-        .with_context(|| format!("`{arg}` is not pinned; write name==version"))?;
+    let (name, version) =
+        arg.split_once("==").with_context(|| format!("`{arg}` is not pinned; write name==version"))?;
     let name = ProjectName::parse(name.trim())?;
     let version = version.trim().trim_start_matches('=').to_string();
     anyhow::ensure!(crate::metadata::is_valid_version(&version), "`{version}` is not a PEP 440 version");
@@ -73,9 +72,9 @@ pub fn parse_requirements(text: &str) -> anyhow::Result<Vec<Pin>> {
             }
         }
         let requirement = requirement.split(';').next().unwrap_or_default().trim();
-        let (name, version) = requirement
-            .split_once("==")
-            .with_context(|| format!("line {}: `{requirement}` is not pinned; only name==version can be warmed", n + 1))?;
+        let (name, version) = requirement.split_once("==").with_context(|| {
+            format!("line {}: `{requirement}` is not pinned; only name==version can be warmed", n + 1)
+        })?;
         let name = name.split('[').next().unwrap_or_default().trim();
         let pin = parse_pin(&format!("{name}=={version}")).with_context(|| format!("line {}", n + 1))?;
         pins.push(Pin { hashes, ..pin });
@@ -88,7 +87,9 @@ pub fn parse_pylock(text: &str) -> anyhow::Result<Vec<Pin>> {
     let doc: toml::Table = toml::from_str(text)?;
     let mut pins = Vec::new();
     for pkg in doc.get("packages").and_then(|p| p.as_array()).into_iter().flatten() {
-        let (Some(name), Some(version)) = (pkg.get("name").and_then(|v| v.as_str()), pkg.get("version").and_then(|v| v.as_str())) else {
+        let (Some(name), Some(version)) =
+            (pkg.get("name").and_then(|v| v.as_str()), pkg.get("version").and_then(|v| v.as_str()))
+        else {
             continue; // packages from a directory or VCS have no version to warm
         };
         if pkg.get("directory").is_some() || pkg.get("vcs").is_some() || pkg.get("archive").is_some() {
@@ -115,7 +116,9 @@ pub fn parse_uv_lock(text: &str) -> anyhow::Result<Vec<Pin>> {
     let mut pins = Vec::new();
     for pkg in doc.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
         let from_registry = pkg.get("source").and_then(|s| s.get("registry")).is_some();
-        let (Some(name), Some(version)) = (pkg.get("name").and_then(|v| v.as_str()), pkg.get("version").and_then(|v| v.as_str())) else {
+        let (Some(name), Some(version)) =
+            (pkg.get("name").and_then(|v| v.as_str()), pkg.get("version").and_then(|v| v.as_str()))
+        else {
             continue;
         };
         if !from_registry {

@@ -15,8 +15,12 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => commands::serve::run(Config::load(&args.settings)?).await.map(|_| ExitCode::SUCCESS),
+            Command::Serve(args) => {
+                commands::serve::run(Config::load(&args.settings)?).await.map(|_| ExitCode::SUCCESS)
+            }
             Command::Warm(args) => commands::warm::run(Config::load(&args.settings)?, args).await,
+            Command::Export(args) => commands::bundle::export(Config::load(&args.settings)?, args).await,
+            Command::Import(args) => commands::bundle::import(Config::load(&args.settings)?, args).await,
             Command::Yank(args) => commands::manage::run(Op::Yank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Delete(args) => commands::manage::run(Op::Delete, args).await.map(|_| ExitCode::SUCCESS),

@@ -61,7 +61,9 @@ impl Filters {
 pub fn select_files(files: &[DistFile], pin: &Pin, filters: &Filters) -> Result<Vec<DistFile>, String> {
     let of_version: Vec<&DistFile> = files
         .iter()
-        .filter(|f| metadata::parse_filename(&f.filename).is_ok_and(|p| metadata::same_version(&p.version, &pin.version)))
+        .filter(|f| {
+            metadata::parse_filename(&f.filename).is_ok_and(|p| metadata::same_version(&p.version, &pin.version))
+        })
         .collect();
     if of_version.is_empty() {
         return Err(format!("{}=={}: no such version on the index", pin.name, pin.version));
@@ -85,7 +87,11 @@ pub fn select_files(files: &[DistFile], pin: &Pin, filters: &Filters) -> Result<
 }
 
 /// All pins named by the arguments.
-pub fn collect_pins(requirements: &[std::path::PathBuf], locks: &[std::path::PathBuf], args: &[String]) -> anyhow::Result<Vec<Pin>> {
+pub fn collect_pins(
+    requirements: &[std::path::PathBuf],
+    locks: &[std::path::PathBuf],
+    args: &[String],
+) -> anyhow::Result<Vec<Pin>> {
     let mut pins = Vec::new();
     for path in requirements.iter().chain(locks) {
         pins.extend(lockfile::read(path)?);

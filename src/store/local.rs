@@ -180,6 +180,36 @@ impl Store for LocalStore {
         }
     }
 
+    async fn list_blobs(&self) -> Result<Vec<(String, u64)>, Error> {
+        let root = self.dir.join("content-v2").join("sha256");
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let walk = |dir: &Path| -> std::io::Result<Vec<PathBuf>> {
+                match std::fs::read_dir(dir) {
+                    Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                }
+            };
+            for a in walk(&root).map_err(io_err(root.display().to_string()))? {
+                for b in walk(&a).map_err(io_err(a.display().to_string()))? {
+                    for file in walk(&b).map_err(io_err(b.display().to_string()))? {
+                        let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                        let sha = format!("{}{}{}", name(&a), name(&b), name(&file));
+                        if crate::index::is_sha256_hex(&sha) {
+                            let len = file.metadata().map_err(io_err(file.display().to_string()))?.len();
+                            out.push((sha, len));
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .expect("listing blobs does not panic")
+    }
+
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         match cacache::read(&self.dir, key).await {
             Ok(v) => Ok(Some(v)),

@@ -90,6 +90,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a blob (a deleted private file). Removing a missing blob is not an error.
     async fn delete_blob(&self, sha256: &str) -> Result<(), Error>;
 
+    /// Every stored blob, with its size (for export, verify and eviction).
+    async fn list_blobs(&self) -> Result<Vec<(String, u64)>, Error>;
+
     /// Reads a record, or `None` when there is none.
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
 

@@ -17,5 +17,7 @@ mod pull_through;
 mod private;
 // Core metadata for every wheel: extraction, range prefetch, uv without wheel downloads.
 mod core_metadata;
+// The air gap: warm from lock files, export, import, offline; metrics.
+mod air_gap;
 // pypiserver as an HTML-only upstream.
 mod pypiserver;

@@ -1,0 +1,295 @@
+//! Bundles carry a store across an air gap: `larder export` writes one, `larder import` reads it.
+//!
+//! A bundle is a tar archive (zstd-compressed when its name ends in `.zst`):
+//! `manifest.json` first (every blob's sha256 and size, every record's key, sha256 and size),
+//! then `blobs/<sha256>` and `records/<n>`. Import stages and checks *everything* against the
+//! manifest before anything enters the store, so a corrupt or truncated bundle imports nothing;
+//! blobs are content-addressed and records are merged, so importing twice changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::private::PrivateRecord;
+use crate::store::Store;
+
+const FORMAT: &str = "larder-bundle";
+const MAX_RECORD: u64 = 64 * 1024 * 1024;
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    version: u32,
+    created: String,
+    blobs: Vec<BlobEntry>,
+    records: Vec<RecordEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BlobEntry {
+    sha256: String,
+    size: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordEntry {
+    key: String,
+    sha256: String,
+    size: u64,
+}
+
+/// What goes into a bundle: record keys and blob sha256s.
+#[derive(Default)]
+pub struct Selection {
+    pub records: BTreeSet<String>,
+    pub blobs: BTreeSet<String>,
+}
+
+impl Selection {
+    /// Everything in the store.
+    pub async fn everything(store: &Arc<dyn Store>) -> anyhow::Result<Selection> {
+        Ok(Selection {
+            records: store.list_records("").await?.into_iter().collect(),
+            blobs: store.list_blobs().await?.into_iter().map(|(sha, _)| sha).collect(),
+        })
+    }
+
+    /// Every private record (uploads and tombstones) with the blobs its files use.
+    pub async fn add_private(&mut self, store: &Arc<dyn Store>) -> anyhow::Result<()> {
+        for key in store.list_records("private/").await? {
+            if let Some(bytes) = store.get_record(&key).await? {
+                let record: PrivateRecord =
+                    serde_json::from_slice(&bytes).with_context(|| format!("record `{key}`"))?;
+                for f in &record.files {
+                    self.blobs.insert(f.sha256.clone());
+                    self.blobs.extend(f.metadata_sha256.clone());
+                }
+                self.records.insert(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct Summary {
+    pub blobs: usize,
+    pub records: usize,
+    pub bytes: u64,
+}
+
+/// Writes the selection to `output` (atomically: a `.part` file renamed at the end).
+pub async fn export(store: Arc<dyn Store>, selection: Selection, output: &Path) -> anyhow::Result<Summary> {
+    let mut blobs = Vec::new();
+    for sha in &selection.blobs {
+        let blob = store.open_blob(sha).await?.with_context(|| format!("blob {sha} is not in the store"))?;
+        blobs.push(BlobEntry { sha256: sha.clone(), size: blob.len });
+    }
+    let mut records = Vec::new();
+    let mut record_bodies = Vec::new();
+    for key in &selection.records {
+        let body = store.get_record(key).await?.with_context(|| format!("record `{key}` is not in the store"))?;
+        records.push(RecordEntry {
+            key: key.clone(),
+            sha256: hex::encode(Sha256::digest(&body)),
+            size: body.len() as u64,
+        });
+        record_bodies.push(body);
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: 1,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        blobs,
+        records,
+    };
+    let summary = Summary {
+        blobs: manifest.blobs.len(),
+        records: manifest.records.len(),
+        bytes: manifest.blobs.iter().map(|b| b.size).sum(),
+    };
+    let part = output.with_extension("part");
+    let file = std::fs::File::create(&part).with_context(|| format!("cannot create `{}`", part.display()))?;
+    let compress = output.to_string_lossy().ends_with(".zst");
+    let handle = tokio::runtime::Handle::current();
+    let out = output.to_path_buf();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let writer: Box<dyn Write> = if compress {
+            Box::new(zstd::Encoder::new(file, 3)?.auto_finish())
+        } else {
+            Box::new(std::io::BufWriter::new(file))
+        };
+        let mut tar = tar::Builder::new(writer);
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
+        append(&mut tar, "manifest.json", manifest_bytes.len() as u64, manifest_bytes.as_slice())?;
+        for b in &manifest.blobs {
+            let blob = handle.block_on(store.open_blob(&b.sha256))?.context("a blob vanished during export")?;
+            let stream = handle.block_on(blob.stream(0, b.size))?;
+            let reader = tokio_util::io::SyncIoBridge::new_with_handle(
+                tokio_util::io::StreamReader::new(stream),
+                handle.clone(),
+            );
+            append(&mut tar, &format!("blobs/{}", b.sha256), b.size, reader)?;
+        }
+        for (i, (r, body)) in manifest.records.iter().zip(record_bodies).enumerate() {
+            append(&mut tar, &format!("records/{i}"), r.size, body.as_slice())?;
+        }
+        tar.into_inner()?.flush()?;
+        Ok(())
+    })
+    .await
+    .expect("export does not panic")?;
+    std::fs::rename(&part, &out)?;
+    Ok(summary)
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, data: impl Read) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, path, data)
+}
+
+/// Imports a bundle into `store`: check everything, then merge. `staging` is scratch space on
+/// the same machine (removed afterwards).
+pub async fn import(store: Arc<dyn Store>, bundle: &Path, staging: &Path) -> anyhow::Result<Summary> {
+    std::fs::create_dir_all(staging)?;
+    let result = import_staged(store, bundle, staging).await;
+    let _ = std::fs::remove_dir_all(staging);
+    result
+}
+
+async fn import_staged(store: Arc<dyn Store>, bundle: &Path, staging: &Path) -> anyhow::Result<Summary> {
+    let (bundle, stage) = (bundle.to_path_buf(), staging.to_path_buf());
+    let (manifest, records) = tokio::task::spawn_blocking(move || check_bundle(&bundle, &stage))
+        .await
+        .expect("checking a bundle does not panic")
+        .context("the bundle is corrupt or incomplete; nothing was imported")?;
+    // Everything checked: now it may become visible.
+    let mut bytes = 0;
+    for b in &manifest.blobs {
+        store.put_blob_file(&b.sha256, &staging.join(&b.sha256)).await?;
+        bytes += b.size;
+    }
+    for (entry, body) in manifest.records.iter().zip(records) {
+        merge_record(&store, &entry.key, body).await?;
+    }
+    Ok(Summary { blobs: manifest.blobs.len(), records: manifest.records.len(), bytes })
+}
+
+/// Reads the whole bundle: blobs to `staging/<sha256>` (hashed on the way), records into
+/// memory; every entry must match the manifest, and the manifest must be complete.
+fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<Vec<u8>>)> {
+    let mut file = std::fs::File::open(bundle).with_context(|| format!("cannot open `{}`", bundle.display()))?;
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    let file = std::fs::File::open(bundle)?;
+    let reader: Box<dyn Read> =
+        if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] { Box::new(zstd::Decoder::new(file)?) } else { Box::new(file) };
+    let mut archive = tar::Archive::new(reader);
+    let mut entries = archive.entries().context("not a tar archive")?;
+    let mut first = entries.next().context("the bundle is empty")??;
+    if first.path()?.to_string_lossy() != "manifest.json" {
+        bail!("the bundle does not start with manifest.json; not a Larder bundle");
+    }
+    let mut text = Vec::new();
+    (&mut first).take(MAX_RECORD).read_to_end(&mut text)?;
+    let manifest: Manifest = serde_json::from_slice(&text).context("manifest.json does not parse")?;
+    if manifest.format != FORMAT || manifest.version != 1 {
+        bail!("unsupported bundle format `{}` version {}", manifest.format, manifest.version);
+    }
+    let blob_sizes: HashMap<&str, u64> = manifest.blobs.iter().map(|b| (b.sha256.as_str(), b.size)).collect();
+    let mut seen_blobs = BTreeSet::new();
+    let mut records: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    for entry in entries {
+        let mut entry = entry.context("the archive is damaged or truncated")?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if let Some(sha) = path.strip_prefix("blobs/") {
+            let size = *blob_sizes.get(sha).with_context(|| format!("`{path}` is not in the manifest"))?;
+            let mut out = std::fs::File::create(staging.join(sha))?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = entry.read(&mut buf).context("the archive is truncated")?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+            if total != size {
+                bail!("the bundle is truncated: `{path}` has {total} of {size} bytes");
+            }
+            let actual = hex::encode(hasher.finalize());
+            if actual != sha {
+                bail!("`{path}` does not match its sha256 (it hashes to {actual})");
+            }
+            seen_blobs.insert(sha.to_string());
+        } else if let Some(index) = path.strip_prefix("records/") {
+            let i: usize = index.parse().with_context(|| format!("bad entry `{path}`"))?;
+            let expected = manifest.records.get(i).with_context(|| format!("`{path}` is not in the manifest"))?;
+            let mut body = Vec::new();
+            (&mut entry).take(MAX_RECORD).read_to_end(&mut body).context("the archive is truncated")?;
+            if hex::encode(Sha256::digest(&body)) != expected.sha256 {
+                bail!("record `{}` does not match its sha256", expected.key);
+            }
+            records.insert(i, body);
+        } else {
+            bail!("unexpected entry `{path}`");
+        }
+    }
+    let missing_blobs = manifest.blobs.len() - seen_blobs.len();
+    let missing_records = manifest.records.len() - records.len();
+    if missing_blobs + missing_records > 0 {
+        bail!("the bundle is truncated: {missing_blobs} blobs and {missing_records} records are missing");
+    }
+    Ok((manifest, records.into_values().collect()))
+}
+
+/// Merges one record: private records unite their files (the local file wins a conflict) and
+/// their tombstones; pages keep the newer copy; key-only links are simply written.
+async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> anyhow::Result<()> {
+    let Some(local) = store.get_record(key).await? else {
+        store.put_record(key, incoming).await?;
+        return Ok(());
+    };
+    if local == incoming {
+        return Ok(());
+    }
+    if key.starts_with("private/") {
+        let mut mine: PrivateRecord = serde_json::from_slice(&local)?;
+        let theirs: PrivateRecord = serde_json::from_slice(&incoming)?;
+        for f in theirs.files {
+            if !mine.files.iter().any(|m| m.filename == f.filename) && !mine.deleted.contains(&f.filename) {
+                mine.files.push(f);
+            }
+        }
+        for d in theirs.deleted {
+            if !mine.deleted.contains(&d) {
+                mine.deleted.push(d);
+            }
+        }
+        store.put_record(key, serde_json::to_vec(&mine)?).await?;
+    } else if key.starts_with("page/") {
+        let confirmed = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok()?.get("confirmed_unix")?.as_u64();
+        if confirmed(&incoming) > confirmed(&local) {
+            store.put_record(key, incoming).await?;
+        }
+    } else {
+        store.put_record(key, incoming).await?;
+    }
+    Ok(())
+}
+
+/// The staging directory for an import into `data_dir`.
+pub fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("spool").join(format!("import-{:016x}", rand::random::<u64>()))
+}

@@ -1,0 +1,195 @@
+//! The air gap (issue 4): warm from real lock files made by uv, export a bundle, import it on
+//! the other side, serve it offline to pip and uv; tampered and truncated bundles are refused.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::util::upstream::{MockFile, MockUpstream};
+use crate::util::{
+    Larder, assert_ok, hashes_in, http, larder_cli, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata,
+};
+
+fn upstream() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
+    let up = MockUpstream::start();
+    let mut expected = std::collections::BTreeMap::new();
+    for (project, version, deps) in
+        [("app", "1.0", vec!["lib-core>=2"]), ("lib-core", "2.1", vec![]), ("lib-core", "1.0", vec![])]
+    {
+        let (name, bytes) = wheel(project, version, &deps);
+        if !(project == "lib-core" && version == "1.0") {
+            expected.insert(name.clone(), sha256_hex(&bytes));
+        }
+        up.add(project, MockFile { metadata: Some(wheel_metadata(&bytes)), ..MockFile::new(&name, bytes) });
+    }
+    (up, expected)
+}
+
+fn larder(args: &[&str]) -> Output {
+    larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Lock files as uv writes them, resolved against the upstream itself.
+fn make_locks(up: &MockUpstream, dir: &Path) {
+    let python = venv_bin("python");
+    let reqs = dir.join("requirements.in");
+    std::fs::write(&reqs, "app\n").unwrap();
+    let index = up.simple_url();
+    for (out, format) in [("requirements.txt", "requirements.txt"), ("pylock.toml", "pylock.toml")] {
+        let out_path = dir.join(out);
+        let mut args = vec![
+            "pip",
+            "compile",
+            "--python",
+            s(&python),
+            "--index-url",
+            &index,
+            "--format",
+            format,
+            "-o",
+            s(&out_path),
+            s(&reqs),
+        ];
+        if format == "requirements.txt" {
+            args.push("--generate-hashes");
+        }
+        assert_ok(&uv(dir, &args), "uv pip compile");
+    }
+    let project = dir.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = \"demo\"\nversion = \"0.1\"\nrequires-python = \">=3.8\"\ndependencies = [\"app\"]\n",
+    )
+    .unwrap();
+    let out = uv(dir, &["lock", "--directory", s(&project), "--python", s(&python), "--default-index", &index]);
+    assert_ok(&out, "uv lock");
+    std::fs::copy(project.join("uv.lock"), dir.join("uv.lock")).unwrap();
+}
+
+#[test]
+fn warm_export_import_and_serve_offline() {
+    let (up, expected) = upstream();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    make_locks(&up, w);
+    let requirements = std::fs::read_to_string(w.join("requirements.txt")).unwrap();
+    assert!(requirements.contains("--hash=sha256:"), "a hashed requirements file");
+
+    // Warm from each kind of input.
+    let (a, up_url) = (w.join("a"), up.simple_url());
+    let out = larder(&["warm", "--data-dir", s(&a), "--upstream", &up_url, "-r", s(&w.join("requirements.txt"))]);
+    assert_ok(&out, "warm -r");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(summary.contains("2 files fetched") && summary.contains("0 failed"), "{summary}");
+    let again = larder(&["warm", "--data-dir", s(&a), "--upstream", &up_url, "-r", s(&w.join("requirements.txt"))]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("2 already present"), "warm twice is harmless");
+    for lock in ["uv.lock", "pylock.toml"] {
+        let dir = w.join(format!("warm-{lock}"));
+        let out = larder(&["warm", "--data-dir", s(&dir), "--upstream", &up_url, "--lock", s(&w.join(lock))]);
+        assert_ok(&out, lock);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("2 files fetched"), "{lock}");
+    }
+    // A pin that cannot be satisfied: non-zero exit and the reason in the summary.
+    let out = larder(&["warm", "--data-dir", s(&w.join("bad")), "--upstream", &up_url, "app==9.9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("app==9.9: no such version"));
+
+    // Export the whole store, and a selection by lock file.
+    let bundle = w.join("bundle.tar.zst");
+    assert_ok(&larder(&["export", "--data-dir", s(&a), "--output", s(&bundle)]), "export");
+    let selected = w.join("selected.tar");
+    assert_ok(
+        &larder(&["export", "--data-dir", s(&a), "--output", s(&selected), "--lock", s(&w.join("uv.lock"))]),
+        "export --lock",
+    );
+
+    // The other side of the gap: no upstream at all.
+    up.set_down(true);
+    let b = w.join("b");
+    assert_ok(&larder(&["import", "--data-dir", s(&b), s(&bundle)]), "import");
+    assert_ok(&larder(&["import", "--data-dir", s(&b), s(&bundle)]), "import twice");
+    let c = w.join("c");
+    assert_ok(&larder(&["import", "--data-dir", s(&c), s(&selected)]), "import the selection");
+    for data in [&b, &c] {
+        let server = Larder::start(data, &["--offline"]);
+        let scratch = tempfile::tempdir().unwrap();
+        let dl = scratch.path().join("dl");
+        assert_ok(
+            &pip(scratch.path(), &["download", "--index-url", &server.index(), "-d", s(&dl), "app"]),
+            "pip offline",
+        );
+        assert_eq!(hashes_in(&dl), expected);
+        let python = venv_bin("python");
+        let target = scratch.path().join("t");
+        let out = uv(
+            scratch.path(),
+            &["pip", "install", "--python", s(&python), "--target", s(&target), "--index-url", &server.index(), "app"],
+        );
+        assert_ok(&out, "uv offline");
+        assert!(target.join("lib_core").join("__init__.py").is_file());
+    }
+}
+
+#[test]
+fn tampered_and_truncated_bundles_are_refused() {
+    let (up, _) = upstream();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let a = w.join("a");
+    assert_ok(
+        &larder(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "app==1.0", "lib-core==2.1"]),
+        "warm",
+    );
+    let bundle = w.join("b.tar");
+    assert_ok(&larder(&["export", "--data-dir", s(&a), "--output", s(&bundle)]), "export");
+    let bytes = std::fs::read(&bundle).unwrap();
+
+    // Flip one byte inside a wheel's body (found by its zip signature).
+    let at = bytes.windows(4).position(|w| w == b"PK\x03\x04").unwrap() + 40;
+    let mut tampered = bytes.clone();
+    tampered[at] ^= 0xff;
+    let bad = w.join("tampered.tar");
+    std::fs::write(&bad, &tampered).unwrap();
+    let truncated = w.join("truncated.tar");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+
+    for (path, reason) in [(&bad, "does not match its sha256"), (&truncated, "truncated")] {
+        let target = w.join(format!("into-{}", path.file_name().unwrap().to_string_lossy()));
+        let out = larder(&["import", "--data-dir", s(&target), s(path)]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("nothing was imported") && err.contains(reason), "{err}");
+        // Nothing of it is visible.
+        let server = Larder::start(&target, &["--offline"]);
+        assert_eq!(http().get(server.url("/simple/app/")).send().unwrap().status(), 404);
+        assert_eq!(std::fs::read_dir(target.join("spool")).map(|d| d.count()).unwrap_or(0), 0, "staging removed");
+    }
+}
+
+#[test]
+fn metrics_count_a_miss_and_a_hit() {
+    let (up, _) = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    let (name, bytes) = wheel("lib-core", "2.1", &[]);
+    let url = server.url(&format!("/files/{}/{name}", sha256_hex(&bytes)));
+    assert_eq!(http().get(server.url("/simple/lib-core/")).send().unwrap().status(), 200);
+    for _ in 0..2 {
+        assert_eq!(http().get(&url).send().unwrap().bytes().unwrap().len(), bytes.len());
+    }
+    let metrics = http().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    for line in [
+        r#"larder_cache_total{kind="file",result="MISS"} 1"#,
+        r#"larder_cache_total{kind="file",result="HIT"} 1"#,
+        r#"larder_cache_total{kind="page",result="MISS"} "#,
+        r#"larder_requests_total{route="file",status="200"} 2"#,
+        r#"larder_upstream_requests_total{kind="file"} 1"#,
+        r#"larder_bytes_served_total{source="cache"}"#,
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+}
