@@ -40,6 +40,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Import a bundle: every hash is checked before anything becomes visible; safe to repeat.
     Import(ImportArgs),
+    /// Re-hash every stored file and record; report (and with --remove, delete) corrupt ones.
+    Verify(VerifyArgs),
     /// Yank a private file (PEP 592) on a running Larder. Token from LARDER_TOKEN.
     Yank(ManageArgs),
     /// Undo a yank on a running Larder. Token from LARDER_TOKEN.
@@ -116,6 +118,16 @@ pub struct ImportArgs {
     /// The bundle written by `larder export`.
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// Delete corrupt files, so that they are fetched again on the next request.
+    #[arg(long)]
+    pub remove: bool,
 }
 
 #[derive(Args, Debug)]

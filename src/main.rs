@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             Command::Warm(args) => commands::warm::run(Config::load(&args.settings)?, args).await,
             Command::Export(args) => commands::bundle::export(Config::load(&args.settings)?, args).await,
             Command::Import(args) => commands::bundle::import(Config::load(&args.settings)?, args).await,
+            Command::Verify(args) => commands::verify::run(Config::load(&args.settings)?, args).await,
             Command::Yank(args) => commands::manage::run(Op::Yank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Delete(args) => commands::manage::run(Op::Delete, args).await.map(|_| ExitCode::SUCCESS),

@@ -3,4 +3,5 @@
 pub mod bundle;
 pub mod manage;
 pub mod serve;
+pub mod verify;
 pub mod warm;

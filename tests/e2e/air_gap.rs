@@ -193,3 +193,30 @@ fn metrics_count_a_miss_and_a_hit() {
         assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
     }
 }
+
+#[test]
+fn verify_finds_and_removes_a_file_corrupted_on_disk() {
+    let (up, _) = upstream();
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    assert_ok(&larder(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "lib-core==2.1"]), "warm");
+    assert_ok(&larder(&["verify", "--data-dir", s(&a)]), "a clean store verifies");
+
+    let (name, bytes) = wheel("lib-core", "2.1", &[]);
+    let sha = sha256_hex(&bytes);
+    let path = a.join("store/content-v2/sha256").join(&sha[..2]).join(&sha[2..4]).join(&sha[4..]);
+    let mut on_disk = std::fs::read(&path).unwrap();
+    on_disk[10] ^= 0x55;
+    std::fs::write(&path, on_disk).unwrap();
+
+    let out = larder(&["verify", "--data-dir", s(&a)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("corrupt: {sha}")));
+    let out = larder(&["verify", "--data-dir", s(&a), "--remove"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("corrupt, removed: {sha}")));
+    assert_ok(&larder(&["verify", "--data-dir", s(&a)]), "after --remove the store verifies");
+    // The next request fetches it again, correctly.
+    let server = Larder::start(&a, &["--upstream", &up.simple_url()]);
+    let body = http().get(server.url(&format!("/files/{sha}/{name}"))).send().unwrap().bytes().unwrap();
+    assert_eq!(sha256_hex(&body), sha);
+}
