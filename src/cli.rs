@@ -211,6 +211,11 @@ pub struct Settings {
     #[arg(long, env = "LARDER_FILE_CACHE_MIB", value_name = "MIB")]
     pub file_cache_mib: Option<u64>,
 
+    /// Store size limit, e.g. `50GiB`: above it, least-recently-used files cached from upstream
+    /// are evicted (private uploads never are) [default: no limit].
+    #[arg(long, env = "LARDER_MAX_STORE_SIZE", value_name = "SIZE")]
+    pub max_store_size: Option<String>,
+
     /// Project id served by the short `/simple/` and `/files/` aliases [default: default].
     #[arg(long, env = "LARDER_DEFAULT_PROJECT", value_name = "ID")]
     pub default_project: Option<String>,

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub upstream_timeout: Option<Duration>,
     pub page_cache_mib: Option<u64>,
     pub file_cache_mib: Option<u64>,
+    pub max_store_size: Option<String>,
     pub default_project: Option<String>,
     pub max_upload_mib: Option<u64>,
     pub allow_shadowing: Option<Vec<String>>,
@@ -122,6 +123,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub page_cache_bytes: u64,
     pub file_cache_bytes: u64,
+    /// Evict least-recently-used upstream files above this size; `None`: no limit.
+    pub max_store_bytes: Option<u64>,
     pub default_project: String,
     pub max_upload_bytes: u64,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
@@ -200,6 +203,12 @@ impl Config {
             upstream_timeout: s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30)),
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(256) * 1024 * 1024,
             file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(64) * 1024 * 1024,
+            max_store_bytes: match s.max_store_size.clone().or(file.max_store_size) {
+                Some(size) => {
+                    Some(crate::evict::parse_size(&size).map_err(|e| anyhow::anyhow!("max_store_size: {e}"))?)
+                }
+                None => None,
+            },
             default_project,
             max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
             metadata_prefetch: s.metadata_prefetch.or(file.metadata_prefetch).unwrap_or(true),

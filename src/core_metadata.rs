@@ -41,6 +41,11 @@ impl MetadataLinks {
         Ok(MetadataLinks { store, links: RwLock::new(links) })
     }
 
+    /// Is `sha256` metadata Larder extracted (and pages advertise)?
+    pub fn is_metadata(&self, sha256: &str) -> bool {
+        self.links.read().expect("links lock").values().any(|m| m == sha256)
+    }
+
     pub fn get(&self, wheel_sha256: &str) -> Option<String> {
         self.links.read().expect("links lock").get(wheel_sha256).cloned()
     }

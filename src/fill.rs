@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::core_metadata::MetadataLinks;
+use crate::evict::Evictor;
 use crate::index::ProjectName;
 use crate::pages::Pages;
 use crate::store::{ByteStream, Store};
@@ -90,6 +91,7 @@ pub struct Fills {
     spool_dir: PathBuf,
     links: Arc<MetadataLinks>,
     pages: Arc<Pages>,
+    evictor: Option<Arc<Evictor>>,
 }
 
 impl Fills {
@@ -99,13 +101,14 @@ impl Fills {
         spool_dir: PathBuf,
         links: Arc<MetadataLinks>,
         pages: Arc<Pages>,
+        evictor: Option<Arc<Evictor>>,
     ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
         // Leftovers of a crash are never visible (they are not in the store); clear them.
         for entry in std::fs::read_dir(&spool_dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir, links, pages })
+        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir, links, pages, evictor })
     }
 
     /// Joins the download for `req.key`, starting it when none is under way.
@@ -191,6 +194,11 @@ impl Fills {
         // The bytes are right: let streaming clients finish now, not after the commit.
         tx.send_replace(FillState::Verified { len: written });
         self.store.put_blob_file(&actual, spool).await?;
+        if let Some(evictor) = &self.evictor {
+            evictor.touch(&actual, written);
+            let evictor = evictor.clone();
+            tokio::spawn(async move { evictor.enforce().await });
+        }
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
         }

@@ -14,6 +14,7 @@
 //! - `fill`: one streamed, hash-checked download per missing file, shared by every client.
 //! - `upstream`: the client for the upstream index (JSON first, HTML parsed with lol_html).
 //! - `store`: the `Store` trait and its cacache-backed local implementation.
+//! - `evict`: the store size limit (LRU of upstream files; private uploads never go).
 //! - `core_metadata`: METADATA for upstream wheels (extracted on fill, prefetched by ranges).
 //! - `telemetry`: logs and the Prometheus metrics recorder.
 //! - `singleflight`, `digest`: small shared helpers.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod core_metadata;
 pub mod digest;
 pub mod error;
+pub mod evict;
 pub mod fill;
 pub mod handlers;
 pub mod index;

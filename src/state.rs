@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::core_metadata::{MetadataLinks, PrefetchSettings, spawn_prefetcher};
+use crate::evict::Evictor;
 use crate::fill::Fills;
 use crate::pages::{PageSettings, Pages};
 use crate::private::Private;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub private: Arc<Private>,
     /// `None` when no upstream is configured.
     pub fills: Option<Arc<Fills>>,
+    /// The store size limit, when one is set.
+    pub evictor: Option<Arc<Evictor>>,
     /// Small files served recently, as shared bytes: a hit copies and reads nothing.
     pub hot_files: moka::future::Cache<String, bytes::Bytes>,
     /// Renders `/metrics`; `None` when no recorder is installed (library use, unit tests).
@@ -42,6 +45,14 @@ impl AppState {
         let links = Arc::new(MetadataLinks::load(store.clone()).await?);
         let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), links.clone(), settings).await?);
         let private = Arc::new(Private::load(store.clone()).await?);
+        let evictor = match config.max_store_bytes {
+            Some(limit) => {
+                let evictor = Arc::new(Evictor::new(limit, store.clone(), private.clone(), links.clone()).await?);
+                evictor.enforce().await; // the limit may have shrunk since the last run
+                Some(evictor)
+            }
+            None => None,
+        };
         let fills = match upstream {
             Some(up) => {
                 if config.metadata_prefetch {
@@ -49,7 +60,7 @@ impl AppState {
                     pages.set_prefetcher(spawn_prefetcher(pages.clone(), up.clone(), links.clone(), settings));
                 }
                 let spool = config.data_dir.join("spool");
-                Some(Arc::new(Fills::new(store.clone(), up, spool, links, pages.clone())?))
+                Some(Arc::new(Fills::new(store.clone(), up, spool, links, pages.clone(), evictor.clone())?))
             }
             None => None,
         };
@@ -57,6 +68,6 @@ impl AppState {
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        Ok(AppState { config: Arc::new(config), store, pages, private, fills, hot_files, metrics: None })
+        Ok(AppState { config: Arc::new(config), store, pages, private, fills, evictor, hot_files, metrics: None })
     }
 }

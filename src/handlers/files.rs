@@ -53,9 +53,15 @@ pub async fn file(
             return Err(not_listed(dist_name, &key));
         }
         if let Some(bytes) = state.hot_files.get(sha).await {
+            if let Some(evictor) = &state.evictor {
+                evictor.touch(sha, bytes.len() as u64);
+            }
             return req.serve_blob(Blob::in_memory(bytes), sha, "HIT").await;
         }
         if let Some(blob) = state.store.open_blob(sha).await? {
+            if let Some(evictor) = &state.evictor {
+                evictor.touch(sha, blob.len);
+            }
             if let Some(bytes) = blob.bytes() {
                 state.hot_files.insert(sha.clone(), bytes.clone()).await;
             }

@@ -107,6 +107,9 @@ pub async fn upload(
     };
     let kind = metadata::parse_filename(&file.filename).map(|f| f.kind).ok();
     state.store.put_blob_file(&file.sha256, &file.path).await?;
+    if let Some(evictor) = &state.evictor {
+        evictor.touch(&file.sha256, file.size);
+    }
     // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
     // bytes exactly as in the file (MD-04).
     let servable = match kind {

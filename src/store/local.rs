@@ -210,6 +210,23 @@ impl Store for LocalStore {
         .expect("listing blobs does not panic")
     }
 
+    async fn record_blobs(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = std::collections::HashSet::new();
+            if !dir.join("index-v5").is_dir() {
+                return Ok(out);
+            }
+            for entry in cacache::list_sync(&dir) {
+                let entry = entry.map_err(cache_err("record index"))?;
+                out.insert(entry.integrity.to_hex().1);
+            }
+            Ok(out)
+        })
+        .await
+        .expect("listing record blobs does not panic")
+    }
+
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         match cacache::read(&self.dir, key).await {
             Ok(v) => Ok(Some(v)),

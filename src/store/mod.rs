@@ -93,6 +93,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored blob, with its size (for export, verify and eviction).
     async fn list_blobs(&self) -> Result<Vec<(String, u64)>, Error>;
 
+    /// The blobs that hold record contents (backends that keep records as blobs); eviction
+    /// must never remove them.
+    async fn record_blobs(&self) -> Result<std::collections::HashSet<String>, Error>;
+
     /// Reads a record, or `None` when there is none.
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
 

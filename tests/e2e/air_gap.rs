@@ -220,3 +220,54 @@ fn verify_finds_and_removes_a_file_corrupted_on_disk() {
     let body = http().get(server.url(&format!("/files/{sha}/{name}"))).send().unwrap().bytes().unwrap();
     assert_eq!(sha256_hex(&body), sha);
 }
+
+#[test]
+fn eviction_keeps_the_store_under_its_limit_and_never_drops_private_uploads() {
+    let up = MockUpstream::start();
+    let mut files = Vec::new();
+    for i in 1..=5 {
+        // 300 KiB each, distinct bytes (not zips: no metadata is extracted).
+        let bytes: Vec<u8> = (0..300 * 1024).map(|j| ((j * 7 + i * 13) % 251) as u8).collect();
+        let name = format!("big-{i}.0-py3-none-any.whl");
+        up.add("big", MockFile::new(&name, bytes.clone()));
+        files.push((name, bytes));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Larder::start_with_env(
+        &data,
+        &["--upstream", &up.simple_url(), "--max-store-size", "700KiB", "--metadata-prefetch", "false"],
+        &[("LARDER_TOKEN", "evict-token-1")],
+    );
+    // A private upload, which must survive any eviction.
+    let (pname, pbytes) = wheel("keep-me", "1.0", &[]);
+    let (ct, body) = crate::util::multipart(&[("name", "keep-me"), ("version", "1.0")], Some((&pname, &pbytes)));
+    let resp = http()
+        .post(server.url("/legacy/"))
+        .basic_auth("x", Some("evict-token-1"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let url = |(name, bytes): &(String, Vec<u8>)| server.url(&format!("/files/{}/{name}", sha256_hex(bytes)));
+    let on_disk = |bytes: &[u8]| {
+        let sha = sha256_hex(bytes);
+        data.join("store/content-v2/sha256").join(&sha[..2]).join(&sha[2..4]).join(&sha[4..]).exists()
+    };
+    for f in &files {
+        assert_eq!(http().get(url(f)).send().unwrap().bytes().unwrap().len(), f.1.len());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let present: Vec<bool> = files.iter().map(|(_, b)| on_disk(b)).collect();
+    assert_eq!(present, vec![false, false, false, true, true], "the least recently used went first");
+    assert!(on_disk(&pbytes), "private uploads are never evicted");
+    let private_url = server.url(&format!("/files/{}/{pname}", sha256_hex(&pbytes)));
+    assert_eq!(http().get(private_url).send().unwrap().bytes().unwrap().as_ref(), pbytes.as_slice());
+    // An evicted file is simply fetched again.
+    assert_eq!(sha256_hex(&http().get(url(&files[0])).send().unwrap().bytes().unwrap()), sha256_hex(&files[0].1));
+    let metrics = http().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("larder_evictions_total"), "{metrics}");
+}
