@@ -183,6 +183,14 @@ pub struct Settings {
     #[arg(long, env = "LARDER_UPSTREAM", value_name = "URL")]
     pub upstream: Option<url::Url>,
 
+    /// Serve HTTPS: the PEM certificate chain (leaf first). Needs --tls-key.
+    #[arg(long, env = "LARDER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Serve HTTPS: the PEM private key of --tls-cert.
+    #[arg(long, env = "LARDER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// Directory for the content store [default: ./larder-data].
     #[arg(long, env = "LARDER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

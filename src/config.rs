@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub upstream: Option<url::Url>,
     pub offline: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     pub index_ttl: Option<Duration>,
@@ -116,6 +118,8 @@ pub struct Config {
     pub upstream: Option<url::Url>,
     /// Never contact the upstream (air gap): cached pages are served however old.
     pub offline: bool,
+    /// Serve HTTPS with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub data_dir: PathBuf,
     pub index_ttl: Duration,
     pub stale_if_error: Duration,
@@ -196,6 +200,11 @@ impl Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream: s.upstream.clone().or(file.upstream),
             offline: s.offline.or(file.offline).unwrap_or(false),
+            tls: match (s.tls_cert.clone().or(file.tls_cert), s.tls_key.clone().or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+            },
             data_dir: s.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "larder-data".into()),
             index_ttl: s.index_ttl.or(file.index_ttl).unwrap_or(Duration::from_secs(600)),
             stale_if_error: s.stale_if_error.or(file.stale_if_error).unwrap_or(Duration::from_secs(7 * 86400)),

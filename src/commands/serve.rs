@@ -4,6 +4,10 @@ use crate::config::Config;
 use crate::state::AppState;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::server::tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; pick another address with --listen", config.listen))?;
@@ -23,8 +27,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut state = AppState::new(config).await?;
     state.metrics = Some(crate::telemetry::install_metrics()?);
     tracing::info!(store = %state.store.location(), "store opened");
-    tracing::info!("listening on http://{addr}");
-    crate::server::serve(listener, state, shutdown_signal()).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
+    crate::server::serve(listener, state, tls, shutdown_signal()).await;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod respond;
 pub mod route;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +28,12 @@ use route::{Route, Scope};
 
 /// Serves connections on `listener` until `shutdown` completes, then lets open requests finish
 /// (for at most ten seconds).
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -49,10 +55,21 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match tls {
+                        None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                        Some(acceptor) => {
+                            // A client that never finishes the handshake does not hold a task forever.
+                            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                            };
+                            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

@@ -265,3 +265,82 @@ fn offline_serves_the_cache_and_never_connects() {
     assert_eq!(up.requests(), Vec::<String>::new(), "offline never connects upstream");
     assert!(larder.log().contains("offline"));
 }
+
+#[test]
+fn serve_over_tls_to_pip_and_uv() {
+    let (up, expected) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    // A CA and a leaf for localhost / 127.0.0.1 (OpenSSL, under pip, wants a CA as anchor).
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Larder test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let (ca_pem, cert_pem, key_pem) =
+        (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    let larder = Larder::start(
+        &dir.path().join("data"),
+        &[
+            "--upstream",
+            &up.simple_url(),
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    assert!(larder.base.starts_with("https://127.0.0.1:"), "{}", larder.base);
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = client.get(larder.url("/simple/app/")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN negotiates h2");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let dl = scratch.path().join("dl");
+    let out = pip(
+        scratch.path(),
+        &[
+            "download",
+            "--cert",
+            ca_pem.to_str().unwrap(),
+            "--index-url",
+            &larder.index(),
+            "-d",
+            dl.to_str().unwrap(),
+            "app==1.0",
+        ],
+    );
+    assert_ok(&out, "pip over https");
+    assert_eq!(hashes_in(&dl), expected);
+    let python = venv_bin("python");
+    let mut cmd = std::process::Command::new(venv_bin("uv"));
+    cmd.args([
+        "pip",
+        "install",
+        "--python",
+        python.to_str().unwrap(),
+        "--target",
+        scratch.path().join("t").to_str().unwrap(),
+        "--index-url",
+        &larder.index(),
+        "app==1.0",
+    ])
+    .env("SSL_CERT_FILE", &ca_pem)
+    .env("UV_CACHE_DIR", scratch.path().join("uv-cache"))
+    .env("UV_NO_CONFIG", "1")
+    .env("UV_PYTHON_DOWNLOADS", "never");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "uv over https: {}", String::from_utf8_lossy(&out.stderr));
+}

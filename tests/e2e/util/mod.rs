@@ -69,7 +69,7 @@ impl Larder {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://")
+                if let Some(i) = line.find("listening on http")
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
@@ -180,7 +180,14 @@ fn client_env(cmd: &mut Command, scratch: &Path) {
         .env_remove("UV_INDEX_URL")
         .env_remove("UV_DEFAULT_INDEX")
         .env_remove("UV_EXTRA_INDEX_URL")
-        .env_remove("PIP_EXTRA_INDEX_URL");
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        // Hermetic: no wheels from elsewhere, no machine-wide CA overrides.
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("PIP_CERT")
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
 }
 
 fn run(mut cmd: Command) -> Output {
