@@ -45,14 +45,11 @@ impl AppState {
         let links = Arc::new(MetadataLinks::load(store.clone()).await?);
         let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), links.clone(), settings).await?);
         let private = Arc::new(Private::load(store.clone()).await?);
-        let evictor = match config.max_store_bytes {
-            Some(limit) => {
-                let evictor = Arc::new(Evictor::new(limit, store.clone(), private.clone(), links.clone()).await?);
-                evictor.enforce().await; // the limit may have shrunk since the last run
-                Some(evictor)
-            }
-            None => None,
-        };
+        // Always track the store's size (the `larder_store_bytes` gauge); evict only under a limit.
+        let limit = config.max_store_bytes.unwrap_or(u64::MAX);
+        let evictor = Arc::new(Evictor::new(limit, store.clone(), private.clone(), links.clone()).await?);
+        evictor.enforce().await; // also: the limit may have shrunk since the last run
+        let evictor = Some(evictor);
         let fills = match upstream {
             Some(up) => {
                 if config.metadata_prefetch {

@@ -91,7 +91,7 @@ async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::SocketA
     let path = req.uri().path().to_string();
     let route = Route::parse(&path, &state.config.default_project);
     let route_name = route.name();
-    let span = tracing::info_span!("request", %method, %path, %peer);
+    let span = tracing::info_span!("request", %method, %path, route = route_name, project = route.scope_id(), %peer);
     let resp = dispatch(&state, route, req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let cache = resp.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");

@@ -75,6 +75,20 @@ impl Route {
         }
     }
 
+    /// The project or group id, for logs.
+    pub fn scope_id(&self) -> &str {
+        match self {
+            Route::SimpleRoot { scope, .. }
+            | Route::SimpleDetail { scope, .. }
+            | Route::File { scope, .. }
+            | Route::Yank { scope, .. }
+            | Route::Upload { scope } => match scope {
+                Scope::Project(id) | Scope::Group(id) => id,
+            },
+            _ => "-",
+        }
+    }
+
     pub fn parse(path: &str, default_project: &str) -> Route {
         if path == "/-/health" {
             return Route::Health;

@@ -189,6 +189,8 @@ fn metrics_count_a_miss_and_a_hit() {
         r#"larder_requests_total{route="file",status="200"} 2"#,
         r#"larder_upstream_requests_total{kind="file"} 1"#,
         r#"larder_bytes_served_total{source="cache"}"#,
+        "larder_store_bytes ",
+        "larder_upstream_seconds_bucket",
     ] {
         assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
     }

@@ -130,6 +130,13 @@ fn concurrent_clients_cause_one_upstream_request() {
     }
     assert_eq!(up.count("GET /simple/popular/"), 1, "{:?}", up.requests());
     assert_eq!(up.count_full(&format!("GET /files/{name}")), 1, "{:?}", up.requests());
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    let waits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("larder_coalesced_waits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(waits >= 1, "coalesced waits are counted: {metrics}");
 }
 
 #[test]
