@@ -111,6 +111,14 @@ impl Fills {
         Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir, links, pages, evictor })
     }
 
+    /// Waits until no download (nor its follow-up work, such as metadata extraction) is under
+    /// way; commands call it before they exit.
+    pub async fn idle(&self) {
+        while !self.inflight.lock().expect("fill map lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Joins the download for `req.key`, starting it when none is under way.
     pub fn join(self: &Arc<Self>, req: FillRequest) -> Arc<Fill> {
         let mut map = self.inflight.lock().expect("fill map lock");
@@ -130,16 +138,24 @@ impl Fills {
     async fn run(self: Arc<Self>, req: FillRequest, tx: watch::Sender<FillState>, spool: PathBuf) {
         let started = std::time::Instant::now();
         let result = self.download(&req, &tx, &spool).await;
-        let _ = tokio::fs::remove_file(&spool).await; // readers keep their open handles
         match result {
             Ok((sha256, len)) => {
                 tracing::info!(url = %req.url, %sha256, bytes = len, ms = started.elapsed().as_millis() as u64, "stored file from upstream");
-                tx.send_replace(FillState::Done { sha256, len });
+                tx.send_replace(FillState::Done { sha256: sha256.clone(), len });
+                // Issue 6, after Done so that no client waits for it: the wheel's METADATA,
+                // read from the spool while it still exists.
+                if let Some((project, filename)) = &req.extract_metadata_for
+                    && self.links.extract_from_file(&sha256, filename, &spool).await.is_some()
+                {
+                    self.pages.relink(project).await;
+                }
+                let _ = tokio::fs::remove_file(&spool).await; // readers keep their open handles
                 // Let requests that raced with the finish (store looked up just before the
                 // commit) find the result instead of downloading again.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
+                let _ = tokio::fs::remove_file(&spool).await;
                 tracing::warn!(url = %req.url, error = %e, "download from upstream failed");
                 tx.send_replace(FillState::Failed(Arc::new(e)));
                 // A failure is not remembered: the next request tries again.
@@ -203,11 +219,6 @@ impl Fills {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
         }
         metrics::counter!("larder_upstream_bytes_total").increment(written);
-        if let Some((project, filename)) = &req.extract_metadata_for
-            && self.links.extract_from_file(&actual, filename, spool).await.is_some()
-        {
-            self.pages.relink(project).await;
-        }
         Ok((actual, written))
     }
 }

@@ -166,6 +166,9 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
         .collect()
         .await;
     bar.finish_and_clear();
+    if let Some(fills) = &state.fills {
+        fills.idle().await; // metadata extraction runs after each download is done
+    }
     state.pages.flush().await;
 
     let fetched = results.iter().filter(|(_, o)| matches!(o, Outcome::Fetched(_))).count();

@@ -47,10 +47,18 @@ fn extracted_metadata_is_advertised_and_uv_compile_downloads_no_wheels() {
         "warm-up",
     );
 
-    // Every cached wheel now advertises metadata whose bytes are the wheel's METADATA.
+    // Every cached wheel now advertises metadata whose bytes are the wheel's METADATA (it is
+    // extracted just after each download completes).
     for (filename, bytes) in &wheels {
         let project = filename.split('-').next().unwrap().replace('_', "-");
-        let p = page(&larder, &project);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let p = loop {
+            let p = page(&larder, &project);
+            if file(&p, filename).get("core-metadata").is_some() || Instant::now() > deadline {
+                break p;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let md_sha = file(&p, filename)["core-metadata"]["sha256"].as_str().expect("metadata advertised").to_string();
         let html = http().get(larder.url(&format!("/simple/{project}/"))).send().unwrap().text().unwrap();
         assert!(html.contains(&format!(r#"data-core-metadata="sha256={md_sha}""#)), "HTML too");
