@@ -50,11 +50,9 @@ pub enum Command {
     Delete(ManageArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct WarmArgs {
-    #[command(flatten)]
-    pub settings: Settings,
-
+/// Which releases (and which of their wheels) `warm` and `export` work on.
+#[derive(Args, Debug, Default)]
+pub struct SelectionArgs {
     /// Pinned requirements file (`name==version`, `--hash` optional). Repeatable.
     #[arg(short = 'r', long = "requirement", value_name = "FILE")]
     pub requirements: Vec<PathBuf>,
@@ -63,7 +61,7 @@ pub struct WarmArgs {
     #[arg(long, value_name = "FILE")]
     pub lock: Vec<PathBuf>,
 
-    /// Pinned releases to warm, as name==version.
+    /// Pinned releases, as name==version.
     #[arg(value_name = "NAME==VERSION")]
     pub pins: Vec<String>,
 
@@ -74,6 +72,21 @@ pub struct WarmArgs {
     /// Only wheels for these Python versions, e.g. `3.12` (plus py3 wheels). Repeatable.
     #[arg(long, value_name = "X.Y")]
     pub python_version: Vec<String>,
+}
+
+impl SelectionArgs {
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty() && self.lock.is_empty() && self.pins.is_empty()
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WarmArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 
     /// Downloads under way at once.
     #[arg(long, default_value_t = 8)]
@@ -89,25 +102,10 @@ pub struct ExportArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
 
-    /// Only what this pinned requirements file names (plus private packages). Repeatable.
-    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
-    pub requirements: Vec<PathBuf>,
-
-    /// Only what this lock file (`pylock.toml`, `uv.lock`) names. Repeatable.
-    #[arg(long, value_name = "FILE")]
-    pub lock: Vec<PathBuf>,
-
-    /// Only these releases, as name==version.
-    #[arg(value_name = "NAME==VERSION")]
-    pub pins: Vec<String>,
-
-    /// With a selection: only wheels for these platform tags (plus `any`). Repeatable.
-    #[arg(long, value_name = "TAG")]
-    pub platform: Vec<String>,
-
-    /// With a selection: only wheels for these Python versions. Repeatable.
-    #[arg(long, value_name = "X.Y")]
-    pub python_version: Vec<String>,
+    /// Without a selection, the whole store is exported; with one, what it names plus every
+    /// private package.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
 }
 
 #[derive(Args, Debug)]

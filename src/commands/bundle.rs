@@ -21,10 +21,9 @@ struct StoredPage {
 
 pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config)?;
-    let selected = !(args.requirements.is_empty() && args.lock.is_empty() && args.pins.is_empty());
-    let selection = if selected {
-        let pins = collect_pins(&args.requirements, &args.lock, &args.pins)?;
-        let filters = Filters { platforms: args.platform, python_versions: args.python_version };
+    let selection = if !args.selection.is_empty() {
+        let pins = collect_pins(&args.selection)?;
+        let filters = Filters::from(&args.selection);
         let links = MetadataLinks::load(store.clone()).await?;
         let mut sel = Selection::default();
         for pin in &pins {

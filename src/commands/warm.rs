@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::WarmArgs;
+use crate::cli::{SelectionArgs, WarmArgs};
 use crate::config::Config;
 use crate::fill::{FillRequest, FillState};
 use crate::index::DistFile;
@@ -86,17 +86,19 @@ pub fn select_files(files: &[DistFile], pin: &Pin, filters: &Filters) -> Result<
     Ok(chosen)
 }
 
+impl From<&SelectionArgs> for Filters {
+    fn from(s: &SelectionArgs) -> Filters {
+        Filters { platforms: s.platform.clone(), python_versions: s.python_version.clone() }
+    }
+}
+
 /// All pins named by the arguments.
-pub fn collect_pins(
-    requirements: &[std::path::PathBuf],
-    locks: &[std::path::PathBuf],
-    args: &[String],
-) -> anyhow::Result<Vec<Pin>> {
+pub fn collect_pins(selection: &SelectionArgs) -> anyhow::Result<Vec<Pin>> {
     let mut pins = Vec::new();
-    for path in requirements.iter().chain(locks) {
+    for path in selection.requirements.iter().chain(&selection.lock) {
         pins.extend(lockfile::read(path)?);
     }
-    for arg in args {
+    for arg in &selection.pins {
         pins.push(lockfile::parse_pin(arg)?);
     }
     anyhow::ensure!(!pins.is_empty(), "nothing to warm: give -r FILE, --lock FILE or NAME==VERSION");
@@ -112,8 +114,8 @@ enum Outcome {
 pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!config.offline, "warm fills the cache from the upstream; it cannot run --offline");
     anyhow::ensure!(config.upstream.is_some(), "warm needs an upstream (--upstream or LARDER_UPSTREAM)");
-    let pins = collect_pins(&args.requirements, &args.lock, &args.pins)?;
-    let filters = Filters { platforms: args.platform.clone(), python_versions: args.python_version.clone() };
+    let pins = collect_pins(&args.selection)?;
+    let filters = Filters::from(&args.selection);
     let state = AppState::new(config).await?;
 
     // Pages first: they name the files.

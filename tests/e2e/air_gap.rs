@@ -6,7 +6,8 @@ use std::process::Output;
 
 use crate::util::upstream::{MockFile, MockUpstream};
 use crate::util::{
-    Larder, assert_ok, hashes_in, http, larder_cli, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata,
+    Larder, assert_ok, hashes_in, http, larder_cli, pip_download, sha256_hex, uv, uv_install, venv_bin, wheel,
+    wheel_metadata,
 };
 
 fn upstream() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
@@ -118,17 +119,10 @@ fn warm_export_import_and_serve_offline() {
         let server = Larder::start(data, &["--offline"]);
         let scratch = tempfile::tempdir().unwrap();
         let dl = scratch.path().join("dl");
-        assert_ok(
-            &pip(scratch.path(), &["download", "--index-url", &server.index(), "-d", s(&dl), "app"]),
-            "pip offline",
-        );
+        assert_ok(&pip_download(scratch.path(), &server.index(), &dl, "app"), "pip offline");
         assert_eq!(hashes_in(&dl), expected);
-        let python = venv_bin("python");
         let target = scratch.path().join("t");
-        let out = uv(
-            scratch.path(),
-            &["pip", "install", "--python", s(&python), "--target", s(&target), "--index-url", &server.index(), "app"],
-        );
+        let out = uv_install(scratch.path(), &server.index(), &target, "app");
         assert_ok(&out, "uv offline");
         assert!(target.join("lib_core").join("__init__.py").is_file());
     }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, http, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata};
+use crate::util::{Larder, assert_ok, http, pip_download, sha256_hex, uv, venv_bin, wheel, wheel_metadata};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
@@ -42,10 +42,7 @@ fn extracted_metadata_is_advertised_and_uv_compile_downloads_no_wheels() {
     let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app"]),
-        "warm-up",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app"), "warm-up");
 
     // Every cached wheel now advertises metadata whose bytes are the wheel's METADATA (it is
     // extracted just after each download completes).
@@ -93,10 +90,7 @@ fn extracted_metadata_is_advertised_and_uv_compile_downloads_no_wheels() {
     // And pip, with a fresh cache, fetches .metadata too.
     let log_before = larder.log().len();
     let dl2 = scratch.path().join("dl2");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app"]),
-        "pip again",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl2, "app"), "pip again");
     assert!(larder.log()[log_before..].contains(".whl.metadata"), "pip used PEP 658 through Larder");
 }
 

@@ -2,7 +2,7 @@
 //! without a hash (UP-03).
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, http, sha256_hex, wheel, wheel_metadata};
+use crate::util::{Larder, http, json_page, sha256_hex, wheel, wheel_metadata};
 
 fn file_url(larder: &Larder, sha: &str, name: &str) -> String {
     larder.url(&format!("/files/{sha}/{name}"))
@@ -100,13 +100,7 @@ fn up_03_files_listed_without_hash_are_downloadable() {
     up.add("nohash", MockFile { no_hash: true, ..MockFile::new(&name, bytes.clone()) });
     let dir = tempfile::tempdir().unwrap();
     let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
-    let page: serde_json::Value = http()
-        .get(larder.url("/simple/nohash/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let page: serde_json::Value = json_page(&larder.url("/simple/nohash/"), None);
     let href = page["files"][0]["url"].as_str().unwrap();
     assert!(href.starts_with("../../files/u-"), "{href}");
     let url = larder.url(&format!("/simple/nohash/{href}"));

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::util::upstream::{MockFile, MockUpstream};
 use crate::util::{
-    Larder, assert_ok, hashes_in, http, larder_cli, multipart, pip, sdist, sdist_with_metadata_version, sha256_hex,
-    twine, twine_6_1, uv, venv_bin, wheel,
+    Larder, assert_ok, hashes_in, http, json_page, larder_cli, multipart, pip, pip_download, sdist,
+    sdist_with_metadata_version, sha256_hex, twine, twine_6_1, uv, uv_install, wheel,
 };
 
 const TOKEN: &str = "sidecar-token-123";
@@ -82,13 +82,7 @@ fn twine_and_uv_publish_then_pip_and_uv_install() {
     up.clear_requests();
 
     // Visible at once (UP-06), with metadata for the wheel only (MD-05).
-    let page: serde_json::Value = http()
-        .get(format!("{}corp-utils/", index_url(&larder, "team")))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let page: serde_json::Value = json_page(&format!("{}corp-utils/", index_url(&larder, "team")), None);
     assert_eq!(page["meta"]["api-version"], "1.1");
     let files = page["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
@@ -101,29 +95,12 @@ fn twine_and_uv_publish_then_pip_and_uv_install() {
     // pip and uv install through the project's index; the hashes are the uploaded ones.
     let index = index_url(&larder, "team");
     let dl = scratch.path().join("dl");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &index, "-d", dl.to_str().unwrap(), "corp-app"]),
-        "pip download",
-    );
+    assert_ok(&pip_download(scratch.path(), &index, &dl, "corp-app"), "pip download");
     let got = hashes_in(&dl);
     assert_eq!(got[&app.0], sha256_hex(&app.1));
     assert_eq!(got[&whl.0], sha256_hex(&whl.1));
-    let python = venv_bin("python");
     let target = scratch.path().join("t");
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "install",
-            "--python",
-            python.to_str().unwrap(),
-            "--target",
-            target.to_str().unwrap(),
-            "--index-url",
-            &index,
-            "corp-app",
-        ],
-    );
+    let out = uv_install(scratch.path(), &index, &target, "corp-app");
     assert_ok(&out, "uv pip install");
     assert!(target.join("corp_utils").join("__init__.py").is_file());
     // The sdist builds and installs with pip.
@@ -157,10 +134,7 @@ fn twine_and_uv_publish_then_pip_and_uv_install() {
     let larder = larder.restart();
     let dl2 = scratch.path().join("dl2");
     let index = index_url(&larder, "team");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &index, "-d", dl2.to_str().unwrap(), "corp-app"]),
-        "after restart",
-    );
+    assert_ok(&pip_download(scratch.path(), &index, &dl2, "corp-app"), "after restart");
     assert_eq!(hashes_in(&dl2), got);
 }
 
@@ -199,12 +173,9 @@ fn dc_private_name_masks_the_upstream_completely() {
     up.clear_requests();
     let index = index_url(&larder, "team");
     let dl = scratch.path().join("dl");
-    let out = pip(scratch.path(), &["download", "--index-url", &index, "-d", dl.to_str().unwrap(), "shadowed==2.0"]);
+    let out = pip_download(scratch.path(), &index, &dl, "shadowed==2.0");
     assert!(!out.status.success(), "pip must not find the upstream-only version");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &index, "-d", dl.to_str().unwrap(), "shadowed"]),
-        "pip download",
-    );
+    assert_ok(&pip_download(scratch.path(), &index, &dl, "shadowed"), "pip download");
     assert_eq!(hashes_in(&dl).keys().collect::<Vec<_>>(), vec![&private.0]);
     // DC-2: the upstream file is not reachable through the project either, even by URL.
     let url = format!("{}/files/{}/{}", project_url(&larder, "team"), sha256_hex(&public.1), public.0);
@@ -222,13 +193,7 @@ fn dc_private_name_masks_the_upstream_completely() {
         larder_cli(&["delete", "--server", &larder.base, "--project", "team", &private.0], &[("LARDER_TOKEN", TOKEN)]);
     assert_ok(&out, "larder delete");
     up.clear_requests();
-    let page: serde_json::Value = http()
-        .get(format!("{index}shadowed/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let page: serde_json::Value = json_page(&format!("{index}shadowed/"), None);
     assert_eq!(page["files"], serde_json::json!([]));
     assert_eq!(up.count("shadowed"), 0);
     // The deleted file's bytes are gone too.
@@ -404,10 +369,7 @@ fn private_projects_need_a_read_token_and_yanks_show_in_both_formats() {
     // pip with credentials in the index URL.
     let index = index_url(&larder, "secret").replace("http://", &format!("http://x:{READ_TOKEN}@"));
     let dl = scratch.path().join("dl");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &index, "-d", dl.to_str().unwrap(), "hidden-pkg"]),
-        "pip with a read token",
-    );
+    assert_ok(&pip_download(scratch.path(), &index, &dl, "hidden-pkg"), "pip with a read token");
 
     // Yank with a reason, through the CLI.
     let env = [("LARDER_TOKEN", TOKEN)];
@@ -416,26 +378,12 @@ fn private_projects_need_a_read_token_and_yanks_show_in_both_formats() {
         &env,
     );
     assert_ok(&out, "larder yank");
-    let json: serde_json::Value = http()
-        .get(&page_url)
-        .basic_auth("x", Some(READ_TOKEN))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let json: serde_json::Value = json_page(&page_url, Some(READ_TOKEN));
     assert_eq!(json["files"][0]["yanked"], "broken & bad");
     let html = http().get(&page_url).basic_auth("x", Some(READ_TOKEN)).send().unwrap().text().unwrap();
     assert!(html.contains(r#"data-yanked="broken &amp; bad""#), "{html}");
     assert_ok(&larder_cli(&["unyank", "--server", &larder.base, "--project", "secret", &pkg.0], &env), "larder unyank");
-    let json: serde_json::Value = http()
-        .get(&page_url)
-        .basic_auth("x", Some(READ_TOKEN))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let json: serde_json::Value = json_page(&page_url, Some(READ_TOKEN));
     assert_eq!(json["files"][0]["yanked"], false);
     // A yank without a token is refused.
     let resp = http().post(format!("{file_url}/yank")).send().unwrap();
@@ -457,13 +405,7 @@ fn legacy_alias_static_sdist_metadata_and_dropped_uploads() {
         &twine(scratch.path(), &["upload", "--repository-url", &larder.url("/legacy/"), "-u", "x", "-p", TOKEN, &path]),
         "upload to /legacy/",
     );
-    let page: serde_json::Value = http()
-        .get(larder.url("/simple/static-meta/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let page: serde_json::Value = json_page(&larder.url("/simple/static-meta/"), None);
     let md_sha = page["files"][0]["core-metadata"]["sha256"].as_str().expect("MD-05: static sdist metadata is served");
     let md = http()
         .get(larder.url(&format!("/files/{}/{}.metadata", sha256_hex(&sd.1), sd.0)))

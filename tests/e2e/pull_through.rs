@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, hashes_in, http, pip, sha256_hex, uv, venv_bin, wheel, wheel_metadata};
+use crate::util::{
+    Larder, assert_ok, hashes_in, http, pip, pip_download, sha256_hex, uv_install, venv_bin, wheel, wheel_metadata,
+};
 
 /// `app` 1.0 depends on `lib-core`; both have metadata files upstream.
 fn upstream_with_app() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
@@ -31,8 +33,7 @@ fn pip_and_uv_install_through_larder_then_hit_only_the_cache() {
 
     // pip download: the files' hashes match the upstream's.
     let dl = scratch.path().join("dl");
-    let out =
-        pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app==1.0"]);
+    let out = pip_download(scratch.path(), &larder.index(), &dl, "app==1.0");
     assert_ok(&out, "pip download");
     assert_eq!(hashes_in(&dl), expected);
     let cold = up.requests();
@@ -48,48 +49,18 @@ fn pip_and_uv_install_through_larder_then_hit_only_the_cache() {
 
     // uv pip install with a cold uv cache.
     let uv_target = scratch.path().join("uv-target");
-    let python = venv_bin("python");
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "install",
-            "--python",
-            python.to_str().unwrap(),
-            "--target",
-            uv_target.to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            "app==1.0",
-        ],
-    );
+    let out = uv_install(scratch.path(), &larder.index(), &uv_target, "app==1.0");
     assert_ok(&out, "uv pip install");
     assert!(uv_target.join("lib_core").join("__init__.py").is_file());
 
     // Everything again, with fresh client caches: the upstream sees nothing.
     up.clear_requests();
     let dl2 = scratch.path().join("dl2");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app==1.0"]),
-        "pip download (warm)",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl2, "app==1.0"), "pip download (warm)");
     assert_eq!(hashes_in(&dl2), expected);
     let uv2 = scratch.path().join("uv-target2");
     std::fs::remove_dir_all(scratch.path().join("uv-cache")).unwrap();
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "install",
-            "--python",
-            python.to_str().unwrap(),
-            "--target",
-            uv2.to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            "app==1.0",
-        ],
-    );
+    let out = uv_install(scratch.path(), &larder.index(), &uv2, "app==1.0");
     assert_ok(&out, "uv pip install (warm)");
     assert_eq!(up.requests(), Vec::<String>::new(), "a warm install makes zero upstream requests");
 }
@@ -164,8 +135,7 @@ fn up_04_hash_mismatch_stores_nothing_and_the_client_sees_an_error() {
     }
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
-    let out =
-        pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "tampered"]);
+    let out = pip_download(scratch.path(), &larder.index(), &dl, "tampered");
     assert!(!out.status.success(), "pip must not get a corrupt file");
     assert!(!dl.exists() || hashes_in(&dl).is_empty());
 }
@@ -177,10 +147,7 @@ fn route_08_stale_pages_when_upstream_is_down_and_restart_keeps_the_cache() {
     let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--index-ttl", "1s"]);
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app==1.0"]),
-        "warm-up",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app==1.0"), "warm-up");
 
     up.set_down(true);
     std::thread::sleep(Duration::from_millis(1100)); // past index_ttl
@@ -189,35 +156,15 @@ fn route_08_stale_pages_when_upstream_is_down_and_restart_keeps_the_cache() {
     assert_eq!(resp.headers()["x-cache"], "STALE");
     assert!(larder.log().contains("serving the cached page stale"), "the operator sees it in the log");
     let dl2 = scratch.path().join("dl2");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app==1.0"]),
-        "pip with upstream down",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl2, "app==1.0"), "pip with upstream down");
     assert_eq!(hashes_in(&dl2), expected);
 
     // A restart keeps pages and files; the upstream is still down.
     let larder = larder.restart();
     let dl3 = scratch.path().join("dl3");
-    let python = venv_bin("python");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl3.to_str().unwrap(), "app==1.0"]),
-        "pip after restart",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl3, "app==1.0"), "pip after restart");
     assert_eq!(hashes_in(&dl3), expected);
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "install",
-            "--python",
-            python.to_str().unwrap(),
-            "--target",
-            scratch.path().join("t").to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            "app==1.0",
-        ],
-    );
+    let out = uv_install(scratch.path(), &larder.index(), &scratch.path().join("t"), "app==1.0");
     assert_ok(&out, "uv after restart");
 }
 
@@ -228,10 +175,7 @@ fn offline_serves_the_cache_and_never_connects() {
     let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--index-ttl", "1s"]);
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "app==1.0"]),
-        "warm-up",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app==1.0"), "warm-up");
     drop(larder);
 
     // Offline, with the upstream still configured and reachable: not one request reaches it.
@@ -243,26 +187,9 @@ fn offline_serves_the_cache_and_never_connects() {
         &[("LARDER_OFFLINE", "1")],
     );
     let dl2 = scratch.path().join("dl2");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl2.to_str().unwrap(), "app==1.0"]),
-        "pip offline",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl2, "app==1.0"), "pip offline");
     assert_eq!(hashes_in(&dl2), expected);
-    let python = venv_bin("python");
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "install",
-            "--python",
-            python.to_str().unwrap(),
-            "--target",
-            scratch.path().join("t").to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            "app==1.0",
-        ],
-    );
+    let out = uv_install(scratch.path(), &larder.index(), &scratch.path().join("t"), "app==1.0");
     assert_ok(&out, "uv offline");
     let resp = http().get(larder.url("/simple/never-cached/")).send().unwrap();
     assert_eq!(resp.status(), 404);

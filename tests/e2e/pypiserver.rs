@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Larder, assert_ok, hashes_in, http, pip, sha256_hex, uv, venv_bin, wheel};
+use crate::util::{Larder, assert_ok, hashes_in, http, pip_download, sha256_hex, uv_install, venv_bin, wheel};
 
 struct PypiServer(Child, u16);
 
@@ -62,30 +62,13 @@ fn pip_and_uv_through_larder_with_pypiserver_upstream() {
 
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
-    assert_ok(
-        &pip(scratch.path(), &["download", "--index-url", &larder.index(), "-d", dl.to_str().unwrap(), "web-app"]),
-        "pip download",
-    );
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "web-app"), "pip download");
     assert_eq!(hashes_in(&dl), expected);
 
     // Stop the upstream: uv still installs everything from Larder.
     drop(server);
-    let python = venv_bin("python");
     let target = scratch.path().join("t");
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "install",
-            "--python",
-            python.to_str().unwrap(),
-            "--target",
-            target.to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            "web-app",
-        ],
-    );
+    let out = uv_install(scratch.path(), &larder.index(), &target, "web-app");
     assert_ok(&out, "uv pip install from the cache");
     assert!(target.join("util_lib").join("__init__.py").is_file());
 }

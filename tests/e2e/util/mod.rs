@@ -298,6 +298,27 @@ pub fn uv(scratch: &Path, args: &[&str]) -> Output {
     run(cmd)
 }
 
+/// `uv pip install --target TARGET REQUIREMENT` with the venv's Python and only `index`.
+pub fn uv_install(scratch: &Path, index: &str, target: &Path, requirement: &str) -> Output {
+    let python = venv_bin("python");
+    let (python, target) = (python.to_str().unwrap(), target.to_str().unwrap());
+    uv(scratch, &["pip", "install", "--python", python, "--target", target, "--index-url", index, requirement])
+}
+
+/// `pip download -d DEST REQUIREMENT` with only `index`.
+pub fn pip_download(scratch: &Path, index: &str, dest: &Path, requirement: &str) -> Output {
+    pip(scratch, &["download", "--index-url", index, "-d", dest.to_str().unwrap(), requirement])
+}
+
+/// A PEP 691 JSON page, optionally with a token.
+pub fn json_page(url: &str, token: Option<&str>) -> serde_json::Value {
+    let mut req = http().get(url).header("accept", "application/vnd.pypi.simple.v1+json");
+    if let Some(t) = token {
+        req = req.basic_auth("x", Some(t));
+    }
+    req.send().unwrap().json().unwrap()
+}
+
 pub fn assert_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
