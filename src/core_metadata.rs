@@ -26,24 +26,28 @@ use crate::upstream::Upstream;
 
 pub struct MetadataLinks {
     store: Arc<dyn Store>,
+    /// wheel sha256 → metadata sha256
     links: RwLock<HashMap<String, String>>,
+    /// Every metadata sha256 that is a link target (eviction must keep these).
+    targets: RwLock<HashSet<String>>,
 }
 
 impl MetadataLinks {
     pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<MetadataLinks> {
-        let links = store
+        let links: HashMap<String, String> = store
             .list_records("wheel-meta/")
             .await?
             .iter()
             .filter_map(|k| k.trim_start_matches("wheel-meta/").split_once('/'))
             .map(|(w, m)| (w.to_string(), m.to_string()))
             .collect();
-        Ok(MetadataLinks { store, links: RwLock::new(links) })
+        let targets = links.values().cloned().collect();
+        Ok(MetadataLinks { store, links: RwLock::new(links), targets: RwLock::new(targets) })
     }
 
     /// Is `sha256` metadata Larder extracted (and pages advertise)?
     pub fn is_metadata(&self, sha256: &str) -> bool {
-        self.links.read().expect("links lock").values().any(|m| m == sha256)
+        self.targets.read().expect("links lock").contains(sha256)
     }
 
     pub fn get(&self, wheel_sha256: &str) -> Option<String> {
@@ -66,6 +70,7 @@ impl MetadataLinks {
         let md_sha = crate::digest::sha256_hex(&raw);
         self.store.put_blob_bytes(&md_sha, Bytes::from(raw)).await?;
         self.store.put_record(&format!("wheel-meta/{wheel_sha256}/{md_sha}"), Vec::new()).await?;
+        self.targets.write().expect("links lock").insert(md_sha.clone());
         self.links.write().expect("links lock").insert(wheel_sha256.to_string(), md_sha.clone());
         Ok(md_sha)
     }

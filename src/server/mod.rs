@@ -126,7 +126,12 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Res
     let result = route_request(state, route, req).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response());
     if head {
-        // hyper sends no body for HEAD; keep the GET headers (ROUTE-06).
+        // ROUTE-06: HEAD carries GET's headers, Content-Length included, and no body.
+        if !resp.headers().contains_key(header::CONTENT_LENGTH)
+            && let Some(len) = hyper::body::Body::size_hint(resp.body()).exact()
+        {
+            resp.headers_mut().insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
         *resp.body_mut() = body::empty();
     }
     resp

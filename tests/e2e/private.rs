@@ -361,6 +361,7 @@ fn private_projects_need_a_read_token_and_yanks_show_in_both_formats() {
     assert_eq!(resp.status(), 401, "never a silent fall-through to upstream");
     assert!(resp.headers().contains_key("www-authenticate"));
     assert_eq!(http().get(&page_url).basic_auth("x", Some(READ_TOKEN)).send().unwrap().status(), 200);
+    assert_eq!(http().get(&page_url).bearer_auth(READ_TOKEN).send().unwrap().status(), 200, "Bearer works too");
     let file_url = format!("{url}/files/{}/{}", sha256_hex(&pkg.1), pkg.0);
     assert_eq!(http().get(&file_url).send().unwrap().status(), 401);
     // Another project cannot read it by hash either.
@@ -414,6 +415,14 @@ fn legacy_alias_static_sdist_metadata_and_dropped_uploads() {
         .bytes()
         .unwrap();
     assert_eq!(sha256_hex(&md), md_sha, "MD-04: the hash names the served bytes");
+
+    // PUT, as GitLab's API page documents, works like POST.
+    let put = wheel("put-pkg", "1.0", &[]);
+    let (ct, body) = multipart(&[("name", "put-pkg"), ("version", "1.0")], Some((&put.0, &put.1)));
+    let url = project_url(&larder, "team");
+    let resp = http().put(&url).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(http().get(format!("{url}/simple/put-pkg/")).send().unwrap().status(), 200);
 
     // A connection dropped mid-upload leaves nothing behind.
     let whl = wheel("dropped-pkg", "1.0", &[]);

@@ -66,6 +66,15 @@ fn neg_each_clients_accept_header_gets_its_format() {
     let distinct: std::collections::HashSet<_> = etags.iter().map(|(_, e)| e.clone()).collect();
     assert_eq!(distinct.len(), 3, "one ETag per representation: {etags:?}");
 
+    // ROUTE-06: HEAD answers with GET's headers and no body.
+    let get = http().get(&url).header("accept", PIP_ACCEPT).send().unwrap();
+    let head = http().head(&url).header("accept", PIP_ACCEPT).send().unwrap();
+    assert_eq!(head.status(), 200);
+    for h in ["content-type", "content-length", "etag", "vary"] {
+        assert_eq!(head.headers()[h], get.headers()[h], "HEAD {h}");
+    }
+    assert!(head.bytes().unwrap().is_empty());
+
     let resp = http().get(&url).header("accept", "application/json").send().unwrap();
     assert_eq!(resp.status(), 406, "NEG-05");
     assert_eq!(resp.headers()["vary"], "Accept");
