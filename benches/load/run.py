@@ -83,7 +83,9 @@ def median_of(runs, key):
 
 def timed(cmd, env):
     start = time.time()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr}")
     return time.time() - start
 
 
@@ -191,7 +193,15 @@ http {{
             results.append((label, runs, rss_kb(larder.pid), nginx_rss_kb(nginx.pid)))
         peak_rss = rss_kb(larder.pid, "VmHWM")
 
-        # Client timings: a 20-package set with cold client caches.
+        # Client timings: a 20-package set with cold client caches. With UPSTREAM_DELAY_MS, the
+        # "upstream" for these rows is a proxy adding that latency to each request, like an
+        # index on another network (for both the direct runs and Larder's misses).
+        delay_ms = int(os.environ.get("UPSTREAM_DELAY_MS", "0"))
+        if delay_ms:
+            proxy_port = free_port()
+            procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "delay_proxy.py"), str(proxy_port), f"http://127.0.0.1:{up_port}", str(delay_ms)]))
+            upstream = f"http://127.0.0.1:{proxy_port}/simple/"
+            wait_http(upstream + "app/")
         venv_bin = os.path.join(args.venv, "bin")
         py = os.path.join(venv_bin, "python")
 
@@ -257,6 +267,9 @@ http {{
         print()
         print(f"Larder RSS: idle {idle_rss / 1024:.1f} MB, peak under the loads above {peak_rss / 1024:.1f} MB.")
         print()
+        if delay_ms:
+            print(f"Client runs: the upstream answers each request {delay_ms} ms late (UPSTREAM_DELAY_MS).")
+            print()
         print("| client run (median seconds) | straight to upstream | through Larder, cold | through Larder, warm | cold / upstream |")
         print("|---|---|---|---|---|")
         for label, d, c, w in client_rows:

@@ -3,7 +3,7 @@
 # Installs what it needs (nginx, wrk from Debian; pip and uv into .venv-e2e), builds Larder in
 # release mode, then runs benches/load/run.py. Not part of CI: it is the tool that proves the
 # performance targets. Knobs: ROUNDS (3), DURATION (8s), CONNS (32), SKIP_HUGE=1, SKIP_CLIENTS=1,
-# ONLY=<substring of a row label>.
+# ONLY=<substring of a row label>, UPSTREAM_DELAY_MS=<ms of latency the upstream adds for the client rows>.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
