@@ -19,5 +19,7 @@ mod private;
 mod core_metadata;
 // The air gap: warm from lock files, export, import, offline; metrics.
 mod air_gap;
+// The command line's error messages.
+mod cli;
 // pypiserver as an HTML-only upstream.
 mod pypiserver;

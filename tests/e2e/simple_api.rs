@@ -210,7 +210,15 @@ fn route_07_08_upstream_404_is_404_and_failure_is_5xx() {
     assert_eq!(resp.status(), 502, "ROUTE-08: never 404 when the upstream fails");
     assert!(resp.text().unwrap().contains("503"));
 
+    // An upstream that answers something that is not an index page: 502 with the reason.
     up.set_down(false);
+    up.add("odd", MockFile::new("odd-1.0.tar.gz", b"x".to_vec()));
+    up.state.lock().unwrap().odd_content_type = true;
+    let resp = http().get(larder.url("/simple/odd/")).send().unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.text().unwrap().contains("expected JSON or HTML"));
+    up.state.lock().unwrap().odd_content_type = false;
+
     up.set_delay(Duration::from_secs(4));
     let resp = http().get(larder.url("/simple/slow-project/")).send().unwrap();
     assert_eq!(resp.status(), 504, "a timeout is a 504");

@@ -44,6 +44,8 @@ pub struct MockState {
     pub saw_authorization: bool,
     pub down: bool,
     pub html_only: bool,
+    /// Answer project pages as `text/plain` (not an index page).
+    pub odd_content_type: bool,
     /// Delay before answering file and page requests.
     pub delay: Duration,
 }
@@ -130,7 +132,7 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
 async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let range = req.headers().get("range").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let (down, delay, html_only) = {
+    let (down, delay, html_only, odd) = {
         let mut st = state.lock().unwrap();
         match &range {
             Some(r) => st.requests.push(format!("{} {} range={r}", req.method(), path)),
@@ -139,7 +141,7 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         if req.headers().contains_key("authorization") {
             st.saw_authorization = true;
         }
-        (st.down, st.delay, st.html_only)
+        (st.down, st.delay, st.html_only, st.odd_content_type)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -152,6 +154,9 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         let Some(files) = st.projects.get(name) else {
             return respond(StatusCode::NOT_FOUND, "text/plain", "no such project");
         };
+        if odd {
+            return respond(StatusCode::OK, "text/plain", "this is not an index page");
+        }
         let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
         let (ctype, body) = if !html_only && accept.contains("application/vnd.pypi.simple.v1+json") {
             ("application/vnd.pypi.simple.v1+json", json_page(name, files))
