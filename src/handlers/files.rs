@@ -162,7 +162,19 @@ impl Request<'_> {
             FillState::Streaming { total, .. } => total,
             FillState::Verified { .. } | FillState::Done { .. } | FillState::Connecting => None,
         };
-        // HEAD and Range need the whole verified file first (UP-11); so does a finished fill.
+        // HEAD needs only the headers: the length upstream announced and the hash the page
+        // names (pip's lazy wheel and uv send HEAD first). The download goes on meanwhile.
+        if self.head
+            && let (Some(total), Some(sha)) = (total, expected_sha)
+            && self.headers.get(header::IF_NONE_MATCH).is_none()
+        {
+            let mut resp = Response::new(body::empty());
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            resp.headers_mut().insert(header::ETAG, etag(sha));
+            file_headers(resp.headers_mut(), "MISS");
+            return Ok(resp);
+        }
+        // Range needs the whole verified file first (UP-11); so does a finished fill.
         let wants_whole = self.head || self.headers.contains_key(header::RANGE);
         if !wants_whole && let Some(stream) = fill.stream().await {
             let mut resp = Response::new(body::stream(stream));

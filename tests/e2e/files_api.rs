@@ -19,6 +19,17 @@ fn hdr_2_3_head_and_ranges_on_miss_and_hit() {
     let url = file_url(&larder, &sha, &name);
     let len = bytes.len() as u64;
 
+    // HEAD on a miss answers from what upstream announced, with the same headers as a hit.
+    let (other, other_bytes) = wheel("ranged", "0.9", &[]);
+    up.add("ranged", MockFile::new(&other, other_bytes.clone()));
+    let _ = http().get(larder.url("/simple/ranged/")).send().unwrap();
+    let head_url = file_url(&larder, &sha256_hex(&other_bytes), &other);
+    let resp = http().head(&head_url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], other_bytes.len().to_string());
+    assert_eq!(resp.headers()["accept-ranges"], "bytes");
+    assert_eq!(resp.headers()["etag"], format!("\"sha256-{}\"", sha256_hex(&other_bytes)));
+
     // A Range request on a miss: the file is fetched whole, then the range is answered (UP-11).
     let resp = http().get(&url).header("range", "bytes=0-9").send().unwrap();
     assert_eq!(resp.status(), 206);
