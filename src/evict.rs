@@ -122,10 +122,6 @@ impl Evictor {
         metrics::gauge!("larder_store_bytes").set(total as f64);
         evicted
     }
-
-    pub fn total(&self) -> u64 {
-        self.lru.lock().expect("lru lock").total
-    }
 }
 
 /// Parses a size such as `500MiB`, `2 GiB`, `100KB` or `1048576`.

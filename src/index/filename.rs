@@ -20,11 +20,7 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'/')
     .add(b'\\');
 
-pub fn encode_path_segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
-
-/// `encode_path_segment`, appended to `out`.
+/// Appends `s` to `out`, percent-encoded as one URL path segment.
 pub fn write_path_segment(out: &mut String, s: &str) {
     for part in utf8_percent_encode(s, SEGMENT) {
         out.push_str(part);
@@ -88,7 +84,12 @@ mod tests {
 
     #[test]
     fn encoding_keeps_plus_and_escapes_hash() {
-        assert_eq!(encode_path_segment("a-1.0+l.whl"), "a-1.0+l.whl");
-        assert_eq!(encode_path_segment("a b#c.whl"), "a%20b%23c.whl");
+        let encode = |s: &str| {
+            let mut out = String::new();
+            write_path_segment(&mut out, s);
+            out
+        };
+        assert_eq!(encode("a-1.0+l.whl"), "a-1.0+l.whl");
+        assert_eq!(encode("a b#c.whl"), "a%20b%23c.whl");
     }
 }

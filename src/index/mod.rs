@@ -81,13 +81,6 @@ impl FileKey {
             is_hex64(segment).then(|| FileKey::Sha256(segment.to_ascii_lowercase()))
         }
     }
-
-    pub fn sha256(&self) -> Option<&str> {
-        match self {
-            FileKey::Sha256(s) => Some(s),
-            FileKey::UrlDigest(_) => None,
-        }
-    }
 }
 
 impl std::fmt::Display for FileKey {
