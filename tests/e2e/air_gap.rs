@@ -4,26 +4,10 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::util::upstream::{MockFile, MockUpstream};
+use crate::util::upstream::{MockFile, MockUpstream, upstream_with_app};
 use crate::util::{
     Larder, assert_ok, hashes_in, http, larder_cli, pip_download, sha256_hex, uv, uv_install, venv_bin, wheel,
-    wheel_metadata,
 };
-
-fn upstream() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
-    let up = MockUpstream::start();
-    let mut expected = std::collections::BTreeMap::new();
-    for (project, version, deps) in
-        [("app", "1.0", vec!["lib-core>=2"]), ("lib-core", "2.1", vec![]), ("lib-core", "1.0", vec![])]
-    {
-        let (name, bytes) = wheel(project, version, &deps);
-        if !(project == "lib-core" && version == "1.0") {
-            expected.insert(name.clone(), sha256_hex(&bytes));
-        }
-        up.add(project, MockFile { metadata: Some(wheel_metadata(&bytes)), ..MockFile::new(&name, bytes) });
-    }
-    (up, expected)
-}
 
 fn larder(args: &[&str]) -> Output {
     larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
@@ -73,7 +57,7 @@ fn make_locks(up: &MockUpstream, dir: &Path) {
 
 #[test]
 fn warm_export_import_and_serve_offline() {
-    let (up, expected) = upstream();
+    let (up, expected) = upstream_with_app();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     make_locks(&up, w);
@@ -130,7 +114,7 @@ fn warm_export_import_and_serve_offline() {
 
 #[test]
 fn tampered_and_truncated_bundles_are_refused() {
-    let (up, _) = upstream();
+    let (up, _) = upstream_with_app();
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let a = w.join("a");
@@ -166,7 +150,7 @@ fn tampered_and_truncated_bundles_are_refused() {
 
 #[test]
 fn metrics_count_a_miss_and_a_hit() {
-    let (up, _) = upstream();
+    let (up, _) = upstream_with_app();
     let dir = tempfile::tempdir().unwrap();
     let server = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
     let (name, bytes) = wheel("lib-core", "2.1", &[]);
@@ -192,7 +176,7 @@ fn metrics_count_a_miss_and_a_hit() {
 
 #[test]
 fn verify_finds_and_removes_a_file_corrupted_on_disk() {
-    let (up, _) = upstream();
+    let (up, _) = upstream_with_app();
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
     assert_ok(&larder(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "lib-core==2.1"]), "warm");

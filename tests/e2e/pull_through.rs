@@ -2,27 +2,8 @@
 
 use std::time::Duration;
 
-use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{
-    Larder, assert_ok, hashes_in, http, pip, pip_download, sha256_hex, uv_install, venv_bin, wheel, wheel_metadata,
-};
-
-/// `app` 1.0 depends on `lib-core`; both have metadata files upstream.
-fn upstream_with_app() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
-    let up = MockUpstream::start();
-    let mut expected = std::collections::BTreeMap::new();
-    for (project, version, deps) in
-        [("app", "1.0", vec!["lib-core>=2"]), ("lib-core", "2.1", vec![]), ("lib-core", "1.0", vec![])]
-    {
-        let (name, bytes) = wheel(project, version, &deps);
-        if version != "1.0" || project == "app" {
-            expected.insert(name.clone(), sha256_hex(&bytes));
-        }
-        let metadata = wheel_metadata(&bytes);
-        up.add(project, MockFile { metadata: Some(metadata), ..MockFile::new(&name, bytes) });
-    }
-    (up, expected)
-}
+use crate::util::upstream::{MockFile, MockUpstream, upstream_with_app};
+use crate::util::{Larder, assert_ok, hashes_in, http, pip, pip_download, sha256_hex, uv_install, venv_bin, wheel};
 
 #[test]
 fn pip_and_uv_install_through_larder_then_hit_only_the_cache() {

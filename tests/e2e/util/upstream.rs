@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::sha256_hex;
+use super::{sha256_hex, wheel, wheel_metadata};
 
 #[derive(Clone, Default)]
 pub struct MockFile {
@@ -246,4 +246,22 @@ fn file_response(bytes: &[u8], range: Option<&str>) -> Response<Full<Bytes>> {
     let mut resp = respond(StatusCode::PARTIAL_CONTENT, "application/octet-stream", bytes[a..=b].to_vec());
     resp.headers_mut().insert("content-range", format!("bytes {a}-{b}/{}", bytes.len()).parse().unwrap());
     resp
+}
+
+/// The upstream most tests share: `app` 1.0 depends on `lib-core>=2`; `lib-core` has 2.1 and
+/// 1.0; every wheel has its metadata file. Returns the sha256 of each file a resolve of `app`
+/// fetches, by filename.
+pub fn upstream_with_app() -> (MockUpstream, std::collections::BTreeMap<String, String>) {
+    let up = MockUpstream::start();
+    let mut expected = std::collections::BTreeMap::new();
+    for (project, version, deps) in
+        [("app", "1.0", vec!["lib-core>=2"]), ("lib-core", "2.1", vec![]), ("lib-core", "1.0", vec![])]
+    {
+        let (name, bytes) = wheel(project, version, &deps);
+        if version != "1.0" || project == "app" {
+            expected.insert(name.clone(), sha256_hex(&bytes));
+        }
+        up.add(project, MockFile { metadata: Some(wheel_metadata(&bytes)), ..MockFile::new(&name, bytes) });
+    }
+    (up, expected)
 }
