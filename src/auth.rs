@@ -87,6 +87,20 @@ fn scope_kind(scope: &Scope) -> &'static str {
     }
 }
 
+/// Writes (upload, yank, delete) go to one project, never a group (groups are read-only views,
+/// GL-01), and need a write token. Returns the project id.
+pub fn authorize_project_write<'a>(
+    config: &Config,
+    headers: &HeaderMap,
+    scope: &'a Scope,
+) -> Result<&'a String, HttpError> {
+    let Scope::Project(project) = scope else {
+        return Err(HttpError::not_found("groups are read-only; upload to and manage files in a project"));
+    };
+    authorize(config, headers, scope, Access::Write)?;
+    Ok(project)
+}
+
 /// The token in an `Authorization` header: Basic password (or username when the password is
 /// empty), Bearer, or `token`.
 fn credentials(headers: &HeaderMap) -> Option<String> {

@@ -226,16 +226,18 @@ impl Fills {
 impl Fill {
     /// Waits until the upstream answered (or failed).
     pub async fn started(&self) -> FillState {
-        let mut rx = self.state.clone();
-        let state = rx.wait_for(|s| !matches!(s, FillState::Connecting)).await.map(|s| s.clone());
-        state.unwrap_or_else(|_| rx.borrow().clone())
+        self.wait_until(|s| !matches!(s, FillState::Connecting)).await
     }
 
     /// Waits until the file is stored (or the download failed).
     pub async fn finished(&self) -> FillState {
+        self.wait_until(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_))).await
+    }
+
+    /// The first state that satisfies `ready` (or the last one, if the task is gone).
+    async fn wait_until(&self, ready: impl FnMut(&FillState) -> bool) -> FillState {
         let mut rx = self.state.clone();
-        let state =
-            rx.wait_for(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_))).await.map(|s| s.clone());
+        let state = rx.wait_for(ready).await.map(|s| s.clone());
         state.unwrap_or_else(|_| rx.borrow().clone())
     }
 

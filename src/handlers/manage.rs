@@ -6,7 +6,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::auth::{self, Access};
+use crate::auth;
 use crate::error::HttpError;
 use crate::index::{FileKey, ProjectName, Yanked, filename};
 use crate::private::Rejected;
@@ -30,10 +30,7 @@ pub async fn manage(
     headers: &HeaderMap,
     action: Action,
 ) -> Result<Response<Body>, HttpError> {
-    let Scope::Project(project) = scope else {
-        return Err(HttpError::not_found("groups are read-only; manage files in their project"));
-    };
-    auth::authorize(&state.config, headers, scope, Access::Write)?;
+    let project = auth::authorize_project_write(&state.config, headers, scope)?;
     let Some(FileKey::Sha256(sha)) = FileKey::parse(key) else {
         return Err(HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits")));
     };

@@ -20,7 +20,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::{self, Access};
+use crate::auth;
 use crate::error::HttpError;
 use crate::index::{ProjectName, filename};
 use crate::metadata::{self, CoreMetadata, DistKind};
@@ -59,10 +59,7 @@ pub async fn upload(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Response<Body>, HttpError> {
-    let Scope::Project(project) = scope else {
-        return Err(HttpError::not_found("groups have no upload endpoint; upload to a project"));
-    };
-    auth::authorize(&state.config, headers, scope, Access::Write)?;
+    let project = auth::authorize_project_write(&state.config, headers, scope)?;
     let limit = state.config.max_upload_bytes;
     let too_large = || {
         HttpError::new(

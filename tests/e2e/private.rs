@@ -129,6 +129,13 @@ fn twine_and_uv_publish_then_pip_and_uv_install() {
     let group = http().get(larder.url("/api/v4/groups/platform/-/packages/pypi/simple/corp-utils/")).send().unwrap();
     assert_eq!(group.status(), 200);
     assert!(group.text().unwrap().contains(&whl.0));
+    // Groups are read-only: no delete through them, even with a write token.
+    let group_file = format!("/api/v4/groups/platform/-/packages/pypi/files/{}/{}", sha256_hex(&whl.1), whl.0);
+    let resp = http().delete(larder.url(&group_file)).basic_auth("x", Some(TOKEN)).send().unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().unwrap().contains("groups are read-only"));
+    // Tokens are never logged.
+    assert!(!larder.log().contains(TOKEN), "a token leaked into the log");
 
     // Restart: everything is still there.
     let larder = larder.restart();
