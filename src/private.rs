@@ -42,6 +42,10 @@ pub struct PrivateRecord {
 }
 
 impl PrivateRecord {
+    fn position(&self, filename: &str) -> Result<usize, Rejected> {
+        self.files.iter().position(|f| f.filename == filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))
+    }
+
     fn to_page(&self, name: &ProjectName) -> ProjectPage {
         let files = self.files.iter().map(|f| f.to_dist_file()).collect();
         let versions: BTreeSet<String> = self.files.iter().map(|f| f.version.clone()).collect();
@@ -222,12 +226,8 @@ impl Private {
     ) -> Result<(), Rejected> {
         let _guard = self.write_lock.lock().await;
         let mut record = self.record(project, name);
-        let file = record
-            .files
-            .iter_mut()
-            .find(|f| f.filename == filename)
-            .ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
-        file.yanked = yanked;
+        let i = record.position(filename)?;
+        record.files[i].yanked = yanked;
         self.save(project, name, record).await
     }
 
@@ -236,12 +236,7 @@ impl Private {
     pub async fn delete(&self, project: &str, name: &ProjectName, filename: &str) -> Result<Vec<String>, Rejected> {
         let _guard = self.write_lock.lock().await;
         let mut record = self.record(project, name);
-        let pos = record
-            .files
-            .iter()
-            .position(|f| f.filename == filename)
-            .ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
-        let file = record.files.remove(pos);
+        let file = record.files.remove(record.position(filename)?);
         record.deleted.push(file.filename.clone());
         self.save(project, name, record).await?;
         let index = self.index.read().expect("private index lock");
