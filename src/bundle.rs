@@ -54,22 +54,23 @@ impl Selection {
     /// Everything in the store.
     pub async fn everything(store: &Arc<dyn Store>) -> anyhow::Result<Selection> {
         Ok(Selection {
-            records: store.list_records("").await?.into_iter().collect(),
+            records: store.list_records().await?.keys,
             blobs: store.list_blobs().await?.into_iter().map(|(sha, _)| sha).collect(),
         })
     }
 
     /// Every private record (uploads and tombstones) with the blobs its files use.
     pub async fn add_private(&mut self, store: &Arc<dyn Store>) -> anyhow::Result<()> {
-        for key in store.list_records("private/").await? {
-            if let Some(bytes) = store.get_record(&key).await? {
+        let records = store.list_records().await?;
+        for key in records.with_prefix("private/") {
+            if let Some(bytes) = store.get_record(key).await? {
                 let record: PrivateRecord =
                     serde_json::from_slice(&bytes).with_context(|| format!("record `{key}`"))?;
                 for f in &record.files {
                     self.blobs.insert(f.sha256.clone());
                     self.blobs.extend(f.metadata_sha256.clone());
                 }
-                self.records.insert(key);
+                self.records.insert(key.to_string());
             }
         }
         Ok(())

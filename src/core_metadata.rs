@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::index::{ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
 use crate::pages::{PageState, Pages};
-use crate::store::Store;
+use crate::store::{Records, Store};
 use crate::upstream::Upstream;
 
 pub struct MetadataLinks {
@@ -33,16 +33,15 @@ pub struct MetadataLinks {
 }
 
 impl MetadataLinks {
-    pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<MetadataLinks> {
-        let links: HashMap<String, String> = store
-            .list_records("wheel-meta/")
-            .await?
-            .iter()
+    /// Reads the links from the record listing (their keys carry both hashes).
+    pub fn from_records(store: Arc<dyn Store>, records: &Records) -> MetadataLinks {
+        let links: HashMap<String, String> = records
+            .with_prefix("wheel-meta/")
             .filter_map(|k| k.trim_start_matches("wheel-meta/").split_once('/'))
             .map(|(w, m)| (w.to_string(), m.to_string()))
             .collect();
         let targets = links.values().cloned().collect();
-        Ok(MetadataLinks { store, links: RwLock::new(links), targets: RwLock::new(targets) })
+        MetadataLinks { store, links: RwLock::new(links), targets: RwLock::new(targets) }
     }
 
     /// Is `sha256` metadata Larder extracted (and pages advertise)?

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::core_metadata::MetadataLinks;
 use crate::private::{Private, Visibility};
-use crate::store::Store;
+use crate::store::{Records, Store};
 
 #[derive(Default)]
 struct Lru {
@@ -66,12 +66,13 @@ impl Evictor {
         store: Arc<dyn Store>,
         private: Arc<Private>,
         links: Arc<MetadataLinks>,
+        records: &Records,
     ) -> anyhow::Result<Evictor> {
         let mut lru = Lru::default();
         for (sha, size) in store.list_blobs().await? {
             lru.touch(&sha, size);
         }
-        let records = store.record_blobs().await?;
+        let records = records.blobs.clone();
         Ok(Evictor { limit, lru: Mutex::new(lru), records, store, private, links, running: Default::default() })
     }
 

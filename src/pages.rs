@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::core_metadata::MetadataLinks;
 use crate::index::{self, DistFile, FileKey, MediaType, ProjectName, ProjectPage};
 use crate::singleflight::SingleFlight;
-use crate::store::Store;
+use crate::store::{Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Validators};
 
 /// While the upstream is failing, retry it at most this often per page.
@@ -164,18 +164,14 @@ pub struct Pages {
 }
 
 impl Pages {
-    pub async fn new(
+    pub fn new(
         store: Arc<dyn Store>,
         upstream: Option<Upstream>,
         links: Arc<MetadataLinks>,
         settings: PageSettings,
-    ) -> anyhow::Result<Pages> {
-        let known = store
-            .list_records("page/")
-            .await?
-            .iter()
-            .filter_map(|k| ProjectName::parse(k.trim_start_matches("page/")).ok())
-            .collect();
+        records: &Records,
+    ) -> Pages {
+        let known = records.with_prefix("page/").filter_map(|k| ProjectName::parse(&k["page/".len()..]).ok()).collect();
         let memory = moka::future::Cache::builder()
             .max_capacity(settings.memory_bytes)
             .weigher(|_k, v: &Arc<CachedPage>| match &v.state {
@@ -183,7 +179,7 @@ impl Pages {
                 PageState::NotFound => 64,
             })
             .build();
-        Ok(Pages {
+        Pages {
             memory,
             links,
             prefetch: OnceLock::new(),
@@ -193,7 +189,7 @@ impl Pages {
             settings,
             known: RwLock::new(known),
             writes: tokio_util::task::TaskTracker::new(),
-        })
+        }
     }
 
     /// Waits until every page fetched so far is on disk.

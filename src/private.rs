@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{DistFile, ProjectName, ProjectPage, Yanked};
 use crate::pages::RenderedPage;
-use crate::store::Store;
+use crate::store::{Records, Store};
 
 /// One uploaded file (EX-6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,12 +146,12 @@ fn record_key(project: &str, name: &ProjectName) -> String {
 
 impl Private {
     /// Loads every private record from the store.
-    pub async fn load(store: Arc<dyn Store>) -> anyhow::Result<Private> {
+    pub async fn load(store: Arc<dyn Store>, records: &Records) -> anyhow::Result<Private> {
         let mut index = Index::default();
-        for key in store.list_records("private/").await? {
+        for key in records.with_prefix("private/") {
             let Some((project, name)) = key.trim_start_matches("private/").rsplit_once('/') else { continue };
             let Ok(name) = ProjectName::parse(name) else { continue };
-            let Some(bytes) = store.get_record(&key).await? else { continue };
+            let Some(bytes) = store.get_record(key).await? else { continue };
             let record: PrivateRecord = serde_json::from_slice(&bytes)
                 .map_err(|e| anyhow::anyhow!("private record `{key}` does not parse: {e}; the store is damaged"))?;
             index.insert(project, name, record);

@@ -24,7 +24,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
     let selection = if !args.selection.is_empty() {
         let pins = collect_pins(&args.selection)?;
         let filters = Filters::from(&args.selection);
-        let links = MetadataLinks::load(store.clone()).await?;
+        let links = MetadataLinks::from_records(store.clone(), &store.list_records().await?);
         let mut sel = Selection::default();
         for pin in &pins {
             let key = format!("page/{}", pin.name);

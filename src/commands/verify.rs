@@ -15,7 +15,7 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config)?;
     let mut private_shas = std::collections::HashSet::new();
     let mut bad_records = Vec::new();
-    let keys = store.list_records("").await?;
+    let keys = store.list_records().await?.keys;
     for key in &keys {
         match store.get_record(key).await {
             Ok(Some(bytes)) if key.starts_with("private/") => match serde_json::from_slice::<PrivateRecord>(&bytes) {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cacache::{Algorithm, Integrity, WriteOpts};
 
-use super::{Blob, BlobSource, ByteStream, Error, Store};
+use super::{Blob, BlobSource, ByteStream, Error, Records, Store};
 
 /// Window size for streaming large blobs: few hops, and three windows per connection at most
 /// (measured: 512 KiB keeps peak RSS under the load benchmark near 60 MB).
@@ -210,23 +210,6 @@ impl Store for LocalStore {
         .expect("listing blobs does not panic")
     }
 
-    async fn record_blobs(&self) -> Result<std::collections::HashSet<String>, Error> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut out = std::collections::HashSet::new();
-            if !dir.join("index-v5").is_dir() {
-                return Ok(out);
-            }
-            for entry in cacache::list_sync(&dir) {
-                let entry = entry.map_err(cache_err("record index"))?;
-                out.insert(entry.integrity.to_hex().1);
-            }
-            Ok(out)
-        })
-        .await
-        .expect("listing record blobs does not panic")
-    }
-
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         match cacache::read(&self.dir, key).await {
             Ok(v) => Ok(Some(v)),
@@ -240,23 +223,19 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, Error> {
+    async fn list_records(&self) -> Result<Records, Error> {
         let dir = self.dir.clone();
-        let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
-            let mut keys = Vec::new();
+            let mut records = Records::default();
             if !dir.join("index-v5").is_dir() {
-                return Ok(keys); // a new store: cacache creates its index on first write
+                return Ok(records); // a new store: cacache creates its index on first write
             }
             for entry in cacache::list_sync(&dir) {
                 let entry = entry.map_err(cache_err("record index"))?;
-                if entry.key.starts_with(&prefix) {
-                    keys.push(entry.key);
-                }
+                records.blobs.insert(entry.integrity.to_hex().1);
+                records.keys.insert(entry.key);
             }
-            keys.sort();
-            keys.dedup();
-            Ok(keys)
+            Ok(records)
         })
         .await
         .expect("listing records does not panic")
@@ -318,7 +297,9 @@ mod tests {
 
         store.put_record("page/x", b"{}".to_vec()).await.unwrap();
         assert_eq!(store.get_record("page/x").await.unwrap().unwrap(), b"{}");
-        assert_eq!(store.list_records("page/").await.unwrap(), vec!["page/x".to_string()]);
+        let records = store.list_records().await.unwrap();
+        assert_eq!(records.with_prefix("page/").collect::<Vec<_>>(), vec!["page/x"]);
+        assert!(records.blobs.contains(&crate::digest::sha256_hex(b"{}")), "record contents are protected blobs");
         assert!(store.get_record("page/y").await.unwrap().is_none());
     }
 }

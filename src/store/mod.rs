@@ -28,6 +28,23 @@ pub enum Error {
     Integrity { expected: String },
 }
 
+/// What `Store::list_records` finds.
+#[derive(Debug, Default)]
+pub struct Records {
+    /// Every record key, sorted.
+    pub keys: std::collections::BTreeSet<String>,
+    /// The blobs holding record contents (for backends that keep records as blobs); eviction
+    /// must never remove them.
+    pub blobs: std::collections::HashSet<String>,
+}
+
+impl Records {
+    /// The keys that start with `prefix`, in order.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.keys.range(prefix.to_string()..).map(String::as_str).take_while(move |k| k.starts_with(prefix))
+    }
+}
+
 /// A stored blob, opened: its length is known; its bytes are in memory already (small blobs)
 /// or read on demand.
 pub struct Blob {
@@ -93,18 +110,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored blob, with its size (for export, verify and eviction).
     async fn list_blobs(&self) -> Result<Vec<(String, u64)>, Error>;
 
-    /// The blobs that hold record contents (backends that keep records as blobs); eviction
-    /// must never remove them.
-    async fn record_blobs(&self) -> Result<std::collections::HashSet<String>, Error>;
-
     /// Reads a record, or `None` when there is none.
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
 
     /// Writes (replaces) a record atomically.
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error>;
 
-    /// The keys of all records that start with `prefix`.
-    async fn list_records(&self, prefix: &str) -> Result<Vec<String>, Error>;
+    /// Every record, in one pass over the index: start-up reads it once and hands it to
+    /// everything that needs it.
+    async fn list_records(&self) -> Result<Records, Error>;
 
     /// Where the store lives, for logs.
     fn location(&self) -> String;
