@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::core_metadata::MetadataLinks;
-use crate::private::{Private, Visibility};
+use crate::private::Private;
 use crate::store::{Records, Store};
 
 #[derive(Default)]
@@ -82,9 +82,7 @@ impl Evictor {
     }
 
     fn protected(&self, sha: &str) -> bool {
-        self.records.contains(sha)
-            || !matches!(self.private.visibility(sha, &[]), Visibility::Public)
-            || self.links.is_metadata(sha)
+        self.records.contains(sha) || self.private.is_private(sha) || self.links.is_metadata(sha)
     }
 
     /// Evicts least-recently-used blobs until the store fits its limit again. Returns the

@@ -188,6 +188,11 @@ impl Private {
         projects.iter().filter_map(|p| index.projects.get(p)).flat_map(|names| names.keys().cloned()).collect()
     }
 
+    /// Is this blob a private file (or its metadata) of any project?
+    pub fn is_private(&self, sha256: &str) -> bool {
+        self.index.read().expect("private index lock").owners.contains_key(sha256)
+    }
+
     pub fn visibility(&self, sha256: &str, projects: &[String]) -> Visibility {
         let index = self.index.read().expect("private index lock");
         match index.owners.get(sha256) {
