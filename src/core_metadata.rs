@@ -118,6 +118,10 @@ pub fn spawn_prefetcher(
     tokio::spawn(async move {
         let mut attempted: HashSet<String> = HashSet::new();
         while let Some(name) = rx.recv().await {
+            // Failed attempts are not retried soon, but the memory for them is bounded.
+            if attempted.len() > 100_000 {
+                attempted.clear();
+            }
             let Some(cached) = pages.cached(&name).await else { continue };
             let PageState::Found(rendered) = &cached.state else { continue };
             let jobs: Vec<_> = newest_wheels_without_metadata(&rendered.page, settings.versions)
