@@ -261,6 +261,44 @@ mod tests {
         assert!(store.content_path(&sha).is_file(), "cacache changed its content layout");
     }
 
+    /// Every size around every threshold in the store: 0, 1, the fill's spool chunk and the read
+    /// window +-1, the small-blob limit +-1, and a multi-MB file. The first version panicked on
+    /// every size in 512 KiB..=1 MiB (cacache's `mmap` writer; issue 9).
+    pub const SIZE_CLASSES: &[usize] = &[
+        0,
+        1,
+        256 * 1024 - 1,
+        256 * 1024,
+        256 * 1024 + 1,
+        READ_CHUNK - 1,
+        READ_CHUNK,
+        READ_CHUNK + 1,
+        792_678,
+        SMALL_BLOB as usize - 1,
+        SMALL_BLOB as usize,
+        SMALL_BLOB as usize + 1,
+        5 * 1024 * 1024 + 3,
+    ];
+
+    #[tokio::test]
+    async fn every_size_class_is_stored_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&tmp.path().join("s")).unwrap();
+        for &size in SIZE_CLASSES {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+            let sha = crate::digest::sha256_hex(&data);
+            let spool = tmp.path().join(format!("spool-{size}"));
+            std::fs::write(&spool, &data).unwrap();
+            store.put_blob_file(&sha, &spool).await.unwrap_or_else(|e| panic!("put_blob_file({size}): {e}"));
+            let small = crate::digest::sha256_hex(&[&data[..], b"x"].concat());
+            store.put_blob_bytes(&small, Bytes::from([&data[..], b"x"].concat())).await.unwrap();
+            let blob = store.open_blob(&sha).await.unwrap().unwrap();
+            assert_eq!(blob.len, size as u64);
+            let parts: Vec<Bytes> = blob.stream(0, size as u64).await.unwrap().try_collect().await.unwrap();
+            assert_eq!(crate::digest::sha256_hex(&parts.concat()), sha, "size {size}");
+        }
+    }
+
     #[tokio::test]
     async fn large_blobs_stream_in_windows_from_any_offset() {
         let tmp = tempfile::tempdir().unwrap();

@@ -23,3 +23,5 @@ mod air_gap;
 mod cli;
 // pypiserver as an HTML-only upstream.
 mod pypiserver;
+// Every file size around every threshold: serve, warm, export, import.
+mod sizes;
