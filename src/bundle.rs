@@ -184,8 +184,36 @@ async fn import_staged(store: Arc<dyn Store>, bundle: &Path, staging: &Path) -> 
     Ok(Summary { blobs: manifest.blobs.len(), records: manifest.records.len(), bytes })
 }
 
+/// A bundle is outside input (issue 9): the manifest is checked before any entry is read,
+/// and every path Larder creates is built from a checked sha256, never from the archive.
+fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
+    if manifest.format != FORMAT || manifest.version != 1 {
+        bail!("unsupported bundle format `{}` version {}", manifest.format, manifest.version);
+    }
+    let mut seen = BTreeSet::new();
+    for b in &manifest.blobs {
+        if !crate::index::is_sha256_hex(&b.sha256) {
+            bail!(
+                "the manifest lists blob `{}`, which is not a sha256 (64 lowercase hex digits)",
+                b.sha256.escape_debug()
+            );
+        }
+        if !seen.insert(b.sha256.as_str()) {
+            bail!("the manifest lists blob {} twice", b.sha256);
+        }
+    }
+    for r in &manifest.records {
+        crate::records::RecordKey::parse(&r.key).map_err(anyhow::Error::msg)?;
+        if !crate::index::is_sha256_hex(&r.sha256) || r.size > MAX_RECORD {
+            bail!("the manifest entry of record `{}` is malformed (sha256 or size)", r.key.escape_debug());
+        }
+    }
+    Ok(())
+}
+
 /// Reads the whole bundle: blobs to `staging/<sha256>` (hashed on the way), records into
-/// memory; every entry must match the manifest, and the manifest must be complete.
+/// memory and validated; every entry must be a regular file that matches the manifest, and the
+/// manifest must be complete.
 fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<Vec<u8>>)> {
     let mut file = std::fs::File::open(bundle).with_context(|| format!("cannot open `{}`", bundle.display()))?;
     let mut magic = [0u8; 4];
@@ -194,25 +222,36 @@ fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<
     let reader: Box<dyn Read> =
         if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] { Box::new(zstd::Decoder::new(file)?) } else { Box::new(file) };
     let mut archive = tar::Archive::new(reader);
-    let mut entries = archive.entries().context("not a tar archive")?;
+    // Raw: GNU long names and pax headers are not read into memory on the archive's word;
+    // Larder writes neither, so they are refused below like any entry that is not a file.
+    let mut entries = archive.entries().context("not a tar archive")?.raw(true);
     let mut first = entries.next().context("the bundle is empty")??;
-    if first.path()?.to_string_lossy() != "manifest.json" {
+    if !first.header().entry_type().is_file() || first.path_bytes().as_ref() != b"manifest.json" {
         bail!("the bundle does not start with manifest.json; not a Larder bundle");
     }
     let mut text = Vec::new();
     (&mut first).take(MAX_RECORD).read_to_end(&mut text)?;
     let manifest: Manifest = serde_json::from_slice(&text).context("manifest.json does not parse")?;
-    if manifest.format != FORMAT || manifest.version != 1 {
-        bail!("unsupported bundle format `{}` version {}", manifest.format, manifest.version);
-    }
+    check_manifest(&manifest)?;
     let blob_sizes: HashMap<&str, u64> = manifest.blobs.iter().map(|b| (b.sha256.as_str(), b.size)).collect();
     let mut seen_blobs = BTreeSet::new();
     let mut records: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     for entry in entries {
         let mut entry = entry.context("the archive is damaged or truncated")?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if let Some(sha) = path.strip_prefix("blobs/") {
-            let size = *blob_sizes.get(sha).with_context(|| format!("`{path}` is not in the manifest"))?;
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            bail!("`{}` is a {kind:?} entry; a bundle holds regular files only", path.escape_debug());
+        }
+        if let Some(name) = path.strip_prefix("blobs/") {
+            // The key from the manifest (checked hex), not the name from the archive, becomes the path.
+            let (&sha, &size) = blob_sizes
+                .get_key_value(name)
+                .with_context(|| format!("`{}` is not in the manifest", path.escape_debug()))?;
+            if !seen_blobs.insert(sha.to_string()) {
+                bail!("`{path}` appears twice in the bundle");
+            }
+            let mut entry = (&mut entry).take(size + 1); // never more than the manifest says
             let mut out = std::fs::File::create(staging.join(sha))?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 256 * 1024];
@@ -227,24 +266,27 @@ fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<
                 total += n as u64;
             }
             if total != size {
-                bail!("the bundle is truncated: `{path}` has {total} of {size} bytes");
+                bail!("`{path}` has {total} bytes, but the manifest says {size}");
             }
             let actual = hex::encode(hasher.finalize());
             if actual != sha {
                 bail!("`{path}` does not match its sha256 (it hashes to {actual})");
             }
-            seen_blobs.insert(sha.to_string());
         } else if let Some(index) = path.strip_prefix("records/") {
-            let i: usize = index.parse().with_context(|| format!("bad entry `{path}`"))?;
+            let i: usize = index.parse().with_context(|| format!("bad entry `{}`", path.escape_debug()))?;
             let expected = manifest.records.get(i).with_context(|| format!("`{path}` is not in the manifest"))?;
             let mut body = Vec::new();
-            (&mut entry).take(MAX_RECORD).read_to_end(&mut body).context("the archive is truncated")?;
-            if hex::encode(Sha256::digest(&body)) != expected.sha256 {
-                bail!("record `{}` does not match its sha256", expected.key);
+            (&mut entry).take(expected.size + 1).read_to_end(&mut body).context("the archive is truncated")?;
+            if body.len() as u64 != expected.size || hex::encode(Sha256::digest(&body)) != expected.sha256 {
+                bail!("record `{}` does not match its size and sha256", expected.key);
             }
-            records.insert(i, body);
+            // Parsed and validated before it is staged: a record is trusted by everything that reads it.
+            crate::records::validate(&expected.key, &body).map_err(anyhow::Error::msg)?;
+            if records.insert(i, body).is_some() {
+                bail!("`{path}` appears twice in the bundle");
+            }
         } else {
-            bail!("unexpected entry `{path}`");
+            bail!("unexpected entry `{}`", path.escape_debug());
         }
     }
     let missing_blobs = manifest.blobs.len() - seen_blobs.len();

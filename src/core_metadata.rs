@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::index::{ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
 use crate::pages::{PageState, Pages};
+use crate::records::RecordKey;
 use crate::store::{Records, Store};
 use crate::upstream::Upstream;
 
@@ -36,9 +37,11 @@ impl MetadataLinks {
     /// Reads the links from the record listing (their keys carry both hashes).
     pub fn from_records(store: Arc<dyn Store>, records: &Records) -> MetadataLinks {
         let links: HashMap<String, String> = records
-            .with_prefix("wheel-meta/")
-            .filter_map(|k| k.trim_start_matches("wheel-meta/").split_once('/'))
-            .map(|(w, m)| (w.to_string(), m.to_string()))
+            .with_prefix(crate::records::WHEEL_META_PREFIX)
+            .filter_map(|k| match RecordKey::parse(k) {
+                Ok(RecordKey::WheelMeta { wheel, metadata }) => Some((wheel, metadata)),
+                _ => None,
+            })
             .collect();
         let targets = links.values().cloned().collect();
         MetadataLinks { store, links: RwLock::new(links), targets: RwLock::new(targets) }
@@ -68,7 +71,8 @@ impl MetadataLinks {
     pub async fn store(&self, wheel_sha256: &str, raw: Vec<u8>) -> Result<String, crate::store::Error> {
         let md_sha = crate::digest::sha256_hex(&raw);
         self.store.put_blob_bytes(&md_sha, Bytes::from(raw)).await?;
-        self.store.put_record(&format!("wheel-meta/{wheel_sha256}/{md_sha}"), Vec::new()).await?;
+        let key = RecordKey::WheelMeta { wheel: wheel_sha256.to_string(), metadata: md_sha.clone() };
+        self.store.put_record(&key.to_string(), Vec::new()).await?;
         self.targets.write().expect("links lock").insert(md_sha.clone());
         self.links.write().expect("links lock").insert(wheel_sha256.to_string(), md_sha.clone());
         Ok(md_sha)

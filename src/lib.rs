@@ -7,6 +7,7 @@
 //! - `server`: the accept loop, `route` (paths → `Route`), `body` and `respond` helpers.
 //! - `handlers`: one file per endpoint family (`simple`, `files`, `upload`, `manage`, `health`).
 //! - `private`: private uploads per project, the names they claim (masking), yanks, deletes.
+//! - `records`: every record key and schema, validated before anything trusts it.
 //! - `metadata`: distribution filenames and the core metadata inside wheels and sdists.
 //! - `index`: the model of a project page, and PEP 503 HTML / PEP 691 JSON rendering;
 //!   `name` (normalization), `media_type` (negotiation), `filename`.
@@ -38,6 +39,7 @@ pub mod lockfile;
 pub mod metadata;
 pub mod pages;
 pub mod private;
+pub mod records;
 pub mod server;
 pub mod singleflight;
 pub mod state;

@@ -12,11 +12,11 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::core_metadata::MetadataLinks;
 use crate::index::{self, DistFile, FileKey, MediaType, ProjectName, ProjectPage};
+use crate::records::{self, PageRecord, RecordKey};
 use crate::singleflight::SingleFlight;
 use crate::store::{Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Validators};
@@ -129,20 +129,12 @@ pub struct CachedPage {
     stale: bool,
 }
 
-/// What is persisted per page.
-#[derive(Serialize, Deserialize)]
-struct PageRecord {
-    page: ProjectPage,
-    validators: Validators,
-    confirmed_unix: u64,
-}
-
 fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn record_key(name: &ProjectName) -> String {
-    format!("page/{name}")
+    RecordKey::Page(name.clone()).to_string()
 }
 
 pub type Lookup = (Arc<CachedPage>, CacheStatus);
@@ -171,7 +163,13 @@ impl Pages {
         settings: PageSettings,
         records: &Records,
     ) -> Pages {
-        let known = records.with_prefix("page/").filter_map(|k| ProjectName::parse(&k["page/".len()..]).ok()).collect();
+        let known = records
+            .with_prefix(records::PAGE_PREFIX)
+            .filter_map(|k| match RecordKey::parse(k) {
+                Ok(RecordKey::Page(name)) => Some(name),
+                _ => None,
+            })
+            .collect();
         let memory = moka::future::Cache::builder()
             .max_capacity(settings.memory_bytes)
             .weigher(|_k, v: &Arc<CachedPage>| match &v.state {
@@ -393,10 +391,10 @@ impl Pages {
                 return None;
             }
         };
-        let record: PageRecord = match serde_json::from_slice(&bytes) {
+        let record = match records::decode_page(name, &bytes) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(project = %name, error = %e, "stored page does not parse; treating it as missing");
+                tracing::warn!(project = %name, error = %e, "stored page is not valid; treating it as missing");
                 return None;
             }
         };

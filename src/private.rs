@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::{DistFile, ProjectName, ProjectPage, Yanked};
 use crate::pages::RenderedPage;
+use crate::records::RecordKey;
 use crate::store::{Records, Store};
 
 /// One uploaded file (EX-6).
@@ -141,20 +142,32 @@ pub struct Private {
 }
 
 fn record_key(project: &str, name: &ProjectName) -> String {
-    format!("private/{project}/{name}")
+    RecordKey::Private { project: project.to_string(), name: name.clone() }.to_string()
 }
 
 impl Private {
-    /// Loads every private record from the store.
+    /// Loads every private record from the store. A record that is not valid is reported and
+    /// skipped, never fatal; its name stays claimed, with no files (fail closed: a damaged
+    /// record must not hand the name to the upstream, DC-1).
     pub async fn load(store: Arc<dyn Store>, records: &Records) -> anyhow::Result<Private> {
         let mut index = Index::default();
-        for key in records.with_prefix("private/") {
-            let Some((project, name)) = key.trim_start_matches("private/").rsplit_once('/') else { continue };
-            let Ok(name) = ProjectName::parse(name) else { continue };
-            let Some(bytes) = store.get_record(key).await? else { continue };
-            let record: PrivateRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("private record `{key}` does not parse: {e}; the store is damaged"))?;
-            index.insert(project, name, record);
+        for key in records.with_prefix(crate::records::PRIVATE_PREFIX) {
+            let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else {
+                tracing::error!(key = %key.escape_debug(), "skipping a private record with an invalid key");
+                metrics::counter!("larder_bad_records_total").increment(1);
+                continue;
+            };
+            let record = match store.get_record(key).await {
+                Ok(Some(bytes)) => crate::records::decode_private(&name, &bytes),
+                Ok(None) => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            let record = record.unwrap_or_else(|reason| {
+                tracing::error!(%key, %reason, "private record is damaged; its name stays private with no files (re-upload, or import a good copy)");
+                metrics::counter!("larder_bad_records_total").increment(1);
+                PrivateRecord::default()
+            });
+            index.insert(&project, name, record);
         }
         Ok(Private { store, index: RwLock::new(index), write_lock: tokio::sync::Mutex::new(()) })
     }

@@ -3,21 +3,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde::Deserialize;
 
 use crate::bundle::{self, Selection};
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::commands::warm::{Filters, collect_pins, select_files};
 use crate::config::Config;
 use crate::core_metadata::MetadataLinks;
-use crate::index::ProjectPage;
+use crate::records::{self, RecordKey};
 use crate::store;
-
-/// The part of a stored page record export needs.
-#[derive(Deserialize)]
-struct StoredPage {
-    page: ProjectPage,
-}
 
 pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config)?;
@@ -27,19 +20,19 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
         let links = MetadataLinks::from_records(store.clone(), &store.list_records().await?);
         let mut sel = Selection::default();
         for pin in &pins {
-            let key = format!("page/{}", pin.name);
+            let key = RecordKey::Page(pin.name.clone()).to_string();
             let bytes = store
                 .get_record(&key)
                 .await?
                 .with_context(|| format!("`{}` is not in the store; run larder warm first", pin.name))?;
-            let stored: StoredPage = serde_json::from_slice(&bytes).with_context(|| format!("record `{key}`"))?;
+            let stored = records::decode_page(&pin.name, &bytes).map_err(anyhow::Error::msg)?;
             let files = select_files(&stored.page.files, pin, &filters).map_err(|e| anyhow::anyhow!(e))?;
             for f in files {
                 let sha = f.sha256().context("a file without sha256 cannot be exported")?.to_string();
                 if let Some(md) = f.core_metadata.clone() {
                     sel.blobs.insert(md);
                 } else if let Some(md) = links.get(&sha) {
-                    sel.records.insert(format!("wheel-meta/{sha}/{md}"));
+                    sel.records.insert(RecordKey::WheelMeta { wheel: sha.clone(), metadata: md.clone() }.to_string());
                     sel.blobs.insert(md);
                 }
                 sel.blobs.insert(sha);

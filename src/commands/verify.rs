@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::VerifyArgs;
 use crate::config::Config;
-use crate::private::PrivateRecord;
+use crate::records::{self, RecordKey};
 use crate::store;
 
 pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -16,14 +16,19 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut private_shas = std::collections::HashSet::new();
     let mut bad_records = Vec::new();
     let keys = store.list_records().await?.keys;
+    // Every record is validated as a bundle's would be (issue 9).
     for key in &keys {
         match store.get_record(key).await {
-            Ok(Some(bytes)) if key.starts_with("private/") => match serde_json::from_slice::<PrivateRecord>(&bytes) {
-                Ok(r) => private_shas.extend(r.files.into_iter().map(|f| f.sha256)),
-                Err(e) => bad_records.push(format!("{key}: {e}")),
+            Ok(Some(bytes)) => match records::validate(key, &bytes) {
+                Ok(RecordKey::Private { name, .. }) => {
+                    let record = records::decode_private(&name, &bytes).expect("validated");
+                    private_shas.extend(record.files.into_iter().map(|f| f.sha256));
+                }
+                Ok(_) => {}
+                Err(e) => bad_records.push(format!("{}: {e}", key.escape_debug())),
             },
-            Ok(_) => {}
-            Err(e) => bad_records.push(format!("{key}: {e}")),
+            Ok(None) => {}
+            Err(e) => bad_records.push(format!("{}: {e}", key.escape_debug())),
         }
     }
     let blobs = store.list_blobs().await?;

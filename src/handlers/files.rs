@@ -43,8 +43,9 @@ pub async fn file(
     // Hit: the content address is the key; no page lookup, no index.
     let sha = match &key {
         FileKey::Sha256(sha) => Some(sha.clone()),
-        FileKey::UrlDigest(_) => {
-            state.store.get_record(&alias_record(&key)).await?.and_then(|v| String::from_utf8(v).ok())
+        // The alias body becomes a path: only a valid sha256 is used (issue 9).
+        FileKey::UrlDigest(digest) => {
+            state.store.get_record(&alias_record(digest)).await?.and_then(|v| crate::records::decode_alias(&v).ok())
         }
     };
     if let Some(sha) = &sha {
@@ -89,7 +90,10 @@ pub async fn file(
         key: key.to_string(),
         url: dist.url.clone(),
         expected_sha256: dist.sha256().map(str::to_string),
-        alias_record: matches!(key, FileKey::UrlDigest(_)).then(|| alias_record(&key)),
+        alias_record: match &key {
+            FileKey::UrlDigest(digest) => Some(alias_record(digest)),
+            FileKey::Sha256(_) => None,
+        },
         extract_metadata_for: needs_metadata.then(|| (project, dist.filename.clone())),
     });
     req.serve_fill(fill, dist.sha256()).await
@@ -99,8 +103,8 @@ fn not_listed(dist_name: &str, key: &FileKey) -> HttpError {
     HttpError::not_found(format!("`{dist_name}` with key `{key}` is not listed on its project's page"))
 }
 
-fn alias_record(key: &FileKey) -> String {
-    format!("alias/{key}")
+fn alias_record(url_digest: &str) -> String {
+    crate::records::RecordKey::Alias(url_digest.to_string()).to_string()
 }
 
 struct Request<'a> {

@@ -39,6 +39,8 @@ pub fn render_project(page: &ProjectPage) -> String {
         }
         if let Some(md) = &file.core_metadata {
             // HTML-07: both attributes, same value.
+            // Validated as hex wherever it enters; escaped anyway, as every other attribute is.
+            let md = encode_attr_strict(md);
             let _ = write!(out, " data-dist-info-metadata=\"sha256={md}\" data-core-metadata=\"sha256={md}\"");
         }
         let _ = writeln!(out, ">{}</a><br />", encode_text(&file.filename));

@@ -40,13 +40,17 @@ impl LocalStore {
     }
 
     /// cacache's content layout: `content-v2/sha256/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`.
-    /// Pinned by the `content_path_matches_cacache` test.
-    fn content_path(&self, sha256: &str) -> PathBuf {
-        self.dir.join("content-v2").join("sha256").join(&sha256[0..2]).join(&sha256[2..4]).join(&sha256[4..])
+    /// Pinned by the `content_path_matches_cacache` test. Anything but 64 lowercase hex digits
+    /// is refused here, the last line before a string becomes a path (issue 9).
+    fn content_path(&self, sha256: &str) -> Result<PathBuf, Error> {
+        if !crate::index::is_sha256_hex(sha256) {
+            return Err(Error::InvalidKey { key: sha256.escape_debug().to_string() });
+        }
+        Ok(self.dir.join("content-v2").join("sha256").join(&sha256[0..2]).join(&sha256[2..4]).join(&sha256[4..]))
     }
 
-    fn integrity(sha256: &str) -> Integrity {
-        Integrity::from_hex(sha256, Algorithm::Sha256).expect("callers pass 64 hex digits")
+    fn integrity(sha256: &str) -> Result<Integrity, Error> {
+        Integrity::from_hex(sha256, Algorithm::Sha256).map_err(|_| Error::InvalidKey { key: sha256.to_string() })
     }
 }
 
@@ -104,7 +108,7 @@ fn cache_err(what: impl Into<String>) -> impl FnOnce(cacache::Error) -> Error {
 #[async_trait]
 impl Store for LocalStore {
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
-        let path = self.content_path(sha256);
+        let path = self.content_path(sha256)?;
         // One blocking hop for open, stat (and a small file's read): the hot path of a hit.
         tokio::task::spawn_blocking(move || {
             let mut file = match std::fs::File::open(&path) {
@@ -125,9 +129,10 @@ impl Store for LocalStore {
     }
 
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
-        if self.content_path(sha256).exists() {
+        if self.content_path(sha256)?.exists() {
             return Ok(()); // content-addressed: the same bytes are already there
         }
+        let integrity = Self::integrity(sha256)?;
         let dir = self.dir.clone();
         let sha = sha256.to_string();
         let path = path.to_path_buf();
@@ -137,7 +142,7 @@ impl Store for LocalStore {
             src.rewind().map_err(io_err(path.display().to_string()))?;
             let mut writer = WriteOpts::new()
                 .algorithm(Algorithm::Sha256)
-                .integrity(Self::integrity(&sha))
+                .integrity(integrity)
                 .size(len as usize)
                 .open_hash_sync(&dir)
                 .map_err(cache_err(&sha))?;
@@ -157,12 +162,12 @@ impl Store for LocalStore {
     }
 
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
-        if self.content_path(sha256).exists() {
+        if self.content_path(sha256)?.exists() {
             return Ok(());
         }
         let mut writer = WriteOpts::new()
             .algorithm(Algorithm::Sha256)
-            .integrity(Self::integrity(sha256))
+            .integrity(Self::integrity(sha256)?)
             .size(bytes.len())
             .open_hash(&self.dir)
             .await
@@ -173,7 +178,7 @@ impl Store for LocalStore {
     }
 
     async fn delete_blob(&self, sha256: &str) -> Result<(), Error> {
-        let path = self.content_path(sha256);
+        let path = self.content_path(sha256)?;
         match tokio::fs::remove_file(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(path.display().to_string())(e)),
             _ => Ok(()),
@@ -258,7 +263,12 @@ mod tests {
         let data = b"hello wheel";
         let sha = crate::digest::sha256_hex(data);
         cacache::write_hash_with_algo(Algorithm::Sha256, tmp.path(), data).await.unwrap();
-        assert!(store.content_path(&sha).is_file(), "cacache changed its content layout");
+        assert!(store.content_path(&sha).unwrap().is_file(), "cacache changed its content layout");
+        for hostile in ["", "ab", "../../../../etc/passwd", &"AB".repeat(32), &format!("/{}", "a".repeat(63))] {
+            assert!(store.content_path(hostile).is_err(), "{hostile}");
+            assert!(store.open_blob(hostile).await.is_err(), "{hostile}");
+            assert!(store.delete_blob(hostile).await.is_err(), "{hostile}");
+        }
     }
 
     /// Every size around every threshold in the store: 0, 1, the fill's spool chunk and the read

@@ -26,6 +26,8 @@ pub enum Error {
     Cache { what: String, source: cacache::Error },
     #[error("content does not match its sha256 {expected}")]
     Integrity { expected: String },
+    #[error("`{key}` is not a sha256 (64 lowercase hex digits)")]
+    InvalidKey { key: String },
 }
 
 /// What `Store::list_records` finds.

@@ -25,3 +25,5 @@ mod cli;
 mod pypiserver;
 // Every file size around every threshold: serve, warm, export, import.
 mod sizes;
+// Attacks from the security review (issue 9), each reproduced against a running Larder.
+mod security;

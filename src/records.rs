@@ -1,0 +1,242 @@
+//! Records: the small keyed documents Larder keeps beside its blobs. This module owns every
+//! record key and the schema of every record body, and checks both before anything trusts them.
+//!
+//! A record can come from outside: a bundle (`larder import`), or a disk written by another
+//! version or by someone else. So a record is validated *as a whole* before it is staged,
+//! loaded or used: every sha256 is 64 lowercase hex before it becomes a path or a URL, every
+//! filename is a safe path segment, every name is a valid project name (issue 9).
+//!
+//! | key                              | body                                       |
+//! |----------------------------------|--------------------------------------------|
+//! | `page/<name>`                    | [`PageRecord`]: an upstream page           |
+//! | `private/<project>/<name>`       | [`PrivateRecord`]: uploads and tombstones  |
+//! | `alias/u-<url sha256>`           | the sha256 of a file listed without a hash |
+//! | `wheel-meta/<wheel>/<metadata>`  | empty: extracted METADATA of a wheel       |
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::{self, DistFile, ProjectName, ProjectPage, filename};
+use crate::private::{PrivateFile, PrivateRecord};
+use crate::upstream::Validators;
+
+/// What is persisted per upstream page.
+#[derive(Serialize, Deserialize)]
+pub struct PageRecord {
+    pub page: ProjectPage,
+    pub validators: Validators,
+    pub confirmed_unix: u64,
+}
+
+/// A parsed record key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordKey {
+    Page(ProjectName),
+    Private {
+        project: String,
+        name: ProjectName,
+    },
+    /// The `u-…` file key's digest (64 lowercase hex).
+    Alias(String),
+    WheelMeta {
+        wheel: String,
+        metadata: String,
+    },
+}
+
+impl fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordKey::Page(name) => write!(f, "page/{name}"),
+            RecordKey::Private { project, name } => write!(f, "private/{project}/{name}"),
+            RecordKey::Alias(digest) => write!(f, "alias/u-{digest}"),
+            RecordKey::WheelMeta { wheel, metadata } => write!(f, "wheel-meta/{wheel}/{metadata}"),
+        }
+    }
+}
+
+pub const PAGE_PREFIX: &str = "page/";
+pub const PRIVATE_PREFIX: &str = "private/";
+pub const WHEEL_META_PREFIX: &str = "wheel-meta/";
+
+fn sha(s: &str, what: &str) -> Result<String, String> {
+    if index::is_sha256_hex(s) { Ok(s.to_string()) } else { Err(format!("{what} is not 64 lowercase hex digits")) }
+}
+
+impl RecordKey {
+    pub fn parse(key: &str) -> Result<RecordKey, String> {
+        let bad = |why: &str| format!("record key `{}`: {why}", key.escape_debug());
+        if let Some(name) = key.strip_prefix(PAGE_PREFIX) {
+            let name = ProjectName::parse(name).map_err(|e| bad(&e.to_string()))?;
+            return Ok(RecordKey::Page(name));
+        }
+        if let Some(rest) = key.strip_prefix(PRIVATE_PREFIX) {
+            let (project, name) = rest.rsplit_once('/').ok_or_else(|| bad("expected private/<project>/<name>"))?;
+            if !crate::server::route::is_valid_project_id(project) {
+                return Err(bad("invalid project id"));
+            }
+            let name = ProjectName::parse(name).map_err(|e| bad(&e.to_string()))?;
+            return Ok(RecordKey::Private { project: project.to_string(), name });
+        }
+        if let Some(digest) = key.strip_prefix("alias/u-") {
+            return Ok(RecordKey::Alias(sha(digest, "the alias digest").map_err(|e| bad(&e))?));
+        }
+        if let Some(rest) = key.strip_prefix(WHEEL_META_PREFIX) {
+            let (wheel, metadata) = rest.split_once('/').ok_or_else(|| bad("expected wheel-meta/<sha>/<sha>"))?;
+            let wheel = sha(wheel, "the wheel sha256").map_err(|e| bad(&e))?;
+            let metadata = sha(metadata, "the metadata sha256").map_err(|e| bad(&e))?;
+            return Ok(RecordKey::WheelMeta { wheel, metadata });
+        }
+        Err(bad("unknown kind of record"))
+    }
+
+    /// Checks `body` against this key's schema; the error says what is wrong.
+    pub fn validate(&self, body: &[u8]) -> Result<(), String> {
+        match self {
+            RecordKey::Page(name) => decode_page(name, body).map(drop),
+            RecordKey::Private { name, .. } => decode_private(name, body).map(drop),
+            RecordKey::Alias(_) => decode_alias(body).map(drop),
+            RecordKey::WheelMeta { .. } if body.is_empty() => Ok(()),
+            RecordKey::WheelMeta { .. } => Err("a wheel-meta record has no body".into()),
+        }
+    }
+}
+
+/// Parses and validates a page record of `name`.
+pub fn decode_page(name: &ProjectName, body: &[u8]) -> Result<PageRecord, String> {
+    let record: PageRecord = serde_json::from_slice(body).map_err(|e| format!("page record does not parse: {e}"))?;
+    if &record.page.name != name {
+        return Err(format!("page record of `{name}` names `{}`", record.page.name));
+    }
+    for f in &record.page.files {
+        validate_dist_file(f)?;
+    }
+    Ok(record)
+}
+
+/// The checks every file on an upstream page passes before Larder renders or fetches it.
+pub fn validate_dist_file(f: &DistFile) -> Result<(), String> {
+    let what = f.filename.escape_debug();
+    if !filename::is_safe(&f.filename) {
+        return Err(format!("unsafe filename `{what}`"));
+    }
+    for (algo, digest) in &f.hashes {
+        let ok_algo = !algo.is_empty() && algo.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ok_digest = !digest.is_empty() && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !ok_algo || !ok_digest || (algo == "sha256" && digest.len() != 64) {
+            return Err(format!("`{what}`: malformed `{}` hash", algo.escape_debug()));
+        }
+    }
+    if let Some(md) = &f.core_metadata {
+        sha(md, "core-metadata sha256").map_err(|e| format!("`{what}`: {e}"))?;
+    }
+    match url::Url::parse(&f.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(format!("`{what}`: the upstream URL is not an http(s) URL")),
+    }
+}
+
+/// Parses and validates a private record of `name`.
+pub fn decode_private(name: &ProjectName, body: &[u8]) -> Result<PrivateRecord, String> {
+    let record: PrivateRecord =
+        serde_json::from_slice(body).map_err(|e| format!("private record does not parse: {e}"))?;
+    for f in &record.files {
+        validate_private_file(name, f)?;
+    }
+    if let Some(bad) = record.deleted.iter().find(|f| !filename::is_safe(f)) {
+        return Err(format!("unsafe deleted filename `{}`", bad.escape_debug()));
+    }
+    Ok(record)
+}
+
+fn validate_private_file(name: &ProjectName, f: &PrivateFile) -> Result<(), String> {
+    let what = f.filename.escape_debug();
+    let parsed = crate::metadata::parse_filename(&f.filename).map_err(|e| format!("`{what}`: {e}"))?;
+    if !filename::is_safe(&f.filename) || &parsed.name != name {
+        return Err(format!("`{what}` is not a file of `{name}`"));
+    }
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex(&f.sha256, 64) || !hex(&f.md5, 32) || !hex(&f.blake2_256, 64) {
+        return Err(format!("`{what}`: a digest is not lowercase hex of the right length"));
+    }
+    if f.metadata_sha256.as_deref().is_some_and(|m| !hex(m, 64)) {
+        return Err(format!("`{what}`: the metadata sha256 is not 64 lowercase hex digits"));
+    }
+    if !crate::metadata::is_valid_version(&f.version) {
+        return Err(format!("`{what}`: invalid version"));
+    }
+    Ok(())
+}
+
+/// An alias record's body: the sha256 of the file.
+pub fn decode_alias(body: &[u8]) -> Result<String, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "an alias record is not text".to_string())?;
+    sha(text, "an alias record")
+}
+
+/// Parses a key and validates its body in one step (bundles, `larder verify`).
+pub fn validate(key: &str, body: &[u8]) -> Result<RecordKey, String> {
+    let parsed = RecordKey::parse(key)?;
+    parsed.validate(body).map_err(|e| format!("record `{key}`: {e}"))?;
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_hostile_keys_are_refused() {
+        let sha = "ab".repeat(32);
+        for key in [
+            "page/demo".to_string(),
+            "private/42/demo".to_string(),
+            "private/group%2Fproj/demo".to_string(),
+            format!("alias/u-{sha}"),
+            format!("wheel-meta/{sha}/{sha}"),
+        ] {
+            assert_eq!(RecordKey::parse(&key).unwrap().to_string(), key);
+        }
+        for key in [
+            "page/../x",
+            "private/../../x/demo",
+            "private/demo",
+            "alias/u-../../../etc/passwd",
+            "alias/u-ab",
+            &format!("alias/u-{}", "AB".repeat(32)),
+            &format!("wheel-meta/{sha}/xy"),
+            "nonsense/key",
+        ] {
+            assert!(RecordKey::parse(key).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_checked_against_their_schema() {
+        let sha = "ab".repeat(32);
+        assert!(validate(&format!("alias/u-{sha}"), sha.as_bytes()).is_ok());
+        assert!(validate(&format!("alias/u-{sha}"), b"/etc/passwd").is_err());
+        assert!(validate(&format!("alias/u-{sha}"), b"ab").is_err(), "short strings once panicked content_path");
+        assert!(validate(&format!("wheel-meta/{sha}/{sha}"), b"").is_ok());
+        let page = |md: &str| {
+            format!(
+                r#"{{"page":{{"name":"demo","files":[{{"filename":"demo-1.0-py3-none-any.whl","url":"http://up/x.whl","hashes":{{"sha256":"{sha}"}},"core_metadata":{md}}}]}},"validators":{{}},"confirmed_unix":1}}"#
+            )
+        };
+        assert!(validate("page/demo", page("null").as_bytes()).is_ok());
+        assert!(validate("page/demo", page(&format!("\"{sha}\"")).as_bytes()).is_ok());
+        let html = page(r#""\"><script>alert(1)</script>""#);
+        assert!(validate("page/demo", html.as_bytes()).is_err(), "markup in a metadata hash");
+        assert!(validate("page/other", page("null").as_bytes()).is_err(), "a page under another name");
+        let private = |sha256: &str| {
+            format!(
+                r#"{{"files":[{{"filename":"demo-1.0-py3-none-any.whl","version":"1.0","sha256":"{sha256}","md5":"{}","blake2_256":"{sha}","size":1,"upload_time":"t","requires_python":null,"metadata_sha256":null}}]}}"#,
+                "0".repeat(32)
+            )
+        };
+        assert!(validate("private/1/demo", private(&sha).as_bytes()).is_ok());
+        assert!(validate("private/1/demo", private("../../x").as_bytes()).is_err());
+        assert!(validate("private/1/other", private(&sha).as_bytes()).is_err(), "a file of another name");
+    }
+}
