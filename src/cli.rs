@@ -181,6 +181,30 @@ pub struct Settings {
     #[arg(long, env = "LARDER_UPSTREAM", value_name = "URL")]
     pub upstream: Option<url::Url>,
 
+    /// Username for an upstream that needs HTTP Basic auth (instead of putting it in the URL).
+    /// Sent only to the upstream's own host.
+    #[arg(long, env = "LARDER_UPSTREAM_USERNAME", value_name = "NAME")]
+    pub upstream_username: Option<String>,
+
+    /// Password or token for the upstream. Prefer the environment variable
+    /// LARDER_UPSTREAM_PASSWORD to a flag (flags show up in `ps`). Never logged.
+    #[arg(long, env = "LARDER_UPSTREAM_PASSWORD", value_name = "SECRET", hide_env_values = true)]
+    pub upstream_password: Option<String>,
+
+    /// Upstream requests and downloads under way at once, for all clients together; more
+    /// wait [default: 32].
+    #[arg(long, env = "LARDER_MAX_UPSTREAM_CONNECTIONS", value_name = "N")]
+    pub max_upstream_connections: Option<usize>,
+
+    /// Largest upstream project page accepted, after decompression, e.g. `64MiB` [default: 64MiB].
+    #[arg(long, env = "LARDER_MAX_PAGE_SIZE", value_name = "SIZE")]
+    pub max_page_size: Option<String>,
+
+    /// Largest upstream file accepted when neither its page nor the upstream announces its size
+    /// (a file is never allowed past the size announced) [default: 20GiB].
+    #[arg(long, env = "LARDER_MAX_FILE_SIZE", value_name = "SIZE")]
+    pub max_file_size: Option<String>,
+
     /// Serve HTTPS: the PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(long, env = "LARDER_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,

@@ -20,6 +20,11 @@ use crate::cli::Settings;
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub upstream: Option<url::Url>,
+    pub upstream_username: Option<String>,
+    pub upstream_password: Option<String>,
+    pub max_upstream_connections: Option<usize>,
+    pub max_page_size: Option<String>,
+    pub max_file_size: Option<String>,
     pub offline: Option<bool>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -115,7 +120,13 @@ impl std::fmt::Debug for Token {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The upstream simple-API root, never with userinfo: credentials are in
+    /// `upstream_credentials`, so that no log line or error body can show them (issue 9).
     pub upstream: Option<url::Url>,
+    pub upstream_credentials: Option<crate::upstream::Credentials>,
+    pub max_upstream_connections: usize,
+    pub max_page_bytes: u64,
+    pub max_file_bytes: u64,
     /// Never contact the upstream (air gap): cached pages are served however old.
     pub offline: bool,
     /// Serve HTTPS with this PEM certificate chain and key.
@@ -196,9 +207,22 @@ impl Config {
             crate::server::route::is_valid_project_id(&default_project),
             "invalid default_project `{default_project}`; use letters, digits, '.', '_', '-' or '%'"
         );
+        let (upstream, upstream_credentials) = split_credentials(
+            s.upstream.clone().or(file.upstream),
+            s.upstream_username.clone().or(file.upstream_username),
+            s.upstream_password.clone().or(file.upstream_password),
+        )?;
+        let size = |name: &str, flag: &Option<String>, file: Option<String>, default: &str| -> anyhow::Result<u64> {
+            let raw = flag.clone().or(file).unwrap_or_else(|| default.to_string());
+            crate::evict::parse_size(&raw).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+        };
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
-            upstream: s.upstream.clone().or(file.upstream),
+            upstream,
+            upstream_credentials,
+            max_upstream_connections: s.max_upstream_connections.or(file.max_upstream_connections).unwrap_or(32),
+            max_page_bytes: size("max_page_size", &s.max_page_size, file.max_page_size, "64MiB")?,
+            max_file_bytes: size("max_file_size", &s.max_file_size, file.max_file_size, "20GiB")?,
             offline: s.offline.or(file.offline).unwrap_or(false),
             tls: match (s.tls_cert.clone().or(file.tls_cert), s.tls_key.clone().or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some((cert, key)),
@@ -230,6 +254,46 @@ impl Config {
     }
 }
 
+/// Moves userinfo out of the upstream URL: credentials given apart win over those in the URL.
+fn split_credentials(
+    url: Option<url::Url>,
+    username: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<(Option<url::Url>, Option<crate::upstream::Credentials>)> {
+    let Some(mut url) = url else {
+        anyhow::ensure!(username.is_none() && password.is_none(), "upstream credentials are set, but no upstream");
+        return Ok((None, None));
+    };
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let in_url = (!url.username().is_empty() || url.password().is_some())
+        .then(|| (decode(url.username()), decode(url.password().unwrap_or_default())));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let credentials = match (username, password, in_url) {
+        (None, None, None) => None,
+        (None, None, Some((username, password))) => Some(crate::upstream::Credentials { username, password }),
+        (username, password, _) => Some(crate::upstream::Credentials {
+            username: username.unwrap_or_default(),
+            password: password.unwrap_or_default(),
+        }),
+    };
+    Ok((Some(url), credentials))
+}
+
+impl Config {
+    /// The upstream client's settings, when an upstream is configured.
+    pub fn upstream_settings(&self) -> Option<crate::upstream::UpstreamSettings> {
+        Some(crate::upstream::UpstreamSettings {
+            base: self.upstream.clone()?,
+            credentials: self.upstream_credentials.clone(),
+            timeout: self.upstream_timeout,
+            max_connections: self.max_upstream_connections,
+            max_page_bytes: self.max_page_bytes,
+            max_file_bytes: self.max_file_bytes,
+        })
+    }
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
@@ -253,6 +317,19 @@ mod tests {
         assert_eq!(c.index_ttl, Duration::from_secs(300));
         assert_eq!(c.not_found_ttl, Duration::from_secs(60));
         assert_eq!(c.default_project, "default");
+    }
+
+    #[test]
+    fn upstream_credentials_never_stay_in_the_url() {
+        let url = |s: &str| Some(url::Url::parse(s).unwrap());
+        let (u, c) = split_credentials(url("https://me:p%40ss@up.example/simple/"), None, None).unwrap();
+        assert_eq!(u.unwrap().as_str(), "https://up.example/simple/");
+        let c = c.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("me", "p@ss"));
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let (_, c) = split_credentials(url("https://me:old@up.example/simple/"), None, Some("new".into())).unwrap();
+        assert_eq!(c.unwrap().password, "new", "settings win over the URL");
+        assert!(split_credentials(None, None, Some("x".into())).is_err());
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl From<&fill::Error> for HttpError {
     fn from(e: &fill::Error) -> HttpError {
         match e {
             fill::Error::Upstream(u) => u.into(),
-            fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } => {
+            fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } | fill::Error::TooLarge { .. } => {
                 HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
             fill::Error::Spool(_) | fill::Error::Store(_) => {

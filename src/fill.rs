@@ -37,6 +37,8 @@ pub struct FillRequest {
     pub key: String,
     pub url: String,
     pub expected_sha256: Option<String>,
+    /// The size the page lists: more bytes than this are refused, whatever the upstream sends.
+    pub expected_size: Option<u64>,
     /// A record to write with the sha256 once known (files listed without a hash).
     pub alias_record: Option<String>,
     /// A wheel without upstream metadata: extract its METADATA once stored (issue 6), and
@@ -54,6 +56,8 @@ pub enum Error {
     HashMismatch { url: String, expected: String, actual: String },
     #[error("upstream ended {url} after {got} of {expected} bytes; nothing was stored")]
     Truncated { url: String, expected: u64, got: u64 },
+    #[error("upstream sent more than the {limit} bytes expected for {url} ({why}); nothing was stored")]
+    TooLarge { url: String, limit: u64, why: &'static str },
     #[error("cannot write the download spool: {0}")]
     Spool(#[from] std::io::Error),
     #[error(transparent)]
@@ -140,7 +144,7 @@ impl Fills {
         let result = self.download(&req, &tx, &spool).await;
         match result {
             Ok((sha256, len)) => {
-                tracing::info!(url = %req.url, %sha256, bytes = len, ms = started.elapsed().as_millis() as u64, "stored file from upstream");
+                tracing::info!(url = %upstream::guard::redact(&req.url), %sha256, bytes = len, ms = started.elapsed().as_millis() as u64, "stored file from upstream");
                 tx.send_replace(FillState::Done { sha256: sha256.clone(), len });
                 // Issue 6, after Done so that no client waits for it: the wheel's METADATA,
                 // read from the spool while it still exists.
@@ -156,7 +160,7 @@ impl Fills {
             }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&spool).await;
-                tracing::warn!(url = %req.url, error = %e, "download from upstream failed");
+                tracing::warn!(url = %upstream::guard::redact(&req.url), error = %e, "download from upstream failed");
                 tx.send_replace(FillState::Failed(Arc::new(e)));
                 // A failure is not remembered: the next request tries again.
             }
@@ -170,8 +174,20 @@ impl Fills {
         tx: &watch::Sender<FillState>,
         spool: &PathBuf,
     ) -> Result<(String, u64), Error> {
-        let resp = self.upstream.fetch_file(&req.url).await?;
+        let url = upstream::guard::redact(&req.url);
+        // The permit is held for the whole download: it bounds upstream connections.
+        let (resp, _permit) = self.upstream.fetch_file(&req.url).await?;
         let total = resp.content_length();
+        // A hostile upstream must not fill the disk: the page's size, else Content-Length,
+        // else the configured maximum, bounds what is written (issue 9).
+        let (limit, why) = match (req.expected_size, total) {
+            (Some(listed), Some(announced)) if listed != announced => {
+                return Err(Error::TooLarge { url, limit: listed, why: "Content-Length differs from the page's size" });
+            }
+            (Some(listed), _) => (listed, "the page's size"),
+            (None, Some(announced)) => (announced, "Content-Length"),
+            (None, None) => (self.upstream.max_file_bytes(), "max_file_size"),
+        };
         let mut file = tokio::fs::File::create(spool).await?;
         tx.send_replace(FillState::Streaming { written: 0, total });
         let mut hasher = Sha256::new();
@@ -181,6 +197,9 @@ impl Fills {
         loop {
             let chunk = body.next().await.transpose().map_err(|e| Upstream::body_error(&req.url, e))?;
             if let Some(chunk) = &chunk {
+                if written + (pending.len() + chunk.len()) as u64 > limit {
+                    return Err(Error::TooLarge { url, limit, why });
+                }
                 hasher.update(chunk);
                 pending.extend_from_slice(chunk);
             }
@@ -198,13 +217,13 @@ impl Fills {
         if let Some(total) = total
             && total != written
         {
-            return Err(Error::Truncated { url: req.url.clone(), expected: total, got: written });
+            return Err(Error::Truncated { url, expected: total, got: written });
         }
         let actual = hex::encode(hasher.finalize());
         if let Some(expected) = &req.expected_sha256
             && *expected != actual
         {
-            return Err(Error::HashMismatch { url: req.url.clone(), expected: expected.clone(), actual });
+            return Err(Error::HashMismatch { url, expected: expected.clone(), actual });
         }
         drop(file);
         // The bytes are right: let streaming clients finish now, not after the commit.

@@ -21,6 +21,10 @@ use crate::singleflight::SingleFlight;
 use crate::store::{Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Validators};
 
+/// A file miss looks at this many candidate projects at most (legacy sdist names such as
+/// `foo-bar-1.0.tar.gz` may belong to `foo-bar` or `foo`).
+const MAX_CANDIDATES: usize = 3;
+
 /// While the upstream is failing, retry it at most this often per page.
 const STALE_RETRY: Duration = Duration::from_secs(30);
 
@@ -172,9 +176,10 @@ impl Pages {
             .collect();
         let memory = moka::future::Cache::builder()
             .max_capacity(settings.memory_bytes)
-            .weigher(|_k, v: &Arc<CachedPage>| match &v.state {
+            .weigher(|k: &ProjectName, v: &Arc<CachedPage>| match &v.state {
                 PageState::Found(r) => r.weight(),
-                PageState::NotFound => 64,
+                // Weighed by what it holds, so that many long not-found names fill the budget.
+                PageState::NotFound => (k.as_str().len() + 128) as u32,
             })
             .build();
         Pages {
@@ -251,15 +256,16 @@ impl Pages {
         self.flight.run(name.clone(), move || async move { this.refresh(key).await }).await
     }
 
-    /// Finds the file a `files/<key>/<filename>` URL names, trying each project the filename
-    /// can belong to.
+    /// Finds the file a `files/<key>/<filename>` URL names, trying the projects the filename
+    /// most likely belongs to: at most `MAX_CANDIDATES` pages, so that one anonymous request
+    /// cannot send dozens upstream (issue 9).
     pub async fn find_file(
         self: &Arc<Self>,
         key: &FileKey,
         filename: &str,
     ) -> Result<Option<(ProjectName, DistFile)>, Arc<Error>> {
         let mut last_err = None;
-        for candidate in index::filename::candidate_projects(filename) {
+        for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
             let Ok(name) = ProjectName::parse(&candidate) else {
                 continue;
             };

@@ -31,8 +31,8 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<AppState> {
         let store = store::from_config(&config)?;
         // Offline: no upstream client exists at all, so nothing can open a connection.
-        let upstream = match &config.upstream {
-            Some(url) if !config.offline => Some(Upstream::new(url.clone(), config.upstream_timeout)?),
+        let upstream = match config.upstream_settings() {
+            Some(settings) if !config.offline => Some(Upstream::new(settings)?),
             _ => None,
         };
         let settings = PageSettings {

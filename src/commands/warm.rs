@@ -206,6 +206,7 @@ async fn warm_file(state: &AppState, file: &DistFile) -> Outcome {
             key: sha.to_string(),
             url: file.url.clone(),
             expected_sha256: Some(sha.to_string()),
+            expected_size: file.size,
             alias_record: None,
             extract_metadata_for: project.filter(|_| needs_metadata).map(|p| (p, file.filename.clone())),
         };
@@ -219,8 +220,9 @@ async fn warm_file(state: &AppState, file: &DistFile) -> Outcome {
     {
         let req = FillRequest {
             key: md.clone(),
-            url: format!("{}.metadata", file.url),
+            url: crate::upstream::metadata_url(&file.url),
             expected_sha256: Some(md.clone()),
+            expected_size: None,
             alias_record: None,
             extract_metadata_for: None,
         };

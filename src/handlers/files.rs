@@ -90,6 +90,7 @@ pub async fn file(
         key: key.to_string(),
         url: dist.url.clone(),
         expected_sha256: dist.sha256().map(str::to_string),
+        expected_size: dist.size,
         alias_record: match &key {
             FileKey::UrlDigest(digest) => Some(alias_record(digest)),
             FileKey::Sha256(_) => None,
@@ -151,8 +152,9 @@ impl Request<'_> {
         // MD-08: the upstream serves metadata next to the file; its hash is checked on fill.
         let fill = fills.join(FillRequest {
             key: md_sha.clone(),
-            url: format!("{}.metadata", dist.url),
+            url: crate::upstream::metadata_url(&dist.url),
             expected_sha256: Some(md_sha.clone()),
+            expected_size: None,
             alias_record: None,
             extract_metadata_for: None,
         });

@@ -10,10 +10,14 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "String", into = "String")]
 pub struct ProjectName(String);
 
+/// Names longer than this are refused: no real project comes close, and every name is a key
+/// in memory and on disk (issue 9).
+pub const MAX_LEN: usize = 200;
+
 /// Why a string is not a project name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "invalid project name `{0}`; names use ASCII letters, digits, '.', '_' and '-', and start and end with a letter or digit"
+    "invalid project name `{0}`; names use ASCII letters, digits, '.', '_' and '-', start and end with a letter or digit, and are at most 200 characters long"
 )]
 pub struct InvalidName(pub String);
 
@@ -22,6 +26,9 @@ impl ProjectName {
     /// case-insensitive) and normalizes it.
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
         let bytes = raw.as_bytes();
+        if bytes.len() > MAX_LEN {
+            return Err(InvalidName(format!("{}…", &raw[..raw.floor_char_boundary(40)])));
+        }
         let alnum = |b: &u8| b.is_ascii_alphanumeric();
         let valid = match bytes {
             [] => false,
@@ -91,7 +98,8 @@ mod tests {
 
     #[test]
     fn name_01_rejects_invalid_names() {
-        for raw in ["", "-a", "a-", ".a", "a b", "a/b", "a\n", "é", "../etc", "a%2Fb"] {
+        let long = "a".repeat(MAX_LEN + 1);
+        for raw in ["", "-a", "a-", ".a", "a b", "a/b", "a\n", "é", "../etc", "a%2Fb", &long] {
             assert!(ProjectName::parse(raw).is_err(), "{raw:?} should be rejected");
         }
         for raw in ["a", "A1", "zope.interface", "x_y-z"] {

@@ -2,16 +2,20 @@
 //! distribution files. It never sees a client's request, so no client header (notably
 //! `Authorization`, UP-08) can reach the upstream.
 
+pub mod guard;
 pub mod html;
 mod ranges;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::index::{ProjectName, ProjectPage, json};
+use guard::{AddressPolicy, redact};
 
 /// What we ask the upstream for (UP-01): JSON first, because only JSON carries sizes, upload
 /// times and versions.
@@ -32,7 +36,35 @@ pub enum PageFetch {
     NotFound,
 }
 
-/// Why an upstream request failed. Every variant names the URL.
+/// HTTP Basic credentials for the upstream. Never printed: not in `Debug`, not in URLs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+/// Everything the upstream client is configured with.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// The simple-API root, without userinfo (credentials are kept apart).
+    pub base: Url,
+    pub credentials: Option<Credentials>,
+    pub timeout: Duration,
+    /// Requests (and downloads) under way at once, across all clients.
+    pub max_connections: usize,
+    /// Largest page body accepted, after decompression.
+    pub max_page_bytes: u64,
+    /// Largest file accepted when the page and headers announce no size.
+    pub max_file_bytes: u64,
+}
+
+/// Why an upstream request failed. Every variant names the URL, always without userinfo.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("upstream timed out on {url}")]
@@ -43,22 +75,28 @@ pub enum Error {
     Status { url: String, status: StatusCode },
     #[error("upstream sent a page Larder cannot read from {url}: {reason}")]
     BadPage { url: String, reason: String },
+    #[error("upstream sent more than {limit} bytes for {url}; {what}")]
+    TooLarge { url: String, limit: u64, what: &'static str },
+    #[error("refused to fetch {url}: {reason}")]
+    Refused { url: String, reason: String },
 }
 
 impl Error {
     pub(crate) fn from_reqwest(url: &str, e: reqwest::Error) -> Error {
+        let url = redact(url);
         if e.is_timeout() {
-            Error::Timeout { url: url.to_string() }
-        } else {
-            // The chain carries the useful part ("connection refused", a TLS error, ...).
-            let mut reason = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                reason = format!("{reason}: {s}");
-                source = s.source();
-            }
-            Error::Connect { url: url.to_string(), reason }
+            return Error::Timeout { url };
         }
+        // The chain carries the useful part ("connection refused", a TLS error, ...); the URL
+        // inside reqwest's message is dropped (it is named once, redacted).
+        let e = e.without_url();
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            reason = format!("{reason}: {s}");
+            source = s.source();
+        }
+        Error::Connect { url, reason }
     }
 
     pub fn is_timeout(&self) -> bool {
@@ -70,7 +108,7 @@ impl Error {
         match self {
             Error::Timeout { .. } | Error::Connect { .. } => true,
             Error::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
-            Error::BadPage { .. } => false,
+            Error::BadPage { .. } | Error::TooLarge { .. } | Error::Refused { .. } => false,
         }
     }
 }
@@ -79,39 +117,90 @@ impl Error {
 #[derive(Clone)]
 pub struct Upstream {
     base: Url,
-    /// Pages: gzip on; reqwest decompresses.
+    /// Pages: gzip on; reqwest decompresses (the decompressed size is capped).
     pages: reqwest::Client,
     /// Files: gzip off, so the bytes are exactly the bytes the hash names (crates-notes §3.2).
     files: reqwest::Client,
+    credentials: Option<Credentials>,
+    policy: AddressPolicy,
+    /// One permit per request under way: anonymous clients cannot multiply upstream traffic
+    /// past this (issue 9).
+    permits: Arc<Semaphore>,
+    max_page_bytes: u64,
+    max_file_bytes: u64,
 }
 
 impl Upstream {
-    /// `base` is the simple-API root, e.g. `https://<upstream>/simple/`.
-    pub fn new(mut base: Url, timeout: Duration) -> anyhow::Result<Upstream> {
+    pub fn new(settings: UpstreamSettings) -> anyhow::Result<Upstream> {
+        let mut base = settings.base;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
+        let policy = AddressPolicy::new(&base);
         let user_agent = concat!("larder/", env!("CARGO_PKG_VERSION"));
-        let pages =
-            reqwest::Client::builder().user_agent(user_agent).connect_timeout(timeout).timeout(timeout).build()?;
-        let files = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .no_gzip()
-            .connect_timeout(timeout)
-            // Large files take long; a stall, not the total time, is the failure.
-            .read_timeout(timeout)
-            .build()?;
-        Ok(Upstream { base, pages, files })
+        let timeout = settings.timeout;
+        let client = || {
+            reqwest::Client::builder()
+                .user_agent(user_agent)
+                .connect_timeout(timeout)
+                .redirect(policy.redirect_policy())
+                .dns_resolver(Arc::new(guard::GuardedResolver(policy.clone())))
+        };
+        let pages = client().timeout(timeout).build()?;
+        // Large files take long; a stall, not the total time, is the failure.
+        let files = client().no_gzip().read_timeout(timeout).build()?;
+        Ok(Upstream {
+            base,
+            pages,
+            files,
+            credentials: settings.credentials,
+            policy,
+            permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            max_page_bytes: settings.max_page_bytes,
+            max_file_bytes: settings.max_file_bytes,
+        })
     }
 
     pub fn base(&self) -> &Url {
         &self.base
     }
 
+    /// The largest file accepted when nothing announces its size.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
+    /// Waits for a free upstream slot.
+    async fn permit(&self) -> OwnedSemaphorePermit {
+        self.permits.clone().acquire_owned().await.expect("the upstream semaphore is never closed")
+    }
+
+    fn get(&self, client: &reqwest::Client, url: &str) -> Result<reqwest::RequestBuilder, Error> {
+        self.request(client, reqwest::Method::GET, url)
+    }
+
+    /// A request to `url` after the address policy allowed it, with the upstream's credentials
+    /// when `url` is on the upstream's own origin (never sent to another host, as pip does).
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        let parsed = Url::parse(url).map_err(|e| Error::Refused { url: redact(url), reason: e.to_string() })?;
+        self.policy.check_url(&parsed).map_err(|reason| Error::Refused { url: redact(url), reason })?;
+        let same_origin = parsed.origin() == self.base.origin();
+        let mut req = client.request(method, parsed);
+        if let Some(c) = self.credentials.as_ref().filter(|_| same_origin) {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        Ok(req)
+    }
+
     /// Fetches `<base>/<name>/`, conditionally when `validators` are given.
     pub async fn fetch_page(&self, name: &ProjectName, validators: Option<&Validators>) -> Result<PageFetch, Error> {
         let url = self.base.join(&format!("{name}/")).expect("a normalized name is a valid path segment");
-        let mut req = self.pages.get(url.clone()).header(header::ACCEPT, PAGE_ACCEPT);
+        let mut req = self.get(&self.pages, url.as_str())?.header(header::ACCEPT, PAGE_ACCEPT);
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
                 req = req.header(header::IF_NONE_MATCH, etag);
@@ -120,10 +209,11 @@ impl Upstream {
                 req = req.header(header::IF_MODIFIED_SINCE, lm);
             }
         }
+        let _permit = self.permit().await;
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e));
         record("page", started);
-        let resp = resp?;
+        let mut resp = resp?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageFetch::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => return Ok(PageFetch::NotFound),
@@ -139,8 +229,17 @@ impl Upstream {
         let validators =
             Validators { etag: header_str(header::ETAG), last_modified: header_str(header::LAST_MODIFIED) };
         let content_type = header_str(header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
-        let body = resp.bytes().await.map_err(|e| Error::from_reqwest(url.as_str(), e))?;
-        let bad = |reason: String| Error::BadPage { url: final_url.to_string(), reason };
+        // Read in pieces and count the decompressed bytes: a gzip bomb stops at the limit.
+        let too_large =
+            || Error::TooLarge { url: redact(url.as_str()), limit: self.max_page_bytes, what: "raise max_page_size" };
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(url.as_str(), e))? {
+            if (body.len() + chunk.len()) as u64 > self.max_page_bytes {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let bad = |reason: String| Error::BadPage { url: redact(final_url.as_str()), reason };
         let page = if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
             json::parse_project(&body, name, &final_url).map_err(|e| bad(e.to_string()))?
         } else if content_type.starts_with("text/html")
@@ -153,21 +252,24 @@ impl Upstream {
         Ok(PageFetch::Modified(page, validators))
     }
 
-    /// Starts downloading a file; the caller streams the body.
-    pub async fn fetch_file(&self, url: &str) -> Result<reqwest::Response, Error> {
+    /// Starts downloading a file; the caller streams the body, holding the permit until done.
+    pub async fn fetch_file(&self, url: &str) -> Result<(reqwest::Response, OwnedSemaphorePermit), Error> {
+        let req = self.get(&self.files, url)?.header(header::ACCEPT_ENCODING, "identity");
+        let permit = self.permit().await;
         let started = std::time::Instant::now();
-        let resp = self.files.get(url).header(header::ACCEPT_ENCODING, "identity").send().await;
+        let resp = req.send().await;
         record("file", started);
         let resp = resp.map_err(|e| Error::from_reqwest(url, e))?;
         if !resp.status().is_success() {
-            return Err(Error::Status { url: url.to_string(), status: resp.status() });
+            return Err(Error::Status { url: redact(url), status: resp.status() });
         }
-        Ok(resp)
+        Ok((resp, permit))
     }
 
     /// Reads a wheel's METADATA with range requests only (no whole-wheel download).
     pub async fn fetch_wheel_metadata(&self, url: &str, size: Option<u64>) -> Result<Vec<u8>, Error> {
-        ranges::fetch_wheel_metadata(&self.files, url, size).await
+        let _permit = self.permit().await;
+        ranges::fetch_wheel_metadata(self, url, size).await
     }
 
     /// Maps a streaming error from `fetch_file`'s body.
@@ -176,8 +278,29 @@ impl Upstream {
     }
 }
 
+/// The PEP 658 metadata URL of a file URL: `.metadata` appended to the path, before any query.
+pub fn metadata_url(file_url: &str) -> String {
+    match Url::parse(file_url) {
+        Ok(mut u) => {
+            let path = format!("{}.metadata", u.path());
+            u.set_path(&path);
+            u.into()
+        }
+        Err(_) => format!("{file_url}.metadata"),
+    }
+}
+
 /// Counts an upstream request and its time to headers.
 pub(crate) fn record(kind: &'static str, started: std::time::Instant) {
     metrics::counter!("larder_upstream_requests_total", "kind" => kind).increment(1);
     metrics::histogram!("larder_upstream_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn metadata_urls_keep_the_query_after_the_path() {
+        assert_eq!(super::metadata_url("https://h/f/x-1.0.whl"), "https://h/f/x-1.0.whl.metadata");
+        assert_eq!(super::metadata_url("https://h/f/x-1.0.whl?sig=abc"), "https://h/f/x-1.0.whl.metadata?sig=abc");
+    }
 }

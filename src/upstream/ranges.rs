@@ -9,14 +9,17 @@ use std::io::Read;
 use bytes::Bytes;
 use reqwest::{StatusCode, header};
 
-use super::Error;
+use super::{Error, Upstream, guard::redact};
 
 /// How much of the tail to fetch first: enough for the central directory of most wheels.
 const TAIL: u64 = 64 * 1024;
 const MAX_METADATA: u64 = 16 * 1024 * 1024;
+/// A wheel's central directory larger than this is not read by ranges (the whole-file path
+/// still works): ~100,000 members.
+const MAX_CENTRAL_DIRECTORY: u64 = 16 * 1024 * 1024;
 
 fn bad(url: &str, reason: impl Into<String>) -> Error {
-    Error::BadPage { url: url.to_string(), reason: reason.into() }
+    Error::BadPage { url: redact(url), reason: reason.into() }
 }
 
 fn u16_at(b: &[u8], i: usize) -> usize {
@@ -29,10 +32,13 @@ fn u32_at(b: &[u8], i: usize) -> u64 {
 
 /// One `bytes=start-end` request (inclusive); anything but a matching 206 is an error, and the
 /// body of a 200 is never read.
-async fn get_range(client: &reqwest::Client, url: &str, start: u64, end: u64) -> Result<Bytes, Error> {
+async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Bytes, Error> {
+    if end < start {
+        return Err(bad(url, "an empty byte range"));
+    }
     let started = std::time::Instant::now();
-    let resp = client
-        .get(url)
+    let resp = up
+        .get(&up.files, url)?
         .header(header::RANGE, format!("bytes={start}-{end}"))
         .header(header::ACCEPT_ENCODING, "identity")
         .send()
@@ -50,10 +56,11 @@ async fn get_range(client: &reqwest::Client, url: &str, start: u64, end: u64) ->
 }
 
 /// The file's size: from the page when known, else from a HEAD request.
-async fn file_size(client: &reqwest::Client, url: &str) -> Result<u64, Error> {
-    let resp = client.head(url).send().await.map_err(|e| Error::from_reqwest(url, e))?;
+async fn file_size(up: &Upstream, url: &str) -> Result<u64, Error> {
+    let resp =
+        up.request(&up.files, reqwest::Method::HEAD, url)?.send().await.map_err(|e| Error::from_reqwest(url, e))?;
     if !resp.status().is_success() {
-        return Err(Error::Status { url: url.to_string(), status: resp.status() });
+        return Err(Error::Status { url: redact(url), status: resp.status() });
     }
     resp.headers()
         .get(header::CONTENT_LENGTH)
@@ -103,29 +110,32 @@ fn find_metadata(cd: &[u8], url: &str) -> Result<Member, Error> {
 }
 
 /// Reads the METADATA of the wheel at `url` with range requests only.
-pub async fn fetch_wheel_metadata(client: &reqwest::Client, url: &str, size: Option<u64>) -> Result<Vec<u8>, Error> {
+pub async fn fetch_wheel_metadata(up: &Upstream, url: &str, size: Option<u64>) -> Result<Vec<u8>, Error> {
     let size = match size {
         Some(s) => s,
-        None => file_size(client, url).await?,
+        None => file_size(up, url).await?,
     };
     if size < 22 {
         return Err(bad(url, "too small to be a zip"));
     }
     let tail_start = size.saturating_sub(TAIL);
-    let tail = get_range(client, url, tail_start, size - 1).await?;
+    let tail = get_range(up, url, tail_start, size - 1).await?;
     let eocd = (0..=tail.len() - 22)
         .rev()
         .find(|&i| u32_at(&tail, i) == 0x0605_4b50)
         .ok_or_else(|| bad(url, "no zip end record in the last 64 KiB"))?;
     let (cd_size, cd_offset) = (u32_at(&tail, eocd + 12), u32_at(&tail, eocd + 16));
-    if cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF || cd_offset + cd_size > size {
+    if cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF || cd_size == 0 || cd_offset + cd_size > size {
         return Err(bad(url, "zip64 or a broken end record"));
+    }
+    if cd_size > MAX_CENTRAL_DIRECTORY {
+        return Err(bad(url, "the central directory is too large"));
     }
     let cd: Bytes = if cd_offset >= tail_start {
         let from = (cd_offset - tail_start) as usize;
         tail.slice(from..from + cd_size as usize)
     } else {
-        get_range(client, url, cd_offset, cd_offset + cd_size - 1).await?
+        get_range(up, url, cd_offset, cd_offset + cd_size - 1).await?
     };
     let member = find_metadata(&cd, url)?;
     if member.uncompressed > MAX_METADATA || member.compressed > MAX_METADATA {
@@ -133,8 +143,11 @@ pub async fn fetch_wheel_metadata(client: &reqwest::Client, url: &str, size: Opt
     }
     // The local header's extra field may differ from the central one; fetch some slack.
     let slack = 30 + 1024 + 1024;
+    if member.local_header >= size {
+        return Err(bad(url, "the central directory points past the end of the file"));
+    }
     let end = (member.local_header + slack + member.compressed).min(size) - 1;
-    let local = get_range(client, url, member.local_header, end).await?;
+    let local = get_range(up, url, member.local_header, end).await?;
     if local.len() < 30 || u32_at(&local, 0) != 0x0403_4b50 {
         return Err(bad(url, "no local file header where the central directory points"));
     }

@@ -48,6 +48,15 @@ pub struct MockState {
     pub odd_content_type: bool,
     /// Delay before answering file and page requests.
     pub delay: Duration,
+    /// Answer 401 unless the request carries exactly this Authorization header.
+    pub require_authorization: Option<String>,
+    /// path → Location: answer 302 (a redirect chain, or one to somewhere else).
+    pub redirects: BTreeMap<String, String>,
+    /// path → headers and body, served as is (hostile pages and files).
+    pub raw: BTreeMap<String, (Vec<(&'static str, String)>, Vec<u8>)>,
+    /// Requests being answered now, and the most seen at once.
+    pub inflight: usize,
+    pub max_inflight: usize,
 }
 
 pub struct MockUpstream {
@@ -75,7 +84,7 @@ impl MockUpstream {
                             tokio::spawn(async move {
                                 let svc = hyper::service::service_fn(move |req| {
                                     let st = st.clone();
-                                    async move { Ok::<_, Infallible>(answer(st, req).await) }
+                                    async move { Ok::<_, Infallible>(maybe_chunked(answer(st, req).await)) }
                                 });
                                 let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -125,11 +134,46 @@ impl MockUpstream {
     }
 }
 
+type MockBody = http_body_util::Either<
+    Full<Bytes>,
+    http_body_util::StreamBody<
+        futures_util::stream::Once<std::future::Ready<Result<hyper::body::Frame<Bytes>, Infallible>>>,
+    >,
+>;
+
+/// A response marked `x-mock-chunked` is sent without Content-Length (chunked), like an
+/// upstream that announces no size.
+fn maybe_chunked(resp: Response<Full<Bytes>>) -> Response<MockBody> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.headers.remove("x-mock-chunked").is_none() {
+        return Response::from_parts(parts, http_body_util::Either::Left(body));
+    }
+    let bytes =
+        futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body)).unwrap().unwrap().to_bytes();
+    let frame = futures_util::stream::once(std::future::ready(Ok(hyper::body::Frame::data(bytes))));
+    Response::from_parts(parts, http_body_util::Either::Right(http_body_util::StreamBody::new(frame)))
+}
+
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder().status(status).header("content-type", content_type).body(Full::new(body.into())).unwrap()
 }
 
+/// Counts a request as in flight until dropped.
+struct Inflight(Arc<Mutex<MockState>>);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().inflight -= 1;
+    }
+}
+
 async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let _inflight = {
+        let mut st = state.lock().unwrap();
+        st.inflight += 1;
+        st.max_inflight = st.max_inflight.max(st.inflight);
+        Inflight(state.clone())
+    };
     let path = req.uri().path().to_string();
     let range = req.headers().get("range").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (down, delay, html_only, odd) = {
@@ -150,6 +194,23 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down for maintenance");
     }
     let st = state.lock().unwrap();
+    if let Some(expected) = &st.require_authorization
+        && req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
+    {
+        return respond(StatusCode::UNAUTHORIZED, "text/plain", "credentials needed");
+    }
+    if let Some(location) = st.redirects.get(&path) {
+        let mut resp = respond(StatusCode::FOUND, "text/plain", "moved");
+        resp.headers_mut().insert("location", location.parse().unwrap());
+        return resp;
+    }
+    if let Some((headers, body)) = st.raw.get(&path) {
+        let mut resp = Response::new(Full::new(Bytes::from(body.clone())));
+        for (k, v) in headers {
+            resp.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        return resp;
+    }
     if let Some(name) = path.strip_prefix("/simple/").and_then(|p| p.strip_suffix('/')) {
         let Some(files) = st.projects.get(name) else {
             return respond(StatusCode::NOT_FOUND, "text/plain", "no such project");
