@@ -27,7 +27,7 @@ impl ProjectName {
     pub fn parse(raw: &str) -> Result<Self, InvalidName> {
         let bytes = raw.as_bytes();
         if bytes.len() > MAX_LEN {
-            return Err(InvalidName(format!("{}…", &raw[..raw.floor_char_boundary(40)])));
+            return Err(InvalidName(format!("{}…", raw.chars().take(40).collect::<String>())));
         }
         let alnum = |b: &u8| b.is_ascii_alphanumeric();
         let valid = match bytes {
