@@ -36,6 +36,9 @@ impl MockFile {
     }
 }
 
+/// Headers and body of an answer served as is.
+pub type RawAnswer = (Vec<(&'static str, String)>, Vec<u8>);
+
 #[derive(Default)]
 pub struct MockState {
     pub projects: BTreeMap<String, Vec<MockFile>>,
@@ -53,7 +56,7 @@ pub struct MockState {
     /// path → Location: answer 302 (a redirect chain, or one to somewhere else).
     pub redirects: BTreeMap<String, String>,
     /// path → headers and body, served as is (hostile pages and files).
-    pub raw: BTreeMap<String, (Vec<(&'static str, String)>, Vec<u8>)>,
+    pub raw: BTreeMap<String, RawAnswer>,
     /// Requests being answered now, and the most seen at once.
     pub inflight: usize,
     pub max_inflight: usize,
