@@ -254,6 +254,15 @@ pub struct Settings {
     #[arg(long, env = "LARDER_MAX_UPLOAD_MIB", value_name = "MIB")]
     pub max_upload_mib: Option<u64>,
 
+    /// Most members (files) read in one uploaded or upstream archive; more get 400 [default: 100000].
+    #[arg(long, env = "LARDER_MAX_ARCHIVE_MEMBERS", value_name = "N")]
+    pub max_archive_members: Option<u64>,
+
+    /// Most bytes an uploaded sdist may unpack to while Larder looks for its PKG-INFO, e.g.
+    /// `4GiB`; a compression bomb stops there with a 400 [default: 4GiB].
+    #[arg(long, env = "LARDER_MAX_ARCHIVE_UNPACKED", value_name = "SIZE")]
+    pub max_archive_unpacked: Option<String>,
+
     /// Project names that may be uploaded although the upstream has them (comma-separated).
     /// Without this, such uploads are refused: a private upload masks the upstream project.
     #[arg(long, env = "LARDER_ALLOW_SHADOWING", value_name = "NAMES", value_delimiter = ',')]

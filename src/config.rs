@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub upstream_username: Option<String>,
     pub upstream_password: Option<String>,
     pub max_upstream_connections: Option<usize>,
+    pub max_archive_members: Option<u64>,
+    pub max_archive_unpacked: Option<String>,
     pub max_page_size: Option<String>,
     pub max_file_size: Option<String>,
     pub offline: Option<bool>,
@@ -142,6 +144,8 @@ pub struct Config {
     pub max_store_bytes: Option<u64>,
     pub default_project: String,
     pub max_upload_bytes: u64,
+    /// Bounds on reading uploaded and upstream archives.
+    pub archive_limits: crate::archive::ArchiveLimits,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
     pub metadata_prefetch: bool,
     pub metadata_prefetch_versions: usize,
@@ -244,6 +248,10 @@ impl Config {
             },
             default_project,
             max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
+            archive_limits: crate::archive::ArchiveLimits {
+                max_members: s.max_archive_members.or(file.max_archive_members).unwrap_or(100_000),
+                max_unpacked: size("max_archive_unpacked", &s.max_archive_unpacked, file.max_archive_unpacked, "4GiB")?,
+            },
             metadata_prefetch: s.metadata_prefetch.or(file.metadata_prefetch).unwrap_or(true),
             metadata_prefetch_versions: s.metadata_prefetch_versions.or(file.metadata_prefetch_versions).unwrap_or(3),
             allow_shadowing,

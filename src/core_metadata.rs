@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::archive::ArchiveLimits;
 use crate::index::{ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
 use crate::pages::{PageState, Pages};
@@ -80,9 +81,17 @@ impl MetadataLinks {
 
     /// Extracts and stores the METADATA of a complete wheel on local disk. A wheel whose
     /// METADATA cannot be read is served as usual, without metadata; that is logged once, here.
-    pub async fn extract_from_file(&self, wheel_sha256: &str, filename: &str, path: &Path) -> Option<String> {
+    pub async fn extract_from_file(
+        &self,
+        wheel_sha256: &str,
+        filename: &str,
+        path: &Path,
+        limits: ArchiveLimits,
+    ) -> Option<String> {
         let p = path.to_path_buf();
-        let read = tokio::task::spawn_blocking(move || metadata::read_wheel_metadata(&p)).await.expect("no panic");
+        let read = tokio::task::spawn_blocking(move || metadata::read_wheel_metadata(&p, &limits))
+            .await
+            .unwrap_or_else(|e| Err(format!("metadata extraction failed: {e}")));
         match read {
             Ok(md) => match self.store(wheel_sha256, md.raw).await {
                 Ok(sha) => {

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::archive::ArchiveLimits;
 use crate::core_metadata::MetadataLinks;
 use crate::evict::Evictor;
 use crate::index::ProjectName;
@@ -96,6 +97,7 @@ pub struct Fills {
     links: Arc<MetadataLinks>,
     pages: Arc<Pages>,
     evictor: Option<Arc<Evictor>>,
+    archive_limits: ArchiveLimits,
 }
 
 impl Fills {
@@ -106,13 +108,23 @@ impl Fills {
         links: Arc<MetadataLinks>,
         pages: Arc<Pages>,
         evictor: Option<Arc<Evictor>>,
+        archive_limits: ArchiveLimits,
     ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
         // Leftovers of a crash are never visible (they are not in the store); clear them.
         for entry in std::fs::read_dir(&spool_dir)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        Ok(Fills { inflight: Mutex::new(HashMap::new()), store, upstream, spool_dir, links, pages, evictor })
+        Ok(Fills {
+            inflight: Mutex::new(HashMap::new()),
+            store,
+            upstream,
+            spool_dir,
+            links,
+            pages,
+            evictor,
+            archive_limits,
+        })
     }
 
     /// Waits until no download (nor its follow-up work, such as metadata extraction) is under
@@ -149,7 +161,7 @@ impl Fills {
                 // Issue 6, after Done so that no client waits for it: the wheel's METADATA,
                 // read from the spool while it still exists.
                 if let Some((project, filename)) = &req.extract_metadata_for
-                    && self.links.extract_from_file(&sha256, filename, &spool).await.is_some()
+                    && self.links.extract_from_file(&sha256, filename, &spool, self.archive_limits).await.is_some()
                 {
                     self.pages.relink(project).await;
                 }

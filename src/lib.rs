@@ -8,6 +8,7 @@
 //! - `handlers`: one file per endpoint family (`simple`, `files`, `upload`, `manage`, `health`).
 //! - `private`: private uploads per project, the names they claim (masking), yanks, deletes.
 //! - `records`: every record key and schema, validated before anything trusts it.
+//! - `archive`: bounded reading of tar and zip archives from outside.
 //! - `metadata`: distribution filenames and the core metadata inside wheels and sdists.
 //! - `index`: the model of a project page, and PEP 503 HTML / PEP 691 JSON rendering;
 //!   `name` (normalization), `media_type` (negotiation), `filename`.
@@ -23,6 +24,7 @@
 //!
 //! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
 
+pub mod archive;
 pub mod auth;
 pub mod bundle;
 pub mod cli;

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::archive::{self, ArchiveLimits};
 use crate::index::{ProjectName, name::normalize};
 
 /// Metadata larger than this is refused (EX-4).
@@ -119,8 +120,9 @@ impl CoreMetadata {
 
 /// Reads `<single top-level>.dist-info/METADATA` from a wheel (EX-1), through the zip's
 /// central directory.
-pub fn read_wheel_metadata(path: &Path) -> Result<CoreMetadata, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open the wheel: {e}"))?;
+pub fn read_wheel_metadata(path: &Path, limits: &ArchiveLimits) -> Result<CoreMetadata, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open the wheel: {e}"))?;
+    archive::check_zip(&mut file, limits)?;
     let mut zip =
         zip::ZipArchive::new(file).map_err(|e| format!("Invalid distribution file: not a zip archive ({e})"))?;
     wheel_metadata_from_zip(&mut zip)
@@ -156,13 +158,14 @@ pub fn wheel_metadata_from_zip<R: Read + std::io::Seek>(zip: &mut zip::ZipArchiv
 }
 
 /// Reads `<top>/PKG-INFO` from an sdist (EX-2), without extracting anything.
-pub fn read_sdist_metadata(path: &Path, filename: &str) -> Result<CoreMetadata, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open the sdist: {e}"))?;
+pub fn read_sdist_metadata(path: &Path, filename: &str, limits: &ArchiveLimits) -> Result<CoreMetadata, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open the sdist: {e}"))?;
     let is_pkg_info = |p: &str| {
         let parts: Vec<&str> = p.trim_end_matches('/').split('/').collect();
         parts.len() == 2 && parts[1] == "PKG-INFO"
     };
     if filename.ends_with(".zip") {
+        archive::check_zip(&mut file, limits)?;
         let mut zip =
             zip::ZipArchive::new(file).map_err(|e| format!("Invalid distribution file: not a zip archive ({e})"))?;
         let name = zip
@@ -179,18 +182,11 @@ pub fn read_sdist_metadata(path: &Path, filename: &str) -> Result<CoreMetadata, 
             .map_err(|e| e.to_string())?;
         return CoreMetadata::parse(raw);
     }
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let entries = archive.entries().map_err(|e| format!("Invalid distribution file: not a gzip tar archive ({e})"))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| format!("Invalid distribution file: broken tar archive ({e})"))?;
-        let path = entry.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
-        if is_pkg_info(&path) {
-            let mut raw = Vec::new();
-            (&mut entry).take(MAX_METADATA).read_to_end(&mut raw).map_err(|e| e.to_string())?;
-            return CoreMetadata::parse(raw);
-        }
+    match archive::tar_member(flate2::read::GzDecoder::new(file), limits, is_pkg_info, MAX_METADATA) {
+        Ok(Some(raw)) => CoreMetadata::parse(raw),
+        Ok(None) => Err("Invalid distribution file: the sdist has no PKG-INFO".into()),
+        Err(e) => Err(format!("Invalid distribution file: {e}")),
     }
-    Err("Invalid distribution file: the sdist has no PKG-INFO".into())
 }
 
 /// EX-1 step 3: the dist-info prefix must belong to the project (checked by the caller through

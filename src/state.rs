@@ -59,7 +59,8 @@ impl AppState {
                     pages.set_prefetcher(spawn_prefetcher(pages.clone(), up.clone(), links.clone(), settings));
                 }
                 let spool = config.data_dir.join("spool");
-                Some(Arc::new(Fills::new(store.clone(), up, spool, links, pages.clone(), evictor.clone())?))
+                let limits = config.archive_limits;
+                Some(Arc::new(Fills::new(store.clone(), up, spool, links, pages.clone(), evictor.clone(), limits)?))
             }
             None => None,
         };

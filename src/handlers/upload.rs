@@ -20,6 +20,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::archive::ArchiveLimits;
 use crate::auth;
 use crate::error::HttpError;
 use crate::index::{ProjectName, filename};
@@ -85,7 +86,7 @@ pub async fn upload(
         FormError::Io(e) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot spool the upload: {e}")),
     })?;
 
-    let (name, file, md) = validate(&form, content).await?;
+    let (name, file, md) = validate(&form, content, state.config.archive_limits).await?;
     check_shadowing(state, project, &name).await?;
 
     // A different file under an existing name is refused before anything is stored.
@@ -216,6 +217,7 @@ fn field<'a>(form: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a s
 async fn validate(
     form: &HashMap<String, Vec<String>>,
     content: Option<Spooled>,
+    limits: ArchiveLimits,
 ) -> Result<(ProjectName, Spooled, CoreMetadata), HttpError> {
     fn bad(m: impl Into<String>) -> HttpError {
         HttpError::bad_request(m)
@@ -283,11 +285,11 @@ async fn validate(
     }
     let (path, fname, kind) = (file.path.clone(), file.filename.clone(), parsed.kind);
     let md = tokio::task::spawn_blocking(move || match kind {
-        DistKind::Wheel => metadata::read_wheel_metadata(&path),
-        DistKind::Sdist => metadata::read_sdist_metadata(&path, &fname),
+        DistKind::Wheel => metadata::read_wheel_metadata(&path, &limits),
+        DistKind::Sdist => metadata::read_sdist_metadata(&path, &fname, &limits),
     })
     .await
-    .expect("metadata reading does not panic")
+    .unwrap_or_else(|e| Err(format!("Invalid distribution file: cannot be read ({e})")))
     .map_err(bad)?;
     if !metadata::names_match(&md.name, name.as_str()) {
         return Err(bad(format!("the metadata inside `{}` names `{}`, not `{name}`", file.filename, md.name)));

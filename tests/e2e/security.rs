@@ -347,3 +347,52 @@ fn upstream_concurrency_is_bounded_for_any_number_of_anonymous_clients() {
     let resp = http().get(server.url(&format!("/simple/{}/", "a".repeat(300)))).send().unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+/// POSTs a legacy upload of `(filename, bytes)` for `name` 1.0 with `token`.
+fn upload(server: &Larder, token: &str, name: &str, file: (&str, &[u8])) -> reqwest::blocking::Response {
+    let (ct, body) = crate::util::multipart(&[("name", name), ("version", "1.0")], Some(file));
+    http()
+        .post(server.url("/legacy/"))
+        .basic_auth("x", Some(token))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn one_crafted_upload_cannot_exhaust_memory() {
+    // An sdist whose first tar record is a GNU long name declaring 16 GiB, followed by 64 MiB
+    // of zeros: a few dozen KiB on the wire.
+    let mut tar = Vec::new();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_size(16 << 30);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_cksum();
+    tar.extend_from_slice(h.as_bytes());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 512 * 1024);
+
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Larder::start_with_env(dir.path(), &["--max-archive-members", "1000"], &[("LARDER_TOKEN", "bomb-token-1")]);
+    let resp = upload(&server, "bomb-token-1", "bomb", ("bomb-1.0.tar.gz", &bomb));
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().unwrap();
+    assert!(text.contains("at most 65536"), "{text}");
+    // A zip sdist whose end record claims 65,279 members (more than the 1,000 allowed here).
+    let mut zip = vec![0u8; 64];
+    zip.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 0xff, 0xfe, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let resp = upload(&server, "bomb-token-1", "bomb", ("bomb-1.0.zip", &zip));
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("max_archive_members"));
+    assert_eq!(http().get(server.url("/-/health")).send().unwrap().status(), 200, "the server is still up");
+    assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "no spool leftovers");
+}
