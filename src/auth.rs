@@ -120,6 +120,16 @@ fn credentials(headers: &HeaderMap) -> Option<String> {
     }
 }
 
+/// `/metrics` is open unless `metrics_token` is set; then it needs that token.
+pub fn authorize_metrics(config: &Config, headers: &HeaderMap) -> Result<(), HttpError> {
+    let Some(expected) = &config.metrics_token else { return Ok(()) };
+    match credentials(headers) {
+        Some(t) if bool::from(digest(&t).ct_eq(&digest(expected))) => Ok(()),
+        Some(_) => Err(unauthorized("invalid metrics token")),
+        None => Err(unauthorized("/metrics needs the metrics token (metrics_token)")),
+    }
+}
+
 /// 401 with `WWW-Authenticate: Basic`, so pip, uv and twine offer their credentials (UPL-04).
 pub fn unauthorized(message: &str) -> HttpError {
     HttpError::new(StatusCode::UNAUTHORIZED, message)

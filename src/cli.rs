@@ -254,6 +254,25 @@ pub struct Settings {
     #[arg(long, env = "LARDER_MAX_UPLOAD_MIB", value_name = "MIB")]
     pub max_upload_mib: Option<u64>,
 
+    /// A client must send a whole request head within this [default: 15s].
+    #[arg(long, env = "LARDER_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub header_timeout: Option<Duration>,
+
+    /// A connection with no request under way and nothing sent or received for this long is
+    /// closed; also a stalled upload body [default: 60s].
+    #[arg(long, env = "LARDER_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Client connections served at once; more wait in the listen backlog [default: 8192].
+    /// Larder raises its open-file limit to fit, as far as the system allows.
+    #[arg(long, env = "LARDER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Require this token for `/metrics` (as a Bearer token or Basic password). Prefer the
+    /// environment variable. Default: /metrics is open.
+    #[arg(long, env = "LARDER_METRICS_TOKEN", value_name = "SECRET", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Most members (files) read in one uploaded or upstream archive; more get 400 [default: 100000].
     #[arg(long, env = "LARDER_MAX_ARCHIVE_MEMBERS", value_name = "N")]
     pub max_archive_members: Option<u64>,

@@ -23,6 +23,12 @@ pub struct FileConfig {
     pub upstream_username: Option<String>,
     pub upstream_password: Option<String>,
     pub max_upstream_connections: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub metrics_token: Option<String>,
     pub max_archive_members: Option<u64>,
     pub max_archive_unpacked: Option<String>,
     pub max_page_size: Option<String>,
@@ -144,6 +150,10 @@ pub struct Config {
     pub max_store_bytes: Option<u64>,
     pub default_project: String,
     pub max_upload_bytes: u64,
+    /// Timeouts and the connection cap of the server.
+    pub connection_limits: crate::server::ConnectionLimits,
+    /// `/metrics` needs this token (Bearer or Basic password) when set.
+    pub metrics_token: Option<String>,
     /// Bounds on reading uploaded and upstream archives.
     pub archive_limits: crate::archive::ArchiveLimits,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
@@ -248,6 +258,12 @@ impl Config {
             },
             default_project,
             max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
+            connection_limits: crate::server::ConnectionLimits {
+                header_timeout: s.header_timeout.or(file.header_timeout).unwrap_or(Duration::from_secs(15)),
+                idle_timeout: s.idle_timeout.or(file.idle_timeout).unwrap_or(Duration::from_secs(60)),
+                max_connections: s.max_connections.or(file.max_connections).unwrap_or(8192),
+            },
+            metrics_token: s.metrics_token.clone().or(file.metrics_token).filter(|t| !t.is_empty()),
             archive_limits: crate::archive::ArchiveLimits {
                 max_members: s.max_archive_members.or(file.max_archive_members).unwrap_or(100_000),
                 max_unpacked: size("max_archive_unpacked", &s.max_archive_unpacked, file.max_archive_unpacked, "4GiB")?,

@@ -24,6 +24,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.tokens.is_empty() {
         tracing::info!("no tokens configured: uploads are refused (set LARDER_TOKEN or [[tokens]] in the config)");
     }
+    raise_fd_limit(config.connection_limits.max_connections as u64 + 256);
     let mut state = AppState::new(config).await?;
     state.metrics = Some(crate::telemetry::install_metrics()?);
     tracing::info!(store = %state.store.location(), "store opened");
@@ -31,6 +32,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("listening on {scheme}://{addr}");
     crate::server::serve(listener, state, tls, shutdown_signal()).await;
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: each connection is a file descriptor, and
+/// a soft limit of 1024 would cap connections far below `max_connections`.
+fn raise_fd_limit(wanted: u64) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain syscalls on a stack value.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        if (lim.rlim_cur as u64) < wanted {
+            tracing::warn!(
+                open_files = lim.rlim_cur as u64,
+                wanted,
+                "the open-file limit is below max_connections; raise it (ulimit -n) or lower max_connections"
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

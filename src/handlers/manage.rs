@@ -58,14 +58,15 @@ pub async fn manage(
             Err(e) => Err(e),
         },
         Action::Yank(body) => {
-            let bytes = body
+            // Read at most the limit: a longer body is refused without being buffered.
+            let bytes = http_body_util::Limited::new(body, MAX_REASON)
                 .collect()
                 .await
-                .map_err(|e| HttpError::bad_request(format!("cannot read the yank reason: {e}")))?
+                .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                    Some(_) => HttpError::bad_request(format!("the yank reason is longer than {MAX_REASON} bytes")),
+                    None => HttpError::bad_request(format!("cannot read the yank reason: {e}")),
+                })?
                 .to_bytes();
-            if bytes.len() > MAX_REASON {
-                return Err(HttpError::bad_request(format!("the yank reason is longer than {MAX_REASON} bytes")));
-            }
             let reason = String::from_utf8(bytes.to_vec())
                 .map_err(|_| HttpError::bad_request("the yank reason is not UTF-8"))?
                 .trim()

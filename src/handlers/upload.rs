@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use blake2::Blake2b;
 use blake2::digest::consts::U32;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{HeaderMap, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -32,6 +32,11 @@ use crate::state::AppState;
 
 /// Text fields larger than this are refused (a long description is a few hundred KB).
 const MAX_TEXT_FIELD: u64 = 8 * 1024 * 1024;
+/// All text fields together, and how many there may be: twine sends about 30 (issue 9).
+const MAX_FORM_TEXT: usize = 16 * 1024 * 1024;
+const MAX_FIELDS: usize = 1000;
+/// One part's header section (multer reads it whole, however long).
+const MAX_PART_HEADERS: u64 = 16 * 1024;
 
 type Blake2b256 = Blake2b<U32>;
 
@@ -80,9 +85,11 @@ pub async fn upload(
 
     let spool_path = state.config.data_dir.join("spool").join(format!("upload-{:016x}.part", rand::random::<u64>()));
     let _guard = SpoolGuard(spool_path.clone());
-    let (form, content) = read_form(body, &boundary, limit, &spool_path).await.map_err(|e| match e {
+    let idle = state.config.connection_limits.idle_timeout;
+    let (form, content) = read_form(body, &boundary, limit, idle, &spool_path).await.map_err(|e| match e {
         FormError::TooLarge => too_large(),
         FormError::Bad(m) => HttpError::bad_request(m),
+        FormError::Stalled(m) => HttpError::new(StatusCode::REQUEST_TIMEOUT, m),
         FormError::Io(e) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot spool the upload: {e}")),
     })?;
 
@@ -141,6 +148,7 @@ pub async fn upload(
 enum FormError {
     TooLarge,
     Bad(String),
+    Stalled(String),
     Io(std::io::Error),
 }
 
@@ -148,8 +156,66 @@ impl From<multer::Error> for FormError {
     fn from(e: multer::Error) -> FormError {
         match e {
             multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => FormError::TooLarge,
+            multer::Error::StreamReadFailed(inner) => match inner.downcast::<std::io::Error>() {
+                Ok(io) if io.kind() == std::io::ErrorKind::TimedOut => FormError::Stalled(io.to_string()),
+                Ok(io) => FormError::Bad(format!("cannot read the upload: {io}")),
+                Err(other) => FormError::Bad(format!("cannot read the upload: {other}")),
+            },
             e => FormError::Bad(format!("malformed multipart body: {e}")),
         }
+    }
+}
+
+/// Bounds the header section of every multipart part, which multer buffers whole: it watches
+/// the raw stream for each delimiter (`\r\n--boundary`) and the blank line that ends the part's
+/// headers after it.
+struct PartHeaderLimit {
+    delimiter: Vec<u8>,
+    /// Stream offset where the current header section began; `None` inside a part's body.
+    headers_since: Option<u64>,
+    /// The tail of the previous chunk, so that a pattern split across chunks is found.
+    carry: Vec<u8>,
+    /// Bytes seen so far.
+    offset: u64,
+}
+
+impl PartHeaderLimit {
+    fn new(boundary: &str) -> PartHeaderLimit {
+        let delimiter = format!("\r\n--{boundary}").into_bytes();
+        PartHeaderLimit { delimiter, headers_since: Some(0), carry: Vec::new(), offset: 0 }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), std::io::Error> {
+        let mut buf = std::mem::take(&mut self.carry);
+        let base = self.offset - buf.len() as u64;
+        buf.extend_from_slice(chunk);
+        self.offset += chunk.len() as u64;
+        let mut pos = 0;
+        let too_long =
+            || std::io::Error::other(format!("a multipart part's headers are longer than {MAX_PART_HEADERS} bytes"));
+        loop {
+            match self.headers_since {
+                Some(start) => match memchr::memmem::find(&buf[pos..], b"\r\n\r\n") {
+                    Some(i) if base + (pos + i) as u64 - start > MAX_PART_HEADERS => return Err(too_long()),
+                    Some(i) => {
+                        pos += i + 4;
+                        self.headers_since = None;
+                    }
+                    None if self.offset - start > MAX_PART_HEADERS => return Err(too_long()),
+                    None => break,
+                },
+                None => match memchr::memmem::find(&buf[pos..], &self.delimiter) {
+                    Some(i) => {
+                        pos += i + self.delimiter.len();
+                        self.headers_since = Some(base + pos as u64);
+                    }
+                    None => break,
+                },
+            }
+        }
+        let keep = buf.len().saturating_sub(self.delimiter.len()).max(pos);
+        self.carry = buf[keep..].to_vec();
+        Ok(())
     }
 }
 
@@ -158,15 +224,23 @@ async fn read_form(
     body: Incoming,
     boundary: &str,
     limit: u64,
+    idle: std::time::Duration,
     spool_path: &PathBuf,
 ) -> Result<(HashMap<String, Vec<String>>, Option<Spooled>), FormError> {
     let constraints = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().whole_stream(limit).per_field(MAX_TEXT_FIELD).for_field("content", limit));
-    let stream = body.into_data_stream();
+    let mut headers = PartHeaderLimit::new(boundary);
+    let stream = crate::server::body::incoming_with_idle_timeout(body, idle)
+        .map(move |chunk| chunk.and_then(|bytes| headers.feed(&bytes).map(|()| bytes)));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let mut form: HashMap<String, Vec<String>> = HashMap::new();
+    let (mut fields, mut text_bytes) = (0usize, 0usize);
     let mut content = None;
     while let Some(mut field) = multipart.next_field().await? {
+        fields += 1;
+        if fields > MAX_FIELDS {
+            return Err(FormError::Bad(format!("the upload has more than {MAX_FIELDS} form fields")));
+        }
         let name = field.name().unwrap_or_default().to_string();
         if name == "content" {
             if content.is_some() {
@@ -203,6 +277,10 @@ async fn read_form(
             while field.chunk().await?.is_some() {} // ignored, as Warehouse does
         } else {
             let text = field.text().await?;
+            text_bytes += text.len() + name.len();
+            if text_bytes > MAX_FORM_TEXT {
+                return Err(FormError::Bad(format!("the upload's text fields exceed {MAX_FORM_TEXT} bytes in all")));
+            }
             form.entry(name).or_default().push(text);
         }
     }
@@ -323,5 +401,36 @@ async fn check_shadowing(state: &AppState, project: &str, name: &ProjectName) ->
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot check whether `{name}` exists upstream ({e}); retry later, or allow shadowing it"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(chunks: &[&[u8]]) -> Result<(), std::io::Error> {
+        let mut limit = PartHeaderLimit::new("B");
+        chunks.iter().try_for_each(|c| limit.feed(c))
+    }
+
+    #[test]
+    fn part_headers_are_bounded_wherever_the_chunks_split() {
+        let body = [0u8; 100_000];
+        let part = |headers: &str| {
+            [b"--B\r\n".as_slice(), headers.as_bytes(), b"\r\n\r\n", &body, b"\r\n--B\r\nX: y\r\n\r\nv\r\n--B--\r\n"]
+                .concat()
+        };
+        let normal = part("Content-Disposition: form-data; name=\"content\"; filename=\"x.whl\"");
+        for split in [1, 2, 3, 4, 5, 7, 100, 8192, normal.len()] {
+            let chunks: Vec<&[u8]> = normal.chunks(split).collect();
+            assert!(feed_all(&chunks).is_ok(), "split {split}");
+        }
+        let endless = part(&format!("X-Long: {}", "a".repeat(MAX_PART_HEADERS as usize)));
+        for split in [3, 4096, endless.len()] {
+            let chunks: Vec<&[u8]> = endless.chunks(split).collect();
+            assert!(feed_all(&chunks).is_err(), "split {split}");
+        }
+        // A body of any size with no delimiter in it is fine: only headers are bounded.
+        assert!(feed_all(&[b"--B\r\nA: b\r\n\r\n", &[b'x'; 1 << 20]]).is_ok());
     }
 }

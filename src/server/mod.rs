@@ -2,21 +2,24 @@
 //! hyper stays here; handlers get plain values.
 
 pub mod body;
+mod idle;
 pub mod respond;
 pub mod route;
 pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::auth::{self, Access};
@@ -26,6 +29,19 @@ use crate::state::AppState;
 use body::Body;
 use route::{Route, Scope};
 
+/// How long a client may take, and how many may be connected (issue 9: slow clients must not
+/// hold the server).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// The whole request head (line and headers) must arrive within this; also bounds the TLS
+    /// handshake.
+    pub header_timeout: Duration,
+    /// A connection with no request under way and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
 /// Serves connections on `listener` until `shutdown` completes, then lets open requests finish
 /// (for at most ten seconds).
 pub async fn serve(
@@ -34,10 +50,20 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = state.config.connection_limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper's header timeout does nothing (checked: a half request stayed open 45 s).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // At the cap, stop accepting: new clients wait in the kernel's backlog, not in memory.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the connection semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -50,23 +76,39 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let activity = idle::Activity::new();
                 let state = state.clone();
+                let busy = activity.clone();
                 let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+                    let (state, busy) = (state.clone(), busy.clone());
+                    async move {
+                        let _request = busy.request();
+                        Ok::<_, Infallible>(handle(state, req, peer).await)
+                    }
                 });
                 let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
                 tokio::spawn(async move {
-                    let result = match tls {
-                        None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
-                        Some(acceptor) => {
-                            // A client that never finishes the handshake does not hold a task forever.
-                            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                            };
-                            watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                    let _slot = slot;
+                    let stream = idle::Tracked::new(stream, activity.clone());
+                    let served = async {
+                        match tls {
+                            None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                            Some(acceptor) => {
+                                // A client that never finishes the handshake does not hold a slot for long.
+                                let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => return Ok(tracing::debug!(%peer, error = %e, "TLS handshake failed")),
+                                    Err(_) => return Ok(tracing::debug!(%peer, "TLS handshake timed out")),
+                                };
+                                watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
+                            }
+                        }
+                    };
+                    let result = tokio::select! {
+                        result = served => result,
+                        _ = activity.idle_for(limits.idle_timeout) => {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            Ok(())
                         }
                     };
                     if let Err(e) = result {
@@ -145,7 +187,10 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
     let read = |scope: &Scope| auth::authorize(&state.config, headers, scope, Access::Read).map(|_| ());
     match route {
         Route::Health if is_read => Ok(handlers::health::health()),
-        Route::Metrics if is_read => Ok(handlers::health::metrics(state)),
+        Route::Metrics if is_read => {
+            auth::authorize_metrics(&state.config, headers)?;
+            Ok(handlers::health::metrics(state))
+        }
         Route::SimpleRoot { scope, prefix } if is_read => {
             read(&scope)?;
             Ok(handlers::simple::root(state, &scope, &prefix, headers).await)

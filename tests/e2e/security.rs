@@ -396,3 +396,174 @@ fn one_crafted_upload_cannot_exhaust_memory() {
     assert_eq!(http().get(server.url("/-/health")).send().unwrap().status(), 200, "the server is still up");
     assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "no spool leftovers");
 }
+
+/// Raises this test process's open-file limit (thousands of client sockets).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls on a stack value.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// Has the server closed this connection (EOF, reset, or a final error answer)?
+fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(_) => true, // EOF, or a 408 before the close
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+#[test]
+fn slow_clients_do_not_hold_the_server() {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    raise_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start_with_env(
+        dir.path(),
+        &["--header-timeout", "3s", "--idle-timeout", "2s"],
+        &[("LARDER_TOKEN", "slow-token-1")],
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let health = || {
+        let started = Instant::now();
+        let status = http().get(server.url("/-/health")).send().map(|r| r.status().as_u16());
+        (status.ok(), started.elapsed())
+    };
+
+    // 2,000 connections that send half a request head, then one byte a second.
+    let mut slow: Vec<TcpStream> = (0..2000)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let (status, took) = health();
+        assert_eq!(status, Some(200), "a normal client is served meanwhile");
+        assert!(took < Duration::from_secs(2), "and promptly: {took:?}");
+        for s in &mut slow {
+            let _ = s.write_all(b"X");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let closed = slow.iter_mut().map(closed_by_server).filter(|&c| c).count();
+    assert!(closed >= 1990, "the header timeout closed {closed} of 2000 slow connections");
+    drop(slow);
+
+    // An idle keep-alive connection is closed after idle_timeout.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /-/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    {
+        use std::io::Read;
+        idle.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut all = Vec::new();
+        let _ = idle.read_to_end(&mut all);
+        assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"), "answered, then closed when idle");
+    }
+
+    // An upload that stalls halfway gets 408 and leaves nothing behind.
+    let (ct, body) =
+        crate::util::multipart(&[("name", "stall"), ("version", "1.0")], Some(("stall-1.0.tar.gz", &[7u8; 4096])));
+    let mut up = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /legacy/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer slow-token-1\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    up.write_all(head.as_bytes()).unwrap();
+    up.write_all(&body[..body.len() / 2]).unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    {
+        use std::io::Read;
+        up.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = up.read(&mut buf).unwrap_or(0);
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(std::fs::read_dir(dir.path().join("spool")).unwrap().count(), 0, "no spool leftovers");
+}
+
+#[test]
+fn at_the_connection_cap_new_clients_wait_until_slow_ones_time_out() {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start(dir.path(), &["--header-timeout", "2s", "--max-connections", "50"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+        .get(server.url("/-/health"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "served after the slow ones timed out: {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+}
+
+#[test]
+fn hostile_request_bodies_get_a_clear_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start_with_env(dir.path(), &[], &[("LARDER_TOKEN", "body-token-1")]);
+    let post = |body: Vec<u8>| {
+        http()
+            .post(server.url("/legacy/"))
+            .basic_auth("x", Some("body-token-1"))
+            .header("content-type", "multipart/form-data; boundary=B")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    // A part whose header section never ends.
+    let mut endless = b"--B\r\nContent-Disposition: form-data; name=\"x\"\r\nX-Pad: ".to_vec();
+    endless.extend(std::iter::repeat_n(b'a', 1 << 20));
+    let resp = post(endless);
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("headers are longer than"));
+    // Thousands of small text fields.
+    let mut many = Vec::new();
+    for i in 0..2000 {
+        many.extend_from_slice(format!("--B\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"--B--\r\n");
+    let resp = post(many);
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().unwrap().contains("more than 1000 form fields"));
+    // A yank reason of 10 MB is refused without being read whole.
+    let (name, bytes) = wheel("yanky", "1.0", &[]);
+    assert_eq!(upload(&server, "body-token-1", "yanky", (&name, &bytes)).status(), 200);
+    let resp = http()
+        .post(server.url(&format!("/files/{}/{name}/yank", sha256_hex(&bytes))))
+        .basic_auth("x", Some("body-token-1"))
+        .body(vec![b'r'; 10 << 20])
+        .send();
+    if let Ok(resp) = resp {
+        // The server may also close the connection before the client finished sending.
+        assert_eq!(resp.status(), 400);
+    }
+}
