@@ -52,9 +52,11 @@ fn raise_fd_limit(wanted: u64) {
                 }
             }
         }
-        if (lim.rlim_cur as u64) < wanted {
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+        let open_files = lim.rlim_cur as u64;
+        if open_files < wanted {
             tracing::warn!(
-                open_files = lim.rlim_cur as u64,
+                open_files,
                 wanted,
                 "the open-file limit is below max_connections; raise it (ulimit -n) or lower max_connections"
             );

@@ -97,8 +97,14 @@ pub async fn serve(
                                 // A client that never finishes the handshake does not hold a slot for long.
                                 let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
                                     Ok(Ok(s)) => s,
-                                    Ok(Err(e)) => return Ok(tracing::debug!(%peer, error = %e, "TLS handshake failed")),
-                                    Err(_) => return Ok(tracing::debug!(%peer, "TLS handshake timed out")),
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return Ok(());
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return Ok(());
+                                    }
                                 };
                                 watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await
                             }
