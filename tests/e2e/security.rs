@@ -414,7 +414,8 @@ fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
     stream.set_read_timeout(Some(std::time::Duration::from_millis(50))).unwrap();
     let mut buf = [0u8; 256];
     match stream.read(&mut buf) {
-        Ok(_) => true, // EOF, or a 408 before the close
+        Ok(0) => true,
+        Ok(_) => true, // a 408 before the close
         Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
     }
 }
