@@ -31,13 +31,14 @@ pub fn scope_projects(config: &Config, scope: &Scope) -> Vec<String> {
     }
 }
 
-/// Does reading this scope need a token?
-fn read_is_private(config: &Config, scope: &Scope) -> bool {
+/// Does reading this scope need a token? A group is at least as private as its most private
+/// member: `private = false` on a group never exposes a private project (issue 9).
+pub fn read_is_private(config: &Config, scope: &Scope) -> bool {
     let project_private = |id: &String| config.projects.get(id).is_some_and(|p| p.private);
     match scope {
         Scope::Project(id) => project_private(id),
         Scope::Group(id) => match config.groups.get(id) {
-            Some(g) => g.private.unwrap_or_else(|| g.projects.iter().any(project_private)),
+            Some(g) => g.private == Some(true) || g.projects.iter().any(project_private),
             None => false,
         },
     }

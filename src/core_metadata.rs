@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::archive::ArchiveLimits;
-use crate::index::{ProjectName, ProjectPage};
+use crate::index::{DistFile, ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
 use crate::pages::{PageState, Pages};
 use crate::records::RecordKey;
@@ -57,10 +57,21 @@ impl MetadataLinks {
         self.links.read().expect("links lock").get(wheel_sha256).cloned()
     }
 
-    /// Advertises linked metadata on the wheels of `page` that have none from upstream.
+    /// Should the METADATA of this wheel be extracted once it is stored? When the upstream
+    /// advertises none, and also when Larder linked one itself from a range read: that one was
+    /// checked only by its CRC, so it is compared with the hash-checked wheel's (issue 9).
+    pub fn should_extract(&self, file: &DistFile) -> bool {
+        let Some(sha) = file.sha256() else { return false };
+        file.filename.ends_with(".whl") && (file.core_metadata.is_none() || self.get(sha) == file.core_metadata)
+    }
+
+    /// Advertises linked metadata on the wheels of `page` that have none from upstream (or
+    /// carry an older link of Larder's own, replaced since).
     pub fn apply(&self, page: &mut ProjectPage) {
         let links = self.links.read().expect("links lock");
-        for f in page.files.iter_mut().filter(|f| f.core_metadata.is_none() && f.filename.ends_with(".whl")) {
+        let targets = self.targets.read().expect("links lock");
+        let ours = |md: &Option<String>| md.as_ref().is_none_or(|md| targets.contains(md));
+        for f in page.files.iter_mut().filter(|f| ours(&f.core_metadata) && f.filename.ends_with(".whl")) {
             if let Some(md) = f.sha256().and_then(|sha| links.get(sha)) {
                 f.core_metadata = Some(md.clone());
             }
@@ -75,12 +86,20 @@ impl MetadataLinks {
         let key = RecordKey::WheelMeta { wheel: wheel_sha256.to_string(), metadata: md_sha.clone() };
         self.store.put_record(&key.to_string(), Vec::new()).await?;
         self.targets.write().expect("links lock").insert(md_sha.clone());
-        self.links.write().expect("links lock").insert(wheel_sha256.to_string(), md_sha.clone());
+        let old = self.links.write().expect("links lock").insert(wheel_sha256.to_string(), md_sha.clone());
+        if let Some(old) = old.filter(|old| *old != md_sha) {
+            // Replaced: the old link must not come back at the next start.
+            let key = RecordKey::WheelMeta { wheel: wheel_sha256.to_string(), metadata: old };
+            self.store.delete_record(&key.to_string()).await?;
+        }
         Ok(md_sha)
     }
 
-    /// Extracts and stores the METADATA of a complete wheel on local disk. A wheel whose
-    /// METADATA cannot be read is served as usual, without metadata; that is logged once, here.
+    /// Extracts and stores the METADATA of a complete, hash-checked wheel on local disk, and
+    /// returns its sha256 when the link changed (the page must be re-rendered). A link made
+    /// earlier from range reads is compared: on a difference the wheel's own METADATA wins,
+    /// which is logged and counted (`larder_metadata_mismatch_total`). A wheel whose METADATA
+    /// cannot be read is served as usual, without metadata; that is logged once, here.
     pub async fn extract_from_file(
         &self,
         wheel_sha256: &str,
@@ -92,9 +111,15 @@ impl MetadataLinks {
         let read = tokio::task::spawn_blocking(move || metadata::read_wheel_metadata(&p, &limits))
             .await
             .unwrap_or_else(|e| Err(format!("metadata extraction failed: {e}")));
+        let linked = self.get(wheel_sha256);
         match read {
+            Ok(md) if linked.as_deref() == Some(crate::digest::sha256_hex(&md.raw).as_str()) => None, // confirmed
             Ok(md) => match self.store(wheel_sha256, md.raw).await {
                 Ok(sha) => {
+                    if let Some(old) = linked {
+                        metrics::counter!("larder_metadata_mismatch_total").increment(1);
+                        tracing::warn!(%filename, range_read = %old, in_wheel = %sha, "METADATA read by ranges differs from the wheel's own; now serving the wheel's");
+                    }
                     metrics::counter!("larder_metadata_extracted_total").increment(1);
                     Some(sha)
                 }

@@ -64,6 +64,7 @@ impl From<&pages::Error> for HttpError {
         match e {
             pages::Error::Upstream(u) => u.into(),
             pages::Error::NoUpstream(_) | pages::Error::Offline(_) => HttpError::not_found(e.to_string()),
+            pages::Error::Internal(_) => internal(e),
         }
     }
 }
@@ -75,16 +76,23 @@ impl From<&fill::Error> for HttpError {
             fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } | fill::Error::TooLarge { .. } => {
                 HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
-            fill::Error::Spool(_) | fill::Error::Store(_) => {
-                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
+            fill::Error::Spool(_) | fill::Error::Store(_) => internal(e),
         }
     }
 }
 
 impl From<store::Error> for HttpError {
     fn from(e: store::Error) -> HttpError {
-        tracing::error!(error = %e, "store failure");
-        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        internal(&e)
     }
+}
+
+/// A failure inside Larder: the detail (store paths, OS errors) goes to the log, never to the
+/// client (issue 9).
+fn internal(e: &dyn std::fmt::Display) -> HttpError {
+    tracing::error!(error = %e, "internal failure");
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error in Larder's storage; the server log has the details",
+    )
 }

@@ -91,6 +91,9 @@ impl Evictor {
         let _one = self.running.lock().await;
         let mut evicted = Vec::new();
         loop {
+            // Choose and delete under the private lock: an upload cannot reference a blob
+            // between the check that it is unprotected and its removal (issue 9).
+            let _refs = self.private.lock().await;
             let victim = {
                 let lru = self.lru.lock().expect("lru lock");
                 if lru.total <= self.limit {

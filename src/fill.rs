@@ -146,8 +146,12 @@ impl Fills {
         let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
         let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
         map.insert(req.key.clone(), fill.clone());
+        let done = Done { fills: Arc::clone(self), key: req.key.clone(), fill: fill.clone() };
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.run(req, tx, spool).await });
+        tokio::spawn(async move {
+            let _done = done; // frees the key however `run` ends, a panic included
+            this.run(req, tx, spool).await
+        });
         fill
     }
 
@@ -177,7 +181,6 @@ impl Fills {
                 // A failure is not remembered: the next request tries again.
             }
         }
-        self.inflight.lock().expect("fill map lock").remove(&req.key);
     }
 
     async fn download(
@@ -285,6 +288,24 @@ impl Fill {
                 Err(e) => Some((Err(e), None)),
             }
         })))
+    }
+}
+
+/// Removes a fill from the in-flight map when its task ends, however it ends; only that
+/// fill, never a newer one under the same key.
+struct Done {
+    fills: Arc<Fills>,
+    key: String,
+    fill: Arc<Fill>,
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.fills.inflight.lock()
+            && map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.fill))
+        {
+            map.remove(&self.key);
+        }
     }
 }
 

@@ -73,6 +73,8 @@ pub enum Error {
         "Larder is offline and project `{0}` is not in the cache; warm the cache (larder warm, larder import) before going offline"
     )]
     Offline(ProjectName),
+    #[error(transparent)]
+    Internal(#[from] crate::singleflight::Panicked),
 }
 
 /// A page with both renderings and their validators, built once when the page changes.
@@ -202,6 +204,11 @@ impl Pages {
         self.writes.reopen();
     }
 
+    /// The metadata links pages are rendered with.
+    pub fn links(&self) -> &Arc<MetadataLinks> {
+        &self.links
+    }
+
     /// Connects the metadata prefetcher; pages fetched from now on are announced to it.
     pub fn set_prefetcher(&self, tx: mpsc::Sender<ProjectName>) {
         let _ = self.prefetch.set(tx);
@@ -254,6 +261,31 @@ impl Pages {
         let this = Arc::clone(self);
         let key = name.clone();
         self.flight.run(name.clone(), move || async move { this.refresh(key).await }).await
+    }
+
+    /// Does a page Larder already has list `filename` under `key`? Asks no upstream: memory
+    /// first (however old), then the stored page record, which is then kept in memory. The
+    /// file route serves a stored blob only when this says yes (issue 9).
+    pub async fn is_listed_locally(&self, key: &FileKey, filename: &str) -> bool {
+        for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
+            let Ok(name) = ProjectName::parse(&candidate) else { continue };
+            let cached = match self.memory.get(&name).await {
+                Some(p) => p,
+                None => match self.load_record(&name).await {
+                    Some(p) => {
+                        self.memory.insert(name.clone(), p.clone()).await;
+                        p
+                    }
+                    None => continue,
+                },
+            };
+            if let PageState::Found(r) = &cached.state
+                && r.file(key).is_some_and(|f| f.filename == filename)
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Finds the file a `files/<key>/<filename>` URL names, trying the projects the filename

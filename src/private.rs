@@ -215,8 +215,28 @@ impl Private {
         }
     }
 
-    /// Records an uploaded file whose bytes (and metadata) are already in the store.
-    pub async fn add(&self, project: &str, name: &ProjectName, file: PrivateFile) -> Result<Added, Rejected> {
+    /// The lock every change of blob references takes: uploads, deletes and eviction. Held
+    /// while blobs are stored or removed, so that a blob is removed only when nothing
+    /// references it, and never while an upload is adding a reference to it (issue 9).
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+
+    /// Adds an uploaded file. Under the lock, the file is checked first (`Exists`, `Reused`,
+    /// `Identical`); only an accepted file's bytes are stored, by `store_blobs`, which returns
+    /// the blobs it created. If the record cannot be written, those blobs are removed again:
+    /// a refused upload leaves nothing in the store (issue 9).
+    pub async fn add<F, Fut>(
+        &self,
+        project: &str,
+        name: &ProjectName,
+        file: PrivateFile,
+        store_blobs: F,
+    ) -> Result<Added, Rejected>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<String>, crate::store::Error>>,
+    {
         let _guard = self.write_lock.lock().await;
         let mut record = self.record(project, name);
         if let Some(existing) = record.files.iter().find(|f| f.filename == file.filename) {
@@ -229,8 +249,14 @@ impl Private {
         if record.deleted.contains(&file.filename) {
             return Err(Rejected::Reused(file.filename));
         }
+        let created = store_blobs().await?;
         record.files.push(file);
-        self.save(project, name, record).await?;
+        if let Err(e) = self.save(project, name, record).await {
+            for sha in created {
+                let _ = self.store.delete_blob(&sha).await;
+            }
+            return Err(e);
+        }
         Ok(Added::New)
     }
 
@@ -250,18 +276,25 @@ impl Private {
     }
 
     /// Deletes a file; the name stays claimed. Returns the sha256s no private file uses any
-    /// more, for the caller to remove from the store.
-    pub async fn delete(&self, project: &str, name: &ProjectName, filename: &str) -> Result<Vec<String>, Rejected> {
-        let _guard = self.write_lock.lock().await;
+    /// more, with the lock still held: the caller removes them from the store (unless
+    /// something else still references them) before any upload can reference them again.
+    pub async fn delete(
+        &self,
+        project: &str,
+        name: &ProjectName,
+        filename: &str,
+    ) -> Result<(Vec<String>, tokio::sync::MutexGuard<'_, ()>), Rejected> {
+        let guard = self.write_lock.lock().await;
         let mut record = self.record(project, name);
         let file = record.files.remove(record.position(filename)?);
         record.deleted.push(file.filename.clone());
         self.save(project, name, record).await?;
         let index = self.index.read().expect("private index lock");
-        Ok(std::iter::once(file.sha256)
+        let unused = std::iter::once(file.sha256)
             .chain(file.metadata_sha256)
             .filter(|sha| !index.owners.contains_key(sha))
-            .collect())
+            .collect();
+        Ok((unused, guard))
     }
 
     fn record(&self, project: &str, name: &ProjectName) -> PrivateRecord {

@@ -15,6 +15,25 @@ use futures_util::future::{BoxFuture, Shared};
 
 type SharedResult<T, E> = Shared<BoxFuture<'static, Result<T, Arc<E>>>>;
 
+/// The work panicked: every waiter gets this error, and the key is free for the next caller.
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: {0}")]
+pub struct Panicked(pub String);
+
+/// Removes a finished run's key, however the run ended.
+struct Done<K: Hash + Eq, T, E> {
+    flight: Arc<SingleFlight<K, T, E>>,
+    key: K,
+}
+
+impl<K: Hash + Eq, T, E> Drop for Done<K, T, E> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.flight.inflight.lock() {
+            map.remove(&self.key);
+        }
+    }
+}
+
 pub struct SingleFlight<K, T, E> {
     inflight: Mutex<HashMap<K, SharedResult<T, E>>>,
 }
@@ -29,7 +48,7 @@ impl<K, T, E> SingleFlight<K, T, E>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
-    E: Send + Sync + 'static,
+    E: From<Panicked> + Send + Sync + 'static,
 {
     /// Runs `work` unless a run for `key` is already under way, and returns that run's result.
     pub async fn run<F>(self: &Arc<Self>, key: K, work: impl FnOnce() -> F) -> Result<T, Arc<E>>
@@ -42,12 +61,13 @@ where
                 existing.clone()
             } else {
                 let task = tokio::spawn(work());
-                let this = Arc::clone(self);
-                let done_key = key.clone();
+                let done = Done { flight: Arc::clone(self), key: key.clone() };
                 let fut: BoxFuture<'static, Result<T, Arc<E>>> = async move {
-                    let result = task.await.expect("coalesced work does not panic").map_err(Arc::new);
-                    this.inflight.lock().expect("single-flight map lock").remove(&done_key);
-                    result
+                    let _done = done;
+                    match task.await {
+                        Ok(result) => result.map_err(Arc::new),
+                        Err(e) => Err(Arc::new(E::from(Panicked(e.to_string())))),
+                    }
                 }
                 .boxed();
                 let shared = fut.shared();
@@ -67,8 +87,16 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
+    async fn a_panic_is_an_error_and_frees_the_key() {
+        let flight: Arc<SingleFlight<&'static str, u32, Panicked>> = Arc::default();
+        let first = flight.run("k", || async { panic!("boom") }).await;
+        assert!(first.unwrap_err().to_string().contains("internal error"));
+        assert_eq!(flight.run("k", || async { Ok(1) }).await.unwrap(), 1, "the key is not stuck");
+    }
+
+    #[tokio::test]
     async fn concurrent_callers_share_one_run() {
-        let flight: Arc<SingleFlight<&'static str, u32, String>> = Arc::default();
+        let flight: Arc<SingleFlight<&'static str, u32, Panicked>> = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..16 {

@@ -35,6 +35,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!("larder_coalesced_waits_total", "Requests that joined a download already under way");
     metrics::describe_counter!("larder_metadata_extracted_total", "Wheels whose METADATA Larder extracted itself");
     metrics::describe_counter!(
+        "larder_metadata_mismatch_total",
+        "Range-read METADATA that differed from the stored wheel's own (replaced)"
+    );
+    metrics::describe_counter!("larder_bad_records_total", "Records skipped at start-up because they are not valid");
+    metrics::describe_counter!(
         "larder_metadata_prefetch_total",
         "Background range fetches of wheel METADATA, by result"
     );

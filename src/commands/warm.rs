@@ -201,7 +201,7 @@ async fn warm_file(state: &AppState, file: &DistFile) -> Outcome {
     let mut outcome = Outcome::Present;
     if state.store.open_blob(sha).await.ok().flatten().is_none() {
         let project = metadata::parse_filename(&file.filename).map(|f| f.name).ok();
-        let needs_metadata = file.filename.ends_with(".whl") && file.core_metadata.is_none();
+        let needs_metadata = state.pages.links().should_extract(file);
         let req = FillRequest {
             key: sha.to_string(),
             url: file.url.clone(),
@@ -247,7 +247,7 @@ async fn fill_with_retries(fills: &Arc<crate::fill::Fills>, req: FillRequest) ->
                 }
                 tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
             }
-            _ => unreachable!("finished() waits for Done or Failed"),
+            _ => return Err("the download ended without a result".into()),
         }
     }
 }

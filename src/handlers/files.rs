@@ -15,8 +15,10 @@ use crate::server::{body, body::Body, route::Scope};
 use crate::state::AppState;
 use crate::store::Blob;
 
-/// Files never change under their sha256 (HDR-2).
+/// Files never change under their sha256 (HDR-2). A private project's files are for their
+/// token holders only: no shared cache may keep them (issue 9).
 const IMMUTABLE: &str = "public, max-age=365000000, immutable";
+const IMMUTABLE_PRIVATE: &str = "private, max-age=365000000, immutable";
 
 pub async fn file(
     state: &AppState,
@@ -35,12 +37,28 @@ pub async fn file(
     if !filename::is_safe(dist_name) {
         return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
     }
-    let req = Request { state, headers, head, projects: auth::scope_projects(&state.config, scope) };
+    let private = auth::read_is_private(&state.config, scope);
+    let req = Request { state, headers, head, projects: auth::scope_projects(&state.config, scope), private };
     if metadata {
         return req.metadata(&key, dist_name).await;
     }
 
-    // Hit: the content address is the key; no page lookup, no index.
+    // The file route serves only what a page visible here lists (issue 9): a blob that no page
+    // lists (a record's contents, an upload that was refused) is not served, even by its hash.
+    // DC-2: a name claimed by a private upload is served from its private files alone.
+    if let Some(page) = req.claimed_name(dist_name) {
+        let sha = page
+            .file(&key)
+            .filter(|f| f.filename == dist_name)
+            .and_then(|f| f.sha256().map(str::to_string))
+            .ok_or_else(|| not_listed(dist_name, &key))?;
+        return match req.serve_stored(&sha, "HIT").await? {
+            Some(resp) => Ok(resp),
+            None => Err(HttpError::not_found(format!(
+                "`{dist_name}` is a private file missing from the store; upload it again"
+            ))),
+        };
+    }
     let sha = match &key {
         FileKey::Sha256(sha) => Some(sha.clone()),
         // The alias body becomes a path: only a valid sha256 is used (issue 9).
@@ -49,31 +67,18 @@ pub async fn file(
         }
     };
     if let Some(sha) = &sha {
-        // Another project's private file is not found from here, even by its hash.
+        // Another project's private file is not found from here, even if an upstream page lists it.
         if matches!(state.private.visibility(sha, &req.projects), Visibility::Hidden) {
             return Err(not_listed(dist_name, &key));
         }
-        if let Some(bytes) = state.hot_files.get(sha).await {
-            if let Some(evictor) = &state.evictor {
-                evictor.touch(sha, bytes.len() as u64);
-            }
-            return req.serve_blob(Blob::in_memory(bytes), sha, "HIT").await;
-        }
-        if let Some(blob) = state.store.open_blob(sha).await? {
-            if let Some(evictor) = &state.evictor {
-                evictor.touch(sha, blob.len);
-            }
-            if let Some(bytes) = blob.bytes() {
-                state.hot_files.insert(sha.clone(), bytes.clone()).await;
-            }
-            return req.serve_blob(blob, sha, "HIT").await;
+        // Hit: an upstream page Larder has lists it; no upstream request.
+        if state.pages.is_listed_locally(&key, dist_name).await
+            && let Some(resp) = req.serve_stored(sha, "HIT").await?
+        {
+            return Ok(resp);
         }
     }
 
-    // DC-2: a name claimed by a private upload never resolves upstream.
-    if req.claimed_name(dist_name).is_some() {
-        return Err(not_listed(dist_name, &key));
-    }
     // Miss: find the file on its project's page, then fill.
     let Some(fills) = &state.fills else {
         let why = if state.config.offline { "Larder is offline" } else { "no upstream is configured" };
@@ -85,7 +90,15 @@ pub async fn file(
         .await
         .map_err(|e| HttpError::from(&*e))?
         .ok_or_else(|| not_listed(dist_name, &key))?;
-    let needs_metadata = dist.filename.ends_with(".whl") && dist.core_metadata.is_none() && dist.sha256().is_some();
+    if let Some(sha) = dist.sha256() {
+        if matches!(state.private.visibility(sha, &req.projects), Visibility::Hidden) {
+            return Err(not_listed(dist_name, &key));
+        }
+        // Listed only now (the page was refreshed), and already stored.
+        if let Some(resp) = req.serve_stored(sha, "HIT").await? {
+            return Ok(resp);
+        }
+    }
     let fill = fills.join(FillRequest {
         key: key.to_string(),
         url: dist.url.clone(),
@@ -95,7 +108,7 @@ pub async fn file(
             FileKey::UrlDigest(digest) => Some(alias_record(digest)),
             FileKey::Sha256(_) => None,
         },
-        extract_metadata_for: needs_metadata.then(|| (project, dist.filename.clone())),
+        extract_metadata_for: state.pages.links().should_extract(&dist).then(|| (project, dist.filename.clone())),
     });
     req.serve_fill(fill, dist.sha256()).await
 }
@@ -114,9 +127,30 @@ struct Request<'a> {
     head: bool,
     /// The projects whose private files this scope shows.
     projects: Vec<String>,
+    /// Reading this scope needs a token: no shared cache may keep its answers.
+    private: bool,
 }
 
 impl Request<'_> {
+    /// Serves a stored blob (from the hot-file memory when small), or `None` when it is not stored.
+    async fn serve_stored(&self, sha: &str, cache: &'static str) -> Result<Option<Response<Body>>, HttpError> {
+        let state = self.state;
+        if let Some(bytes) = state.hot_files.get(sha).await {
+            if let Some(evictor) = &state.evictor {
+                evictor.touch(sha, bytes.len() as u64);
+            }
+            return self.serve_blob(Blob::in_memory(bytes), sha, cache).await.map(Some);
+        }
+        let Some(blob) = state.store.open_blob(sha).await? else { return Ok(None) };
+        if let Some(evictor) = &state.evictor {
+            evictor.touch(sha, blob.len);
+        }
+        if let Some(bytes) = blob.bytes() {
+            state.hot_files.insert(sha.to_string(), bytes.clone()).await;
+        }
+        self.serve_blob(blob, sha, cache).await.map(Some)
+    }
+
     /// The private page of the project `dist_name` belongs to, when that name is claimed here.
     fn claimed_name(&self, dist_name: &str) -> Option<Arc<RenderedPage>> {
         filename::candidate_projects(dist_name)
@@ -145,6 +179,10 @@ impl Request<'_> {
             .map_err(|e| HttpError::from(&*e))?
             .ok_or_else(no_metadata)?;
         let md_sha = dist.core_metadata.clone().ok_or_else(no_metadata)?;
+        // An upstream page may name any hash as its metadata: never another project's private file.
+        if matches!(self.state.private.visibility(&md_sha, &self.projects), Visibility::Hidden) {
+            return Err(no_metadata());
+        }
         if let Some(blob) = self.state.store.open_blob(&md_sha).await? {
             return self.serve_blob(blob, &md_sha, "HIT").await;
         }
@@ -177,7 +215,7 @@ impl Request<'_> {
             let mut resp = Response::new(body::empty());
             resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(total));
             resp.headers_mut().insert(header::ETAG, etag(sha));
-            file_headers(resp.headers_mut(), "MISS");
+            file_headers(resp.headers_mut(), "MISS", self.private);
             return Ok(resp);
         }
         // Range needs the whole verified file first (UP-11); so does a finished fill.
@@ -191,7 +229,7 @@ impl Request<'_> {
             if let Some(sha) = expected_sha {
                 h.insert(header::ETAG, etag(sha));
             }
-            file_headers(h, "MISS");
+            file_headers(h, "MISS", self.private);
             return Ok(resp);
         }
         match fill.finished().await {
@@ -205,7 +243,7 @@ impl Request<'_> {
                 self.serve_blob(blob, &sha256, "MISS").await
             }
             FillState::Failed(e) => Err(HttpError::from(&*e)),
-            _ => unreachable!("finished() waits for Done or Failed"),
+            _ => Err(HttpError::new(StatusCode::BAD_GATEWAY, "the download ended without a result; retry")),
         }
     }
 
@@ -216,7 +254,7 @@ impl Request<'_> {
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             resp.headers_mut().insert(header::ETAG, etag(sha));
-            file_headers(resp.headers_mut(), cache);
+            file_headers(resp.headers_mut(), cache, self.private);
             return Ok(resp);
         }
         let len = blob.len;
@@ -261,7 +299,7 @@ impl Request<'_> {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
         }
         h.insert(header::ETAG, etag(sha));
-        file_headers(h, cache);
+        file_headers(h, cache, self.private);
         Ok(resp)
     }
 }
@@ -271,10 +309,15 @@ fn etag(sha: &str) -> HeaderValue {
 }
 
 /// HDR-2: octet-stream, ranges, immutable; never a Content-Encoding.
-fn file_headers(h: &mut HeaderMap, cache: &'static str) {
+fn file_headers(h: &mut HeaderMap, cache: &'static str, private: bool) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    if private {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE_PRIVATE));
+        h.insert(header::VARY, HeaderValue::from_static("Authorization"));
+    } else {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    }
     h.insert("x-cache", HeaderValue::from_static(cache));
 }
 

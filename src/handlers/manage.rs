@@ -47,8 +47,13 @@ pub async fn manage(
     }
     let result = match action {
         Action::Delete => match state.private.delete(project, &name, file).await {
-            Ok(unused) => {
+            Ok((unused, _lock)) => {
+                // Blobs are shared: metadata Larder extracted for an upstream wheel, or the same
+                // bytes cached from upstream, stay. The lock keeps uploads out meanwhile.
                 for sha in unused {
+                    if state.pages.links().is_metadata(&sha) {
+                        continue;
+                    }
                     state.hot_files.invalidate(&sha).await;
                     state.store.delete_blob(&sha).await?;
                 }

@@ -37,10 +37,12 @@ pub async fn root(state: &AppState, scope: &Scope, prefix: &str, headers: &Heade
         _ => html::render_root(names.iter(), prefix).into_bytes(),
     };
     let mut resp = Response::new(body::full(body));
+    let private = auth::read_is_private(&state.config, scope);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60, public"));
+    h.insert(header::VARY, vary(private));
+    let cache_control = if private { "max-age=60, private" } else { "max-age=60, public" };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     resp
 }
 
@@ -61,6 +63,9 @@ pub async fn detail(
     let Some(media) = negotiate(headers) else {
         return Ok(not_acceptable());
     };
+    // A private scope's answers are for its token holders: never kept by a shared cache.
+    let scope_private = auth::read_is_private(&state.config, scope);
+    let visibility = if scope_private { "private" } else { "public" };
     // DC-1: a name with private uploads here is served from them alone, never from upstream.
     let private = state.private.page(&auth::scope_projects(&state.config, scope), &name);
     let upstream_lookup;
@@ -71,7 +76,9 @@ pub async fn detail(
             upstream_lookup = state.pages.get(&name).await.map_err(|e| HttpError::from(&*e))?;
             let (cached, status) = &upstream_lookup;
             match &cached.state {
-                PageState::Found(r) => (r, *status, format!("max-age={}, public", state.config.index_ttl.as_secs())),
+                PageState::Found(r) => {
+                    (r, *status, format!("max-age={}, {visibility}", state.config.index_ttl.as_secs()))
+                }
                 PageState::NotFound => {
                     let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
                     // UP-09: a new upstream project must become visible soon.
@@ -95,10 +102,15 @@ pub async fn detail(
     // HDR-1, repeated on 304.
     let h = resp.headers_mut();
     h.insert(header::ETAG, header_value(&etag));
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::VARY, vary(scope_private));
     h.insert(header::CACHE_CONTROL, header_value(&cache_control));
     h.insert("x-cache", HeaderValue::from_static(status.as_str()));
     Ok(resp)
+}
+
+/// NEG-07's `Vary: Accept`, plus `Authorization` where the answer depends on the token.
+fn vary(private: bool) -> HeaderValue {
+    HeaderValue::from_static(if private { "Accept, Authorization" } else { "Accept" })
 }
 
 fn header_value(s: &str) -> HeaderValue {

@@ -96,8 +96,15 @@ pub async fn upload(
     let (name, file, md) = validate(&form, content, state.config.archive_limits).await?;
     check_shadowing(state, project, &name).await?;
 
-    // A different file under an existing name is refused before anything is stored.
-    let private = &state.private;
+    // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
+    // bytes exactly as in the file (MD-04).
+    let kind = metadata::parse_filename(&file.filename).map(|f| f.kind).ok();
+    let servable = match kind {
+        Some(DistKind::Wheel) => true,
+        Some(DistKind::Sdist) => md.is_static_sdist_metadata(),
+        None => false,
+    };
+    let metadata_sha256 = servable.then(|| crate::digest::sha256_hex(&md.raw));
     let record = PrivateFile {
         filename: file.filename.clone(),
         version: md.version.clone(),
@@ -107,29 +114,32 @@ pub async fn upload(
         size: file.size,
         upload_time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
         requires_python: md.requires_python.clone(),
-        metadata_sha256: None,
+        metadata_sha256: metadata_sha256.clone(),
         yanked: Default::default(),
     };
-    let kind = metadata::parse_filename(&file.filename).map(|f| f.kind).ok();
-    state.store.put_blob_file(&file.sha256, &file.path).await?;
-    if let Some(evictor) = &state.evictor {
+    // Nothing is stored before the upload is accepted: `add` checks, then calls this under its
+    // lock, and removes what it created if the record cannot be written (issue 9).
+    let store = &state.store;
+    let store_blobs = || async {
+        let mut created = Vec::new();
+        if !store.has_blob(&file.sha256).await? {
+            store.put_blob_file(&file.sha256, &file.path).await?;
+            created.push(file.sha256.clone());
+        }
+        if let Some(sha) = &metadata_sha256
+            && !store.has_blob(sha).await?
+        {
+            store.put_blob_bytes(sha, Bytes::from(md.raw.clone())).await?;
+            created.push(sha.clone());
+        }
+        Ok(created)
+    };
+    let outcome = state.private.add(project, &name, record, store_blobs).await;
+    if matches!(outcome, Ok(Added::New))
+        && let Some(evictor) = &state.evictor
+    {
         evictor.touch(&file.sha256, file.size);
     }
-    // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
-    // bytes exactly as in the file (MD-04).
-    let servable = match kind {
-        Some(DistKind::Wheel) => true,
-        Some(DistKind::Sdist) => md.is_static_sdist_metadata(),
-        None => false,
-    };
-    let metadata_sha256 = if servable {
-        let sha = crate::digest::sha256_hex(&md.raw);
-        state.store.put_blob_bytes(&sha, Bytes::from(md.raw.clone())).await?;
-        Some(sha)
-    } else {
-        None
-    };
-    let outcome = private.add(project, &name, PrivateFile { metadata_sha256, ..record }).await;
     match outcome {
         Ok(Added::New) => {
             tracing::info!(project = %project, package = %name, file = %file.filename, sha256 = %file.sha256, "private upload stored");

@@ -125,7 +125,12 @@ impl Store for LocalStore {
             Ok(Some(Blob::in_memory(Bytes::from(buf))))
         })
         .await
-        .expect("opening a blob does not panic")
+        .unwrap_or_else(|e| Err(io_err("opening a blob")(std::io::Error::other(e))))
+    }
+
+    async fn has_blob(&self, sha256: &str) -> Result<bool, Error> {
+        let path = self.content_path(sha256)?;
+        tokio::fs::try_exists(&path).await.map_err(io_err(format!("blob {sha256}")))
     }
 
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
@@ -158,7 +163,7 @@ impl Store for LocalStore {
             Ok(())
         })
         .await
-        .expect("the store writer does not panic")
+        .unwrap_or_else(|e| Err(io_err("the store writer")(std::io::Error::other(e))))
     }
 
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
@@ -212,7 +217,7 @@ impl Store for LocalStore {
             Ok(out)
         })
         .await
-        .expect("listing blobs does not panic")
+        .unwrap_or_else(|e| Err(io_err("listing blobs")(std::io::Error::other(e))))
     }
 
     async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -226,6 +231,11 @@ impl Store for LocalStore {
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         cacache::write_with_algo(Algorithm::Sha256, &self.dir, key, value).await.map_err(cache_err(key))?;
         Ok(())
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), Error> {
+        // Only the index entry: the content may be shared with other records (empty bodies are).
+        cacache::remove(&self.dir, key).await.map_err(cache_err(key))
     }
 
     async fn list_records(&self) -> Result<Records, Error> {
@@ -243,7 +253,7 @@ impl Store for LocalStore {
             Ok(records)
         })
         .await
-        .expect("listing records does not panic")
+        .unwrap_or_else(|e| Err(io_err("listing records")(std::io::Error::other(e))))
     }
 
     fn location(&self) -> String {
@@ -349,5 +359,10 @@ mod tests {
         assert_eq!(records.with_prefix("page/").collect::<Vec<_>>(), vec!["page/x"]);
         assert!(records.blobs.contains(&crate::digest::sha256_hex(b"{}")), "record contents are protected blobs");
         assert!(store.get_record("page/y").await.unwrap().is_none());
+        store.delete_record("page/x").await.unwrap();
+        assert!(store.get_record("page/x").await.unwrap().is_none());
+        assert!(!store.list_records().await.unwrap().keys.contains("page/x"));
+        assert!(store.has_blob(&sha).await.unwrap());
+        assert!(!store.has_blob(&wrong).await.unwrap());
     }
 }

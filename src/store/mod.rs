@@ -99,6 +99,9 @@ pub trait Store: Send + Sync + 'static {
     /// Opens the blob with this sha256 (lowercase hex), or `None` when it is not stored.
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error>;
 
+    /// Is this blob stored? (Without opening or reading it.)
+    async fn has_blob(&self, sha256: &str) -> Result<bool, Error>;
+
     /// Stores the complete file at `path` as the blob `sha256`. The backend checks the hash
     /// again and stores nothing on a mismatch; the blob becomes visible all at once.
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error>;
@@ -117,6 +120,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes (replaces) a record atomically.
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error>;
+
+    /// Removes a record; removing a missing one is not an error.
+    async fn delete_record(&self, key: &str) -> Result<(), Error>;
 
     /// Every record, in one pass over the index: start-up reads it once and hands it to
     /// everything that needs it.

@@ -299,10 +299,14 @@ fn a_hostile_upstream_cannot_point_larder_at_internal_addresses_or_fill_its_disk
     assert_eq!(resp.status(), 502, "a redirect to the metadata service");
     assert!(resp.text().unwrap().contains("internal address"));
     for (file, sha) in [("hostile-0.4.tar.gz", &big_sha), ("hostile-0.5.tar.gz", &unsized_sha)] {
-        let resp = get(file, sha);
-        let status = resp.status();
-        let body = resp.bytes().map(|b| b.len());
-        assert!(status == 502 || body.is_err(), "{file}: more bytes than allowed: {status} {body:?}");
+        // A 502, or a body cut short (the limit may be hit while streaming): never the bytes.
+        let outcome = http()
+            .get(server.url(&format!("/files/{sha}/{file}")))
+            .send()
+            .and_then(|r| Ok((r.status(), r.bytes()?.len())));
+        if let Ok((status, len)) = outcome {
+            assert_eq!(status, 502, "{file}: more bytes than allowed ({len} bytes sent)");
+        }
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let stored =
@@ -567,4 +571,241 @@ fn hostile_request_bodies_get_a_clear_400() {
         // The server may also close the connection before the client finished sending.
         assert_eq!(resp.status(), 400);
     }
+}
+
+#[test]
+fn a_refused_upload_leaves_nothing_and_unlisted_blobs_are_never_served() {
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start_with_env(
+        dir.path(),
+        &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"],
+        &[("LARDER_TOKEN", "refuse-token-1")],
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let (name, first) = wheel("refused", "1.0", &[]);
+    let path = scratch.path().join(&name);
+    std::fs::write(&path, &first).unwrap();
+    let out = crate::util::twine(
+        scratch.path(),
+        &[
+            "upload",
+            "--repository-url",
+            &server.url("/legacy/"),
+            "-u",
+            "__token__",
+            "-p",
+            "refuse-token-1",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "twine upload");
+    // Different bytes under the same filename: refused, and not a byte of it is kept.
+    let (_, second) = wheel("refused", "1.0", &["other-dep"]);
+    let resp = upload(&server, "refuse-token-1", "refused", (&name, &second));
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers().get("content-type").unwrap(), "text/plain; charset=utf-8");
+    let sha = sha256_hex(&second);
+    let on_disk = dir.path().join("store/content-v2/sha256").join(&sha[..2]).join(&sha[2..4]).join(&sha[4..]);
+    assert!(!on_disk.exists(), "the refused file was stored");
+    let resp = http().get(server.url(&format!("/files/{sha}/{name}"))).send().unwrap();
+    assert_eq!(resp.status(), 404, "and it is not served by its hash");
+
+    // An upstream wheel without upstream metadata: Larder extracts it and writes a link record
+    // (an empty body, the well-known empty blob) and a page record.
+    let (uname, ubytes) = wheel("public-thing", "1.0", &[]);
+    up.add("public-thing", MockFile::new(&uname, ubytes.clone()));
+    let resp = http().get(server.url(&format!("/files/{}/{uname}", sha256_hex(&ubytes)))).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Every record's contents is a blob in the store; none is served, under any filename.
+    let records: Vec<String> =
+        cacache::index::ls(&dir.path().join("store")).filter_map(Result::ok).map(|e| e.integrity.to_hex().1).collect();
+    assert!(records.contains(&sha256_hex(b"")), "a link record exists");
+    for record_sha in records {
+        for fname in ["x-1.0.tar.gz", "public_thing-1.0-py3-none-any.whl", "refused-1.0-py3-none-any.whl"] {
+            let resp = http().get(server.url(&format!("/files/{record_sha}/{fname}"))).send().unwrap();
+            assert_eq!(resp.status(), 404, "record blob {record_sha} served as {fname}");
+        }
+    }
+}
+
+const PRIVACY_CONFIG: &str = r#"
+[[tokens]]
+name = "reader"
+secret = "privacy-read-1"
+scopes = ["read"]
+
+[projects.secret]
+private = true
+
+[groups.leaky]
+projects = ["secret", "open"]
+private = false
+"#;
+
+#[test]
+fn private_answers_are_never_public_and_a_group_cannot_expose_a_private_project() {
+    let up = MockUpstream::start();
+    let (uname, ubytes) = wheel("common", "1.0", &[]);
+    up.add("common", MockFile::new(&uname, ubytes));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    std::fs::write(&config, PRIVACY_CONFIG).unwrap();
+    let server = Larder::start_with_env(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url(), "--config", config.to_str().unwrap()],
+        &[("LARDER_TOKEN", "privacy-write-1")],
+    );
+    let project = |p: &str| server.url(&format!("/api/v4/projects/{p}/packages/pypi"));
+    let (name, bytes) = wheel("hidden-pkg", "1.0", &[]);
+    let (ct, body) = crate::util::multipart(&[("name", "hidden-pkg"), ("version", "1.0")], Some((&name, &bytes)));
+    let resp = http()
+        .post(project("secret"))
+        .basic_auth("x", Some("privacy-write-1"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // `private = false` on a group does not open its private member.
+    let resp = http().get(server.url("/api/v4/groups/leaky/-/packages/pypi/simple/hidden-pkg/")).send().unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http()
+        .get(server.url(&format!("/api/v4/groups/leaky/-/packages/pypi/files/{}/{name}", sha256_hex(&bytes))))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let get = |url: String| http().get(url).basic_auth("x", Some("privacy-read-1")).send().unwrap();
+    for (what, url) in [
+        ("private file", format!("{}/files/{}/{name}", project("secret"), sha256_hex(&bytes))),
+        ("private page", format!("{}/simple/hidden-pkg/", project("secret"))),
+        ("root listing", format!("{}/simple/", project("secret"))),
+        ("upstream page in a private project", format!("{}/simple/common/", project("secret"))),
+        (
+            "upstream file in a private project",
+            format!("{}/files/{}/{uname}", project("secret"), sha256_hex(&wheel("common", "1.0", &[]).1)),
+        ),
+    ] {
+        let resp = get(url);
+        assert_eq!(resp.status(), 200, "{what}");
+        let cc = resp.headers()["cache-control"].to_str().unwrap().to_string();
+        assert!(cc.contains("private") && !cc.contains("public"), "{what}: {cc}");
+        let vary = resp.headers()["vary"].to_str().unwrap().to_string();
+        assert!(vary.contains("Authorization"), "{what}: Vary {vary}");
+    }
+    // A public project's answers stay shareable.
+    let resp = http().get(format!("{}/simple/common/", project("open"))).send().unwrap();
+    assert!(resp.headers()["cache-control"].to_str().unwrap().contains("public"));
+}
+
+/// A wheel stored uncompressed, so that two wheels whose METADATA differ in one byte have the
+/// same length and layout (an upstream can then lie to range readers only).
+fn stored_wheel(name: &str, summary: &str) -> (String, Vec<u8>) {
+    let filename = format!("{name}-1.0-py3-none-any.whl");
+    let info = format!("{name}-1.0.dist-info");
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file(format!("{name}/__init__.py"), opts).unwrap();
+        zip.write_all(b"x = 1\n").unwrap();
+        zip.start_file(format!("{info}/METADATA"), opts).unwrap();
+        zip.write_all(format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\nSummary: {summary}\n").as_bytes())
+            .unwrap();
+        zip.start_file(format!("{info}/WHEEL"), opts).unwrap();
+        zip.write_all(b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n").unwrap();
+        zip.finish().unwrap();
+    }
+    (filename, buf.into_inner())
+}
+
+#[test]
+fn range_read_metadata_is_checked_against_the_wheel_once_stored() {
+    let up = MockUpstream::start();
+    let (name, real) = stored_wheel("lying", "the real one");
+    let (_, fake) = stored_wheel("lying", "a forged one");
+    assert_eq!(real.len(), fake.len());
+    up.add("lying", MockFile { range_bytes: Some(fake.clone()), ..MockFile::new(&name, real.clone()) });
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start(dir.path(), &["--upstream", &up.simple_url()]);
+    let page_md = || {
+        let page = crate::util::json_page(&server.url("/simple/lying/"), None);
+        page["files"][0]["core-metadata"]["sha256"].as_str().map(str::to_string)
+    };
+    let mut linked = None;
+    for _ in 0..50 {
+        linked = page_md();
+        if linked.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let fake_md = crate::util::wheel_metadata(&fake);
+    assert_eq!(linked, Some(sha256_hex(&fake_md)), "the prefetcher linked what the ranges said");
+    // The whole wheel is downloaded and hash-checked: its own METADATA replaces the forged one.
+    let sha = sha256_hex(&real);
+    assert_eq!(http().get(server.url(&format!("/files/{sha}/{name}"))).send().unwrap().status(), 200);
+    let real_md = crate::util::wheel_metadata(&real);
+    let mut now = None;
+    for _ in 0..50 {
+        now = page_md();
+        if now == Some(sha256_hex(&real_md)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(now, Some(sha256_hex(&real_md)));
+    let md = http().get(server.url(&format!("/files/{sha}/{name}.metadata"))).send().unwrap().bytes().unwrap();
+    assert_eq!(md.as_ref(), real_md.as_slice());
+    let metrics = http().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("larder_metadata_mismatch_total 1"), "{metrics}");
+    assert!(server.log().contains("differs from the wheel's own"));
+    // And it stays replaced after a restart.
+    let server = server.restart();
+    let page = crate::util::json_page(&server.url("/simple/lying/"), None);
+    assert_eq!(page["files"][0]["core-metadata"]["sha256"], sha256_hex(&real_md));
+}
+
+#[test]
+fn an_upstream_page_cannot_name_another_projects_private_file() {
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start_with_env(
+        dir.path(),
+        &["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--allow-shadowing", "victim"],
+        &[("LARDER_TOKEN", "named-token-1")],
+    );
+    let (pname, pbytes) = wheel("victim", "1.0", &[]);
+    let (ct, body) = crate::util::multipart(&[("name", "victim"), ("version", "1.0")], Some((&pname, &pbytes)));
+    let resp = http()
+        .post(server.url("/api/v4/projects/team/packages/pypi"))
+        .basic_auth("x", Some("named-token-1"))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let private_sha = sha256_hex(&pbytes);
+    let private_md = sha256_hex(&crate::util::wheel_metadata(&pbytes));
+    // A hostile upstream lists the private file's hash as a file and as metadata of its own.
+    let files = serde_json::json!([
+        {"filename": "attacker-1.0-py3-none-any.whl", "url": "/files/attacker-1.0-py3-none-any.whl",
+         "hashes": {"sha256": "ab".repeat(32)}, "core-metadata": {"sha256": private_sha}},
+        {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": private_md}},
+    ]);
+    let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
+    up.state.lock().unwrap().raw.insert(
+        "/simple/attacker/".into(),
+        (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], page.into_bytes()),
+    );
+    let meta = http()
+        .get(server.url(&format!("/files/{}/attacker-1.0-py3-none-any.whl.metadata", "ab".repeat(32))))
+        .send()
+        .unwrap();
+    assert_eq!(meta.status(), 404, "metadata naming a private file of another project");
+    let file = http().get(server.url(&format!("/files/{private_md}/attacker-1.0.tar.gz"))).send().unwrap();
+    assert_eq!(file.status(), 404, "a file naming a private file's metadata");
 }

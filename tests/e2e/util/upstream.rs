@@ -28,6 +28,8 @@ pub struct MockFile {
     pub advertised_sha256: Option<String>,
     /// List the file without any hash.
     pub no_hash: bool,
+    /// Answer Range requests from these bytes instead (an upstream that lies to range readers).
+    pub range_bytes: Option<Vec<u8>>,
 }
 
 impl MockFile {
@@ -238,7 +240,8 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
     if let Some(name) = path.strip_prefix("/files/") {
         for f in st.projects.values().flatten() {
             if f.filename == name {
-                return file_response(&f.bytes, range.as_deref());
+                let bytes = if range.is_some() { f.range_bytes.as_ref().unwrap_or(&f.bytes) } else { &f.bytes };
+                return file_response(bytes, range.as_deref());
             }
             if let Some(md) = &f.metadata
                 && name == format!("{}.metadata", f.filename)
