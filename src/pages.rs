@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::core_metadata::MetadataLinks;
+use crate::evict::Evictor;
 use crate::index::{self, DistFile, FileKey, MediaType, ProjectName, ProjectPage};
 use crate::records::{self, PageRecord, RecordKey};
 use crate::singleflight::SingleFlight;
@@ -154,6 +155,8 @@ pub struct Pages {
     flight: Arc<SingleFlight<ProjectName, Lookup, Error>>,
     store: Arc<dyn Store>,
     upstream: Option<Upstream>,
+    /// Page records count toward the store's size limit and are evicted like files.
+    evictor: Arc<Evictor>,
     settings: PageSettings,
     /// Names with a stored page, for the project list.
     known: RwLock<BTreeSet<ProjectName>>,
@@ -166,6 +169,7 @@ impl Pages {
         store: Arc<dyn Store>,
         upstream: Option<Upstream>,
         links: Arc<MetadataLinks>,
+        evictor: Arc<Evictor>,
         settings: PageSettings,
         records: &Records,
     ) -> Pages {
@@ -191,6 +195,7 @@ impl Pages {
             flight: Arc::default(),
             store,
             upstream,
+            evictor,
             settings,
             known: RwLock::new(known),
             writes: tokio_util::task::TaskTracker::new(),
@@ -252,6 +257,7 @@ impl Pages {
 
     /// The page for `name`, from memory, disk or upstream.
     pub async fn get(self: &Arc<Self>, name: &ProjectName) -> Result<Lookup, Arc<Error>> {
+        self.evictor.touch_page(&record_key(name));
         if let Some(p) = self.memory.get(name).await
             && Instant::now() < p.fresh_until
         {
@@ -454,8 +460,12 @@ impl Pages {
     ) {
         let record = PageRecord { page, validators, confirmed_unix };
         let bytes = serde_json::to_vec(&record).expect("a page record serializes");
-        if let Err(e) = self.store.put_record(&record_key(&name), bytes).await {
+        let (key, sha, size) = (record_key(&name), crate::digest::sha256_hex(&bytes), bytes.len() as u64);
+        if let Err(e) = self.store.put_record(&key, bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
+            return;
         }
+        self.evictor.page_written(&key, &sha, size).await;
+        self.evictor.enforce().await;
     }
 }

@@ -45,12 +45,13 @@ impl AppState {
         // One pass over the record index feeds everything below.
         let records = store.list_records().await?;
         let links = Arc::new(MetadataLinks::from_records(store.clone(), &records));
-        let pages = Arc::new(Pages::new(store.clone(), upstream.clone(), links.clone(), settings, &records));
         let private = Arc::new(Private::load(store.clone(), &records).await?);
         // Always track the store's size (the `larder_store_bytes` gauge); evict only under a limit.
         let limit = config.max_store_bytes.unwrap_or(u64::MAX);
         let evictor = Arc::new(Evictor::new(limit, store.clone(), private.clone(), links.clone(), &records).await?);
         evictor.enforce().await; // also: the limit may have shrunk since the last run
+        let pages =
+            Arc::new(Pages::new(store.clone(), upstream.clone(), links.clone(), evictor.clone(), settings, &records));
         let evictor = Some(evictor);
         let fills = match upstream {
             Some(up) => {

@@ -247,7 +247,9 @@ impl Store for LocalStore {
             }
             for entry in cacache::list_sync(&dir) {
                 let entry = entry.map_err(cache_err("record index"))?;
-                records.blobs.insert(entry.integrity.to_hex().1);
+                let sha = entry.integrity.to_hex().1;
+                records.blobs.insert(sha.clone());
+                records.contents.insert(entry.key.clone(), (sha, entry.size as u64));
                 records.keys.insert(entry.key);
             }
             Ok(records)

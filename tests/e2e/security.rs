@@ -809,3 +809,62 @@ fn an_upstream_page_cannot_name_another_projects_private_file() {
     let file = http().get(server.url(&format!("/files/{private_md}/attacker-1.0.tar.gz"))).send().unwrap();
     assert_eq!(file.status(), 404, "a file naming a private file's metadata");
 }
+
+#[test]
+fn upstream_pages_are_evicted_under_the_size_limit_like_files() {
+    let up = MockUpstream::start();
+    for i in 0..40 {
+        let (name, bytes) = wheel(&format!("paged-{i}"), "1.0", &[]);
+        up.add(&format!("paged-{i}"), MockFile::new(&name, bytes));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start(
+        dir.path(),
+        &[
+            "--upstream",
+            &up.simple_url(),
+            "--max-store-size",
+            "8KiB",
+            "--metadata-prefetch",
+            "false",
+            "--index-ttl",
+            "0s",
+        ],
+    );
+    for i in 0..40 {
+        assert_eq!(http().get(server.url(&format!("/simple/paged-{i}/"))).send().unwrap().status(), 200);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pages = cacache::index::ls(&dir.path().join("store"))
+        .filter_map(Result::ok)
+        .filter(|e| e.key.starts_with("page/"))
+        .count();
+    assert!(pages < 30, "{pages} of 40 page records kept under an 8 KiB limit");
+    let on_disk: u64 = walk_size(&dir.path().join("store/content-v2"));
+    assert!(on_disk <= 8 * 1024, "{on_disk} bytes of content under an 8 KiB limit");
+    // An evicted page is simply fetched again.
+    assert_eq!(http().get(server.url("/simple/paged-0/")).send().unwrap().status(), 200);
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        total += if p.is_dir() { walk_size(&p) } else { p.metadata().map(|m| m.len()).unwrap_or(0) };
+    }
+    total
+}
+
+#[test]
+fn metrics_can_require_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Larder::start_with_env(dir.path(), &[], &[("LARDER_METRICS_TOKEN", "scrape-token-1")]);
+    let resp = http().get(server.url("/metrics")).send().unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http().get(server.url("/metrics")).bearer_auth("wrong-token").send().unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http().get(server.url("/metrics")).bearer_auth("scrape-token-1").send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().unwrap().contains("larder_"));
+    assert!(!server.log().contains("scrape-token-1"), "the token is never logged");
+}
