@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use larder::index::RenderedPage;
 use larder::index::{DistFile, MediaType, ProjectName, ProjectPage, Yanked};
-use larder::pages::RenderedPage;
 use larder::store::{LocalStore, Store};
 
 fn main() {

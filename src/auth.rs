@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, Token};
-use crate::error::HttpError;
+use crate::server::error::HttpError;
 use crate::server::route::Scope;
 
 pub fn digest(secret: &str) -> [u8; 32] {

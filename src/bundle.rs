@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::private::PrivateRecord;
+use crate::cache::private::PrivateRecord;
 use crate::store::Store;
 
 const FORMAT: &str = "larder-bundle";
@@ -203,7 +203,7 @@ fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
         }
     }
     for r in &manifest.records {
-        crate::records::RecordKey::parse(&r.key).map_err(anyhow::Error::msg)?;
+        crate::cache::records::RecordKey::parse(&r.key).map_err(anyhow::Error::msg)?;
         if !crate::index::is_sha256_hex(&r.sha256) || r.size > MAX_RECORD {
             bail!("the manifest entry of record `{}` is malformed (sha256 or size)", r.key.escape_debug());
         }
@@ -281,7 +281,7 @@ fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<
                 bail!("record `{}` does not match its size and sha256", expected.key);
             }
             // Parsed and validated before it is staged: a record is trusted by everything that reads it.
-            crate::records::validate(&expected.key, &body).map_err(anyhow::Error::msg)?;
+            crate::cache::records::validate(&expected.key, &body).map_err(anyhow::Error::msg)?;
             if records.insert(i, body).is_some() {
                 bail!("`{path}` appears twice in the bundle");
             }

@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::core_metadata::MetadataLinks;
-use crate::private::Private;
-use crate::records::PAGE_PREFIX;
+use crate::cache::links::MetadataLinks;
+use crate::cache::private::Private;
+use crate::cache::records::PAGE_PREFIX;
 use crate::store::{Records, Store};
 
 /// One LRU item: a blob's sha256, or a page record's key (`page/<name>`).

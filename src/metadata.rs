@@ -1,5 +1,6 @@
-//! Distribution files: parsing their names (FN-3, FN-5) and reading their core metadata
-//! (`*.dist-info/METADATA` from wheels, `PKG-INFO` from sdists; EX-1 … EX-4).
+//! Core metadata: reading it out of distributions (`*.dist-info/METADATA` from wheels,
+//! `PKG-INFO` from sdists; EX-1 … EX-4) and parsing its headers. Filenames are parsed in
+//! `index::filename`.
 //! Everything here is synchronous file work; async callers use `spawn_blocking`.
 
 use std::io::Read;
@@ -7,48 +8,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::archive::{self, ArchiveLimits};
-use crate::index::{ProjectName, name::normalize};
+use crate::index::name::normalize;
 
 /// Metadata larger than this is refused (EX-4).
 const MAX_METADATA: u64 = 16 * 1024 * 1024;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DistKind {
-    Wheel,
-    Sdist,
-}
-
-/// What a distribution's filename says.
-#[derive(Debug, PartialEq, Eq)]
-pub struct DistFilename {
-    pub name: ProjectName,
-    pub version: String,
-    pub kind: DistKind,
-}
-
-/// Parses a wheel or sdist filename; the error is a sentence for the uploader.
-pub fn parse_filename(filename: &str) -> Result<DistFilename, String> {
-    let invalid =
-        || format!("Invalid file extension: Use .tar.gz, .whl or .zip extension; `{filename}` is not a wheel or sdist");
-    if let Some(stem) = filename.strip_suffix(".whl") {
-        // FN-3: name-version(-build)?-python-abi-platform
-        let parts: Vec<&str> = stem.split('-').collect();
-        if !(parts.len() == 5 || parts.len() == 6) {
-            return Err(format!(
-                "`{filename}` is not a valid wheel filename: expected name-version[-build]-python-abi-platform.whl"
-            ));
-        }
-        let name = ProjectName::parse(parts[0]).map_err(|e| e.to_string())?;
-        return Ok(DistFilename { name, version: parts[1].to_string(), kind: DistKind::Wheel });
-    }
-    let stem = filename.strip_suffix(".tar.gz").or_else(|| filename.strip_suffix(".zip")).ok_or_else(invalid)?;
-    // FN-5: split at the last '-'.
-    let (name, version) = stem
-        .rsplit_once('-')
-        .ok_or_else(|| format!("`{filename}` is not a valid sdist filename: expected name-version.tar.gz"))?;
-    let name = ProjectName::parse(name).map_err(|e| e.to_string())?;
-    Ok(DistFilename { name, version: version.to_string(), kind: DistKind::Sdist })
-}
 
 /// Two versions are equal as PEP 440 versions (`1.0` == `1.0.0`? no: `1.0` == `1.0.0` is true
 /// in PEP 440, and `1.0-post1` == `1.0.post1`).
@@ -200,15 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filenames() {
-        let w = parse_filename("My_Pkg-1.0.0-py3-none-any.whl").unwrap();
-        assert_eq!((w.name.as_str(), w.version.as_str(), w.kind), ("my-pkg", "1.0.0", DistKind::Wheel));
-        let w = parse_filename("pkg-1.0-1-cp312-cp312-manylinux_2_17_x86_64.whl").unwrap();
-        assert_eq!(w.version, "1.0");
-        let s = parse_filename("my_pkg-1.0.post1.tar.gz").unwrap();
-        assert_eq!((s.name.as_str(), s.version.as_str(), s.kind), ("my-pkg", "1.0.post1", DistKind::Sdist));
-        assert!(parse_filename("pkg-1.0.exe").is_err());
-        assert!(parse_filename("pkg-1.0-py3.whl").is_err());
+    fn versions() {
         assert!(same_version("1.0", "1.0.0"));
         assert!(same_version("1.0-post1", "1.0.post1"));
         assert!(!same_version("1.0", "1.1"));

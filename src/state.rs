@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::cache::fill::Fills;
+use crate::cache::links::{MetadataLinks, PrefetchSettings, spawn_prefetcher};
+use crate::cache::pages::{PageSettings, Pages};
+use crate::cache::private::Private;
 use crate::config::Config;
-use crate::core_metadata::{MetadataLinks, PrefetchSettings, spawn_prefetcher};
 use crate::evict::Evictor;
-use crate::fill::Fills;
-use crate::pages::{PageSettings, Pages};
-use crate::private::Private;
 use crate::store::{self, Store};
 use crate::upstream::Upstream;
 

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::bundle::{self, Selection};
+use crate::cache::links::MetadataLinks;
+use crate::cache::records::{self, RecordKey};
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::commands::warm::{Filters, collect_pins, select_files};
 use crate::config::Config;
-use crate::core_metadata::MetadataLinks;
-use crate::records::{self, RecordKey};
 use crate::store;
 
 pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode> {

@@ -4,7 +4,6 @@
 use anyhow::Context;
 
 use crate::cli::ManageArgs;
-use crate::metadata;
 
 pub enum Op {
     Yank,
@@ -14,7 +13,7 @@ pub enum Op {
 
 pub async fn run(op: Op, args: ManageArgs) -> anyhow::Result<()> {
     let token = std::env::var("LARDER_TOKEN").context("set LARDER_TOKEN to a token with write access")?;
-    let name = metadata::parse_filename(&args.filename).map_err(|e| anyhow::anyhow!(e))?.name;
+    let name = crate::index::filename::parse(&args.filename).map_err(|e| anyhow::anyhow!(e))?.name;
     let base = args.server.as_str().trim_end_matches('/');
     let project = format!("{base}/api/v4/projects/{}/packages/pypi", args.project);
     let client = reqwest::Client::new();

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::cache::records::{self, RecordKey};
 use crate::cli::VerifyArgs;
 use crate::config::Config;
-use crate::records::{self, RecordKey};
 use crate::store;
 
 pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {

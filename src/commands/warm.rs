@@ -14,13 +14,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cache::fill::{FillRequest, FillState};
+use crate::cache::pages::PageState;
 use crate::cli::{SelectionArgs, WarmArgs};
 use crate::config::Config;
-use crate::fill::{FillRequest, FillState};
-use crate::index::DistFile;
+use crate::index::{DistFile, filename};
 use crate::lockfile::{self, Pin};
 use crate::metadata;
-use crate::pages::PageState;
 use crate::state::AppState;
 
 /// Which wheels to keep; empty lists keep everything.
@@ -31,13 +31,10 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn keeps(&self, filename: &str) -> bool {
-        let Some(stem) = filename.strip_suffix(".whl") else { return true }; // sdists always
-        let parts: Vec<&str> = stem.split('-').collect();
-        if parts.len() < 5 {
-            return true;
-        }
-        let (python, abi, platform) = (parts[parts.len() - 3], parts[parts.len() - 2], parts[parts.len() - 1]);
+    fn keeps(&self, name: &str) -> bool {
+        // sdists (and what does not parse) always
+        let Some(tags) = filename::parse(name).ok().and_then(|f| f.tags) else { return true };
+        let (python, abi, platform) = (tags.python.as_str(), tags.abi.as_str(), tags.platform.as_str());
         let platform_ok = self.platforms.is_empty()
             || platform.split('.').any(|p| p == "any" || self.platforms.iter().any(|want| want == p));
         let python_ok = self.python_versions.is_empty()
@@ -61,9 +58,7 @@ impl Filters {
 pub fn select_files(files: &[DistFile], pin: &Pin, filters: &Filters) -> Result<Vec<DistFile>, String> {
     let of_version: Vec<&DistFile> = files
         .iter()
-        .filter(|f| {
-            metadata::parse_filename(&f.filename).is_ok_and(|p| metadata::same_version(&p.version, &pin.version))
-        })
+        .filter(|f| filename::parse(&f.filename).is_ok_and(|p| metadata::same_version(&p.version, &pin.version)))
         .collect();
     if of_version.is_empty() {
         return Err(format!("{}=={}: no such version on the index", pin.name, pin.version));
@@ -200,7 +195,7 @@ async fn warm_file(state: &AppState, file: &DistFile) -> Outcome {
     let fills = state.fills.as_ref().expect("warm runs with an upstream");
     let mut outcome = Outcome::Present;
     if state.store.open_blob(sha).await.ok().flatten().is_none() {
-        let project = metadata::parse_filename(&file.filename).map(|f| f.name).ok();
+        let project = filename::parse(&file.filename).map(|f| f.name).ok();
         let needs_metadata = state.pages.links().should_extract(file);
         let req = FillRequest {
             key: sha.to_string(),
@@ -233,7 +228,7 @@ async fn warm_file(state: &AppState, file: &DistFile) -> Outcome {
     outcome
 }
 
-async fn fill_with_retries(fills: &Arc<crate::fill::Fills>, req: FillRequest) -> Result<u64, String> {
+async fn fill_with_retries(fills: &Arc<crate::cache::fill::Fills>, req: FillRequest) -> Result<u64, String> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -241,7 +236,7 @@ async fn fill_with_retries(fills: &Arc<crate::fill::Fills>, req: FillRequest) ->
             FillState::Done { len, .. } => return Ok(len),
             FillState::Failed(e) => {
                 // A hash mismatch or a 404 will not heal; connection trouble and 5xx may.
-                let transient = matches!(&*e, crate::fill::Error::Upstream(u) if u.is_transient());
+                let transient = matches!(&*e, crate::cache::fill::Error::Upstream(u) if u.is_transient());
                 if !transient || attempt >= 3 {
                     return Err(e.to_string());
                 }

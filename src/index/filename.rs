@@ -2,6 +2,7 @@
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use super::ProjectName;
 use super::name::normalize;
 
 /// Characters escaped in a filename path segment: pip re-quotes paths itself, and `+`/`!` are
@@ -37,6 +38,61 @@ pub fn is_safe(filename: &str) -> bool {
         && !filename.chars().any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
+/// Wheel or sdist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistKind {
+    Wheel,
+    Sdist,
+}
+
+/// A wheel's compatibility tags (FN-3), each possibly a `.`-separated set.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WheelTags {
+    pub python: String,
+    pub abi: String,
+    pub platform: String,
+}
+
+/// What a distribution's filename says: the one parser of distribution filenames.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DistFilename {
+    pub name: ProjectName,
+    pub version: String,
+    pub kind: DistKind,
+    /// Wheels only.
+    pub tags: Option<WheelTags>,
+}
+
+/// Parses a wheel or sdist filename; the error is a sentence for the uploader.
+pub fn parse(filename: &str) -> Result<DistFilename, String> {
+    let invalid =
+        || format!("Invalid file extension: Use .tar.gz, .whl or .zip extension; `{filename}` is not a wheel or sdist");
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        // FN-3: name-version(-build)?-python-abi-platform
+        let parts: Vec<&str> = stem.split('-').collect();
+        if !(parts.len() == 5 || parts.len() == 6) {
+            return Err(format!(
+                "`{filename}` is not a valid wheel filename: expected name-version[-build]-python-abi-platform.whl"
+            ));
+        }
+        let name = ProjectName::parse(parts[0]).map_err(|e| e.to_string())?;
+        let n = parts.len();
+        let tags = WheelTags {
+            python: parts[n - 3].to_string(),
+            abi: parts[n - 2].to_string(),
+            platform: parts[n - 1].to_string(),
+        };
+        return Ok(DistFilename { name, version: parts[1].to_string(), kind: DistKind::Wheel, tags: Some(tags) });
+    }
+    let stem = filename.strip_suffix(".tar.gz").or_else(|| filename.strip_suffix(".zip")).ok_or_else(invalid)?;
+    // FN-5: split at the last '-'.
+    let (name, version) = stem
+        .rsplit_once('-')
+        .ok_or_else(|| format!("`{filename}` is not a valid sdist filename: expected name-version.tar.gz"))?;
+    let name = ProjectName::parse(name).map_err(|e| e.to_string())?;
+    Ok(DistFilename { name, version: version.to_string(), kind: DistKind::Sdist, tags: None })
+}
+
 const SDIST_EXTENSIONS: &[&str] =
     &[".tar.gz", ".zip", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tgz", ".tar"];
 
@@ -63,6 +119,23 @@ pub fn candidate_projects(filename: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filenames() {
+        let w = parse("My_Pkg-1.0.0-py3-none-any.whl").unwrap();
+        assert_eq!((w.name.as_str(), w.version.as_str(), w.kind), ("my-pkg", "1.0.0", DistKind::Wheel));
+        let w = parse("pkg-1.0-1-cp312-cp312-manylinux_2_17_x86_64.whl").unwrap();
+        assert_eq!(w.version, "1.0");
+        let tags = w.tags.unwrap();
+        assert_eq!(
+            (tags.python.as_str(), tags.abi.as_str(), tags.platform.as_str()),
+            ("cp312", "cp312", "manylinux_2_17_x86_64")
+        );
+        let s = parse("my_pkg-1.0.post1.tar.gz").unwrap();
+        assert_eq!((s.name.as_str(), s.version.as_str(), s.kind), ("my-pkg", "1.0.post1", DistKind::Sdist));
+        assert!(parse("pkg-1.0.exe").is_err());
+        assert!(parse("pkg-1.0-py3.whl").is_err());
+    }
 
     #[test]
     fn fn_5_candidates() {

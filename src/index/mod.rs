@@ -9,6 +9,7 @@ pub mod html;
 pub mod json;
 pub mod media_type;
 pub mod name;
+pub mod rendered;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use media_type::MediaType;
 pub use name::{InvalidName, ProjectName};
+pub use rendered::RenderedPage;
 
 /// One project's page: every file Larder can serve under that name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,8 @@
 //! hyper stays here; handlers get plain values.
 
 pub mod body;
+pub mod error;
+pub mod handlers;
 mod idle;
 pub mod respond;
 pub mod route;
@@ -23,10 +25,10 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::auth::{self, Access};
-use crate::error::HttpError;
-use crate::handlers::{self, manage::Action};
+use crate::server::error::HttpError;
 use crate::state::AppState;
 use body::Body;
+use handlers::manage::Action;
 use route::{Route, Scope};
 
 /// How long a client may take, and how many may be connected (issue 9: slow clients must not

@@ -5,9 +5,9 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use std::collections::BTreeSet;
 
 use crate::auth;
-use crate::error::HttpError;
+use crate::cache::pages::{CacheStatus, PageState};
 use crate::index::{MediaType, ProjectName, html, json};
-use crate::pages::{CacheStatus, PageState};
+use crate::server::error::HttpError;
 use crate::server::{body, body::Body, respond, route::Scope};
 use crate::state::AppState;
 

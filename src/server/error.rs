@@ -2,8 +2,9 @@
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
+use crate::cache::{fill, pages};
 use crate::server::{body::Body, respond};
-use crate::{fill, pages, store, upstream};
+use crate::{store, upstream};
 
 /// A failure on its way to the client: a status and a one-line reason.
 #[derive(Debug)]

@@ -7,9 +7,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth;
-use crate::error::HttpError;
+use crate::cache::private::Rejected;
 use crate::index::{FileKey, ProjectName, Yanked, filename};
-use crate::private::Rejected;
+use crate::server::error::HttpError;
 use crate::server::{body::Body, respond, route::Scope};
 use crate::state::AppState;
 

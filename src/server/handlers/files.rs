@@ -6,11 +6,11 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::auth;
-use crate::error::HttpError;
-use crate::fill::{Fill, FillRequest, FillState};
+use crate::cache::fill::{Fill, FillRequest, FillState};
+use crate::cache::private::Visibility;
+use crate::index::RenderedPage;
 use crate::index::{FileKey, ProjectName, filename};
-use crate::pages::RenderedPage;
-use crate::private::Visibility;
+use crate::server::error::HttpError;
 use crate::server::{body, body::Body, route::Scope};
 use crate::state::AppState;
 use crate::store::Blob;
@@ -62,9 +62,11 @@ pub async fn file(
     let sha = match &key {
         FileKey::Sha256(sha) => Some(sha.clone()),
         // The alias body becomes a path: only a valid sha256 is used (issue 9).
-        FileKey::UrlDigest(digest) => {
-            state.store.get_record(&alias_record(digest)).await?.and_then(|v| crate::records::decode_alias(&v).ok())
-        }
+        FileKey::UrlDigest(digest) => state
+            .store
+            .get_record(&alias_record(digest))
+            .await?
+            .and_then(|v| crate::cache::records::decode_alias(&v).ok()),
     };
     if let Some(sha) = &sha {
         // Another project's private file is not found from here, even if an upstream page lists it.
@@ -118,7 +120,7 @@ fn not_listed(dist_name: &str, key: &FileKey) -> HttpError {
 }
 
 fn alias_record(url_digest: &str) -> String {
-    crate::records::RecordKey::Alias(url_digest.to_string()).to_string()
+    crate::cache::records::RecordKey::Alias(url_digest.to_string()).to_string()
 }
 
 struct Request<'a> {

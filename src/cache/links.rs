@@ -19,10 +19,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::archive::ArchiveLimits;
+use crate::cache::pages::{PageState, Pages};
+use crate::cache::records::RecordKey;
 use crate::index::{DistFile, ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
-use crate::pages::{PageState, Pages};
-use crate::records::RecordKey;
 use crate::store::{Records, Store};
 use crate::upstream::Upstream;
 
@@ -38,7 +38,7 @@ impl MetadataLinks {
     /// Reads the links from the record listing (their keys carry both hashes).
     pub fn from_records(store: Arc<dyn Store>, records: &Records) -> MetadataLinks {
         let links: HashMap<String, String> = records
-            .with_prefix(crate::records::WHEEL_META_PREFIX)
+            .with_prefix(crate::cache::records::WHEEL_META_PREFIX)
             .filter_map(|k| match RecordKey::parse(k) {
                 Ok(RecordKey::WheelMeta { wheel, metadata }) => Some((wheel, metadata)),
                 _ => None,
@@ -206,7 +206,7 @@ pub fn spawn_prefetcher(
 /// `(sha256, url, size)` of the wheels of the `versions` newest versions that have no metadata.
 fn newest_wheels_without_metadata(page: &ProjectPage, versions: usize) -> Vec<(String, String, Option<u64>)> {
     let version_of = |filename: &str| {
-        metadata::parse_filename(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
+        crate::index::filename::parse(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
     };
     let mut all: Vec<pep440_rs::Version> = page.files.iter().filter_map(|f| version_of(&f.filename)).collect();
     all.sort();

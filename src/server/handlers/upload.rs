@@ -22,11 +22,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::archive::ArchiveLimits;
 use crate::auth;
-use crate::error::HttpError;
+use crate::cache::pages::PageState;
+use crate::cache::private::{Added, PrivateFile, Rejected};
+use crate::index::filename::DistKind;
 use crate::index::{ProjectName, filename};
-use crate::metadata::{self, CoreMetadata, DistKind};
-use crate::pages::PageState;
-use crate::private::{Added, PrivateFile, Rejected};
+use crate::metadata::{self, CoreMetadata};
+use crate::server::error::HttpError;
 use crate::server::{body::Body, respond, route::Scope};
 use crate::state::AppState;
 
@@ -98,7 +99,7 @@ pub async fn upload(
 
     // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
     // bytes exactly as in the file (MD-04).
-    let kind = metadata::parse_filename(&file.filename).map(|f| f.kind).ok();
+    let kind = filename::parse(&file.filename).map(|f| f.kind).ok();
     let servable = match kind {
         Some(DistKind::Wheel) => true,
         Some(DistKind::Sdist) => md.is_static_sdist_metadata(),
@@ -340,7 +341,7 @@ async fn validate(
     if !filename::is_safe(&file.filename) {
         return Err(bad("Cannot upload a file with '/' or '\\' or control characters in the name."));
     }
-    let parsed = metadata::parse_filename(&file.filename).map_err(bad)?;
+    let parsed = filename::parse(&file.filename).map_err(bad)?;
     match (field(form, "filetype"), parsed.kind) {
         (None, _) | (Some("bdist_wheel"), DistKind::Wheel) | (Some("sdist"), DistKind::Sdist) => {}
         (Some("bdist_wheel" | "sdist"), _) => {

@@ -21,10 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::archive::ArchiveLimits;
-use crate::core_metadata::MetadataLinks;
+use crate::cache::links::MetadataLinks;
+use crate::cache::pages::Pages;
 use crate::evict::Evictor;
 use crate::index::ProjectName;
-use crate::pages::Pages;
 use crate::store::{ByteStream, Store};
 use crate::upstream::{self, Upstream};
 

@@ -17,8 +17,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::private::{PrivateFile, PrivateRecord};
 use crate::index::{self, DistFile, ProjectName, ProjectPage, filename};
-use crate::private::{PrivateFile, PrivateRecord};
 use crate::upstream::Validators;
 
 /// What is persisted per upstream page.
@@ -152,7 +152,7 @@ pub fn decode_private(name: &ProjectName, body: &[u8]) -> Result<PrivateRecord, 
 
 fn validate_private_file(name: &ProjectName, f: &PrivateFile) -> Result<(), String> {
     let what = f.filename.escape_debug();
-    let parsed = crate::metadata::parse_filename(&f.filename).map_err(|e| format!("`{what}`: {e}"))?;
+    let parsed = crate::index::filename::parse(&f.filename).map_err(|e| format!("`{what}`: {e}"))?;
     if !filename::is_safe(&f.filename) || &parsed.name != name {
         return Err(format!("`{what}` is not a file of `{name}`"));
     }

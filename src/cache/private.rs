@@ -11,9 +11,9 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::records::RecordKey;
+use crate::index::RenderedPage;
 use crate::index::{DistFile, ProjectName, ProjectPage, Yanked};
-use crate::pages::RenderedPage;
-use crate::records::RecordKey;
 use crate::store::{Records, Store};
 
 /// One uploaded file (EX-6).
@@ -151,14 +151,14 @@ impl Private {
     /// record must not hand the name to the upstream, DC-1).
     pub async fn load(store: Arc<dyn Store>, records: &Records) -> anyhow::Result<Private> {
         let mut index = Index::default();
-        for key in records.with_prefix(crate::records::PRIVATE_PREFIX) {
+        for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
             let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else {
                 tracing::error!(key = %key.escape_debug(), "skipping a private record with an invalid key");
                 metrics::counter!("larder_bad_records_total").increment(1);
                 continue;
             };
             let record = match store.get_record(key).await {
-                Ok(Some(bytes)) => crate::records::decode_private(&name, &bytes),
+                Ok(Some(bytes)) => crate::cache::records::decode_private(&name, &bytes),
                 Ok(None) => continue,
                 Err(e) => Err(e.to_string()),
             };

@@ -7,17 +7,16 @@
 //! disk counts as stale and is revalidated on first use. Each page is rendered once per format
 //! into shared `Bytes` with its ETag, so a hit copies nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::core_metadata::MetadataLinks;
+use crate::cache::links::MetadataLinks;
+use crate::cache::records::{self, PageRecord, RecordKey};
 use crate::evict::Evictor;
-use crate::index::{self, DistFile, FileKey, MediaType, ProjectName, ProjectPage};
-use crate::records::{self, PageRecord, RecordKey};
+use crate::index::{self, DistFile, FileKey, ProjectName, ProjectPage, RenderedPage};
 use crate::singleflight::SingleFlight;
 use crate::store::{Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Validators};
@@ -76,46 +75,6 @@ pub enum Error {
     Offline(ProjectName),
     #[error(transparent)]
     Internal(#[from] crate::singleflight::Panicked),
-}
-
-/// A page with both renderings and their validators, built once when the page changes.
-pub struct RenderedPage {
-    pub page: ProjectPage,
-    html: Bytes,
-    json: Bytes,
-    digest_html: String,
-    digest_json: String,
-    by_key: HashMap<FileKey, usize>,
-}
-
-impl RenderedPage {
-    pub fn new(page: ProjectPage) -> RenderedPage {
-        let html = Bytes::from(index::html::render_project(&page));
-        let json = Bytes::from(index::json::render_project(&page));
-        let digest_html = crate::digest::sha256_hex(&html)[..20].to_string();
-        let digest_json = crate::digest::sha256_hex(&json)[..20].to_string();
-        let by_key = page.files.iter().enumerate().map(|(i, f)| (f.key(), i)).collect();
-        RenderedPage { page, html, json, digest_html, digest_json, by_key }
-    }
-
-    pub fn body(&self, media: MediaType) -> Bytes {
-        if media.is_json() { self.json.clone() } else { self.html.clone() }
-    }
-
-    /// A strong ETag naming these exact bytes in this media type (HDR-1).
-    pub fn etag(&self, media: MediaType) -> String {
-        let digest = if media.is_json() { &self.digest_json } else { &self.digest_html };
-        format!("\"{digest}-{}\"", media.tag())
-    }
-
-    pub fn file(&self, key: &FileKey) -> Option<&DistFile> {
-        self.by_key.get(key).map(|&i| &self.page.files[i])
-    }
-
-    fn weight(&self) -> u32 {
-        let files: usize = self.page.files.iter().map(|f| f.url.len() + f.filename.len() + 200).sum();
-        (self.html.len() + self.json.len() + files).try_into().unwrap_or(u32::MAX)
-    }
 }
 
 pub enum PageState {
