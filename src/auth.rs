@@ -2,25 +2,29 @@
 //!
 //! Tokens are sent the GitLab way: HTTP Basic with any username and the token as password
 //! (`__token__` works too); `Bearer` and `token` schemes are accepted as well. Secrets are kept
-//! only as sha256 digests, compared in constant time, and never logged.
+//! only as sha256 digests, compared in constant time, and never logged. The server asks once
+//! per request (`server::service`); the answer is a value the handlers pass on.
 
 use base64::Engine;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use sha2::{Digest, Sha256};
+use http::{HeaderMap, header};
 use subtle::ConstantTimeEq;
 
+use crate::cache::Reader;
 use crate::config::{Config, Token};
-use crate::server::error::HttpError;
-use crate::server::route::Scope;
+use crate::digest::secret_digest;
+use crate::scope::Scope;
 
-pub fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
+/// Why a request may not go on; `server::error` turns it into 401, 403 or 404.
+#[derive(Debug, thiserror::Error)]
+pub enum Denied {
+    /// No (valid) token where one is needed: 401 with `WWW-Authenticate: Basic`, so pip, uv
+    /// and twine offer their credentials (UPL-04).
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// The projects a scope covers: a project itself, or a group's configured members.
@@ -44,62 +48,58 @@ pub fn read_is_private(config: &Config, scope: &Scope) -> bool {
     }
 }
 
-/// Checks the request's credentials for `access` on `scope`. Anonymous reads of a public scope
-/// pass; everything else needs a matching token: none → 401, not allowed → 403.
-pub fn authorize(
-    config: &Config,
-    headers: &HeaderMap,
-    scope: &Scope,
-    access: Access,
-) -> Result<Option<Token>, HttpError> {
-    let presented = credentials(headers);
-    if access == Access::Read && !read_is_private(config, scope) {
-        return Ok(None);
+/// May this request read `scope`? Anonymous reads of a public scope pass; a private one needs
+/// a token with the read scope that covers every project of it.
+pub fn reader(config: &Config, headers: &HeaderMap, scope: &Scope) -> Result<Reader, Denied> {
+    let private = read_is_private(config, scope);
+    if private {
+        check_token(config, headers, scope, false)?;
     }
-    let Some(secret) = presented else {
-        let what = if access == Access::Write { "uploading" } else { "reading this private project" };
-        return Err(unauthorized(&format!("{what} needs a token; send it as the password of HTTP Basic auth")));
-    };
-    let presented = digest(&secret);
-    let Some(token) = config.tokens.iter().find(|t| bool::from(t.secret_sha256.ct_eq(&presented))) else {
-        return Err(unauthorized("invalid token"));
-    };
-    let allowed_projects = scope_projects(config, scope);
-    let covers = |p: &String| token.projects.as_ref().is_none_or(|set| set.contains(p));
-    let in_scope = !allowed_projects.is_empty() && allowed_projects.iter().all(covers);
-    let has_scope = match access {
-        Access::Read => token.read,
-        Access::Write => token.write,
-    };
-    if !in_scope || !has_scope {
-        let needed = if access == Access::Write { "write" } else { "read" };
-        return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            format!("token `{}` has no {needed} access to this {}", token.name, scope_kind(scope)),
-        ));
-    }
-    Ok(Some(token.clone()))
-}
-
-fn scope_kind(scope: &Scope) -> &'static str {
-    match scope {
-        Scope::Project(_) => "project",
-        Scope::Group(_) => "group",
-    }
+    Ok(Reader { projects: scope_projects(config, scope), private })
 }
 
 /// Writes (upload, yank, delete) go to one project, never a group (groups are read-only views,
 /// GL-01), and need a write token. Returns the project id.
-pub fn authorize_project_write<'a>(
-    config: &Config,
-    headers: &HeaderMap,
-    scope: &'a Scope,
-) -> Result<&'a String, HttpError> {
+pub fn writer<'a>(config: &Config, headers: &HeaderMap, scope: &'a Scope) -> Result<&'a str, Denied> {
     let Scope::Project(project) = scope else {
-        return Err(HttpError::not_found("groups are read-only; upload to and manage files in a project"));
+        return Err(Denied::NotFound("groups are read-only; upload to and manage files in a project".into()));
     };
-    authorize(config, headers, scope, Access::Write)?;
+    check_token(config, headers, scope, true)?;
     Ok(project)
+}
+
+/// `/metrics` is open unless `metrics_token` is set; then it needs that token.
+pub fn metrics(config: &Config, headers: &HeaderMap) -> Result<(), Denied> {
+    let Some(expected) = &config.metrics_token else { return Ok(()) };
+    match credentials(headers) {
+        Some(t) if bool::from(secret_digest(&t).ct_eq(&secret_digest(expected))) => Ok(()),
+        Some(_) => Err(Denied::Unauthorized("invalid metrics token".into())),
+        None => Err(Denied::Unauthorized("/metrics needs the metrics token (metrics_token)".into())),
+    }
+}
+
+fn check_token(config: &Config, headers: &HeaderMap, scope: &Scope, write: bool) -> Result<Token, Denied> {
+    let Some(secret) = credentials(headers) else {
+        let what = if write { "uploading" } else { "reading this private project" };
+        return Err(Denied::Unauthorized(format!("{what} needs a token; send it as the password of HTTP Basic auth")));
+    };
+    let presented = secret_digest(&secret);
+    let Some(token) = config.tokens.iter().find(|t| bool::from(t.secret_sha256.ct_eq(&presented))) else {
+        return Err(Denied::Unauthorized("invalid token".into()));
+    };
+    let allowed_projects = scope_projects(config, scope);
+    let covers = |p: &String| token.projects.as_ref().is_none_or(|set| set.contains(p));
+    let in_scope = !allowed_projects.is_empty() && allowed_projects.iter().all(covers);
+    let has_scope = if write { token.write } else { token.read };
+    if !in_scope || !has_scope {
+        let needed = if write { "write" } else { "read" };
+        let kind = match scope {
+            Scope::Project(_) => "project",
+            Scope::Group(_) => "group",
+        };
+        return Err(Denied::Forbidden(format!("token `{}` has no {needed} access to this {kind}", token.name)));
+    }
+    Ok(token.clone())
 }
 
 /// The token in an `Authorization` header: Basic password (or username when the password is
@@ -119,20 +119,4 @@ fn credentials(headers: &HeaderMap) -> Option<String> {
         "bearer" | "token" => (!rest.is_empty()).then(|| rest.to_string()),
         _ => None,
     }
-}
-
-/// `/metrics` is open unless `metrics_token` is set; then it needs that token.
-pub fn authorize_metrics(config: &Config, headers: &HeaderMap) -> Result<(), HttpError> {
-    let Some(expected) = &config.metrics_token else { return Ok(()) };
-    match credentials(headers) {
-        Some(t) if bool::from(digest(&t).ct_eq(&digest(expected))) => Ok(()),
-        Some(_) => Err(unauthorized("invalid metrics token")),
-        None => Err(unauthorized("/metrics needs the metrics token (metrics_token)")),
-    }
-}
-
-/// 401 with `WWW-Authenticate: Basic`, so pip, uv and twine offer their credentials (UPL-04).
-pub fn unauthorized(message: &str) -> HttpError {
-    HttpError::new(StatusCode::UNAUTHORIZED, message)
-        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Larder\""))
 }

@@ -151,7 +151,7 @@ pub struct Config {
     pub default_project: String,
     pub max_upload_bytes: u64,
     /// Timeouts and the connection cap of the server.
-    pub connection_limits: crate::server::ConnectionLimits,
+    pub connection_limits: ConnectionLimits,
     /// `/metrics` needs this token (Bearer or Basic password) when set.
     pub metrics_token: Option<String>,
     /// Bounds on reading uploaded and upstream archives.
@@ -195,7 +195,7 @@ impl Config {
             let projects = (!t.projects.iter().any(|p| p == "*")).then(|| t.projects.iter().cloned().collect());
             tokens.push(Token {
                 name: t.name.clone(),
-                secret_sha256: crate::auth::digest(&secret),
+                secret_sha256: crate::digest::secret_digest(&secret),
                 read: t.scopes.contains(&TokenScope::Read) || t.scopes.contains(&TokenScope::Write),
                 write: t.scopes.contains(&TokenScope::Write),
                 projects,
@@ -204,7 +204,7 @@ impl Config {
         if let Some(secret) = env_token {
             tokens.push(Token {
                 name: "LARDER_TOKEN".into(),
-                secret_sha256: crate::auth::digest(&secret),
+                secret_sha256: crate::digest::secret_digest(&secret),
                 read: true,
                 write: true,
                 projects: None,
@@ -218,7 +218,7 @@ impl Config {
         }
         let default_project = s.default_project.clone().or(file.default_project).unwrap_or_else(|| "default".into());
         anyhow::ensure!(
-            crate::server::route::is_valid_project_id(&default_project),
+            crate::scope::is_valid_id(&default_project),
             "invalid default_project `{default_project}`; use letters, digits, '.', '_', '-' or '%'"
         );
         let (upstream, upstream_credentials) = split_credentials(
@@ -228,7 +228,7 @@ impl Config {
         )?;
         let size = |name: &str, flag: &Option<String>, file: Option<String>, default: &str| -> anyhow::Result<u64> {
             let raw = flag.clone().or(file).unwrap_or_else(|| default.to_string());
-            crate::evict::parse_size(&raw).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+            parse_size(&raw).map_err(|e| anyhow::anyhow!("{name}: {e}"))
         };
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
@@ -251,14 +251,12 @@ impl Config {
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(256) * 1024 * 1024,
             file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(64) * 1024 * 1024,
             max_store_bytes: match s.max_store_size.clone().or(file.max_store_size) {
-                Some(size) => {
-                    Some(crate::evict::parse_size(&size).map_err(|e| anyhow::anyhow!("max_store_size: {e}"))?)
-                }
+                Some(size) => Some(parse_size(&size).map_err(|e| anyhow::anyhow!("max_store_size: {e}"))?),
                 None => None,
             },
             default_project,
             max_upload_bytes: s.max_upload_mib.or(file.max_upload_mib).unwrap_or(4096) * 1024 * 1024,
-            connection_limits: crate::server::ConnectionLimits {
+            connection_limits: ConnectionLimits {
                 header_timeout: s.header_timeout.or(file.header_timeout).unwrap_or(Duration::from_secs(15)),
                 idle_timeout: s.idle_timeout.or(file.idle_timeout).unwrap_or(Duration::from_secs(60)),
                 max_connections: s.max_connections.or(file.max_connections).unwrap_or(8192),
@@ -318,6 +316,40 @@ impl Config {
     }
 }
 
+/// How long a client may take, and how many may be connected (issue 9: slow clients must not
+/// hold the server).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// The whole request head (line and headers) must arrive within this; also bounds the TLS
+    /// handshake.
+    pub header_timeout: Duration,
+    /// A connection with no request under way and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+/// Parses a size such as `500MiB`, `2 GiB`, `100KB` or `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = (s[..split].trim(), s[split..].trim());
+    let n: f64 = number.parse().map_err(|_| format!("invalid size `{s}`; write e.g. 500MiB or 20GB"))?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000u64.pow(4),
+        "tib" => 1 << 40,
+        _ => return Err(format!("unknown unit in `{s}`; use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)")),
+    };
+    Ok((n * factor as f64) as u64)
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
@@ -354,6 +386,15 @@ mod tests {
         let (_, c) = split_credentials(url("https://me:old@up.example/simple/"), None, Some("new".into())).unwrap();
         assert_eq!(c.unwrap().password, "new", "settings win over the URL");
         assert!(split_credentials(None, None, Some("x".into())).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2 GB").unwrap(), 2_000_000_000);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
     }
 
     #[test]

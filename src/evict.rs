@@ -192,39 +192,9 @@ impl Evictor {
     }
 }
 
-/// Parses a size such as `500MiB`, `2 GiB`, `100KB` or `1048576`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (number, unit) = (s[..split].trim(), s[split..].trim());
-    let n: f64 = number.parse().map_err(|_| format!("invalid size `{s}`; write e.g. 500MiB or 20GB"))?;
-    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1000 * 1000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1000 * 1000 * 1000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1000u64.pow(4),
-        "tib" => 1 << 40,
-        _ => return Err(format!("unknown unit in `{s}`; use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)")),
-    };
-    Ok((n * factor as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
-        assert_eq!(parse_size("2 GB").unwrap(), 2_000_000_000);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5 parsecs").is_err());
-    }
 
     #[test]
     fn lru_order() {

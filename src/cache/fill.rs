@@ -9,10 +9,8 @@
 //! While the total length is known, readers never get the last byte before the hash check, so
 //! a client never receives a complete-looking corrupt file.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -22,9 +20,10 @@ use tokio::sync::watch;
 
 use crate::archive::ArchiveLimits;
 use crate::cache::links::MetadataLinks;
-use crate::cache::pages::Pages;
+use crate::cache::records::RecordKey;
+use crate::coalesce::Coalescer;
 use crate::evict::Evictor;
-use crate::index::ProjectName;
+use crate::index::{DistFile, FileKey, ProjectName};
 use crate::store::{ByteStream, Store};
 use crate::upstream::{self, Upstream};
 
@@ -43,8 +42,39 @@ pub struct FillRequest {
     /// A record to write with the sha256 once known (files listed without a hash).
     pub alias_record: Option<String>,
     /// A wheel without upstream metadata: extract its METADATA once stored (issue 6), and
-    /// re-render this project's page so that it advertises it.
+    /// report this project so that its page is re-rendered to advertise it.
     pub extract_metadata_for: Option<(ProjectName, String)>,
+}
+
+impl FillRequest {
+    /// The download of a file listed on `project`'s page under `key`; `extract_for` when its
+    /// METADATA is to be extracted once stored.
+    pub fn for_file(key: &FileKey, file: &DistFile, extract_for: Option<ProjectName>) -> FillRequest {
+        FillRequest {
+            key: key.to_string(),
+            url: file.url.clone(),
+            expected_sha256: file.sha256().map(str::to_string),
+            expected_size: file.size,
+            alias_record: match key {
+                FileKey::UrlDigest(digest) => Some(RecordKey::Alias(digest.clone()).to_string()),
+                FileKey::Sha256(_) => None,
+            },
+            extract_metadata_for: extract_for.map(|p| (p, file.filename.clone())),
+        }
+    }
+
+    /// The download of the metadata the upstream serves next to `file` (MD-08), checked
+    /// against the hash its page lists.
+    pub fn for_metadata(file: &DistFile, metadata_sha256: &str) -> FillRequest {
+        FillRequest {
+            key: metadata_sha256.to_string(),
+            url: crate::upstream::metadata_url(&file.url),
+            expected_sha256: Some(metadata_sha256.to_string()),
+            expected_size: None,
+            alias_record: None,
+            extract_metadata_for: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,73 +120,77 @@ pub struct Fill {
 }
 
 pub struct Fills {
-    inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    inflight: Arc<Coalescer<String, Arc<Fill>>>,
     store: Arc<dyn Store>,
     upstream: Upstream,
     spool_dir: PathBuf,
     links: Arc<MetadataLinks>,
-    pages: Arc<Pages>,
-    evictor: Option<Arc<Evictor>>,
+    evictor: Arc<Evictor>,
     archive_limits: ArchiveLimits,
+    /// Projects whose metadata links changed: their pages are re-rendered by the engine.
+    relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
 }
 
 impl Fills {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         upstream: Upstream,
         spool_dir: PathBuf,
         links: Arc<MetadataLinks>,
-        pages: Arc<Pages>,
-        evictor: Option<Arc<Evictor>>,
+        evictor: Arc<Evictor>,
         archive_limits: ArchiveLimits,
+        tasks: tokio_util::task::TaskTracker,
+        relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
     ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
-        // Leftovers of a crash are never visible (they are not in the store); clear them.
-        for entry in std::fs::read_dir(&spool_dir)?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
         Ok(Fills {
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Coalescer::new(tasks),
             store,
             upstream,
             spool_dir,
             links,
-            pages,
             evictor,
             archive_limits,
+            relinked,
         })
     }
 
-    /// Waits until no download (nor its follow-up work, such as metadata extraction) is under
-    /// way; commands call it before they exit.
-    pub async fn idle(&self) {
-        while !self.inflight.lock().expect("fill map lock").is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Removes the spool files a crash left behind (never visible: they are not in the
+    /// store). Only a server does this at start: a command may run beside it.
+    pub fn clear_spool(&self) {
+        for entry in std::fs::read_dir(&self.spool_dir).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "part") {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 
     /// Joins the download for `req.key`, starting it when none is under way.
     pub fn join(self: &Arc<Self>, req: FillRequest) -> Arc<Fill> {
-        let mut map = self.inflight.lock().expect("fill map lock");
-        if let Some(fill) = map.get(&req.key) {
-            metrics::counter!("larder_coalesced_waits_total").increment(1);
-            return fill.clone();
-        }
-        let (tx, rx) = watch::channel(FillState::Connecting);
-        let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
-        let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
-        map.insert(req.key.clone(), fill.clone());
-        let done = Done { fills: Arc::clone(self), key: req.key.clone(), fill: fill.clone() };
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _done = done; // frees the key however `run` ends, a panic included
-            this.run(req, tx, spool).await
+        let (fill, joined) = self.inflight.join_or_start(req.key.clone(), || {
+            let (tx, rx) = watch::channel(FillState::Connecting);
+            let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
+            let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
+            let this = Arc::clone(self);
+            (fill, async move { this.run(req, tx, spool).await })
         });
+        if joined {
+            metrics::counter!("larder_coalesced_waits_total").increment(1);
+        }
         fill
     }
 
     async fn run(self: Arc<Self>, req: FillRequest, tx: watch::Sender<FillState>, spool: PathBuf) {
         let started = std::time::Instant::now();
+        // A request that looked at the store just before another fill committed this file
+        // finds it here, instead of downloading it again.
+        if let Some(sha) = &req.expected_sha256
+            && let Ok(Some(blob)) = self.store.open_blob(sha).await
+        {
+            tx.send_replace(FillState::Done { sha256: sha.clone(), len: blob.len });
+            return;
+        }
         let result = self.download(&req, &tx, &spool).await;
         match result {
             Ok((sha256, len)) => {
@@ -167,12 +201,9 @@ impl Fills {
                 if let Some((project, filename)) = &req.extract_metadata_for
                     && self.links.extract_from_file(&sha256, filename, &spool, self.archive_limits).await.is_some()
                 {
-                    self.pages.relink(project).await;
+                    let _ = self.relinked.send(project.clone());
                 }
                 let _ = tokio::fs::remove_file(&spool).await; // readers keep their open handles
-                // Let requests that raced with the finish (store looked up just before the
-                // commit) find the result instead of downloading again.
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&spool).await;
@@ -244,11 +275,8 @@ impl Fills {
         // The bytes are right: let streaming clients finish now, not after the commit.
         tx.send_replace(FillState::Verified { len: written });
         self.store.put_blob_file(&actual, spool).await?;
-        if let Some(evictor) = &self.evictor {
-            evictor.touch(&actual, written);
-            let evictor = evictor.clone();
-            tokio::spawn(async move { evictor.enforce().await });
-        }
+        self.evictor.touch(&actual, written);
+        self.evictor.enforce().await;
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
         }
@@ -288,24 +316,6 @@ impl Fill {
                 Err(e) => Some((Err(e), None)),
             }
         })))
-    }
-}
-
-/// Removes a fill from the in-flight map when its task ends, however it ends; only that
-/// fill, never a newer one under the same key.
-struct Done {
-    fills: Arc<Fills>,
-    key: String,
-    fill: Arc<Fill>,
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        if let Ok(mut map) = self.fills.inflight.lock()
-            && map.get(&self.key).is_some_and(|f| Arc::ptr_eq(f, &self.fill))
-        {
-            map.remove(&self.key);
-        }
     }
 }
 

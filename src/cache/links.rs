@@ -4,27 +4,19 @@
 //! blob, and linked: wheel sha256 → metadata sha256. Links are records whose *key* carries both
 //! hashes (`wheel-meta/<wheel>/<metadata>`), so loading them at start-up reads only the index.
 //! Pages advertise a linked file's metadata, which the files route then serves from the store.
-//!
-//! The prefetcher goes further: after a project page was fetched, it reads the METADATA of the
-//! newest versions' wheels with HTTP range requests, in the background, with bounded
-//! concurrency, so the next resolve of that project needs no wheel at all.
+//! The prefetcher (`prefetch.rs`) adds links from range reads.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use crate::archive::ArchiveLimits;
-use crate::cache::pages::{PageState, Pages};
 use crate::cache::records::RecordKey;
-use crate::index::{DistFile, ProjectName, ProjectPage};
-use crate::metadata::{self, CoreMetadata};
+use crate::index::{DistFile, ProjectPage};
+use crate::metadata;
 use crate::store::{Records, Store};
-use crate::upstream::Upstream;
 
 pub struct MetadataLinks {
     store: Arc<dyn Store>,
@@ -134,88 +126,4 @@ impl MetadataLinks {
             }
         }
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct PrefetchSettings {
-    /// How many of a project's newest versions to cover.
-    pub versions: usize,
-    /// Range fetches under way at once, across all projects.
-    pub concurrency: usize,
-}
-
-/// Starts the background prefetcher and returns the queue that feeds it. The task lives as
-/// long as the sender (held by `Pages`); full queues drop work rather than wait.
-pub fn spawn_prefetcher(
-    pages: Arc<Pages>,
-    upstream: Upstream,
-    links: Arc<MetadataLinks>,
-    settings: PrefetchSettings,
-) -> mpsc::Sender<ProjectName> {
-    let (tx, mut rx) = mpsc::channel::<ProjectName>(256);
-    tokio::spawn(async move {
-        let mut attempted: HashSet<String> = HashSet::new();
-        while let Some(name) = rx.recv().await {
-            // Failed attempts are not retried soon, but the memory for them is bounded.
-            if attempted.len() > 100_000 {
-                attempted.clear();
-            }
-            let Some(cached) = pages.cached(&name).await else { continue };
-            let PageState::Found(rendered) = &cached.state else { continue };
-            let jobs: Vec<_> = newest_wheels_without_metadata(&rendered.page, settings.versions)
-                .into_iter()
-                .filter(|(sha, _, _)| links.get(sha).is_none() && attempted.insert(sha.clone()))
-                .collect();
-            if jobs.is_empty() {
-                continue;
-            }
-            let stored = futures_util::stream::iter(jobs)
-                .map(|(sha, url, size)| {
-                    let (upstream, links, name) = (&upstream, &links, &name);
-                    async move {
-                        let result = upstream.fetch_wheel_metadata(&url, size).await;
-                        let raw = match result.map_err(|e| e.to_string()).and_then(|raw| {
-                            let md = CoreMetadata::parse(raw)?;
-                            if metadata::names_match(&md.name, name.as_str()) { Ok(md.raw) } else { Err(format!("METADATA names `{}`", md.name)) }
-                        }) {
-                            Ok(raw) => raw,
-                            Err(reason) => {
-                                metrics::counter!("larder_metadata_prefetch_total", "result" => "failed").increment(1);
-                                tracing::info!(%url, %reason, "metadata prefetch failed");
-                                return false;
-                            }
-                        };
-                        let ok = links.store(&sha, raw).await.is_ok();
-                        metrics::counter!("larder_metadata_prefetch_total", "result" => if ok { "stored" } else { "failed" }).increment(1);
-                        ok
-                    }
-                })
-                .buffer_unordered(settings.concurrency.max(1))
-                .filter(|ok| std::future::ready(*ok))
-                .count()
-                .await;
-            if stored > 0 {
-                tracing::info!(project = %name, wheels = stored, "prefetched core metadata with range requests");
-                pages.relink(&name).await;
-            }
-        }
-    });
-    tx
-}
-
-/// `(sha256, url, size)` of the wheels of the `versions` newest versions that have no metadata.
-fn newest_wheels_without_metadata(page: &ProjectPage, versions: usize) -> Vec<(String, String, Option<u64>)> {
-    let version_of = |filename: &str| {
-        crate::index::filename::parse(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
-    };
-    let mut all: Vec<pep440_rs::Version> = page.files.iter().filter_map(|f| version_of(&f.filename)).collect();
-    all.sort();
-    all.dedup();
-    let newest: Vec<_> = all.into_iter().rev().filter(|v| !v.any_prerelease()).take(versions).collect();
-    page.files
-        .iter()
-        .filter(|f| f.filename.ends_with(".whl") && f.core_metadata.is_none() && !f.url.is_empty())
-        .filter(|f| version_of(&f.filename).is_some_and(|v| newest.contains(&v)))
-        .filter_map(|f| Some((f.sha256()?.to_string(), f.url.clone(), f.size)))
-        .collect()
 }

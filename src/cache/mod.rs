@@ -1,7 +1,281 @@
-//! The cache engine: project pages, private uploads, metadata links, downloads from upstream.
+//! The cache engine: the one facade the HTTP handlers and the commands call.
+//!
+//! `Cache` owns project pages (`pages`), private uploads (`private`), metadata links (`links`),
+//! the range prefetcher (`prefetch`), downloads from upstream (`fill`), the store with its size
+//! limit, and every background task (one tracker; `shutdown` waits for them). Data flows down
+//! (cache → store, upstream, index); news flows up as return values and events, never as calls
+//! from a lower part into a higher one.
+//!
+//! - `Cache::page`, `names`: the simple API's pages, private uploads masking the upstream (DC-1).
+//! - `Cache::file`, `metadata`, `stored`: files and PEP 658 metadata (`files.rs`).
+//! - `Cache::upload`, `yank`, `delete`: private packages (`upload.rs`).
+//! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
+mod files;
 pub mod fill;
 pub mod links;
 pub mod pages;
+mod prefetch;
 pub mod private;
 pub mod records;
+mod upload;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+pub use files::FileAnswer;
+pub use upload::{Spooled, Upload};
+
+use crate::config::Config;
+use crate::index::{ProjectName, RenderedPage};
+use crate::store::{self, Store};
+use crate::upstream::Upstream;
+use fill::Fills;
+use links::MetadataLinks;
+use pages::{PageSettings, PageState, Pages};
+use private::Private;
+
+/// How an answer was produced; sent to clients as `X-Cache` and carried in the response's
+/// extensions for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from memory or the store without asking the upstream.
+    Hit,
+    /// The upstream confirmed the cached copy (304).
+    Revalidated,
+    /// Fetched from the upstream.
+    Miss,
+    /// The upstream failed and an older copy was served.
+    Stale,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Revalidated => "REVALIDATED",
+            Outcome::Miss => "MISS",
+            Outcome::Stale => "STALE",
+        }
+    }
+}
+
+/// Who is reading, as the server's auth decided it: the projects whose private packages this
+/// scope shows, and whether its answers are private (a token was needed).
+#[derive(Clone, Debug, Default)]
+pub struct Reader {
+    pub projects: Vec<String>,
+    pub private: bool,
+}
+
+/// Every way the engine can fail; `server::error` maps each to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing visible here by that name or key.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Page(Arc<pages::Error>),
+    #[error(transparent)]
+    Fill(Arc<fill::Error>),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Rejected(#[from] private::Rejected),
+    /// An upload that breaks the upload API's rules (Warehouse's wording where clients match it).
+    #[error("{0}")]
+    BadUpload(String),
+    /// An upload action that no longer exists (410).
+    #[error("{0}")]
+    Gone(String),
+    /// An upload that would hide an upstream project (DC-4).
+    #[error("{0}")]
+    Shadowing(String),
+    /// A check that needs the upstream could not be made now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The answer for a project page.
+pub enum PageAnswer {
+    Found {
+        page: Arc<RenderedPage>,
+        outcome: Outcome,
+        private_upload: bool,
+    },
+    /// The upstream has no such project.
+    NotFound,
+}
+
+/// Whether the engine runs a server (background prefetch, size limit enforced at start) or a
+/// one-shot command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Command,
+}
+
+pub struct Cache {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    pages: Arc<Pages>,
+    private: Arc<Private>,
+    links: Arc<MetadataLinks>,
+    /// `None` when no upstream is configured (or offline).
+    fills: Option<Arc<Fills>>,
+    evictor: Arc<crate::evict::Evictor>,
+    /// Small files served recently, as shared bytes: a hit copies and reads nothing.
+    hot_files: moka::future::Cache<String, bytes::Bytes>,
+    /// Every background task: page writes, downloads and their follow-ups, prefetches.
+    tasks: TaskTracker,
+    /// The long-lived loops (prefetcher, relinker), stopped at shutdown.
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Cache {
+    /// Opens the store and builds the engine.
+    pub async fn open(config: Arc<Config>, mode: Mode) -> anyhow::Result<Cache> {
+        let store = store::from_config(&config)?;
+        Cache::with_store(config, store, mode).await
+    }
+
+    /// The same, on a given store (tests inject a failing one).
+    pub async fn with_store(config: Arc<Config>, store: Arc<dyn Store>, mode: Mode) -> anyhow::Result<Cache> {
+        // Offline: no upstream client exists at all, so nothing can open a connection.
+        let upstream = match config.upstream_settings() {
+            Some(settings) if !config.offline => Some(Upstream::new(settings)?),
+            _ => None,
+        };
+        let tasks = TaskTracker::new();
+        let mut loops = Vec::new();
+        // One pass over the record index feeds everything below.
+        let records = store.list_records().await?;
+        let links = Arc::new(MetadataLinks::from_records(store.clone(), &records));
+        let private = Arc::new(Private::load(store.clone(), &records).await?);
+        // Always track the store's size (the `larder_store_bytes` gauge); evict only under a limit.
+        let limit = config.max_store_bytes.unwrap_or(u64::MAX);
+        let evictor =
+            Arc::new(crate::evict::Evictor::new(limit, store.clone(), private.clone(), links.clone(), &records).await?);
+        if mode == Mode::Serve {
+            evictor.enforce().await; // the limit may have shrunk since the last run
+        }
+        // Pages announce what they fetched; the prefetcher reads metadata ahead and reports
+        // the projects whose links changed, and one loop here re-renders them.
+        let (announce_tx, announce_rx) = mpsc::channel(256);
+        let (relink_tx, mut relink_rx) = mpsc::unbounded_channel::<ProjectName>();
+        let settings = PageSettings {
+            ttl: config.index_ttl,
+            stale_if_error: config.stale_if_error,
+            not_found_ttl: config.not_found_ttl,
+            memory_bytes: config.page_cache_bytes,
+            offline: config.offline,
+        };
+        let prefetching = mode == Mode::Serve && config.metadata_prefetch && upstream.is_some();
+        let pages = Arc::new(Pages::new(
+            store.clone(),
+            upstream.clone(),
+            links.clone(),
+            evictor.clone(),
+            settings,
+            &records,
+            tasks.clone(),
+            prefetching.then_some(announce_tx),
+        ));
+        if let (true, Some(up)) = (prefetching, &upstream) {
+            let settings = prefetch::Settings { versions: config.metadata_prefetch_versions, concurrency: 4 };
+            loops.push(tokio::spawn(prefetch::run(
+                announce_rx,
+                up.clone(),
+                links.clone(),
+                settings,
+                relink_tx.clone(),
+            )));
+        }
+        let relinker = pages.clone();
+        loops.push(tokio::spawn(async move {
+            while let Some(name) = relink_rx.recv().await {
+                relinker.relink(&name).await;
+            }
+        }));
+        let fills = match upstream {
+            Some(up) => {
+                let spool = config.data_dir.join("spool");
+                let limits = config.archive_limits;
+                let fills = Fills::new(
+                    store.clone(),
+                    up,
+                    spool,
+                    links.clone(),
+                    evictor.clone(),
+                    limits,
+                    tasks.clone(),
+                    relink_tx,
+                )?;
+                Some(Arc::new(fills))
+            }
+            None => None,
+        };
+        let hot_files = moka::future::Cache::builder()
+            .max_capacity(config.file_cache_bytes)
+            .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .build();
+        Ok(Cache { config, store, pages, private, links, fills, evictor, hot_files, tasks, loops })
+    }
+
+    /// Waits for every background task (page writes, downloads, metadata extraction), then
+    /// stops the long-lived loops. Commands call it before they exit; `serve` after it stopped
+    /// accepting requests.
+    pub async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        for l in &self.loops {
+            l.abort();
+        }
+    }
+
+    /// Where the store lives, for logs.
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// The store itself (export, verify).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// One project's page as `reader` sees it: its private uploads when the name is claimed in
+    /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
+    /// upstream's.
+    pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        if let Some(page) = self.private.page(&reader.projects, name) {
+            // UP-06: an upload is visible at once.
+            return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
+        }
+        self.upstream_page(name).await
+    }
+
+    /// The upstream's page for `name`, from memory, disk or upstream.
+    pub async fn upstream_page(&self, name: &ProjectName) -> Result<PageAnswer, Error> {
+        let (cached, outcome) = self.pages.get(name).await.map_err(Error::Page)?;
+        Ok(match &cached.state {
+            PageState::Found(r) => PageAnswer::Found { page: r.clone(), outcome, private_upload: false },
+            PageState::NotFound => PageAnswer::NotFound,
+        })
+    }
+
+    /// The names `reader` sees in the project list: those with stored upstream pages, and the
+    /// private names of its projects.
+    pub fn names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
+        let mut names: BTreeSet<ProjectName> = self.pages.known_names().into_iter().collect();
+        names.extend(self.private.names(&reader.projects));
+        names
+    }
+
+    /// Serves the current store size to the gauge (also after a restart).
+    pub async fn enforce_size_limit(&self) {
+        self.evictor.enforce().await;
+    }
+}

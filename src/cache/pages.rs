@@ -8,16 +8,18 @@
 //! into shared `Bytes` with its ETag, so a hit copies nothing.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
+use crate::cache::Outcome;
 use crate::cache::links::MetadataLinks;
 use crate::cache::records::{self, PageRecord, RecordKey};
+use crate::coalesce::Coalescer;
 use crate::evict::Evictor;
 use crate::index::{self, DistFile, FileKey, ProjectName, ProjectPage, RenderedPage};
-use crate::singleflight::SingleFlight;
 use crate::store::{Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Validators};
 
@@ -38,30 +40,6 @@ pub struct PageSettings {
     pub offline: bool,
 }
 
-/// How a page lookup was answered; sent to clients as `X-Cache`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Served from memory (or disk) without asking the upstream.
-    Hit,
-    /// The upstream confirmed the cached copy (304).
-    Revalidated,
-    /// Fetched from the upstream.
-    Miss,
-    /// The upstream failed and an older copy was served.
-    Stale,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Revalidated => "REVALIDATED",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Stale => "STALE",
-        }
-    }
-}
-
 /// Why no page could be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,7 +52,7 @@ pub enum Error {
     )]
     Offline(ProjectName),
     #[error(transparent)]
-    Internal(#[from] crate::singleflight::Panicked),
+    Internal(#[from] crate::coalesce::Panicked),
 }
 
 pub enum PageState {
@@ -103,15 +81,15 @@ fn record_key(name: &ProjectName) -> String {
     RecordKey::Page(name.clone()).to_string()
 }
 
-pub type Lookup = (Arc<CachedPage>, CacheStatus);
+pub type Lookup = (Arc<CachedPage>, Outcome);
 
 pub struct Pages {
     memory: moka::future::Cache<ProjectName, Arc<CachedPage>>,
     /// Metadata Larder extracted itself, advertised on the pages it renders (issue 6).
     links: Arc<MetadataLinks>,
-    /// Where fetched pages are announced to the metadata prefetcher, once it runs.
-    prefetch: OnceLock<mpsc::Sender<ProjectName>>,
-    flight: Arc<SingleFlight<ProjectName, Lookup, Error>>,
+    /// Where fetched pages are announced to the metadata prefetcher, when it runs.
+    announce: Option<mpsc::Sender<(ProjectName, Arc<RenderedPage>)>>,
+    flight: Arc<Coalescer<ProjectName, Refresh>>,
     store: Arc<dyn Store>,
     upstream: Option<Upstream>,
     /// Page records count toward the store's size limit and are evicted like files.
@@ -119,11 +97,15 @@ pub struct Pages {
     settings: PageSettings,
     /// Names with a stored page, for the project list.
     known: RwLock<BTreeSet<ProjectName>>,
-    /// Page writes under way, so that a command can wait for them before it exits.
-    writes: tokio_util::task::TaskTracker,
+    /// The engine's task tracker: page writes run on it, so shutdown waits for them.
+    tasks: TaskTracker,
 }
 
+/// A page refresh under way, shared by every caller asking meanwhile.
+type Refresh = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<Lookup, Arc<Error>>>>;
+
 impl Pages {
+    #[allow(clippy::too_many_arguments)] // the engine wires each part in once, in Cache::open
     pub fn new(
         store: Arc<dyn Store>,
         upstream: Option<Upstream>,
@@ -131,6 +113,8 @@ impl Pages {
         evictor: Arc<Evictor>,
         settings: PageSettings,
         records: &Records,
+        tasks: TaskTracker,
+        announce: Option<mpsc::Sender<(ProjectName, Arc<RenderedPage>)>>,
     ) -> Pages {
         let known = records
             .with_prefix(records::PAGE_PREFIX)
@@ -150,22 +134,15 @@ impl Pages {
         Pages {
             memory,
             links,
-            prefetch: OnceLock::new(),
-            flight: Arc::default(),
+            announce,
+            flight: Coalescer::new(tasks.clone()),
             store,
             upstream,
             evictor,
             settings,
             known: RwLock::new(known),
-            writes: tokio_util::task::TaskTracker::new(),
+            tasks,
         }
-    }
-
-    /// Waits until every page fetched so far is on disk.
-    pub async fn flush(&self) {
-        self.writes.close();
-        self.writes.wait().await;
-        self.writes.reopen();
     }
 
     /// The metadata links pages are rendered with.
@@ -173,14 +150,9 @@ impl Pages {
         &self.links
     }
 
-    /// Connects the metadata prefetcher; pages fetched from now on are announced to it.
-    pub fn set_prefetcher(&self, tx: mpsc::Sender<ProjectName>) {
-        let _ = self.prefetch.set(tx);
-    }
-
-    fn announce(&self, name: &ProjectName) {
-        if let Some(tx) = self.prefetch.get() {
-            let _ = tx.try_send(name.clone()); // background work: drop it when the queue is full
+    fn announce(&self, name: &ProjectName, page: &Arc<CachedPage>) {
+        if let (Some(tx), PageState::Found(r)) = (&self.announce, &page.state) {
+            let _ = tx.try_send((name.clone(), r.clone())); // background work: dropped when the queue is full
         }
     }
 
@@ -188,11 +160,6 @@ impl Pages {
     fn render(&self, mut page: ProjectPage) -> Arc<RenderedPage> {
         self.links.apply(&mut page);
         Arc::new(RenderedPage::new(page))
-    }
-
-    /// The page in memory, if any, without asking anyone.
-    pub async fn cached(&self, name: &ProjectName) -> Option<Arc<CachedPage>> {
-        self.memory.get(name).await
     }
 
     /// Re-renders a page in memory after new metadata links appeared for its files.
@@ -220,7 +187,7 @@ impl Pages {
         if let Some(p) = self.memory.get(name).await
             && Instant::now() < p.fresh_until
         {
-            let status = if p.stale { CacheStatus::Stale } else { CacheStatus::Hit };
+            let status = if p.stale { Outcome::Stale } else { Outcome::Hit };
             return Ok((p, status));
         }
         let this = Arc::clone(self);
@@ -286,7 +253,7 @@ impl Pages {
     async fn refresh(self: Arc<Self>, name: ProjectName) -> Result<Lookup, Error> {
         let now = Instant::now();
         let current = match self.memory.get(&name).await {
-            Some(p) if now < p.fresh_until => return Ok((p, CacheStatus::Hit)),
+            Some(p) if now < p.fresh_until => return Ok((p, Outcome::Hit)),
             Some(p) => Some(p),
             None => self.load_record(&name).await,
         };
@@ -303,7 +270,7 @@ impl Pages {
                         stale: false,
                     });
                     self.memory.insert(name, entry.clone()).await;
-                    Ok((entry, CacheStatus::Hit))
+                    Ok((entry, Outcome::Hit))
                 }
                 _ if self.settings.offline => Err(Error::Offline(name)),
                 _ => Err(Error::NoUpstream(name)),
@@ -326,11 +293,11 @@ impl Pages {
                 // In the background: the client does not wait for the disk.
                 if !unchanged {
                     self.known.write().expect("known-names lock").insert(name.clone());
-                    self.writes.spawn(Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix));
+                    self.tasks.spawn(Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix));
                 }
                 self.memory.insert(name.clone(), entry.clone()).await;
-                self.announce(&name);
-                Ok((entry, CacheStatus::Miss))
+                self.announce(&name, &entry);
+                Ok((entry, Outcome::Miss))
             }
             Ok(PageFetch::NotModified) if found.is_some() => {
                 let old = found.expect("checked");
@@ -343,8 +310,8 @@ impl Pages {
                     stale: false,
                 });
                 self.memory.insert(name.clone(), entry.clone()).await;
-                self.announce(&name);
-                Ok((entry, CacheStatus::Revalidated))
+                self.announce(&name, &entry);
+                Ok((entry, Outcome::Revalidated))
             }
             Ok(PageFetch::NotModified) => Err(upstream::Error::BadPage {
                 url: format!("{}{name}/", upstream.base()),
@@ -360,7 +327,7 @@ impl Pages {
                     stale: false,
                 });
                 self.memory.insert(name, entry.clone()).await;
-                Ok((entry, CacheStatus::Miss))
+                Ok((entry, Outcome::Miss))
             }
             Err(e) => {
                 let limit = (self.settings.ttl + self.settings.stale_if_error).as_secs();
@@ -376,7 +343,7 @@ impl Pages {
                             stale: true,
                         });
                         self.memory.insert(name, entry.clone()).await;
-                        Ok((entry, CacheStatus::Stale))
+                        Ok((entry, Outcome::Stale))
                     }
                     _ => Err(e.into()),
                 }

@@ -73,7 +73,7 @@ impl RecordKey {
         }
         if let Some(rest) = key.strip_prefix(PRIVATE_PREFIX) {
             let (project, name) = rest.rsplit_once('/').ok_or_else(|| bad("expected private/<project>/<name>"))?;
-            if !crate::server::route::is_valid_project_id(project) {
+            if !crate::scope::is_valid_id(project) {
                 return Err(bad("invalid project id"));
             }
             let name = ProjectName::parse(name).map_err(|e| bad(&e.to_string()))?;

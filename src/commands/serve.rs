@@ -27,10 +27,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_fd_limit(config.connection_limits.max_connections as u64 + 256);
     let mut state = AppState::new(config).await?;
     state.metrics = Some(crate::telemetry::install_metrics()?);
-    tracing::info!(store = %state.store.location(), "store opened");
+    tracing::info!(store = %state.cache.location(), "store opened");
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
+    let cache = state.cache.clone();
     crate::server::serve(listener, state, tls, shutdown_signal()).await;
+    // Page writes, downloads and metadata extraction under way finish before the process ends.
+    cache.shutdown().await;
     Ok(())
 }
 

@@ -9,19 +9,16 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cache::fill::{FillRequest, FillState};
-use crate::cache::pages::PageState;
+use crate::cache::{Cache, Mode, PageAnswer};
 use crate::cli::{SelectionArgs, WarmArgs};
 use crate::config::Config;
 use crate::index::{DistFile, filename};
 use crate::lockfile::{self, Pin};
 use crate::metadata;
-use crate::state::AppState;
 
 /// Which wheels to keep; empty lists keep everything.
 #[derive(Debug, Default, Clone)]
@@ -111,20 +108,19 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(config.upstream.is_some(), "warm needs an upstream (--upstream or LARDER_UPSTREAM)");
     let pins = collect_pins(&args.selection)?;
     let filters = Filters::from(&args.selection);
-    let state = AppState::new(config).await?;
+    // A command's engine: no size-limit pass at start, no background prefetch.
+    let cache = Cache::open(Arc::new(config), Mode::Command).await?;
 
     // Pages first: they name the files.
     let mut failures: Vec<String> = Vec::new();
     let mut jobs: Vec<DistFile> = Vec::new();
     for pin in &pins {
-        match state.pages.get(&pin.name).await {
-            Ok((page, _)) => match &page.state {
-                PageState::Found(r) => match select_files(&r.page.files, pin, &filters) {
-                    Ok(files) => jobs.extend(files),
-                    Err(e) => failures.push(e),
-                },
-                PageState::NotFound => failures.push(format!("{}: not found upstream", pin.name)),
+        match cache.upstream_page(&pin.name).await {
+            Ok(PageAnswer::Found { page, .. }) => match select_files(&page.page.files, pin, &filters) {
+                Ok(files) => jobs.extend(files),
+                Err(e) => failures.push(e),
             },
+            Ok(PageAnswer::NotFound) => failures.push(format!("{}: not found upstream", pin.name)),
             Err(e) => failures.push(format!("{}: {e}", pin.name)),
         }
     }
@@ -143,9 +139,13 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let results: Vec<(String, Outcome)> = futures_util::stream::iter(jobs)
         .map(|file| {
-            let (state, bar, bytes) = (&state, &bar, bytes.clone());
+            let (cache, bar, bytes) = (&cache, &bar, bytes.clone());
             async move {
-                let outcome = warm_file(state, &file).await;
+                let outcome = match cache.warm_file(&file).await {
+                    Ok(Some(n)) => Outcome::Fetched(n),
+                    Ok(None) => Outcome::Present,
+                    Err(e) => Outcome::Failed(e),
+                };
                 if let Outcome::Fetched(n) = outcome {
                     let total = bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                     bar.set_message(format!("{:.1} MB", total as f64 / 1e6));
@@ -163,10 +163,7 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
         .collect()
         .await;
     bar.finish_and_clear();
-    if let Some(fills) = &state.fills {
-        fills.idle().await; // metadata extraction runs after each download is done
-    }
-    state.pages.flush().await;
+    cache.shutdown().await; // page writes and metadata extraction run after each download
 
     let fetched = results.iter().filter(|(_, o)| matches!(o, Outcome::Fetched(_))).count();
     let present = results.iter().filter(|(_, o)| matches!(o, Outcome::Present)).count();
@@ -185,66 +182,6 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
         println!("  failed: {f}");
     }
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// Fetches one file (and its metadata), retrying transient upstream errors.
-async fn warm_file(state: &AppState, file: &DistFile) -> Outcome {
-    let Some(sha) = file.sha256() else {
-        return Outcome::Failed("the index lists no sha256 for it; Larder cannot verify it".into());
-    };
-    let fills = state.fills.as_ref().expect("warm runs with an upstream");
-    let mut outcome = Outcome::Present;
-    if state.store.open_blob(sha).await.ok().flatten().is_none() {
-        let project = filename::parse(&file.filename).map(|f| f.name).ok();
-        let needs_metadata = state.pages.links().should_extract(file);
-        let req = FillRequest {
-            key: sha.to_string(),
-            url: file.url.clone(),
-            expected_sha256: Some(sha.to_string()),
-            expected_size: file.size,
-            alias_record: None,
-            extract_metadata_for: project.filter(|_| needs_metadata).map(|p| (p, file.filename.clone())),
-        };
-        outcome = match fill_with_retries(fills, req).await {
-            Ok(len) => Outcome::Fetched(len),
-            Err(e) => return Outcome::Failed(e),
-        };
-    }
-    if let Some(md) = &file.core_metadata
-        && state.store.open_blob(md).await.ok().flatten().is_none()
-    {
-        let req = FillRequest {
-            key: md.clone(),
-            url: crate::upstream::metadata_url(&file.url),
-            expected_sha256: Some(md.clone()),
-            expected_size: None,
-            alias_record: None,
-            extract_metadata_for: None,
-        };
-        if let Err(e) = fill_with_retries(fills, req).await {
-            return Outcome::Failed(format!("metadata: {e}"));
-        }
-    }
-    outcome
-}
-
-async fn fill_with_retries(fills: &Arc<crate::cache::fill::Fills>, req: FillRequest) -> Result<u64, String> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match fills.join(req.clone()).finished().await {
-            FillState::Done { len, .. } => return Ok(len),
-            FillState::Failed(e) => {
-                // A hash mismatch or a 404 will not heal; connection trouble and 5xx may.
-                let transient = matches!(&*e, crate::cache::fill::Error::Upstream(u) if u.is_transient());
-                if !transient || attempt >= 3 {
-                    return Err(e.to_string());
-                }
-                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-            }
-            _ => return Err("the download ended without a result".into()),
-        }
-    }
 }
 
 #[cfg(test)]

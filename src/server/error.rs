@@ -1,10 +1,10 @@
 //! The one place where a failure becomes an HTTP status (ROUTE-07, ROUTE-08).
 
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
-use crate::cache::{fill, pages};
+use crate::cache::{self, fill, pages, private};
 use crate::server::{body::Body, respond};
-use crate::{store, upstream};
+use crate::{auth, store, upstream};
 
 /// A failure on its way to the client: a status and a one-line reason.
 #[derive(Debug)]
@@ -52,6 +52,17 @@ impl HttpError {
     }
 }
 
+impl From<auth::Denied> for HttpError {
+    fn from(e: auth::Denied) -> HttpError {
+        match e {
+            auth::Denied::Unauthorized(m) => HttpError::new(StatusCode::UNAUTHORIZED, m)
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Larder\"")),
+            auth::Denied::Forbidden(m) => HttpError::new(StatusCode::FORBIDDEN, m),
+            auth::Denied::NotFound(m) => HttpError::not_found(m),
+        }
+    }
+}
+
 impl From<&upstream::Error> for HttpError {
     fn from(e: &upstream::Error) -> HttpError {
         // Never 404 for an upstream failure: uv would move on to the next index (ROUTE-08).
@@ -78,6 +89,29 @@ impl From<&fill::Error> for HttpError {
                 HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
             fill::Error::Spool(_) | fill::Error::Store(_) => internal(e),
+        }
+    }
+}
+
+/// The engine's failures, each to its status: the one place this is decided.
+impl From<cache::Error> for HttpError {
+    fn from(e: cache::Error) -> HttpError {
+        match e {
+            cache::Error::NotFound(m) => HttpError::not_found(m),
+            cache::Error::Page(p) => (&*p).into(),
+            cache::Error::Fill(f) => (&*f).into(),
+            cache::Error::Store(s) => internal(&s),
+            // UPL-08: "File already exists" in reason phrase and body, what --skip-existing matches.
+            cache::Error::Rejected(e @ private::Rejected::Exists { .. }) => {
+                HttpError::bad_request(e.to_string()).with_reason("File already exists")
+            }
+            cache::Error::Rejected(private::Rejected::Store(s)) => internal(&s),
+            cache::Error::Rejected(e @ private::Rejected::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
+            cache::Error::Rejected(e) => HttpError::bad_request(e.to_string()),
+            cache::Error::BadUpload(m) => HttpError::bad_request(m),
+            cache::Error::Gone(m) => HttpError::new(StatusCode::GONE, m),
+            cache::Error::Shadowing(m) => HttpError::new(StatusCode::FORBIDDEN, m),
+            cache::Error::Unavailable(m) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, m),
         }
     }
 }

@@ -8,11 +8,8 @@
 
 use percent_encoding::percent_decode_str;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Project(String),
-    Group(String),
-}
+pub use crate::scope::Scope;
+use crate::scope::is_valid_id as is_valid_project_id;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
@@ -50,13 +47,6 @@ pub enum Route {
     NotFound(&'static str),
     /// A path with bytes that cannot be decoded or used.
     BadPath(String),
-}
-
-/// A GitLab project or group id: a number or a URL-encoded path (`group%2Fproject`).
-pub fn is_valid_project_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 255
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
 }
 
 impl Route {

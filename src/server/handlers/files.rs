@@ -1,17 +1,16 @@
-//! `files/<sha256>/<filename>` and its `.metadata`: served from the store, filled from upstream
-//! on a miss. Every answer carries HDR-2's headers; Range follows HDR-3.
+//! `files/<sha256>/<filename>` and its `.metadata`: the HTTP side. `Cache::file` and
+//! `Cache::metadata` decide what may be served and where the bytes come from; this answers
+//! with HDR-2's headers, HEAD, ETags and Range (HDR-3).
 
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use crate::auth;
-use crate::cache::fill::{Fill, FillRequest, FillState};
-use crate::cache::private::Visibility;
-use crate::index::RenderedPage;
-use crate::index::{FileKey, ProjectName, filename};
+use crate::cache::fill::{Fill, FillState};
+use crate::cache::{FileAnswer, Outcome, Reader};
+use crate::index::{FileKey, filename};
 use crate::server::error::HttpError;
-use crate::server::{body, body::Body, route::Scope};
+use crate::server::{body, body::Body};
 use crate::state::AppState;
 use crate::store::Blob;
 
@@ -22,7 +21,7 @@ const IMMUTABLE_PRIVATE: &str = "private, max-age=365000000, immutable";
 
 pub async fn file(
     state: &AppState,
-    scope: &Scope,
+    reader: &Reader,
     key: &str,
     name: &str,
     headers: &HeaderMap,
@@ -37,170 +36,29 @@ pub async fn file(
     if !filename::is_safe(dist_name) {
         return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
     }
-    let private = auth::read_is_private(&state.config, scope);
-    let req = Request { state, headers, head, projects: auth::scope_projects(&state.config, scope), private };
-    if metadata {
-        return req.metadata(&key, dist_name).await;
-    }
-
-    // The file route serves only what a page visible here lists (issue 9): a blob that no page
-    // lists (a record's contents, an upload that was refused) is not served, even by its hash.
-    // DC-2: a name claimed by a private upload is served from its private files alone.
-    if let Some(page) = req.claimed_name(dist_name) {
-        let sha = page
-            .file(&key)
-            .filter(|f| f.filename == dist_name)
-            .and_then(|f| f.sha256().map(str::to_string))
-            .ok_or_else(|| not_listed(dist_name, &key))?;
-        return match req.serve_stored(&sha, "HIT").await? {
-            Some(resp) => Ok(resp),
-            None => Err(HttpError::not_found(format!(
-                "`{dist_name}` is a private file missing from the store; upload it again"
-            ))),
-        };
-    }
-    let sha = match &key {
-        FileKey::Sha256(sha) => Some(sha.clone()),
-        // The alias body becomes a path: only a valid sha256 is used (issue 9).
-        FileKey::UrlDigest(digest) => state
-            .store
-            .get_record(&alias_record(digest))
-            .await?
-            .and_then(|v| crate::cache::records::decode_alias(&v).ok()),
+    let answer = if metadata {
+        state.cache.metadata(reader, &key, dist_name).await?
+    } else {
+        state.cache.file(reader, &key, dist_name).await?
     };
-    if let Some(sha) = &sha {
-        // Another project's private file is not found from here, even if an upstream page lists it.
-        if matches!(state.private.visibility(sha, &req.projects), Visibility::Hidden) {
-            return Err(not_listed(dist_name, &key));
-        }
-        // Hit: an upstream page Larder has lists it; no upstream request.
-        if state.pages.is_listed_locally(&key, dist_name).await
-            && let Some(resp) = req.serve_stored(sha, "HIT").await?
-        {
-            return Ok(resp);
-        }
-    }
-
-    // Miss: find the file on its project's page, then fill.
-    let Some(fills) = &state.fills else {
-        let why = if state.config.offline { "Larder is offline" } else { "no upstream is configured" };
-        return Err(HttpError::not_found(format!("{why} and `{dist_name}` is not in the cache")));
+    let req = Request { state, headers, head, private: reader.private };
+    let (mut resp, outcome) = match answer {
+        FileAnswer::Stored { blob, sha256, outcome } => (req.serve_blob(blob, &sha256, outcome).await?, outcome),
+        FileAnswer::Filling { fill, sha256 } => (req.serve_fill(fill, sha256.as_deref()).await?, Outcome::Miss),
     };
-    let (project, dist) = state
-        .pages
-        .find_file(&key, dist_name)
-        .await
-        .map_err(|e| HttpError::from(&*e))?
-        .ok_or_else(|| not_listed(dist_name, &key))?;
-    if let Some(sha) = dist.sha256() {
-        if matches!(state.private.visibility(sha, &req.projects), Visibility::Hidden) {
-            return Err(not_listed(dist_name, &key));
-        }
-        // Listed only now (the page was refreshed), and already stored.
-        if let Some(resp) = req.serve_stored(sha, "HIT").await? {
-            return Ok(resp);
-        }
-    }
-    let fill = fills.join(FillRequest {
-        key: key.to_string(),
-        url: dist.url.clone(),
-        expected_sha256: dist.sha256().map(str::to_string),
-        expected_size: dist.size,
-        alias_record: match &key {
-            FileKey::UrlDigest(digest) => Some(alias_record(digest)),
-            FileKey::Sha256(_) => None,
-        },
-        extract_metadata_for: state.pages.links().should_extract(&dist).then(|| (project, dist.filename.clone())),
-    });
-    req.serve_fill(fill, dist.sha256()).await
-}
-
-fn not_listed(dist_name: &str, key: &FileKey) -> HttpError {
-    HttpError::not_found(format!("`{dist_name}` with key `{key}` is not listed on its project's page"))
-}
-
-fn alias_record(url_digest: &str) -> String {
-    crate::cache::records::RecordKey::Alias(url_digest.to_string()).to_string()
+    resp.extensions_mut().insert(outcome); // for the request log and metrics
+    Ok(resp)
 }
 
 struct Request<'a> {
     state: &'a AppState,
     headers: &'a HeaderMap,
     head: bool,
-    /// The projects whose private files this scope shows.
-    projects: Vec<String>,
     /// Reading this scope needs a token: no shared cache may keep its answers.
     private: bool,
 }
 
 impl Request<'_> {
-    /// Serves a stored blob (from the hot-file memory when small), or `None` when it is not stored.
-    async fn serve_stored(&self, sha: &str, cache: &'static str) -> Result<Option<Response<Body>>, HttpError> {
-        let state = self.state;
-        if let Some(bytes) = state.hot_files.get(sha).await {
-            if let Some(evictor) = &state.evictor {
-                evictor.touch(sha, bytes.len() as u64);
-            }
-            return self.serve_blob(Blob::in_memory(bytes), sha, cache).await.map(Some);
-        }
-        let Some(blob) = state.store.open_blob(sha).await? else { return Ok(None) };
-        if let Some(evictor) = &state.evictor {
-            evictor.touch(sha, blob.len);
-        }
-        if let Some(bytes) = blob.bytes() {
-            state.hot_files.insert(sha.to_string(), bytes.clone()).await;
-        }
-        self.serve_blob(blob, sha, cache).await.map(Some)
-    }
-
-    /// The private page of the project `dist_name` belongs to, when that name is claimed here.
-    fn claimed_name(&self, dist_name: &str) -> Option<Arc<RenderedPage>> {
-        filename::candidate_projects(dist_name)
-            .iter()
-            .filter_map(|n| ProjectName::parse(n).ok())
-            .find_map(|n| self.state.private.page(&self.projects, &n))
-    }
-
-    /// PEP 658 metadata: served only with the hash the page advertised (MD-03, MD-04).
-    async fn metadata(&self, key: &FileKey, dist_name: &str) -> Result<Response<Body>, HttpError> {
-        let no_metadata = || HttpError::not_found(format!("no core metadata is known for `{dist_name}`"));
-        if !matches!(key, FileKey::Sha256(_)) {
-            return Err(no_metadata());
-        }
-        if let Some(page) = self.claimed_name(dist_name) {
-            let md_sha = page.file(key).filter(|f| f.filename == dist_name).and_then(|f| f.core_metadata.clone());
-            let md_sha = md_sha.ok_or_else(no_metadata)?;
-            let blob = self.state.store.open_blob(&md_sha).await?.ok_or_else(no_metadata)?;
-            return self.serve_blob(blob, &md_sha, "HIT").await;
-        }
-        let (_, dist) = self
-            .state
-            .pages
-            .find_file(key, dist_name)
-            .await
-            .map_err(|e| HttpError::from(&*e))?
-            .ok_or_else(no_metadata)?;
-        let md_sha = dist.core_metadata.clone().ok_or_else(no_metadata)?;
-        // An upstream page may name any hash as its metadata: never another project's private file.
-        if matches!(self.state.private.visibility(&md_sha, &self.projects), Visibility::Hidden) {
-            return Err(no_metadata());
-        }
-        if let Some(blob) = self.state.store.open_blob(&md_sha).await? {
-            return self.serve_blob(blob, &md_sha, "HIT").await;
-        }
-        let fills = self.state.fills.as_ref().ok_or_else(no_metadata)?;
-        // MD-08: the upstream serves metadata next to the file; its hash is checked on fill.
-        let fill = fills.join(FillRequest {
-            key: md_sha.clone(),
-            url: crate::upstream::metadata_url(&dist.url),
-            expected_sha256: Some(md_sha.clone()),
-            expected_size: None,
-            alias_record: None,
-            extract_metadata_for: None,
-        });
-        self.serve_fill(fill, Some(&md_sha)).await
-    }
-
     /// Serves a download under way: streamed from the spool, or from the store once done.
     async fn serve_fill(&self, fill: Arc<Fill>, expected_sha: Option<&str>) -> Result<Response<Body>, HttpError> {
         let total = match fill.started().await {
@@ -217,7 +75,7 @@ impl Request<'_> {
             let mut resp = Response::new(body::empty());
             resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(total));
             resp.headers_mut().insert(header::ETAG, etag(sha));
-            file_headers(resp.headers_mut(), "MISS", self.private);
+            file_headers(resp.headers_mut(), Outcome::Miss, self.private);
             return Ok(resp);
         }
         // Range needs the whole verified file first (UP-11); so does a finished fill.
@@ -231,18 +89,18 @@ impl Request<'_> {
             if let Some(sha) = expected_sha {
                 h.insert(header::ETAG, etag(sha));
             }
-            file_headers(h, "MISS", self.private);
+            file_headers(h, Outcome::Miss, self.private);
             return Ok(resp);
         }
         match fill.finished().await {
             FillState::Done { sha256, .. } => {
-                let blob = self.state.store.open_blob(&sha256).await?.ok_or_else(|| {
+                let blob = self.state.cache.stored(&sha256).await?.ok_or_else(|| {
                     HttpError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "the stored file vanished right after it was written",
                     )
                 })?;
-                self.serve_blob(blob, &sha256, "MISS").await
+                self.serve_blob(blob, &sha256, Outcome::Miss).await
             }
             FillState::Failed(e) => Err(HttpError::from(&*e)),
             _ => Err(HttpError::new(StatusCode::BAD_GATEWAY, "the download ended without a result; retry")),
@@ -250,13 +108,13 @@ impl Request<'_> {
     }
 
     /// Serves a stored blob with HDR-2 headers, honouring If-None-Match and Range (HDR-3).
-    async fn serve_blob(&self, blob: Blob, sha: &str, cache: &'static str) -> Result<Response<Body>, HttpError> {
+    async fn serve_blob(&self, blob: Blob, sha: &str, outcome: Outcome) -> Result<Response<Body>, HttpError> {
         let tag = format!("\"sha256-{sha}\"");
         if crate::server::respond::etag_matches(self.headers.get(header::IF_NONE_MATCH), &tag) {
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             resp.headers_mut().insert(header::ETAG, etag(sha));
-            file_headers(resp.headers_mut(), cache, self.private);
+            file_headers(resp.headers_mut(), outcome, self.private);
             return Ok(resp);
         }
         let len = blob.len;
@@ -301,7 +159,7 @@ impl Request<'_> {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
         }
         h.insert(header::ETAG, etag(sha));
-        file_headers(h, cache, self.private);
+        file_headers(h, outcome, self.private);
         Ok(resp)
     }
 }
@@ -311,7 +169,7 @@ fn etag(sha: &str) -> HeaderValue {
 }
 
 /// HDR-2: octet-stream, ranges, immutable; never a Content-Encoding.
-fn file_headers(h: &mut HeaderMap, cache: &'static str, private: bool) {
+fn file_headers(h: &mut HeaderMap, outcome: Outcome, private: bool) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if private {
@@ -320,7 +178,7 @@ fn file_headers(h: &mut HeaderMap, cache: &'static str, private: bool) {
     } else {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     }
-    h.insert("x-cache", HeaderValue::from_static(cache));
+    h.insert("x-cache", HeaderValue::from_static(outcome.as_str()));
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,16 +1,15 @@
 //! Managing private files: delete (`DELETE …/files/<sha256>/<filename>`) and yank
 //! (`POST …/files/<sha256>/<filename>/yank` with an optional reason as the body; `DELETE` on the
-//! same URL un-yanks). Both need a write token; the name stays claimed after a delete (DC-1).
+//! same URL un-yanks). The server has checked the write token; the name stays claimed after a
+//! delete (DC-1).
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::auth;
-use crate::cache::private::Rejected;
-use crate::index::{FileKey, ProjectName, Yanked, filename};
+use crate::index::{FileKey, Yanked};
 use crate::server::error::HttpError;
-use crate::server::{body::Body, respond, route::Scope};
+use crate::server::{body::Body, respond};
 use crate::state::AppState;
 
 /// A yank reason longer than this is refused.
@@ -24,44 +23,19 @@ pub enum Action {
 
 pub async fn manage(
     state: &AppState,
-    scope: &Scope,
+    project: &str,
     key: &str,
     file: &str,
-    headers: &HeaderMap,
     action: Action,
 ) -> Result<Response<Body>, HttpError> {
-    let project = auth::authorize_project_write(&state.config, headers, scope)?;
     let Some(FileKey::Sha256(sha)) = FileKey::parse(key) else {
         return Err(HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits")));
     };
-    let not_found =
-        || HttpError::not_found(format!("no private file `{file}` with sha256 `{sha}` in project `{project}`"));
-    let name = filename::candidate_projects(file)
-        .iter()
-        .filter_map(|n| ProjectName::parse(n).ok())
-        .find(|n| state.private.is_claimed(std::slice::from_ref(project), n))
-        .ok_or_else(not_found)?;
-    let page = state.private.page(std::slice::from_ref(project), &name).ok_or_else(not_found)?;
-    if page.file(&FileKey::Sha256(sha.clone())).is_none_or(|f| f.filename != file) {
-        return Err(not_found());
-    }
-    let result = match action {
-        Action::Delete => match state.private.delete(project, &name, file).await {
-            Ok((unused, _lock)) => {
-                // Blobs are shared: metadata Larder extracted for an upstream wheel, or the same
-                // bytes cached from upstream, stay. The lock keeps uploads out meanwhile.
-                for sha in unused {
-                    if state.pages.links().is_metadata(&sha) {
-                        continue;
-                    }
-                    state.hot_files.invalidate(&sha).await;
-                    state.store.delete_blob(&sha).await?;
-                }
-                tracing::info!(%project, package = %name, %file, "private file deleted");
-                Ok("deleted")
-            }
-            Err(e) => Err(e),
-        },
+    let done = match action {
+        Action::Delete => {
+            state.cache.delete(project, &sha, file).await?;
+            "deleted"
+        }
         Action::Yank(body) => {
             // Read at most the limit: a longer body is refused without being buffered.
             let bytes = http_body_util::Limited::new(body, MAX_REASON)
@@ -76,15 +50,13 @@ pub async fn manage(
                 .map_err(|_| HttpError::bad_request("the yank reason is not UTF-8"))?
                 .trim()
                 .to_string();
-            let yanked = Yanked::Yes((!reason.is_empty()).then_some(reason));
-            state.private.set_yanked(project, &name, file, yanked).await.map(|_| "yanked")
+            state.cache.yank(project, &sha, file, Yanked::Yes((!reason.is_empty()).then_some(reason))).await?;
+            "yanked"
         }
-        Action::Unyank => state.private.set_yanked(project, &name, file, Yanked::No).await.map(|_| "un-yanked"),
+        Action::Unyank => {
+            state.cache.yank(project, &sha, file, Yanked::No).await?;
+            "un-yanked"
+        }
     };
-    match result {
-        Ok(done) => Ok(respond::text(StatusCode::OK, format!("{done} {file}"))),
-        Err(Rejected::Store(e)) => Err(e.into()),
-        Err(Rejected::NoSuchFile(_)) => Err(not_found()),
-        Err(e) => Err(HttpError::bad_request(e.to_string())),
-    }
+    Ok(respond::text(StatusCode::OK, format!("{done} {file}")))
 }

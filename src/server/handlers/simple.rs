@@ -2,13 +2,10 @@
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use std::collections::BTreeSet;
-
-use crate::auth;
-use crate::cache::pages::{CacheStatus, PageState};
+use crate::cache::{PageAnswer, Reader};
 use crate::index::{MediaType, ProjectName, html, json};
 use crate::server::error::HttpError;
-use crate::server::{body, body::Body, respond, route::Scope};
+use crate::server::{body, body::Body, respond};
 use crate::state::AppState;
 
 fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
@@ -26,22 +23,20 @@ fn not_acceptable() -> Response<Body> {
 }
 
 /// `…/simple/`: the projects Larder has pages for, private ones included.
-pub async fn root(state: &AppState, scope: &Scope, prefix: &str, headers: &HeaderMap) -> Response<Body> {
+pub async fn root(state: &AppState, reader: &Reader, prefix: &str, headers: &HeaderMap) -> Response<Body> {
     let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
-    let mut names: BTreeSet<ProjectName> = state.pages.known_names().into_iter().collect();
-    names.extend(state.private.names(&auth::scope_projects(&state.config, scope)));
+    let names = state.cache.names(reader);
     let body = match media {
         MediaType::Json => json::render_root(names.iter()),
         _ => html::render_root(names.iter(), prefix).into_bytes(),
     };
     let mut resp = Response::new(body::full(body));
-    let private = auth::read_is_private(&state.config, scope);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
-    h.insert(header::VARY, vary(private));
-    let cache_control = if private { "max-age=60, private" } else { "max-age=60, public" };
+    h.insert(header::VARY, vary(reader.private));
+    let cache_control = if reader.private { "max-age=60, private" } else { "max-age=60, public" };
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     resp
 }
@@ -49,7 +44,7 @@ pub async fn root(state: &AppState, scope: &Scope, prefix: &str, headers: &Heade
 /// `…/simple/<name>/`: one project's page.
 pub async fn detail(
     state: &AppState,
-    scope: &Scope,
+    reader: &Reader,
     prefix: &str,
     raw_name: &str,
     trailing_slash: bool,
@@ -63,48 +58,42 @@ pub async fn detail(
     let Some(media) = negotiate(headers) else {
         return Ok(not_acceptable());
     };
-    // A private scope's answers are for its token holders: never kept by a shared cache.
-    let scope_private = auth::read_is_private(&state.config, scope);
-    let visibility = if scope_private { "private" } else { "public" };
-    // DC-1: a name with private uploads here is served from them alone, never from upstream.
-    let private = state.private.page(&auth::scope_projects(&state.config, scope), &name);
-    let upstream_lookup;
-    let (rendered, status, cache_control) = match &private {
-        // UP-06: an upload is visible at once; clients revalidate every time.
-        Some(page) => (page, CacheStatus::Hit, "private, no-cache".to_string()),
-        None => {
-            upstream_lookup = state.pages.get(&name).await.map_err(|e| HttpError::from(&*e))?;
-            let (cached, status) = &upstream_lookup;
-            match &cached.state {
-                PageState::Found(r) => {
-                    (r, *status, format!("max-age={}, {visibility}", state.config.index_ttl.as_secs()))
-                }
-                PageState::NotFound => {
-                    let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
-                    // UP-09: a new upstream project must become visible soon.
-                    let max_age = state.config.not_found_ttl.as_secs();
-                    resp.headers_mut().insert(header::CACHE_CONTROL, header_value(&format!("max-age={max_age}")));
-                    return Ok(resp);
-                }
-            }
+    let (page, outcome, private_upload) = match state.cache.page(reader, &name).await? {
+        PageAnswer::Found { page, outcome, private_upload } => (page, outcome, private_upload),
+        PageAnswer::NotFound => {
+            let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
+            // UP-09: a new upstream project must become visible soon.
+            let max_age = state.config.not_found_ttl.as_secs();
+            resp.headers_mut().insert(header::CACHE_CONTROL, header_value(&format!("max-age={max_age}")));
+            return Ok(resp);
         }
     };
-    let etag = rendered.etag(media);
+    // UP-06: an upload is visible at once, so clients revalidate private pages every time. A
+    // private scope's answers are for its token holders: never kept by a shared cache.
+    let cache_control = match (private_upload, reader.private) {
+        (true, _) => "private, no-cache".to_string(),
+        (false, private) => {
+            let visibility = if private { "private" } else { "public" };
+            format!("max-age={}, {visibility}", state.config.index_ttl.as_secs())
+        }
+    };
+    let etag = page.etag(media);
     let mut resp = if respond::etag_matches(headers.get(header::IF_NONE_MATCH), &etag) {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(body::full(rendered.body(media)));
+        let mut r = Response::new(body::full(page.body(media)));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
         r
     };
     // HDR-1, repeated on 304.
     let h = resp.headers_mut();
     h.insert(header::ETAG, header_value(&etag));
-    h.insert(header::VARY, vary(scope_private));
+    h.insert(header::VARY, vary(reader.private));
     h.insert(header::CACHE_CONTROL, header_value(&cache_control));
-    h.insert("x-cache", HeaderValue::from_static(status.as_str()));
+    h.insert("x-cache", HeaderValue::from_static(outcome.as_str()));
+    resp.extensions_mut().insert(outcome);
     Ok(resp)
 }
 

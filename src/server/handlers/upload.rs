@@ -1,18 +1,16 @@
 //! The legacy upload API (`POST`/`PUT …/packages/pypi`, standards §13), as twine, uv, poetry
 //! and pdm send it.
 //!
-//! The multipart body is parsed as a stream: the `content` part goes to a spool file while its
-//! sha256, md5 and blake2b-256 are computed, so an upload never sits in memory. Then, in
-//! Warehouse's order, the form, the digests, the filename and the metadata inside the file are
-//! checked; only a file that passes everything is committed to the store and recorded. Any
-//! failure (or a dropped connection) deletes the spool file: nothing half-written is visible.
+//! The HTTP side: the multipart body is parsed as a stream, the `content` part goes to a spool
+//! file while its sha256, md5 and blake2b-256 are computed, so an upload never sits in memory;
+//! then `Cache::upload` checks and commits it. Any failure (or a dropped connection) deletes
+//! the spool file: nothing half-written is visible.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use blake2::Blake2b;
 use blake2::digest::consts::U32;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -20,15 +18,10 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::archive::ArchiveLimits;
-use crate::auth;
-use crate::cache::pages::PageState;
-use crate::cache::private::{Added, PrivateFile, Rejected};
-use crate::index::filename::DistKind;
-use crate::index::{ProjectName, filename};
-use crate::metadata::{self, CoreMetadata};
+use crate::cache::private::Added;
+use crate::cache::{Spooled, Upload};
 use crate::server::error::HttpError;
-use crate::server::{body::Body, respond, route::Scope};
+use crate::server::{body::Body, respond};
 use crate::state::AppState;
 
 /// Text fields larger than this are refused (a long description is a few hundred KB).
@@ -41,16 +34,6 @@ const MAX_PART_HEADERS: u64 = 16 * 1024;
 
 type Blake2b256 = Blake2b<U32>;
 
-/// The received `content` part, on disk.
-struct Spooled {
-    path: PathBuf,
-    filename: String,
-    size: u64,
-    sha256: String,
-    md5: String,
-    blake2_256: String,
-}
-
 /// Removes the spool file however the upload ends.
 struct SpoolGuard(PathBuf);
 
@@ -62,11 +45,10 @@ impl Drop for SpoolGuard {
 
 pub async fn upload(
     state: &AppState,
-    scope: &Scope,
+    project: &str,
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<Response<Body>, HttpError> {
-    let project = auth::authorize_project_write(&state.config, headers, scope)?;
     let limit = state.config.max_upload_bytes;
     let too_large = || {
         HttpError::new(
@@ -87,72 +69,15 @@ pub async fn upload(
     let spool_path = state.config.data_dir.join("spool").join(format!("upload-{:016x}.part", rand::random::<u64>()));
     let _guard = SpoolGuard(spool_path.clone());
     let idle = state.config.connection_limits.idle_timeout;
-    let (form, content) = read_form(body, &boundary, limit, idle, &spool_path).await.map_err(|e| match e {
+    let (form, file) = read_form(body, &boundary, limit, idle, &spool_path).await.map_err(|e| match e {
         FormError::TooLarge => too_large(),
         FormError::Bad(m) => HttpError::bad_request(m),
         FormError::Stalled(m) => HttpError::new(StatusCode::REQUEST_TIMEOUT, m),
         FormError::Io(e) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot spool the upload: {e}")),
     })?;
-
-    let (name, file, md) = validate(&form, content, state.config.archive_limits).await?;
-    check_shadowing(state, project, &name).await?;
-
-    // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
-    // bytes exactly as in the file (MD-04).
-    let kind = filename::parse(&file.filename).map(|f| f.kind).ok();
-    let servable = match kind {
-        Some(DistKind::Wheel) => true,
-        Some(DistKind::Sdist) => md.is_static_sdist_metadata(),
-        None => false,
-    };
-    let metadata_sha256 = servable.then(|| crate::digest::sha256_hex(&md.raw));
-    let record = PrivateFile {
-        filename: file.filename.clone(),
-        version: md.version.clone(),
-        sha256: file.sha256.clone(),
-        md5: file.md5.clone(),
-        blake2_256: file.blake2_256.clone(),
-        size: file.size,
-        upload_time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        requires_python: md.requires_python.clone(),
-        metadata_sha256: metadata_sha256.clone(),
-        yanked: Default::default(),
-    };
-    // Nothing is stored before the upload is accepted: `add` checks, then calls this under its
-    // lock, and removes what it created if the record cannot be written (issue 9).
-    let store = &state.store;
-    let store_blobs = || async {
-        let mut created = Vec::new();
-        if !store.has_blob(&file.sha256).await? {
-            store.put_blob_file(&file.sha256, &file.path).await?;
-            created.push(file.sha256.clone());
-        }
-        if let Some(sha) = &metadata_sha256
-            && !store.has_blob(sha).await?
-        {
-            store.put_blob_bytes(sha, Bytes::from(md.raw.clone())).await?;
-            created.push(sha.clone());
-        }
-        Ok(created)
-    };
-    let outcome = state.private.add(project, &name, record, store_blobs).await;
-    if matches!(outcome, Ok(Added::New))
-        && let Some(evictor) = &state.evictor
-    {
-        evictor.touch(&file.sha256, file.size);
-    }
-    match outcome {
-        Ok(Added::New) => {
-            tracing::info!(project = %project, package = %name, file = %file.filename, sha256 = %file.sha256, "private upload stored");
-            Ok(respond::text(StatusCode::OK, "OK"))
-        }
-        Ok(Added::Identical) => Ok(respond::text(StatusCode::OK, "OK (identical file already uploaded)")),
-        // UPL-08: "File already exists" in reason phrase and body, what --skip-existing matches.
-        Err(e @ Rejected::Exists { .. }) => {
-            Err(HttpError::bad_request(e.to_string()).with_reason("File already exists"))
-        }
-        Err(Rejected::Store(e)) => Err(e.into()),
-        Err(e) => Err(HttpError::bad_request(e.to_string())),
+    match state.cache.upload(project, Upload { form, file }).await? {
+        Added::New => Ok(respond::text(StatusCode::OK, "OK")),
+        Added::Identical => Ok(respond::text(StatusCode::OK, "OK (identical file already uploaded)")),
     }
 }
 
@@ -296,123 +221,6 @@ async fn read_form(
         }
     }
     Ok((form, content))
-}
-
-fn field<'a>(form: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {
-    form.get(name).and_then(|v| v.first()).map(|s| s.trim()).filter(|s| !s.is_empty())
-}
-
-/// Warehouse's checks, in its order (standards §13.4), with its wording where clients match on it.
-async fn validate(
-    form: &HashMap<String, Vec<String>>,
-    content: Option<Spooled>,
-    limits: ArchiveLimits,
-) -> Result<(ProjectName, Spooled, CoreMetadata), HttpError> {
-    fn bad(m: impl Into<String>) -> HttpError {
-        HttpError::bad_request(m)
-    }
-    match field(form, ":action") {
-        None | Some("file_upload") => {}
-        Some("submit" | "submit_pkg_info") => {
-            return Err(HttpError::new(
-                StatusCode::GONE,
-                "Project pre-registration is no longer required or supported, upload your files instead.",
-            ));
-        }
-        Some("doc_upload") => {
-            return Err(HttpError::new(StatusCode::GONE, "Uploading documentation is no longer supported."));
-        }
-        Some(other) => return Err(bad(format!("unknown :action `{other}`; expected file_upload"))),
-    }
-    if let Some(v) = field(form, "protocol_version")
-        && v != "1"
-    {
-        return Err(bad("Unknown protocol version."));
-    }
-    let raw_name = field(form, "name").ok_or_else(|| bad("the form has no `name` field"))?;
-    let name = ProjectName::parse(raw_name).map_err(|_| {
-        bad(format!("'{raw_name}' is an invalid value for Name. Error: Start and end with a letter or numeral containing only ASCII numeric and '.', '_' and '-'."))
-    })?;
-    let version = field(form, "version").ok_or_else(|| bad("the form has no `version` field"))?;
-    if !metadata::is_valid_version(version) {
-        return Err(bad(format!("'{version}' is an invalid value for Version; use a PEP 440 version")));
-    }
-    let file = content.ok_or_else(|| bad("Upload payload does not have a file."))?;
-    if !filename::is_safe(&file.filename) {
-        return Err(bad("Cannot upload a file with '/' or '\\' or control characters in the name."));
-    }
-    let parsed = filename::parse(&file.filename).map_err(bad)?;
-    match (field(form, "filetype"), parsed.kind) {
-        (None, _) | (Some("bdist_wheel"), DistKind::Wheel) | (Some("sdist"), DistKind::Sdist) => {}
-        (Some("bdist_wheel" | "sdist"), _) => {
-            return Err(bad(format!("Invalid file extension: `{}` does not match filetype", file.filename)));
-        }
-        (Some(_), _) => return Err(bad("Invalid value for filetype. Error: Use a known file type.")),
-    }
-    // UPL-07: every supplied digest is checked against what Larder computed.
-    let digests = [
-        ("sha256_digest", &file.sha256, 64),
-        ("md5_digest", &file.md5, 32),
-        ("blake2_256_digest", &file.blake2_256, 64),
-    ];
-    for (key, actual, len) in digests {
-        if let Some(given) = field(form, key) {
-            if given.len() != len || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("Invalid value for {key}. Error: Use a valid, hex-encoded digest.")));
-            }
-            if !given.eq_ignore_ascii_case(actual) {
-                return Err(bad("The digest supplied does not match a digest calculated from the uploaded file."));
-            }
-        }
-    }
-    // EX-5: filename, form and METADATA agree.
-    if parsed.name != name {
-        return Err(bad(format!("Start filename for '{name}' with '{}'.", name.as_str().replace('-', "_"))));
-    }
-    if !metadata::same_version(&parsed.version, version) {
-        return Err(bad(format!("Version in filename should be '{version}' not '{}'.", parsed.version)));
-    }
-    let (path, fname, kind) = (file.path.clone(), file.filename.clone(), parsed.kind);
-    let md = tokio::task::spawn_blocking(move || match kind {
-        DistKind::Wheel => metadata::read_wheel_metadata(&path, &limits),
-        DistKind::Sdist => metadata::read_sdist_metadata(&path, &fname, &limits),
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("Invalid distribution file: cannot be read ({e})")))
-    .map_err(bad)?;
-    if !metadata::names_match(&md.name, name.as_str()) {
-        return Err(bad(format!("the metadata inside `{}` names `{}`, not `{name}`", file.filename, md.name)));
-    }
-    if !metadata::same_version(&md.version, version) {
-        return Err(bad(format!(
-            "the metadata inside `{}` has version `{}`, not `{version}`",
-            file.filename, md.version
-        )));
-    }
-    Ok((name, file, md))
-}
-
-/// DC-4: a new private name must not shadow an upstream project unless the operator allows it.
-async fn check_shadowing(state: &AppState, project: &str, name: &ProjectName) -> Result<(), HttpError> {
-    if state.private.is_claimed(&[project.to_string()], name) || state.config.allow_shadowing.contains(name) {
-        return Ok(());
-    }
-    if state.config.upstream.is_none() {
-        return Ok(());
-    }
-    match state.pages.get(name).await {
-        Ok((page, _)) if matches!(page.state, PageState::Found(_)) => Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "`{name}` exists upstream; a private upload would hide it for every user of this project. An operator can allow it with allow_shadowing (LARDER_ALLOW_SHADOWING)"
-            ),
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot check whether `{name}` exists upstream ({e}); retry later, or allow shadowing it"),
-        )),
-    }
 }
 
 #[cfg(test)]

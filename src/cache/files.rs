@@ -1,0 +1,191 @@
+//! Files and their PEP 658 metadata: what `files/<key>/<filename>` answers.
+//!
+//! The file route serves only what a page visible to the reader lists (issue 9): the private
+//! page of a claimed name, else an upstream page Larder has (no upstream request on a hit).
+//! A blob no visible page lists (a record's contents, a refused upload, another project's
+//! private file) is not found, even by its hash. A miss finds the file on its project's page
+//! and joins the one download of it (`fill`).
+
+use std::sync::Arc;
+
+use super::fill::{Fill, FillRequest, FillState};
+use super::private::Visibility;
+use super::records::{self, RecordKey};
+use super::{Cache, Error, Outcome, Reader};
+use crate::index::{DistFile, FileKey, ProjectName, RenderedPage, filename};
+use crate::store::Blob;
+
+/// Where a file's bytes come from.
+pub enum FileAnswer {
+    /// In the store.
+    Stored { blob: Blob, sha256: String, outcome: Outcome },
+    /// Being downloaded: stream it from the fill, or wait for it. `sha256` is the hash the page
+    /// lists, when it lists one.
+    Filling { fill: Arc<Fill>, sha256: Option<String> },
+}
+
+fn not_listed(dist_name: &str, key: &FileKey) -> Error {
+    Error::NotFound(format!("`{dist_name}` with key `{key}` is not listed on its project's page"))
+}
+
+impl Cache {
+    /// A stored blob (from the hot-file memory when small), or `None`; every use counts for the
+    /// size limit's recency.
+    pub async fn stored(&self, sha: &str) -> Result<Option<Blob>, Error> {
+        if let Some(bytes) = self.hot_files.get(sha).await {
+            self.evictor.touch(sha, bytes.len() as u64);
+            return Ok(Some(Blob::in_memory(bytes)));
+        }
+        let Some(blob) = self.store.open_blob(sha).await? else { return Ok(None) };
+        self.evictor.touch(sha, blob.len);
+        if let Some(bytes) = blob.bytes() {
+            self.hot_files.insert(sha.to_string(), bytes.clone()).await;
+        }
+        Ok(Some(blob))
+    }
+
+    async fn answer_stored(&self, sha: &str, outcome: Outcome) -> Result<Option<FileAnswer>, Error> {
+        Ok(self.stored(sha).await?.map(|blob| FileAnswer::Stored { blob, sha256: sha.to_string(), outcome }))
+    }
+
+    /// The private page of the project `dist_name` belongs to, when that name is claimed here.
+    fn claimed_page(&self, reader: &Reader, dist_name: &str) -> Option<Arc<RenderedPage>> {
+        filename::candidate_projects(dist_name)
+            .iter()
+            .filter_map(|n| ProjectName::parse(n).ok())
+            .find_map(|n| self.private.page(&reader.projects, &n))
+    }
+
+    fn hidden(&self, reader: &Reader, sha: &str) -> bool {
+        matches!(self.private.visibility(sha, &reader.projects), Visibility::Hidden)
+    }
+
+    /// `files/<key>/<dist_name>`.
+    pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+        // DC-2: a name claimed by a private upload is served from its private files alone.
+        if let Some(page) = self.claimed_page(reader, dist_name) {
+            let sha = page
+                .file(key)
+                .filter(|f| f.filename == dist_name)
+                .and_then(|f| f.sha256().map(str::to_string))
+                .ok_or_else(|| not_listed(dist_name, key))?;
+            return self.answer_stored(&sha, Outcome::Hit).await?.ok_or_else(|| {
+                Error::NotFound(format!("`{dist_name}` is a private file missing from the store; upload it again"))
+            });
+        }
+        let sha = match key {
+            FileKey::Sha256(sha) => Some(sha.clone()),
+            // The alias body becomes a path: only a valid sha256 is used (issue 9).
+            FileKey::UrlDigest(digest) => {
+                let alias = RecordKey::Alias(digest.clone()).to_string();
+                self.store.get_record(&alias).await?.and_then(|v| records::decode_alias(&v).ok())
+            }
+        };
+        if let Some(sha) = &sha {
+            // Another project's private file is not found from here, even if a page lists it.
+            if self.hidden(reader, sha) {
+                return Err(not_listed(dist_name, key));
+            }
+            // Hit: an upstream page Larder has lists it; no upstream request.
+            if self.pages.is_listed_locally(key, dist_name).await
+                && let Some(answer) = self.answer_stored(sha, Outcome::Hit).await?
+            {
+                return Ok(answer);
+            }
+        }
+        // Miss: find the file on its project's page, then fill.
+        let (project, dist) = self.find_upstream(key, dist_name).await?;
+        if let Some(sha) = dist.sha256() {
+            if self.hidden(reader, sha) {
+                return Err(not_listed(dist_name, key));
+            }
+            // Listed only now (the page was refreshed), and already stored.
+            if let Some(answer) = self.answer_stored(sha, Outcome::Hit).await? {
+                return Ok(answer);
+            }
+        }
+        let fill =
+            self.fills()?.join(FillRequest::for_file(key, &dist, self.links.should_extract(&dist).then_some(project)));
+        Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string) })
+    }
+
+    /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
+    /// (MD-03, MD-04).
+    pub async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+        let no_metadata = || Error::NotFound(format!("no core metadata is known for `{dist_name}`"));
+        if !matches!(key, FileKey::Sha256(_)) {
+            return Err(no_metadata());
+        }
+        if let Some(page) = self.claimed_page(reader, dist_name) {
+            let md_sha = page.file(key).filter(|f| f.filename == dist_name).and_then(|f| f.core_metadata.clone());
+            let md_sha = md_sha.ok_or_else(no_metadata)?;
+            return self.answer_stored(&md_sha, Outcome::Hit).await?.ok_or_else(no_metadata);
+        }
+        let (_, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
+            Error::NotFound(_) => no_metadata(),
+            e => e,
+        })?;
+        let md_sha = dist.core_metadata.clone().ok_or_else(no_metadata)?;
+        // An upstream page may name any hash as its metadata: never another project's private file.
+        if self.hidden(reader, &md_sha) {
+            return Err(no_metadata());
+        }
+        if let Some(answer) = self.answer_stored(&md_sha, Outcome::Hit).await? {
+            return Ok(answer);
+        }
+        let fill = self.fills().map_err(|_| no_metadata())?.join(FillRequest::for_metadata(&dist, &md_sha));
+        Ok(FileAnswer::Filling { fill, sha256: Some(md_sha) })
+    }
+
+    fn fills(&self) -> Result<&Arc<super::fill::Fills>, Error> {
+        self.fills.as_ref().ok_or_else(|| {
+            let why = if self.config.offline { "Larder is offline" } else { "no upstream is configured" };
+            Error::NotFound(format!("{why}, and the file is not in the cache"))
+        })
+    }
+
+    /// The project and entry of the upstream page that lists `dist_name` under `key`.
+    async fn find_upstream(&self, key: &FileKey, dist_name: &str) -> Result<(ProjectName, DistFile), Error> {
+        self.pages.find_file(key, dist_name).await.map_err(Error::Page)?.ok_or_else(|| not_listed(dist_name, key))
+    }
+
+    /// Fetches one upstream file (and its upstream metadata) into the store, for `larder
+    /// warm`; `Ok(Some(bytes))` when it was downloaded, `Ok(None)` when it was there already.
+    pub async fn warm_file(&self, file: &DistFile) -> Result<Option<u64>, String> {
+        let sha = file.sha256().ok_or("the index lists no sha256 for it; Larder cannot verify it")?;
+        let fills = self.fills().map_err(|e| e.to_string())?;
+        let mut fetched = None;
+        if !self.store.has_blob(sha).await.map_err(|e| e.to_string())? {
+            let project = filename::parse(&file.filename).map(|f| f.name).ok();
+            let req = FillRequest::for_file(&file.key(), file, project.filter(|_| self.links.should_extract(file)));
+            fetched = Some(fill_with_retries(fills, req).await?);
+        }
+        if let Some(md) = &file.core_metadata
+            && !self.store.has_blob(md).await.map_err(|e| e.to_string())?
+        {
+            fill_with_retries(fills, FillRequest::for_metadata(file, md))
+                .await
+                .map_err(|e| format!("metadata: {e}"))?;
+        }
+        Ok(fetched)
+    }
+}
+
+/// Waits for a fill, retrying transient upstream errors (a hash mismatch or a 404 will not heal).
+async fn fill_with_retries(fills: &Arc<super::fill::Fills>, req: FillRequest) -> Result<u64, String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match fills.join(req.clone()).finished().await {
+            FillState::Done { len, .. } => return Ok(len),
+            FillState::Failed(e) => {
+                let transient = matches!(&*e, super::fill::Error::Upstream(u) if u.is_transient());
+                if !transient || attempt >= 3 {
+                    return Err(e.to_string());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            _ => return Err("the download ended without a result".into()),
+        }
+    }
+}

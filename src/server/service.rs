@@ -1,0 +1,145 @@
+//! One request: a span, `Route::parse`, access decided once (`auth`), dispatch to the handler,
+//! then the request log line and metrics from the typed cache outcome the handler left in the
+//! response's extensions.
+
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::body::{self, Body};
+use super::error::HttpError;
+use super::handlers::{self, manage::Action};
+use super::respond;
+use super::route::Route;
+use crate::auth;
+use crate::cache::Outcome;
+use crate::state::AppState;
+
+pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = Route::parse(&path, &state.config.default_project);
+    let route_name = route.name();
+    let span = tracing::info_span!("request", %method, %path, route = route_name, project = route.scope_id(), %peer);
+    let resp = dispatch(&state, route, req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let outcome = resp.extensions().get::<Outcome>().copied();
+    span.in_scope(|| {
+        let cache = outcome.map_or("-", Outcome::as_str);
+        tracing::info!(status, cache, ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+    });
+    // Static label values: no allocation per request on the hot path.
+    metrics::counter!("larder_requests_total", "route" => route_name, "status" => status_label(status)).increment(1);
+    if let Some(outcome) = outcome {
+        let kind = if route_name == "file" { "file" } else { "page" };
+        metrics::counter!("larder_cache_total", "kind" => kind, "result" => outcome.as_str()).increment(1);
+        if method != Method::HEAD
+            && let Some(len) =
+                resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            let source = if outcome == Outcome::Miss { "upstream" } else { "cache" };
+            metrics::counter!("larder_bytes_served_total", "source" => source).increment(len);
+        }
+    }
+    resp
+}
+
+async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let result = route_request(state, route, req).await;
+    let mut resp = result.unwrap_or_else(|e| e.into_response());
+    if head {
+        // ROUTE-06: HEAD carries GET's headers, Content-Length included, and no body.
+        if !resp.headers().contains_key(header::CONTENT_LENGTH)
+            && let Some(len) = hyper::body::Body::size_hint(resp.body()).exact()
+        {
+            resp.headers_mut().insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
+        *resp.body_mut() = body::empty();
+    }
+    resp
+}
+
+/// Decides access once for the route and method, then calls its handler with the answer: a
+/// `Reader` for reads (UPL-04: a private scope needs a read token), a project for writes.
+async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+    let (parts, body) = req.into_parts();
+    let (method, headers, config) = (&parts.method, &parts.headers, &state.config);
+    let is_read = method == Method::GET || method == Method::HEAD;
+    let is_post = method == Method::POST || method == Method::PUT;
+    match route {
+        Route::Health if is_read => Ok(handlers::health::health()),
+        Route::Metrics if is_read => {
+            auth::metrics(config, headers)?;
+            Ok(handlers::health::metrics(state))
+        }
+        Route::SimpleRoot { scope, prefix } if is_read => {
+            let reader = auth::reader(config, headers, &scope)?;
+            Ok(handlers::simple::root(state, &reader, &prefix, headers).await)
+        }
+        Route::SimpleDetail { scope, prefix, name, trailing_slash } if is_read => {
+            let reader = auth::reader(config, headers, &scope)?;
+            handlers::simple::detail(state, &reader, &prefix, &name, trailing_slash, headers).await
+        }
+        Route::File { scope, key, filename } if is_read => {
+            let reader = auth::reader(config, headers, &scope)?;
+            handlers::files::file(state, &reader, &key, &filename, headers, method == Method::HEAD).await
+        }
+        Route::File { scope, key, filename } if method == Method::DELETE => {
+            let project = auth::writer(config, headers, &scope)?;
+            handlers::manage::manage(state, project, &key, &filename, Action::Delete).await
+        }
+        Route::Yank { scope, key, filename } if is_post => {
+            let project = auth::writer(config, headers, &scope)?;
+            handlers::manage::manage(state, project, &key, &filename, Action::Yank(body)).await
+        }
+        Route::Yank { scope, key, filename } if method == Method::DELETE => {
+            let project = auth::writer(config, headers, &scope)?;
+            handlers::manage::manage(state, project, &key, &filename, Action::Unyank).await
+        }
+        // UPL-01: POST (every client) and PUT (GitLab's docs), never a redirect.
+        Route::Upload { scope } if is_post => {
+            let project = auth::writer(config, headers, &scope)?;
+            handlers::upload::upload(state, project, headers, body).await
+        }
+        Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),
+        Route::Yank { .. } => Ok(method_not_allowed("POST, PUT, DELETE")),
+        Route::File { .. } => Ok(method_not_allowed("GET, HEAD, DELETE")),
+        Route::NotFound(reason) => Err(HttpError::not_found(reason)),
+        Route::BadPath(reason) => Err(HttpError::bad_request(reason)),
+        _ => Ok(method_not_allowed("GET, HEAD")),
+    }
+}
+
+/// The statuses Larder answers with, as static label values.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        206 => "206",
+        301 => "301",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        406 => "406",
+        410 => "410",
+        413 => "413",
+        416 => "416",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = respond::text(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
+    resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    resp
+}
