@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::private::PrivateRecord;
+use crate::cache::records::PrivateRecord;
 use crate::store::Store;
 
 const FORMAT: &str = "larder-bundle";

@@ -9,69 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
-use crate::cache::records::RecordKey;
+use crate::cache::records::{PrivateFile, PrivateRecord, RecordKey};
 use crate::index::RenderedPage;
-use crate::index::{DistFile, ProjectName, ProjectPage, Yanked};
+use crate::index::{ProjectName, Yanked};
 use crate::store::{Records, Store};
-
-/// One uploaded file (EX-6).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PrivateFile {
-    pub filename: String,
-    pub version: String,
-    pub sha256: String,
-    pub md5: String,
-    pub blake2_256: String,
-    pub size: u64,
-    pub upload_time: String,
-    pub requires_python: Option<String>,
-    /// sha256 of the stored METADATA (wheels only, MD-05).
-    pub metadata_sha256: Option<String>,
-    #[serde(default)]
-    pub yanked: Yanked,
-}
-
-/// Everything about one claimed name in one project.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PrivateRecord {
-    pub files: Vec<PrivateFile>,
-    /// Filenames once used and since deleted: never reused with other content.
-    #[serde(default)]
-    pub deleted: Vec<String>,
-}
-
-impl PrivateRecord {
-    fn position(&self, filename: &str) -> Result<usize, Rejected> {
-        self.files.iter().position(|f| f.filename == filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))
-    }
-
-    fn to_page(&self, name: &ProjectName) -> ProjectPage {
-        let files = self.files.iter().map(|f| f.to_dist_file()).collect();
-        let versions: BTreeSet<String> = self.files.iter().map(|f| f.version.clone()).collect();
-        let mut page = ProjectPage { name: name.clone(), files, versions: Some(versions.into_iter().collect()) };
-        page.sort();
-        page
-    }
-}
-
-impl PrivateFile {
-    fn to_dist_file(&self) -> DistFile {
-        let mut hashes = BTreeMap::new();
-        hashes.insert("sha256".to_string(), self.sha256.clone());
-        DistFile {
-            filename: self.filename.clone(),
-            url: String::new(), // served from the store only
-            hashes,
-            requires_python: self.requires_python.clone(),
-            yanked: self.yanked.clone(),
-            core_metadata: self.metadata_sha256.clone(),
-            size: Some(self.size),
-            upload_time: Some(self.upload_time.clone()),
-        }
-    }
-}
 
 struct Entry {
     record: PrivateRecord,
@@ -270,7 +211,7 @@ impl Private {
     ) -> Result<(), Rejected> {
         let _guard = self.write_lock.lock().await;
         let mut record = self.record(project, name);
-        let i = record.position(filename)?;
+        let i = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
         record.files[i].yanked = yanked;
         self.save(project, name, record).await
     }
@@ -286,7 +227,7 @@ impl Private {
     ) -> Result<(Vec<String>, tokio::sync::MutexGuard<'_, ()>), Rejected> {
         let guard = self.write_lock.lock().await;
         let mut record = self.record(project, name);
-        let file = record.files.remove(record.position(filename)?);
+        let file = record.files.remove(record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?);
         record.deleted.push(file.filename.clone());
         self.save(project, name, record).await?;
         let index = self.index.read().expect("private index lock");

@@ -13,12 +13,12 @@
 //! | `alias/u-<url sha256>`           | the sha256 of a file listed without a hash |
 //! | `wheel-meta/<wheel>/<metadata>`  | empty: extracted METADATA of a wheel       |
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::private::{PrivateFile, PrivateRecord};
-use crate::index::{self, DistFile, ProjectName, ProjectPage, filename};
+use crate::index::{self, DistFile, ProjectName, ProjectPage, Yanked, filename};
 use crate::upstream::Validators;
 
 /// What is persisted per upstream page.
@@ -27,6 +27,63 @@ pub struct PageRecord {
     pub page: ProjectPage,
     pub validators: Validators,
     pub confirmed_unix: u64,
+}
+
+/// One uploaded file (EX-6).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivateFile {
+    pub filename: String,
+    pub version: String,
+    pub sha256: String,
+    pub md5: String,
+    pub blake2_256: String,
+    pub size: u64,
+    pub upload_time: String,
+    pub requires_python: Option<String>,
+    /// sha256 of the stored METADATA (wheels only, MD-05).
+    pub metadata_sha256: Option<String>,
+    #[serde(default)]
+    pub yanked: Yanked,
+}
+
+/// Everything about one claimed name in one project.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PrivateRecord {
+    pub files: Vec<PrivateFile>,
+    /// Filenames once used and since deleted: never reused with other content.
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+impl PrivateRecord {
+    pub(crate) fn position(&self, filename: &str) -> Option<usize> {
+        self.files.iter().position(|f| f.filename == filename)
+    }
+
+    pub(crate) fn to_page(&self, name: &ProjectName) -> ProjectPage {
+        let files = self.files.iter().map(|f| f.to_dist_file()).collect();
+        let versions: BTreeSet<String> = self.files.iter().map(|f| f.version.clone()).collect();
+        let mut page = ProjectPage { name: name.clone(), files, versions: Some(versions.into_iter().collect()) };
+        page.sort();
+        page
+    }
+}
+
+impl PrivateFile {
+    pub(crate) fn to_dist_file(&self) -> DistFile {
+        let mut hashes = BTreeMap::new();
+        hashes.insert("sha256".to_string(), self.sha256.clone());
+        DistFile {
+            filename: self.filename.clone(),
+            url: String::new(), // served from the store only
+            hashes,
+            requires_python: self.requires_python.clone(),
+            yanked: self.yanked.clone(),
+            core_metadata: self.metadata_sha256.clone(),
+            size: Some(self.size),
+            upload_time: Some(self.upload_time.clone()),
+        }
+    }
 }
 
 /// A parsed record key.

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::private::{Added, PrivateFile, Rejected};
+use super::private::{Added, Rejected};
+use super::records::PrivateFile;
 use super::{Cache, Error, PageAnswer};
 use crate::archive::ArchiveLimits;
 use crate::index::filename::{self, DistKind};
