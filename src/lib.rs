@@ -33,7 +33,6 @@ pub mod coalesce;
 pub mod commands;
 pub mod config;
 pub mod digest;
-pub mod evict;
 pub mod index;
 pub mod lockfile;
 pub mod metadata;

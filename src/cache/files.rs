@@ -30,14 +30,13 @@ fn not_listed(dist_name: &str, key: &FileKey) -> Error {
 
 impl Cache {
     /// A stored blob (from the hot-file memory when small), or `None`; every use counts for the
-    /// size limit's recency.
+    /// size limit's recency (the store counts its own reads).
     pub async fn stored(&self, sha: &str) -> Result<Option<Blob>, Error> {
         if let Some(bytes) = self.hot_files.get(sha).await {
-            self.evictor.touch(sha, bytes.len() as u64);
+            self.bounded.touch(sha, bytes.len() as u64);
             return Ok(Some(Blob::in_memory(bytes)));
         }
         let Some(blob) = self.store.open_blob(sha).await? else { return Ok(None) };
-        self.evictor.touch(sha, blob.len);
         if let Some(bytes) = blob.bytes() {
             self.hot_files.insert(sha.to_string(), bytes.clone()).await;
         }

@@ -22,8 +22,8 @@ use crate::archive::ArchiveLimits;
 use crate::cache::links::MetadataLinks;
 use crate::cache::records::RecordKey;
 use crate::coalesce::Coalescer;
-use crate::evict::Evictor;
 use crate::index::{DistFile, FileKey, ProjectName};
+use crate::store::bounded::Bounded;
 use crate::store::{ByteStream, Store};
 use crate::upstream::{self, Upstream};
 
@@ -121,11 +121,11 @@ pub struct Fill {
 
 pub struct Fills {
     inflight: Arc<Coalescer<String, Arc<Fill>>>,
-    store: Arc<dyn Store>,
+    /// The store, bounded: after a commit, the size limit is enforced.
+    store: Arc<Bounded>,
     upstream: Upstream,
     spool_dir: PathBuf,
     links: Arc<MetadataLinks>,
-    evictor: Arc<Evictor>,
     archive_limits: ArchiveLimits,
     /// Projects whose metadata links changed: their pages are re-rendered by the engine.
     relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
@@ -134,26 +134,16 @@ pub struct Fills {
 impl Fills {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Bounded>,
         upstream: Upstream,
         spool_dir: PathBuf,
         links: Arc<MetadataLinks>,
-        evictor: Arc<Evictor>,
         archive_limits: ArchiveLimits,
         tasks: tokio_util::task::TaskTracker,
         relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
     ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
-        Ok(Fills {
-            inflight: Coalescer::new(tasks),
-            store,
-            upstream,
-            spool_dir,
-            links,
-            evictor,
-            archive_limits,
-            relinked,
-        })
+        Ok(Fills { inflight: Coalescer::new(tasks), store, upstream, spool_dir, links, archive_limits, relinked })
     }
 
     /// Removes the spool files a crash left behind (never visible: they are not in the
@@ -275,8 +265,7 @@ impl Fills {
         // The bytes are right: let streaming clients finish now, not after the commit.
         tx.send_replace(FillState::Verified { len: written });
         self.store.put_blob_file(&actual, spool).await?;
-        self.evictor.touch(&actual, written);
-        self.evictor.enforce().await;
+        self.store.enforce().await;
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
         }

@@ -16,10 +16,23 @@ use crate::archive::ArchiveLimits;
 use crate::cache::records::RecordKey;
 use crate::index::{DistFile, ProjectPage};
 use crate::metadata;
+use crate::store::bounded::Bounded;
 use crate::store::{Records, Store};
 
+/// wheel sha256 → metadata sha256, from a record listing (the keys carry both hashes).
+pub fn links_in(records: &Records) -> HashMap<String, String> {
+    records
+        .with_prefix(crate::cache::records::WHEEL_META_PREFIX)
+        .filter_map(|k| match RecordKey::parse(k) {
+            Ok(RecordKey::WheelMeta { wheel, metadata }) => Some((wheel, metadata)),
+            _ => None,
+        })
+        .collect()
+}
+
 pub struct MetadataLinks {
-    store: Arc<dyn Store>,
+    /// The bounded store: extracted metadata is pinned there (it exists nowhere else).
+    store: Arc<Bounded>,
     /// wheel sha256 → metadata sha256
     links: RwLock<HashMap<String, String>>,
     /// Every metadata sha256 that is a link target (eviction must keep these).
@@ -28,16 +41,15 @@ pub struct MetadataLinks {
 
 impl MetadataLinks {
     /// Reads the links from the record listing (their keys carry both hashes).
-    pub fn from_records(store: Arc<dyn Store>, records: &Records) -> MetadataLinks {
-        let links: HashMap<String, String> = records
-            .with_prefix(crate::cache::records::WHEEL_META_PREFIX)
-            .filter_map(|k| match RecordKey::parse(k) {
-                Ok(RecordKey::WheelMeta { wheel, metadata }) => Some((wheel, metadata)),
-                _ => None,
-            })
-            .collect();
+    pub fn from_records(store: Arc<Bounded>, records: &Records) -> MetadataLinks {
+        let links = links_in(records);
         let targets = links.values().cloned().collect();
         MetadataLinks { store, links: RwLock::new(links), targets: RwLock::new(targets) }
+    }
+
+    /// Every metadata sha256 that is a link target.
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.read().expect("links lock").iter().cloned().collect()
     }
 
     /// Is `sha256` metadata Larder extracted (and pages advertise)?
@@ -74,6 +86,7 @@ impl MetadataLinks {
     /// page never advertises bytes Larder cannot serve (MD-03).
     pub async fn store(&self, wheel_sha256: &str, raw: Vec<u8>) -> Result<String, crate::store::Error> {
         let md_sha = crate::digest::sha256_hex(&raw);
+        self.store.pin(&md_sha).await;
         self.store.put_blob_bytes(&md_sha, Bytes::from(raw)).await?;
         let key = RecordKey::WheelMeta { wheel: wheel_sha256.to_string(), metadata: md_sha.clone() };
         self.store.put_record(&key.to_string(), Vec::new()).await?;

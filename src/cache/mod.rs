@@ -31,7 +31,7 @@ pub use upload::{Spooled, Upload};
 
 use crate::config::Config;
 use crate::index::{ProjectName, RenderedPage};
-use crate::store::{self, Store};
+use crate::store::{self, Store, bounded::Bounded};
 use crate::upstream::Upstream;
 use fill::Fills;
 use links::MetadataLinks;
@@ -121,12 +121,13 @@ pub enum Mode {
 pub struct Cache {
     config: Arc<Config>,
     store: Arc<dyn Store>,
+    /// The same store, seen as what it is: the size limit's wrapper (pins, recency, eviction).
+    bounded: Arc<Bounded>,
     pages: Arc<Pages>,
     private: Arc<Private>,
     links: Arc<MetadataLinks>,
     /// `None` when no upstream is configured (or offline).
     fills: Option<Arc<Fills>>,
-    evictor: Arc<crate::evict::Evictor>,
     /// Small files served recently, as shared bytes: a hit copies and reads nothing.
     hot_files: moka::future::Cache<String, bytes::Bytes>,
     /// Every background task: page writes, downloads and their follow-ups, prefetches.
@@ -153,14 +154,18 @@ impl Cache {
         let mut loops = Vec::new();
         // One pass over the record index feeds everything below.
         let records = store.list_records().await?;
-        let links = Arc::new(MetadataLinks::from_records(store.clone(), &records));
-        let private = Arc::new(Private::load(store.clone(), &records).await?);
         // Always track the store's size (the `larder_store_bytes` gauge); evict only under a limit.
         let limit = config.max_store_bytes.unwrap_or(u64::MAX);
-        let evictor =
-            Arc::new(crate::evict::Evictor::new(limit, store.clone(), private.clone(), links.clone(), &records).await?);
+        let bounded = Arc::new(Bounded::new(store, limit, &records, records::is_page_key).await?);
+        let store: Arc<dyn Store> = bounded.clone();
+        let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records));
+        let private = Arc::new(Private::load(store.clone(), &records).await?);
+        // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
+        for sha in private.blobs().into_iter().chain(links.targets()) {
+            bounded.pin(&sha).await;
+        }
         if mode == Mode::Serve {
-            evictor.enforce().await; // the limit may have shrunk since the last run
+            bounded.enforce().await; // the limit may have shrunk since the last run
         }
         // Pages announce what they fetched; the prefetcher reads metadata ahead and reports
         // the projects whose links changed, and one loop here re-renders them.
@@ -175,10 +180,9 @@ impl Cache {
         };
         let prefetching = mode == Mode::Serve && config.metadata_prefetch && upstream.is_some();
         let pages = Arc::new(Pages::new(
-            store.clone(),
             upstream.clone(),
             links.clone(),
-            evictor.clone(),
+            bounded.clone(),
             settings,
             &records,
             tasks.clone(),
@@ -204,16 +208,7 @@ impl Cache {
             Some(up) => {
                 let spool = config.data_dir.join("spool");
                 let limits = config.archive_limits;
-                let fills = Fills::new(
-                    store.clone(),
-                    up,
-                    spool,
-                    links.clone(),
-                    evictor.clone(),
-                    limits,
-                    tasks.clone(),
-                    relink_tx,
-                )?;
+                let fills = Fills::new(bounded.clone(), up, spool, links.clone(), limits, tasks.clone(), relink_tx)?;
                 Some(Arc::new(fills))
             }
             None => None,
@@ -222,7 +217,7 @@ impl Cache {
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        Ok(Cache { config, store, pages, private, links, fills, evictor, hot_files, tasks, loops })
+        Ok(Cache { config, store, bounded, pages, private, links, fills, hot_files, tasks, loops })
     }
 
     /// Waits for every background task (page writes, downloads, metadata extraction), then
@@ -272,10 +267,5 @@ impl Cache {
         let mut names: BTreeSet<ProjectName> = self.pages.known_names().into_iter().collect();
         names.extend(self.private.names(&reader.projects));
         names
-    }
-
-    /// Serves the current store size to the gauge (also after a restart).
-    pub async fn enforce_size_limit(&self) {
-        self.evictor.enforce().await;
     }
 }

@@ -18,8 +18,8 @@ use crate::cache::Outcome;
 use crate::cache::links::MetadataLinks;
 use crate::cache::records::{self, PageRecord, RecordKey};
 use crate::coalesce::Coalescer;
-use crate::evict::Evictor;
 use crate::index::{self, DistFile, FileKey, ProjectName, ProjectPage, RenderedPage};
+use crate::store::bounded::Bounded;
 use crate::store::{Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Validators};
 
@@ -90,10 +90,9 @@ pub struct Pages {
     /// Where fetched pages are announced to the metadata prefetcher, when it runs.
     announce: Option<mpsc::Sender<(ProjectName, Arc<RenderedPage>)>>,
     flight: Arc<Coalescer<ProjectName, Refresh>>,
-    store: Arc<dyn Store>,
+    /// The store, bounded: page records count toward its size limit and are evicted like files.
+    store: Arc<Bounded>,
     upstream: Option<Upstream>,
-    /// Page records count toward the store's size limit and are evicted like files.
-    evictor: Arc<Evictor>,
     settings: PageSettings,
     /// Names with a stored page, for the project list.
     known: RwLock<BTreeSet<ProjectName>>,
@@ -107,10 +106,9 @@ type Refresh = futures_util::future::Shared<futures_util::future::BoxFuture<'sta
 impl Pages {
     #[allow(clippy::too_many_arguments)] // the engine wires each part in once, in Cache::open
     pub fn new(
-        store: Arc<dyn Store>,
         upstream: Option<Upstream>,
         links: Arc<MetadataLinks>,
-        evictor: Arc<Evictor>,
+        store: Arc<Bounded>,
         settings: PageSettings,
         records: &Records,
         tasks: TaskTracker,
@@ -138,7 +136,6 @@ impl Pages {
             flight: Coalescer::new(tasks.clone()),
             store,
             upstream,
-            evictor,
             settings,
             known: RwLock::new(known),
             tasks,
@@ -183,7 +180,7 @@ impl Pages {
 
     /// The page for `name`, from memory, disk or upstream.
     pub async fn get(self: &Arc<Self>, name: &ProjectName) -> Result<Lookup, Arc<Error>> {
-        self.evictor.touch_page(&record_key(name));
+        self.store.touch_record(&record_key(name));
         if let Some(p) = self.memory.get(name).await
             && Instant::now() < p.fresh_until
         {
@@ -386,12 +383,10 @@ impl Pages {
     ) {
         let record = PageRecord { page, validators, confirmed_unix };
         let bytes = serde_json::to_vec(&record).expect("a page record serializes");
-        let (key, sha, size) = (record_key(&name), crate::digest::sha256_hex(&bytes), bytes.len() as u64);
-        if let Err(e) = self.store.put_record(&key, bytes).await {
+        if let Err(e) = self.store.put_record(&record_key(&name), bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
             return;
         }
-        self.evictor.page_written(&key, &sha, size).await;
-        self.evictor.enforce().await;
+        self.store.enforce().await;
     }
 }

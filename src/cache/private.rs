@@ -142,6 +142,11 @@ impl Private {
         projects.iter().filter_map(|p| index.projects.get(p)).flat_map(|names| names.keys().cloned()).collect()
     }
 
+    /// Every blob a private file uses (files and their metadata).
+    pub fn blobs(&self) -> Vec<String> {
+        self.index.read().expect("private index lock").owners.keys().cloned().collect()
+    }
+
     /// Is this blob a private file (or its metadata) of any project?
     pub fn is_private(&self, sha256: &str) -> bool {
         self.index.read().expect("private index lock").owners.contains_key(sha256)
@@ -154,13 +159,6 @@ impl Private {
             Some(owners) if projects.iter().any(|p| owners.contains(p)) => Visibility::InScope,
             Some(_) => Visibility::Hidden,
         }
-    }
-
-    /// The lock every change of blob references takes: uploads, deletes and eviction. Held
-    /// while blobs are stored or removed, so that a blob is removed only when nothing
-    /// references it, and never while an upload is adding a reference to it (issue 9).
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().await
     }
 
     /// Adds an uploaded file. Under the lock, the file is checked first (`Exists`, `Reused`,

@@ -114,6 +114,11 @@ impl fmt::Display for RecordKey {
 }
 
 pub const PAGE_PREFIX: &str = "page/";
+
+/// Upstream pages are evicted like files under the size limit (they can be fetched again).
+pub fn is_page_key(key: &str) -> bool {
+    key.starts_with(PAGE_PREFIX)
+}
 pub const PRIVATE_PREFIX: &str = "private/";
 pub const WHEEL_META_PREFIX: &str = "wheel-meta/";
 

@@ -79,8 +79,13 @@ impl Cache {
         };
         // `add` checks, then calls this under its lock, and removes what it created if the
         // record cannot be written.
-        let store = &self.store;
+        let (store, bounded) = (&self.store, &self.bounded);
         let store_blobs = || async {
+            // Pinned before they are stored: eviction can never take them in between.
+            bounded.pin(&file.sha256).await;
+            if let Some(sha) = &metadata_sha256 {
+                bounded.pin(sha).await;
+            }
             let mut created = Vec::new();
             if !store.has_blob(&file.sha256).await? {
                 store.put_blob_file(&file.sha256, &file.path).await?;
@@ -96,7 +101,6 @@ impl Cache {
         };
         let added = self.private.add(project, &name, record, store_blobs).await?;
         if matches!(added, Added::New) {
-            self.evictor.touch(&file.sha256, file.size);
             tracing::info!(project = %project, package = %name, file = %file.filename, sha256 = %file.sha256, "private upload stored");
         }
         Ok(added)
@@ -140,6 +144,7 @@ impl Cache {
             if self.links.is_metadata(&sha) {
                 continue;
             }
+            self.bounded.unpin(&sha).await;
             self.hot_files.invalidate(&sha).await;
             self.store.delete_blob(&sha).await?;
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::bundle::{self, Selection};
-use crate::cache::links::MetadataLinks;
+use crate::cache::links::links_in;
 use crate::cache::records::{self, RecordKey};
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::commands::warm::{Filters, collect_pins, select_files};
@@ -17,7 +17,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
     let selection = if !args.selection.is_empty() {
         let pins = collect_pins(&args.selection)?;
         let filters = Filters::from(&args.selection);
-        let links = MetadataLinks::from_records(store.clone(), &store.list_records().await?);
+        let links = links_in(&store.list_records().await?);
         let mut sel = Selection::default();
         for pin in &pins {
             let key = RecordKey::Page(pin.name.clone()).to_string();
@@ -31,7 +31,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
                 let sha = f.sha256().context("a file without sha256 cannot be exported")?.to_string();
                 if let Some(md) = f.core_metadata.clone() {
                     sel.blobs.insert(md);
-                } else if let Some(md) = links.get(&sha) {
+                } else if let Some(md) = links.get(&sha).cloned() {
                     sel.records.insert(RecordKey::WheelMeta { wheel: sha.clone(), metadata: md.clone() }.to_string());
                     sel.blobs.insert(md);
                 }

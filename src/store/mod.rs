@@ -5,6 +5,7 @@
 //! this trait assumes a local disk; the cacache-backed `LocalStore` is the only backend so far,
 //! and an S3-compatible one is meant to slot in beside it through `from_config`.
 
+pub mod bounded;
 mod local;
 
 use std::path::Path;
