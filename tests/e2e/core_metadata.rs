@@ -30,9 +30,15 @@ fn upstream_without_metadata() -> (MockUpstream, Vec<(String, Vec<u8>)>) {
     (up, wheels)
 }
 
-/// Counts the wheel bodies (not `.metadata`) Larder served, from its request log.
+/// Counts the wheel bodies (not `.metadata`) Larder served, from its request log: GET lines
+/// whose `path=` field ends in `.whl`. (An earlier version matched `.whl peer=`, which stopped
+/// occurring when the span gained fields, so it always counted 0; the warm-up below now
+/// checks that this counts what it should.)
 fn wheel_downloads(log: &str) -> usize {
-    log.lines().filter(|l| l.contains("served") && l.contains(".whl peer=") && l.contains("method=GET")).count()
+    log.lines()
+        .filter(|l| l.contains("served") && l.contains("method=GET"))
+        .filter(|l| l.split([' ', '{', '}']).any(|w| w.starts_with("path=") && w.ends_with(".whl")))
+        .count()
 }
 
 #[test]
@@ -43,6 +49,7 @@ fn extracted_metadata_is_advertised_and_uv_compile_downloads_no_wheels() {
     let scratch = tempfile::tempdir().unwrap();
     let dl = scratch.path().join("dl");
     assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app"), "warm-up");
+    assert_eq!(wheel_downloads(&larder.log()), 3, "the counter sees the warm-up's three wheel downloads");
 
     // Every cached wheel now advertises metadata whose bytes are the wheel's METADATA (it is
     // extracted just after each download completes).
