@@ -265,8 +265,11 @@ fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<
                 out.write_all(&buf[..n])?;
                 total += n as u64;
             }
-            if total != size {
-                bail!("`{path}` has {total} bytes, but the manifest says {size}");
+            if total < size {
+                bail!("the bundle is truncated: `{path}` has {total} of {size} bytes");
+            }
+            if total > size {
+                bail!("`{path}` has more bytes than the {size} the manifest says");
             }
             let actual = hex::encode(hasher.finalize());
             if actual != sha {

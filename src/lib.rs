@@ -1,42 +1,46 @@
 //! Larder: a caching pull-through proxy for the Python Package Index.
 //!
 //! # Layout
-//! - `cli`, `config`: the command line, the TOML file, and the resolved `Config`.
-//! - `commands`: one file per subcommand (`serve`, and `manage` for yank/unyank/delete).
-//! - `auth`: tokens, scopes, and who may read or upload.
-//! - `server`: the accept loop, `route` (paths → `Route`), `body` and `respond` helpers.
-//! - `handlers`: one file per endpoint family (`simple`, `files`, `upload`, `manage`, `health`).
-//! - `private`: private uploads per project, the names they claim (masking), yanks, deletes.
-//! - `records`: every record key and schema, validated before anything trusts it.
-//! - `archive`: bounded reading of tar and zip archives from outside.
-//! - `metadata`: distribution filenames and the core metadata inside wheels and sdists.
-//! - `index`: the model of a project page, and PEP 503 HTML / PEP 691 JSON rendering;
-//!   `name` (normalization), `media_type` (negotiation), `filename`.
-//! - `pages`: project pages in memory, on disk and from upstream: freshness, staleness, coalescing.
-//! - `fill`: one streamed, hash-checked download per missing file, shared by every client.
-//! - `upstream`: the client for the upstream index (JSON first, HTML parsed with lol_html).
-//! - `store`: the `Store` trait and its cacache-backed local implementation.
-//! - `evict`: the store size limit (LRU of upstream files; private uploads never go).
-//! - `core_metadata`: METADATA for upstream wheels (extracted on fill, prefetched by ranges).
-//! - `telemetry`: logs and the Prometheus metrics recorder.
-//! - `singleflight`, `digest`: small shared helpers.
-//! - `error`: the one place a failure becomes an HTTP status.
+//! Data flows down (server → cache → store, upstream, index); news flows up as return values
+//! and events. The module graph has no cycle (`tests/e2e/layout.rs` checks it).
+//!
+//! - `server`: the accept loop; `service` (span, `Route` parsing, access decided once,
+//!   dispatch); `handlers` (HTTP adapters: `simple`, `files`, `upload`, `manage`, `health`);
+//!   `error` (the one place a failure becomes a status); `route`, `body`, `respond`, `idle`, `tls`.
+//! - `auth`: tokens, and who may read a scope or write to a project (`Reader`, or `Denied`).
+//! - `cache`: the engine behind one facade, `Cache` (page, file, metadata, upload, yank,
+//!   delete, warm, shutdown). Inside: `pages` (memory, disk, upstream; freshness, stale),
+//!   `private` (uploads, claimed names, tombstones), `links` (wheel → METADATA), `prefetch`
+//!   (METADATA by range requests), `fill` (one hash-checked download per missing file),
+//!   `files` and `upload` (the facade's file and upload halves), `records` (every record key
+//!   and schema, validated before use).
+//! - `store`: the `Store` trait, `local` (cacache on disk) and `bounded` (the size limit, as a
+//!   wrapper). `upstream`: the upstream index client; `guard` (redirects, addresses, redaction).
+//! - `index`: the page model, rendered to PEP 503 HTML and PEP 691 JSON (`RenderedPage`);
+//!   `name`, `filename` (the one distribution-filename parser), `media_type`.
+//! - `metadata` (METADATA / PKG-INFO out of distributions), `archive` (bounded tar/zip reading),
+//!   `coalesce` (one coalescer), `clock`, `digest`, `scope`, `lockfile`, `bundle` (air-gap
+//!   bundles).
+//! - `cli`, `config`: the command line, the TOML file, and the resolved `Config`;
+//!   `commands`: one file per subcommand; `state`: what a handler gets; `telemetry`.
 //!
 //! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
+//! Public here is what the binary, the benchmarks and the tests use; the rest is crate-private.
 
-pub mod archive;
-pub mod auth;
-pub mod bundle;
+pub(crate) mod archive;
+pub(crate) mod auth;
+pub(crate) mod bundle;
 pub mod cache;
 pub mod cli;
-pub mod coalesce;
+pub mod clock;
+pub(crate) mod coalesce;
 pub mod commands;
 pub mod config;
 pub mod digest;
 pub mod index;
-pub mod lockfile;
-pub mod metadata;
-pub mod scope;
+pub(crate) mod lockfile;
+pub(crate) mod metadata;
+pub(crate) mod scope;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -177,7 +177,7 @@ async fn fill_with_retries(fills: &Arc<super::fill::Fills>, req: FillRequest) ->
         attempt += 1;
         match fills.join(req.clone()).finished().await {
             FillState::Done { len, .. } => return Ok(len),
-            FillState::Failed(e) => {
+            FillState::Failed(e) | FillState::Unstored { error: e, .. } => {
                 let transient = matches!(&*e, super::fill::Error::Upstream(u) if u.is_transient());
                 if !transient || attempt >= 3 {
                     return Err(e.to_string());

@@ -111,6 +111,13 @@ pub enum FillState {
         len: u64,
     },
     Failed(Arc<Error>),
+    /// Complete and hash-checked, but the store could not keep it (a full disk): readers
+    /// finish from the spool; whoever waits for the stored file gets the error, and the next
+    /// request downloads it again.
+    Unstored {
+        len: u64,
+        error: Arc<Error>,
+    },
 }
 
 /// One download under way.
@@ -198,7 +205,14 @@ impl Fills {
             Err(e) => {
                 let _ = tokio::fs::remove_file(&spool).await;
                 tracing::warn!(url = %upstream::guard::redact(&req.url), error = %e, "download from upstream failed");
-                tx.send_replace(FillState::Failed(Arc::new(e)));
+                let verified = match *tx.borrow() {
+                    FillState::Verified { len } => Some(len),
+                    _ => None,
+                };
+                tx.send_replace(match verified {
+                    Some(len) => FillState::Unstored { len, error: Arc::new(e) },
+                    None => FillState::Failed(Arc::new(e)),
+                });
                 // A failure is not remembered: the next request tries again.
             }
         }
@@ -282,7 +296,8 @@ impl Fill {
 
     /// Waits until the file is stored (or the download failed).
     pub async fn finished(&self) -> FillState {
-        self.wait_until(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_))).await
+        self.wait_until(|s| matches!(s, FillState::Done { .. } | FillState::Failed(_) | FillState::Unstored { .. }))
+            .await
     }
 
     /// The first state that satisfies `ready` (or the last one, if the task is gone).
@@ -324,7 +339,7 @@ impl SpoolReader {
                 // Hold back the last byte until the hash is checked.
                 FillState::Streaming { written, total: Some(total) } => (*written).min(total.saturating_sub(1)),
                 FillState::Streaming { written, total: None } => *written,
-                FillState::Verified { len } | FillState::Done { len, .. } => *len,
+                FillState::Verified { len } | FillState::Done { len, .. } | FillState::Unstored { len, .. } => *len,
                 FillState::Failed(e) => return Err(std::io::Error::other(e.to_string())),
             };
             if self.pos < readable {
@@ -334,11 +349,14 @@ impl SpoolReader {
                 self.pos += want as u64;
                 return Ok(Some(buf.freeze()));
             }
-            if matches!(state, FillState::Verified { .. } | FillState::Done { .. }) {
+            if matches!(state, FillState::Verified { .. } | FillState::Done { .. } | FillState::Unstored { .. }) {
                 return Ok(None);
             }
             if self.rx.changed().await.is_err()
-                && !matches!(*self.rx.borrow(), FillState::Done { .. } | FillState::Failed(_))
+                && !matches!(
+                    *self.rx.borrow(),
+                    FillState::Done { .. } | FillState::Failed(_) | FillState::Unstored { .. }
+                )
             {
                 return Err(std::io::Error::other("download task ended unexpectedly"));
             }

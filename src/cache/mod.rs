@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 pub use files::FileAnswer;
 pub use upload::{Spooled, Upload};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::index::{ProjectName, RenderedPage};
 use crate::store::{self, Store, bounded::Bounded};
@@ -140,11 +141,16 @@ impl Cache {
     /// Opens the store and builds the engine.
     pub async fn open(config: Arc<Config>, mode: Mode) -> anyhow::Result<Cache> {
         let store = store::from_config(&config)?;
-        Cache::with_store(config, store, mode).await
+        Cache::with_store(config, store, mode, Clock::system()).await
     }
 
-    /// The same, on a given store (tests inject a failing one).
-    pub async fn with_store(config: Arc<Config>, store: Arc<dyn Store>, mode: Mode) -> anyhow::Result<Cache> {
+    /// The same, on a given store and clock (tests inject a failing store and move time).
+    pub async fn with_store(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        mode: Mode,
+        clock: Clock,
+    ) -> anyhow::Result<Cache> {
         // Offline: no upstream client exists at all, so nothing can open a connection.
         let upstream = match config.upstream_settings() {
             Some(settings) if !config.offline => Some(Upstream::new(settings)?),
@@ -177,6 +183,7 @@ impl Cache {
             not_found_ttl: config.not_found_ttl,
             memory_bytes: config.page_cache_bytes,
             offline: config.offline,
+            clock: clock.clone(),
         };
         let prefetching = mode == Mode::Serve && config.metadata_prefetch && upstream.is_some();
         let pages = Arc::new(Pages::new(

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -38,6 +38,8 @@ pub struct PageSettings {
     pub memory_bytes: u64,
     /// Larder is offline on purpose (the error message says so).
     pub offline: bool,
+    /// Freshness is measured on this clock (tests move it forward).
+    pub clock: crate::clock::Clock,
 }
 
 /// Why no page could be produced.
@@ -71,10 +73,6 @@ pub struct CachedPage {
     validators: Validators,
     /// Served because the upstream failed.
     stale: bool,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn record_key(name: &ProjectName) -> String {
@@ -182,7 +180,7 @@ impl Pages {
     pub async fn get(self: &Arc<Self>, name: &ProjectName) -> Result<Lookup, Arc<Error>> {
         self.store.touch_record(&record_key(name));
         if let Some(p) = self.memory.get(name).await
-            && Instant::now() < p.fresh_until
+            && self.settings.clock.now() < p.fresh_until
         {
             let status = if p.stale { Outcome::Stale } else { Outcome::Hit };
             return Ok((p, status));
@@ -248,7 +246,7 @@ impl Pages {
     }
 
     async fn refresh(self: Arc<Self>, name: ProjectName) -> Result<Lookup, Error> {
-        let now = Instant::now();
+        let now = self.settings.clock.now();
         let current = match self.memory.get(&name).await {
             Some(p) if now < p.fresh_until => return Ok((p, Outcome::Hit)),
             Some(p) => Some(p),
@@ -281,7 +279,7 @@ impl Pages {
                 let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == rendered.page);
                 let entry = Arc::new(CachedPage {
                     fresh_until: now + self.settings.ttl,
-                    confirmed_unix: now_unix(),
+                    confirmed_unix: self.settings.clock.unix(),
                     validators: validators.clone(),
                     stale: false,
                     state: PageState::Found(rendered),
@@ -302,7 +300,7 @@ impl Pages {
                 let entry = Arc::new(CachedPage {
                     state: PageState::Found(r.clone()),
                     fresh_until: now + self.settings.ttl,
-                    confirmed_unix: now_unix(),
+                    confirmed_unix: self.settings.clock.unix(),
                     validators: old.validators.clone(),
                     stale: false,
                 });
@@ -319,7 +317,7 @@ impl Pages {
                 let entry = Arc::new(CachedPage {
                     state: PageState::NotFound,
                     fresh_until: now + self.settings.not_found_ttl,
-                    confirmed_unix: now_unix(),
+                    confirmed_unix: self.settings.clock.unix(),
                     validators: Validators::default(),
                     stale: false,
                 });
@@ -329,7 +327,7 @@ impl Pages {
             Err(e) => {
                 let limit = (self.settings.ttl + self.settings.stale_if_error).as_secs();
                 match found {
-                    Some(old) if now_unix().saturating_sub(old.confirmed_unix) <= limit => {
+                    Some(old) if self.settings.clock.unix().saturating_sub(old.confirmed_unix) <= limit => {
                         tracing::warn!(project = %name, error = %e, "upstream failed; serving the cached page stale");
                         let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
                         let entry = Arc::new(CachedPage {
@@ -367,7 +365,7 @@ impl Pages {
         };
         Some(Arc::new(CachedPage {
             state: PageState::Found(self.render(record.page)),
-            fresh_until: Instant::now(), // stale: revalidate on first use
+            fresh_until: self.settings.clock.now(), // stale: revalidate on first use
             confirmed_unix: record.confirmed_unix,
             validators: record.validators,
             stale: false,

@@ -88,7 +88,11 @@ impl From<&fill::Error> for HttpError {
             fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } | fill::Error::TooLarge { .. } => {
                 HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
-            fill::Error::Spool(_) | fill::Error::Store(_) => internal(e),
+            // The download itself worked; it could not be kept. The next request retries.
+            fill::Error::Spool(_) | fill::Error::Store(_) => {
+                tracing::error!(error = %e, "cannot store a download");
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Larder cannot store this file right now; retry later")
+            }
         }
     }
 }
@@ -100,12 +104,12 @@ impl From<cache::Error> for HttpError {
             cache::Error::NotFound(m) => HttpError::not_found(m),
             cache::Error::Page(p) => (&*p).into(),
             cache::Error::Fill(f) => (&*f).into(),
-            cache::Error::Store(s) => internal(&s),
+            cache::Error::Store(s) => store_failure(&s),
             // UPL-08: "File already exists" in reason phrase and body, what --skip-existing matches.
             cache::Error::Rejected(e @ private::Rejected::Exists { .. }) => {
                 HttpError::bad_request(e.to_string()).with_reason("File already exists")
             }
-            cache::Error::Rejected(private::Rejected::Store(s)) => internal(&s),
+            cache::Error::Rejected(private::Rejected::Store(s)) => store_failure(&s),
             cache::Error::Rejected(e @ private::Rejected::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
             cache::Error::Rejected(e) => HttpError::bad_request(e.to_string()),
             cache::Error::BadUpload(m) => HttpError::bad_request(m),
@@ -118,8 +122,21 @@ impl From<cache::Error> for HttpError {
 
 impl From<store::Error> for HttpError {
     fn from(e: store::Error) -> HttpError {
-        internal(&e)
+        store_failure(&e)
     }
+}
+
+/// A full store is 507 (nothing can be written until space is freed); any other store
+/// failure is an internal error.
+fn store_failure(e: &store::Error) -> HttpError {
+    if e.is_full() {
+        tracing::error!(error = %e, "the store is full");
+        return HttpError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Larder's store is full; an operator must free space (or lower max_store_size)",
+        );
+    }
+    internal(e)
 }
 
 /// A failure inside Larder: the detail (store paths, OS errors) goes to the log, never to the

@@ -31,6 +31,17 @@ pub enum Error {
     InvalidKey { key: String },
 }
 
+impl Error {
+    /// The disk (or bucket) is full: nothing can be written until space is freed.
+    pub fn is_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            Error::Cache { source: cacache::Error::IoError(e, _), .. } => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
 /// What `Store::list_records` finds.
 #[derive(Debug, Default)]
 pub struct Records {

@@ -19,11 +19,15 @@ mod private;
 mod core_metadata;
 // The air gap: warm from lock files, export, import, offline; metrics.
 mod air_gap;
+// The shape of the code: no cycle in the module graph.
+mod layout;
 // The command line's error messages.
 mod cli;
 // pypiserver as an HTML-only upstream.
 mod pypiserver;
 // Every file size around every threshold: serve, warm, export, import.
 mod sizes;
+// The engine in this process: a clock the test moves, a store that fails on command.
+mod engine;
 // Attacks from the security review (issue 9), each reproduced against a running Larder.
 mod security;

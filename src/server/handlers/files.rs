@@ -64,7 +64,10 @@ impl Request<'_> {
         let total = match fill.started().await {
             FillState::Failed(e) => return Err(HttpError::from(&*e)),
             FillState::Streaming { total, .. } => total,
-            FillState::Verified { .. } | FillState::Done { .. } | FillState::Connecting => None,
+            FillState::Verified { .. }
+            | FillState::Done { .. }
+            | FillState::Unstored { .. }
+            | FillState::Connecting => None,
         };
         // HEAD needs only the headers: the length upstream announced and the hash the page
         // names (pip's lazy wheel and uv send HEAD first). The download goes on meanwhile.
@@ -102,7 +105,7 @@ impl Request<'_> {
                 })?;
                 self.serve_blob(blob, &sha256, Outcome::Miss).await
             }
-            FillState::Failed(e) => Err(HttpError::from(&*e)),
+            FillState::Failed(e) | FillState::Unstored { error: e, .. } => Err(HttpError::from(&*e)),
             _ => Err(HttpError::new(StatusCode::BAD_GATEWAY, "the download ended without a result; retry")),
         }
     }

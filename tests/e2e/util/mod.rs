@@ -1,5 +1,7 @@
 //! The harness: start Larder, build wheels, run pip and uv.
 
+pub mod faulty;
+pub mod inprocess;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Write};
