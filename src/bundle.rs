@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::records::PrivateRecord;
+use crate::cache::records::{self, PrivateRecord, RecordKey};
 use crate::store::Store;
 
 const FORMAT: &str = "larder-bundle";
@@ -62,7 +62,7 @@ impl Selection {
     /// Every private record (uploads and tombstones) with the blobs its files use.
     pub async fn add_private(&mut self, store: &Arc<dyn Store>) -> anyhow::Result<()> {
         let records = store.list_records().await?;
-        for key in records.with_prefix("private/") {
+        for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
             if let Some(bytes) = store.get_record(key).await? {
                 let record: PrivateRecord =
                     serde_json::from_slice(&bytes).with_context(|| format!("record `{key}`"))?;
@@ -310,7 +310,7 @@ async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> a
     if local == incoming {
         return Ok(());
     }
-    if key.starts_with("private/") {
+    if key.starts_with(records::PRIVATE_PREFIX) {
         let mut mine: PrivateRecord = serde_json::from_slice(&local)?;
         let theirs: PrivateRecord = serde_json::from_slice(&incoming)?;
         for f in theirs.files {
@@ -324,8 +324,8 @@ async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> a
             }
         }
         store.put_record(key, serde_json::to_vec(&mine)?).await?;
-    } else if key.starts_with("page/") {
-        let confirmed = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok()?.get("confirmed_unix")?.as_u64();
+    } else if let Ok(RecordKey::Page(name)) = RecordKey::parse(key) {
+        let confirmed = |b: &[u8]| records::decode_page(&name, b).ok().map(|r| r.confirmed_unix);
         if confirmed(&incoming) > confirmed(&local) {
             store.put_record(key, incoming).await?;
         }

@@ -200,10 +200,8 @@ impl Fills {
                 {
                     let _ = self.relinked.send(project.clone());
                 }
-                let _ = tokio::fs::remove_file(&spool).await; // readers keep their open handles
             }
             Err(e) => {
-                let _ = tokio::fs::remove_file(&spool).await;
                 tracing::warn!(url = %upstream::guard::redact(&req.url), error = %e, "download from upstream failed");
                 let verified = match *tx.borrow() {
                     FillState::Verified { len } => Some(len),
@@ -285,6 +283,14 @@ impl Fills {
         }
         metrics::counter!("larder_upstream_bytes_total").increment(written);
         Ok((actual, written))
+    }
+}
+
+/// The spool file goes with the last handle: every client that joined this download can still
+/// read it, also one that arrives after the end (readers keep their open file handles).
+impl Drop for Fill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.spool);
     }
 }
 

@@ -216,6 +216,9 @@ impl Cache {
                 let spool = config.data_dir.join("spool");
                 let limits = config.archive_limits;
                 let fills = Fills::new(bounded.clone(), up, spool, links.clone(), limits, tasks.clone(), relink_tx)?;
+                if mode == Mode::Serve {
+                    fills.clear_spool();
+                }
                 Some(Arc::new(fills))
             }
             None => None,
