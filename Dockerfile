@@ -26,3 +26,26 @@ EXPOSE 3141
 HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["curl", "-fsS", "http://127.0.0.1:3141/-/health"]
 ENTRYPOINT ["larder"]
 CMD ["serve"]
+
+# The same image from the binary wheel (issue 16), so that the image and the wheel are the same
+# binary: `./scripts/test` (or `maturin build --release --out target/wheels`) builds the wheel,
+# then `docker build --target from-wheel -t larder .` installs it. Not the default target.
+FROM python:3.12-slim-bookworm AS from-wheel
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/larder --create-home larder
+COPY target/wheels/ /tmp/wheels/
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --no-index --find-links /tmp/wheels larder \
+    && rm -rf /tmp/wheels
+USER 10001
+WORKDIR /var/lib/larder
+ENV LARDER_LISTEN=0.0.0.0:3141 \
+    LARDER_DATA_DIR=/var/lib/larder
+VOLUME ["/var/lib/larder"]
+EXPOSE 3141
+HEALTHCHECK --interval=5s --timeout=3s --retries=12 CMD ["curl", "-fsS", "http://127.0.0.1:3141/-/health"]
+ENTRYPOINT ["larder"]
+CMD ["serve"]

@@ -48,6 +48,13 @@ pub enum Command {
     Unyank(ManageArgs),
     /// Delete a private file on a running Larder; its name stays private. Token from LARDER_TOKEN.
     Delete(ManageArgs),
+    /// Print a shell completion script, e.g. `larder completions bash > /etc/bash_completion.d/larder`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `larder man > larder.1 && man ./larder.1`.
+    Man,
 }
 
 /// Which releases (and which of their wheels) `warm` and `export` work on.

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use larder::cli::{Cli, Command};
 use larder::commands::{self, manage::Op};
 use larder::config::Config;
@@ -25,10 +25,27 @@ fn main() -> ExitCode {
             Command::Yank(args) => commands::manage::run(Op::Yank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Delete(args) => commands::manage::run(Op::Delete, args).await.map(|_| ExitCode::SUCCESS),
+            // Rendered in memory first: clap_complete panics when stdout goes away mid-write.
+            Command::Completions { shell } => {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "larder", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+                std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
         Ok(code) => code,
+        // `larder man | head`: the reader went away; not an error worth a message.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("larder: error: {e:#}");
             ExitCode::from(2)

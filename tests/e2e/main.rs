@@ -21,6 +21,8 @@ mod core_metadata;
 mod air_gap;
 // The shape of the code: no cycle in the module graph.
 mod layout;
+// Installing: the wheel with pip and uv tool; completions and the man page.
+mod install;
 // The command line's error messages.
 mod cli;
 // pypiserver as an HTML-only upstream.
