@@ -38,6 +38,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "larder_metadata_mismatch_total",
         "Range-read METADATA that differed from the stored wheel's own (replaced)"
     );
+    metrics::describe_counter!("larder_store_errors_total", "Store operations that failed, by op (read, write)");
     metrics::describe_counter!("larder_bad_records_total", "Records skipped at start-up because they are not valid");
     metrics::describe_counter!(
         "larder_metadata_prefetch_total",

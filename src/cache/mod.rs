@@ -241,6 +241,11 @@ impl Cache {
         }
     }
 
+    /// What is degraded, if anything: the store failing its writes (a full disk) or its reads.
+    pub fn degraded(&self) -> Option<String> {
+        self.bounded.degraded()
+    }
+
     /// Where the store lives, for logs.
     pub fn location(&self) -> String {
         self.store.location()

@@ -14,6 +14,8 @@ use crate::scope::is_valid_id as is_valid_project_id;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
+    /// `/-/ready`: 503 while the store cannot be written (for load balancers).
+    Ready,
     Metrics,
     /// The project list. `prefix` is the absolute path of `simple/`, with its slash.
     SimpleRoot {
@@ -54,6 +56,7 @@ impl Route {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Health => "health",
+            Route::Ready => "ready",
             Route::Metrics => "metrics",
             Route::SimpleRoot { .. } => "simple_root",
             Route::SimpleDetail { .. } => "simple_detail",
@@ -82,6 +85,9 @@ impl Route {
     pub fn parse(path: &str, default_project: &str) -> Route {
         if path == "/-/health" {
             return Route::Health;
+        }
+        if path == "/-/ready" {
+            return Route::Ready;
         }
         if path == "/metrics" {
             return Route::Metrics;

@@ -71,7 +71,8 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
     let is_read = method == Method::GET || method == Method::HEAD;
     let is_post = method == Method::POST || method == Method::PUT;
     match route {
-        Route::Health if is_read => Ok(handlers::health::health()),
+        Route::Health if is_read => Ok(handlers::health::health(state)),
+        Route::Ready if is_read => Ok(handlers::health::ready(state)),
         Route::Metrics if is_read => {
             auth::metrics(config, headers)?;
             Ok(handlers::health::metrics(state))

@@ -83,6 +83,24 @@ pub struct Bounded {
     pinned: tokio::sync::Mutex<HashSet<String>>,
     /// Evictions run one at a time.
     running: tokio::sync::Mutex<()>,
+    /// The last failure of a write and of a read, each cleared by the next success (a read
+    /// failure also fades after `READ_FAILURE_MEMORY`): what `/-/health` and `/-/ready` report.
+    failing_writes: Mutex<Option<String>>,
+    failing_reads: Mutex<Option<(std::time::Instant, String)>>,
+}
+
+/// How long a read failure keeps the store reported as degraded.
+const READ_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A failure, as health reports it: the operation and the kind of error, never a path.
+fn summary(op: &str, e: &Error) -> String {
+    let kind = match e {
+        Error::Io { source, .. } => source.kind().to_string(),
+        Error::Cache { .. } => "storage error".into(),
+        Error::Integrity { .. } => "integrity check failed".into(),
+        Error::InvalidKey { .. } => "invalid key".into(),
+    };
+    format!("store {op} failing ({kind})")
 }
 
 impl Bounded {
@@ -117,7 +135,47 @@ impl Bounded {
             contents: Mutex::new(contents),
             pinned: Default::default(),
             running: Default::default(),
+            failing_writes: Mutex::new(None),
+            failing_reads: Mutex::new(None),
         })
+    }
+
+    /// What is degraded: failing writes, or reads that failed recently.
+    pub fn degraded(&self) -> Option<String> {
+        if let Some(w) = self.failing_writes.lock().expect("health lock").clone() {
+            return Some(w);
+        }
+        let reads = self.failing_reads.lock().expect("health lock");
+        reads.as_ref().filter(|(at, _)| at.elapsed() < READ_FAILURE_MEMORY).map(|(_, why)| why.clone())
+    }
+
+    /// Counts a failure (`larder_store_errors_total{op}`) and keeps it for health.
+    fn wrote<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        match &result {
+            Ok(_) => *self.failing_writes.lock().expect("health lock") = None,
+            Err(e) => {
+                metrics::counter!("larder_store_errors_total", "op" => "write").increment(1);
+                *self.failing_writes.lock().expect("health lock") = Some(summary("writes", e));
+            }
+        }
+        result
+    }
+
+    fn read<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
+        match &result {
+            Ok(_) => {
+                let mut failing = self.failing_reads.lock().expect("health lock");
+                if failing.is_some() {
+                    *failing = None;
+                }
+            }
+            Err(e) => {
+                metrics::counter!("larder_store_errors_total", "op" => "read").increment(1);
+                *self.failing_reads.lock().expect("health lock") =
+                    Some((std::time::Instant::now(), summary("reads", e)));
+            }
+        }
+        result
     }
 
     /// Never evict this blob (until `unpin`).
@@ -203,7 +261,7 @@ impl Bounded {
 #[async_trait]
 impl Store for Bounded {
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
-        let blob = self.inner.open_blob(sha256).await?;
+        let blob = self.read(self.inner.open_blob(sha256).await)?;
         if let Some(b) = &blob {
             self.touch(sha256, b.len);
         }
@@ -211,11 +269,11 @@ impl Store for Bounded {
     }
 
     async fn has_blob(&self, sha256: &str) -> Result<bool, Error> {
-        self.inner.has_blob(sha256).await
+        self.read(self.inner.has_blob(sha256).await)
     }
 
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
-        self.inner.put_blob_file(sha256, path).await?;
+        self.wrote(self.inner.put_blob_file(sha256, path).await)?;
         let size = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
         self.touch(sha256, size);
         Ok(())
@@ -223,7 +281,7 @@ impl Store for Bounded {
 
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
         let size = bytes.len() as u64;
-        self.inner.put_blob_bytes(sha256, bytes).await?;
+        self.wrote(self.inner.put_blob_bytes(sha256, bytes).await)?;
         self.touch(sha256, size);
         Ok(())
     }
@@ -242,12 +300,12 @@ impl Store for Bounded {
         if (self.evictable_record)(key) {
             self.lru.lock().expect("lru lock").touch_known(key);
         }
-        self.inner.get_record(key).await
+        self.read(self.inner.get_record(key).await)
     }
 
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         let (sha, size) = (crate::digest::sha256_hex(&value), value.len() as u64);
-        self.inner.put_record(key, value).await?;
+        self.wrote(self.inner.put_record(key, value).await)?;
         let evictable = (self.evictable_record)(key);
         let old = {
             let mut contents = self.contents.lock().expect("contents lock");

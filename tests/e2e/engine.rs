@@ -127,6 +127,13 @@ fn a_full_or_failing_store_gets_clear_answers_and_hits_keep_working() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(!text.contains("/injected/"), "{text}");
     assert_eq!(http().get(larder.url("/simple/no-room/")).send().unwrap().status(), 404, "nothing visible");
+    // Health says so; readiness sends load balancers elsewhere.
+    let health = http().get(larder.url("/-/health")).send().unwrap();
+    assert_eq!(health.status(), 200);
+    let text = health.text().unwrap();
+    assert!(text.starts_with("degraded: store writes failing") && !text.contains("/injected/"), "{text}");
+    let ready = http().get(larder.url("/-/ready")).send().unwrap();
+    assert_eq!(ready.status(), 503);
     assert_eq!(
         std::fs::read_dir(dir.path().join("spool"))
             .unwrap()
@@ -146,8 +153,64 @@ fn a_full_or_failing_store_gets_clear_answers_and_hits_keep_working() {
 
     // Recovery without a restart: the upload now succeeds, the next miss is stored.
     assert_eq!(upload().status(), 200);
+    assert_eq!(http().get(larder.url("/-/ready")).send().unwrap().status(), 200, "ready again after a write succeeded");
     let _ = http().get(file_url(&late, &late_bytes)).send().unwrap().bytes().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let resp = http().get(file_url(&late, &late_bytes)).send().unwrap();
     assert_eq!(cache_of(&resp), "HIT");
+}
+
+/// A real full disk: the data dir on a 2 MiB tmpfs (mounting needs root, which this machine's
+/// test runs have; elsewhere the test says so and stops).
+#[test]
+fn a_real_full_filesystem() {
+    let up = MockUpstream::start();
+    let (small, small_bytes) = wheel("small-one", "1.0", &[]);
+    up.add("small-one", MockFile::new(&small, small_bytes.clone()));
+    let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+    up.add("too-big", MockFile::new("too_big-1.0.tar.gz", big.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here (not root?); the Faulty-store test covers the same paths");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let larder = InProcess::start_with_token(settings(&mount, &up.simple_url()), None, "tmpfs-token-1");
+    let get = |name: &str, bytes: &[u8]| {
+        http().get(larder.url(&format!("/files/{}/{name}", sha256_hex(bytes)))).send().unwrap()
+    };
+    assert_eq!(get(&small, &small_bytes).status(), 200);
+    // 3 MiB does not fit: the download fails cleanly (an error or a body cut short, never a
+    // complete-looking file), nothing is stored, nothing is left in the spool.
+    let resp = get("too_big-1.0.tar.gz", &big);
+    let got = if resp.status() == 200 { resp.bytes().map(|b| b.to_vec()).unwrap_or_default() } else { Vec::new() };
+    assert_ne!(sha256_hex(&got), sha256_hex(&big), "never the whole file from a disk it did not fit on");
+    std::thread::sleep(Duration::from_millis(300));
+    let spool: Vec<_> = std::fs::read_dir(mount.join("spool")).unwrap().collect();
+    assert!(spool.is_empty(), "spool leftovers: {spool:?}");
+    // Hits keep being served; an upload that does not fit gets 507.
+    assert_eq!(get(&small, &small_bytes).status(), 200);
+    let filler: Vec<u8> = vec![1; 3 * 1024 * 1024];
+    let (ct, body) = multipart(&[("name", "filler"), ("version", "1.0")], Some(("filler-1.0.tar.gz", &filler)));
+    let resp = http()
+        .post(larder.url("/legacy/"))
+        .bearer_auth("tmpfs-token-1")
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 507, "{:?}", resp.text());
 }

@@ -1,13 +1,24 @@
-//! `GET /-/health`: 200 once the server accepts requests (tests and compose wait on it).
-//! `GET /metrics`: Prometheus text format.
+//! `GET /-/health`: 200 once the server accepts requests (tests and compose wait on it), with
+//! `ok` or what is degraded. `GET /-/ready`: 503 while the store cannot be written, so that a
+//! load balancer sends clients to another replica. `GET /metrics`: Prometheus text format.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::server::{body, body::Body, respond};
 use crate::state::AppState;
 
-pub fn health() -> Response<Body> {
-    respond::text(StatusCode::OK, "ok")
+pub fn health(state: &AppState) -> Response<Body> {
+    match state.cache.degraded() {
+        None => respond::text(StatusCode::OK, "ok"),
+        Some(why) => respond::text(StatusCode::OK, format!("degraded: {why}")),
+    }
+}
+
+pub fn ready(state: &AppState) -> Response<Body> {
+    match state.cache.degraded() {
+        None => respond::text(StatusCode::OK, "ready"),
+        Some(why) => respond::text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
+    }
 }
 
 pub fn metrics(state: &AppState) -> Response<Body> {

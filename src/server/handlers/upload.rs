@@ -73,7 +73,14 @@ pub async fn upload(
         FormError::TooLarge => too_large(),
         FormError::Bad(m) => HttpError::bad_request(m),
         FormError::Stalled(m) => HttpError::new(StatusCode::REQUEST_TIMEOUT, m),
-        FormError::Io(e) => HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot spool the upload: {e}")),
+        FormError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => HttpError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Larder's disk is full; an operator must free space (or lower max_store_size)",
+        ),
+        FormError::Io(e) => {
+            tracing::error!(error = %e, "cannot spool an upload");
+            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot spool the upload; the server log has the details")
+        }
     })?;
     match state.cache.upload(project, Upload { form, file }).await? {
         Added::New => Ok(respond::text(StatusCode::OK, "OK")),
