@@ -22,7 +22,7 @@ const FORMAT: &str = "larder-bundle";
 const MAX_RECORD: u64 = 64 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]
-struct Manifest {
+pub(crate) struct Manifest {
     format: String,
     version: u32,
     created: String,
@@ -214,7 +214,7 @@ fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
 /// Reads the whole bundle: blobs to `staging/<sha256>` (hashed on the way), records into
 /// memory and validated; every entry must be a regular file that matches the manifest, and the
 /// manifest must be complete.
-fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<Vec<u8>>)> {
+pub(crate) fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Manifest, Vec<Vec<u8>>)> {
     let mut file = std::fs::File::open(bundle).with_context(|| format!("cannot open `{}`", bundle.display()))?;
     let mut magic = [0u8; 4];
     let n = file.read(&mut magic)?;

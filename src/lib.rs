@@ -46,3 +46,6 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+
+#[cfg(test)]
+mod fuzz;

@@ -18,7 +18,7 @@ pub mod pages;
 mod prefetch;
 pub mod private;
 pub mod records;
-mod upload;
+pub(crate) mod upload;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -170,7 +170,7 @@ fn field<'a>(form: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a s
 }
 
 /// Warehouse's checks, in its order (standards §13.4), with its wording where clients match on it.
-async fn validate(
+pub(crate) async fn validate(
     form: &HashMap<String, Vec<String>>,
     content: Option<Spooled>,
     limits: ArchiveLimits,

@@ -147,6 +147,9 @@ fn into_dist_file(f: UpstreamFile, base: &url::Url) -> Option<DistFile> {
         return None;
     }
     let mut url = base.join(&f.url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None; // only http(s) files can be fetched (found by fuzzing)
+    }
     url.set_fragment(None);
     let hashes = normalize_hashes(f.hashes);
     let yanked = match f.yanked {

@@ -71,6 +71,10 @@ fn decode(raw: &str) -> String {
 
 fn into_dist_file(a: Anchor, base: &Url) -> Option<DistFile> {
     let mut url = base.join(&a.href).ok()?;
+    // Only http(s) files can be fetched (found by fuzzing: `a:/0` was kept, then refused later).
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
     let fragment = url.fragment().map(str::to_string);
     url.set_fragment(None);
     // pip takes the filename from the URL path, not the anchor text (HTML-03).

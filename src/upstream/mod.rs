@@ -4,7 +4,7 @@
 
 pub mod guard;
 pub mod html;
-mod ranges;
+pub(crate) mod ranges;
 
 use std::sync::Arc;
 use std::time::Duration;

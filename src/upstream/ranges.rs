@@ -69,7 +69,7 @@ async fn file_size(up: &Upstream, url: &str) -> Result<u64, Error> {
         .ok_or_else(|| bad(url, "no Content-Length on HEAD"))
 }
 
-struct Member {
+pub(crate) struct Member {
     method: usize,
     crc32: u32,
     compressed: u64,
@@ -78,7 +78,7 @@ struct Member {
 }
 
 /// Finds the single `*.dist-info/METADATA` in a central directory.
-fn find_metadata(cd: &[u8], url: &str) -> Result<Member, Error> {
+pub(crate) fn find_metadata(cd: &[u8], url: &str) -> Result<Member, Error> {
     let mut i = 0;
     let mut dist_infos = std::collections::BTreeSet::new();
     let mut found = Vec::new();

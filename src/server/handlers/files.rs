@@ -185,7 +185,7 @@ fn file_headers(h: &mut HeaderMap, outcome: Outcome, private: bool) {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum ByteRange {
+pub(crate) enum ByteRange {
     Whole,
     /// Inclusive byte positions.
     Part(u64, u64),
@@ -194,7 +194,7 @@ enum ByteRange {
 
 /// HDR-3: single and suffix ranges. Multi-range and malformed headers get the whole file
 /// (RFC 9110 lets a server ignore Range).
-fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
+pub(crate) fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return ByteRange::Whole;
     };

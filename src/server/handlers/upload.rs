@@ -112,7 +112,7 @@ impl From<multer::Error> for FormError {
 /// Bounds the header section of every multipart part, which multer buffers whole: it watches
 /// the raw stream for each delimiter (`\r\n--boundary`) and the blank line that ends the part's
 /// headers after it.
-struct PartHeaderLimit {
+pub(crate) struct PartHeaderLimit {
     delimiter: Vec<u8>,
     /// Stream offset where the current header section began; `None` inside a part's body.
     headers_since: Option<u64>,
@@ -123,12 +123,12 @@ struct PartHeaderLimit {
 }
 
 impl PartHeaderLimit {
-    fn new(boundary: &str) -> PartHeaderLimit {
+    pub(crate) fn new(boundary: &str) -> PartHeaderLimit {
         let delimiter = format!("\r\n--{boundary}").into_bytes();
         PartHeaderLimit { delimiter, headers_since: Some(0), carry: Vec::new(), offset: 0 }
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), std::io::Error> {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), std::io::Error> {
         let mut buf = std::mem::take(&mut self.carry);
         let base = self.offset - buf.len() as u64;
         buf.extend_from_slice(chunk);
