@@ -25,6 +25,9 @@ use tokio::sync::Semaphore;
 
 use crate::state::AppState;
 
+/// The largest request head (line and headers) read from a client.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Serves connections on `listener` until `shutdown` completes, then lets open requests finish
 /// (for at most ten seconds).
 pub async fn serve(
@@ -36,7 +39,8 @@ pub async fn serve(
     let limits = state.config.connection_limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper's header timeout does nothing (checked: a half request stayed open 45 s).
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    // A request head over 64 KiB gets 431 (hyper's default buffer would take ~400 KiB).
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_REQUEST_HEAD);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

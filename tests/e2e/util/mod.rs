@@ -96,6 +96,11 @@ impl Larder {
         self.url("/simple/")
     }
 
+    /// The server's process id (to count its open files and memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
