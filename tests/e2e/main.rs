@@ -31,6 +31,8 @@ mod pypiserver;
 mod sizes;
 // The engine in this process: a clock the test moves, a store that fails on command.
 mod engine;
+// kill -9 during uploads, fills, imports, page writes, evictions, yanks and deletes.
+mod crash;
 // Hostile and unlucky clients: bad heads, pipelining, aborted downloads; nothing leaks.
 mod hostile;
 // Attacks from the security review (issue 9), each reproduced against a running Larder.
