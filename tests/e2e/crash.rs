@@ -178,7 +178,7 @@ fn kill_9_at_sixty_points_leaves_nothing_half_visible() {
             0 => assert_eq!(upload(&server, &name, &private), Some(200), "upload retry"),
             1 | 4 => {
                 let body = http()
-                    .get(&file_url.replace(&file_url[..file_url.find("/files").unwrap()], &server.base))
+                    .get(file_url.replace(&file_url[..file_url.find("/files").unwrap()], &server.base))
                     .send()
                     .unwrap()
                     .bytes()
