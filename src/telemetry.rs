@@ -38,6 +38,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "larder_metadata_mismatch_total",
         "Range-read METADATA that differed from the stored wheel's own (replaced)"
     );
+    metrics::describe_counter!(
+        "larder_page_writes_skipped_total",
+        "Upstream pages served but not stored because page writes were backed up"
+    );
     metrics::describe_counter!("larder_store_errors_total", "Store operations that failed, by op (read, write)");
     metrics::describe_counter!("larder_bad_records_total", "Records skipped at start-up because they are not valid");
     metrics::describe_counter!(

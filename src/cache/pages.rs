@@ -96,7 +96,12 @@ pub struct Pages {
     known: RwLock<BTreeSet<ProjectName>>,
     /// The engine's task tracker: page writes run on it, so shutdown waits for them.
     tasks: TaskTracker,
+    /// Page writes under way at once (each holds its page until it is on disk).
+    writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many page writes may wait for the disk at once.
+const MAX_PAGE_WRITES: usize = 64;
 
 /// A page refresh under way, shared by every caller asking meanwhile.
 type Refresh = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<Lookup, Arc<Error>>>>;
@@ -137,6 +142,7 @@ impl Pages {
             settings,
             known: RwLock::new(known),
             tasks,
+            writes: Arc::new(tokio::sync::Semaphore::new(MAX_PAGE_WRITES)),
         }
     }
 
@@ -288,7 +294,21 @@ impl Pages {
                 // In the background: the client does not wait for the disk.
                 if !unchanged {
                     self.known.write().expect("known-names lock").insert(name.clone());
-                    self.tasks.spawn(Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix));
+                    // Bounded: when the disk is slower than the misses, a page is served from
+                    // memory and not kept, rather than queue without limit (1,000-client load).
+                    match self.writes.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let write = Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix);
+                            self.tasks.spawn(async move {
+                                write.await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            metrics::counter!("larder_page_writes_skipped_total").increment(1);
+                            tracing::debug!(project = %name, "page writes are backed up; this page is not stored");
+                        }
+                    }
                 }
                 self.memory.insert(name.clone(), entry.clone()).await;
                 self.announce(&name, &entry);

@@ -23,21 +23,35 @@ struct Entry {
 struct Index {
     /// project id → name → entry
     projects: HashMap<String, BTreeMap<ProjectName, Arc<Entry>>>,
-    /// sha256 of every private file and metadata file → the projects holding it.
-    owners: HashMap<String, BTreeSet<String>>,
+    /// sha256 of every private file and metadata file → the projects holding it, with how many
+    /// of their files use it.
+    owners: HashMap<String, HashMap<String, usize>>,
+}
+
+fn blobs_of(record: &PrivateRecord) -> impl Iterator<Item = &String> {
+    record.files.iter().flat_map(|f| std::iter::once(&f.sha256).chain(f.metadata_sha256.as_ref()))
 }
 
 impl Index {
+    /// Replaces one record; the owners change by that record alone (rebuilding them for every
+    /// upload made uploads quadratic and held the index lock: found by the 1,000-client load).
     fn insert(&mut self, project: &str, name: ProjectName, record: PrivateRecord) {
         let rendered = Arc::new(RenderedPage::new(record.to_page(&name)));
-        self.projects.entry(project.to_string()).or_default().insert(name, Arc::new(Entry { record, rendered }));
-        self.owners.clear();
-        for (project, names) in &self.projects {
-            for entry in names.values() {
-                for f in &entry.record.files {
-                    for sha in std::iter::once(&f.sha256).chain(f.metadata_sha256.as_ref()) {
-                        self.owners.entry(sha.clone()).or_default().insert(project.clone());
+        for sha in blobs_of(&record) {
+            *self.owners.entry(sha.clone()).or_default().entry(project.to_string()).or_default() += 1;
+        }
+        let old =
+            self.projects.entry(project.to_string()).or_default().insert(name, Arc::new(Entry { record, rendered }));
+        for sha in old.iter().flat_map(|e| blobs_of(&e.record)) {
+            if let Some(projects) = self.owners.get_mut(sha) {
+                if let Some(n) = projects.get_mut(project) {
+                    *n -= 1;
+                    if *n == 0 {
+                        projects.remove(project);
                     }
+                }
+                if projects.is_empty() {
+                    self.owners.remove(sha);
                 }
             }
         }
@@ -156,7 +170,7 @@ impl Private {
         let index = self.index.read().expect("private index lock");
         match index.owners.get(sha256) {
             None => Visibility::Public,
-            Some(owners) if projects.iter().any(|p| owners.contains(p)) => Visibility::InScope,
+            Some(owners) if projects.iter().any(|p| owners.contains_key(p)) => Visibility::InScope,
             Some(_) => Visibility::Hidden,
         }
     }
