@@ -135,33 +135,38 @@ pub fn check_zip<R: Read + Seek>(file: &mut R, limits: &ArchiveLimits) -> Result
     let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
     let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes")) as u64;
     let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let Some(eocd) = (0..tail.len().saturating_sub(21)).rev().find(|&i| u32_at(&tail, i) == 0x0605_4b50) else {
-        return Ok(());
-    };
-    let (mut members, mut cd_size) = (u16_at(&tail, eocd + 10), u32_at(&tail, eocd + 12));
-    if (members == 0xFFFF || cd_size == 0xFFFF_FFFF) && eocd >= 20 && u32_at(&tail, eocd - 20) == 0x0706_4b50 {
-        // Zip64: the real counts are in the zip64 end record the locator points to.
-        let at = u64_at(&tail, eocd - 20 + 8);
-        if at.checked_add(56).is_none_or(|end| end > len) {
-            return Err("Invalid distribution file: a broken zip64 end record".into());
+    // Every end record in the tail is checked, not only the last: a zip reader that skips a
+    // broken one reads an earlier one (found in review).
+    let ends: Vec<usize> =
+        (0..tail.len().saturating_sub(21)).rev().filter(|&i| u32_at(&tail, i) == 0x0605_4b50).collect();
+    for eocd in ends {
+        let (mut members, mut cd_size) = (u16_at(&tail, eocd + 10), u32_at(&tail, eocd + 12));
+        if (members == 0xFFFF || cd_size == 0xFFFF_FFFF) && eocd >= 20 && u32_at(&tail, eocd - 20) == 0x0706_4b50 {
+            // Zip64: the real counts are in the zip64 end record the locator points to.
+            let at = u64_at(&tail, eocd - 20 + 8);
+            if at.checked_add(56).is_none_or(|end| end > len) {
+                return Err("Invalid distribution file: a broken zip64 end record".into());
+            }
+            let mut record = [0u8; 56];
+            file.seek(SeekFrom::Start(at)).map_err(io)?;
+            file.read_exact(&mut record).map_err(io)?;
+            file.rewind().map_err(io)?;
+            if u32_at(&record, 0) != 0x0606_4b50 {
+                return Err("Invalid distribution file: a broken zip64 end record".into());
+            }
+            (members, cd_size) = (u64_at(&record, 32), u64_at(&record, 40));
         }
-        let mut record = [0u8; 56];
-        file.seek(SeekFrom::Start(at)).map_err(io)?;
-        file.read_exact(&mut record).map_err(io)?;
-        file.rewind().map_err(io)?;
-        if u32_at(&record, 0) != 0x0606_4b50 {
-            return Err("Invalid distribution file: a broken zip64 end record".into());
+        if members > limits.max_members {
+            return Err(format!(
+                "the archive has {members} members; at most {} are accepted (max_archive_members)",
+                limits.max_members
+            ));
         }
-        (members, cd_size) = (u64_at(&record, 32), u64_at(&record, 40));
-    }
-    if members > limits.max_members {
-        return Err(format!(
-            "the archive has {members} members; at most {} are accepted (max_archive_members)",
-            limits.max_members
-        ));
-    }
-    if cd_size > len || cd_size > limits.max_members.saturating_mul(CD_BYTES_PER_MEMBER) {
-        return Err(format!("the archive's central directory declares {cd_size} bytes, more than its members need"));
+        if cd_size > len || cd_size > limits.max_members.saturating_mul(CD_BYTES_PER_MEMBER) {
+            return Err(format!(
+                "the archive's central directory declares {cd_size} bytes, more than its members need"
+            ));
+        }
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::archive::{self, ArchiveLimits};
 use crate::index::name::normalize;
 
 /// Metadata larger than this is refused (EX-4).
-const MAX_METADATA: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_METADATA: u64 = 16 * 1024 * 1024;
 
 /// Two versions are equal as PEP 440 versions (`1.0` == `1.0.0`? no: `1.0` == `1.0.0` is true
 /// in PEP 440, and `1.0-post1` == `1.0.post1`).

@@ -32,6 +32,9 @@ impl Cache {
     /// A stored blob (from the hot-file memory when small), or `None`; every use counts for the
     /// size limit's recency (the store counts its own reads).
     pub async fn stored(&self, sha: &str) -> Result<Option<Blob>, Error> {
+        if self.bounded.is_record_content(sha) {
+            return Ok(None); // the store's own records are never files, whatever a page says
+        }
         if let Some(bytes) = self.hot_files.get(sha).await {
             self.bounded.touch(sha, bytes.len() as u64);
             return Ok(Some(Blob::in_memory(bytes)));

@@ -39,6 +39,8 @@ pub struct FillRequest {
     pub expected_sha256: Option<String>,
     /// The size the page lists: more bytes than this are refused, whatever the upstream sends.
     pub expected_size: Option<u64>,
+    /// A cap below `max_file_size` for this kind of file (METADATA).
+    pub max_size: Option<u64>,
     /// A record to write with the sha256 once known (files listed without a hash).
     pub alias_record: Option<String>,
     /// A wheel without upstream metadata: extract its METADATA once stored (issue 6), and
@@ -55,6 +57,7 @@ impl FillRequest {
             url: file.url.clone(),
             expected_sha256: file.sha256().map(str::to_string),
             expected_size: file.size,
+            max_size: None,
             alias_record: match key {
                 FileKey::UrlDigest(digest) => Some(RecordKey::Alias(digest.clone()).to_string()),
                 FileKey::Sha256(_) => None,
@@ -70,7 +73,9 @@ impl FillRequest {
             key: metadata_sha256.to_string(),
             url: crate::upstream::metadata_url(&file.url),
             expected_sha256: Some(metadata_sha256.to_string()),
+            // METADATA files are small; the extraction limit bounds them (EX-4).
             expected_size: None,
+            max_size: Some(crate::metadata::MAX_METADATA),
             alias_record: None,
             extract_metadata_for: None,
         }
@@ -183,6 +188,7 @@ impl Fills {
         // A request that looked at the store just before another fill committed this file
         // finds it here, instead of downloading it again.
         if let Some(sha) = &req.expected_sha256
+            && !self.store.is_record_content(sha)
             && let Ok(Some(blob)) = self.store.open_blob(sha).await
         {
             tx.send_replace(FillState::Done { sha256: sha.clone(), len: blob.len });
@@ -236,6 +242,10 @@ impl Fills {
             (None, Some(announced)) => (announced, "Content-Length"),
             (None, None) => (self.upstream.max_file_bytes(), "max_file_size"),
         };
+        // An announced size is a promise, not a permission: max_file_size caps it too, and a
+        // METADATA file is capped at what extraction accepts.
+        let cap = req.max_size.unwrap_or(u64::MAX).min(self.upstream.max_file_bytes());
+        let (limit, why) = if limit > cap { (cap, "the size limit for such files") } else { (limit, why) };
         let mut file = tokio::fs::File::create(spool).await?;
         tx.send_replace(FillState::Streaming { written: 0, total });
         let mut hasher = Sha256::new();

@@ -251,11 +251,6 @@ impl Cache {
         self.store.location()
     }
 
-    /// The store itself (export, verify).
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// One project's page as `reader` sees it: its private uploads when the name is claimed in
     /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
     /// upstream's.

@@ -146,11 +146,6 @@ impl Pages {
         }
     }
 
-    /// The metadata links pages are rendered with.
-    pub fn links(&self) -> &Arc<MetadataLinks> {
-        &self.links
-    }
-
     fn announce(&self, name: &ProjectName, page: &Arc<CachedPage>) {
         if let (Some(tx), PageState::Found(r)) = (&self.announce, &page.state) {
             let _ = tx.try_send((name.clone(), r.clone())); // background work: dropped when the queue is full

@@ -57,7 +57,7 @@ pub async fn run(
                             Ok(raw) => raw,
                             Err(reason) => {
                                 metrics::counter!("larder_metadata_prefetch_total", "result" => "failed").increment(1);
-                                tracing::info!(%url, %reason, "metadata prefetch failed");
+                                tracing::info!(url = %crate::upstream::guard::redact(&url), %reason, "metadata prefetch failed");
                                 return false;
                             }
                         };

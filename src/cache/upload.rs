@@ -99,19 +99,10 @@ impl Cache {
             }
             Ok(created)
         };
-        let added = match self.private.add(project, &name, record, store_blobs).await {
-            Ok(added) => added,
-            Err(e) => {
-                // Refused or not stored: what this upload pinned is not kept (a blob that some
-                // other private file uses is pinned again below, by its own record).
-                for sha in std::iter::once(&file.sha256).chain(metadata_sha256.as_ref()) {
-                    if !self.private.is_private(sha) {
-                        self.bounded.unpin(sha).await;
-                    }
-                }
-                return Err(e.into());
-            }
-        };
+        // A pin taken for an upload that then failed stays: unpinning here could race with
+        // another upload of the same bytes (pins are not counted). It only keeps a blob that
+        // nothing lists from eviction.
+        let added = self.private.add(project, &name, record, store_blobs).await?;
         if matches!(added, Added::New) {
             tracing::info!(project = %project, package = %name, file = %file.filename, sha256 = %file.sha256, "private upload stored");
         }

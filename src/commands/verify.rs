@@ -15,14 +15,19 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config)?;
     let mut private_shas = std::collections::HashSet::new();
     let mut bad_records = Vec::new();
-    let keys = store.list_records().await?.keys;
+    let records = store.list_records().await?;
+    // Extracted METADATA exists nowhere else either: not "fetched again".
+    private_shas.extend(crate::cache::links::links_in(&records).into_values());
+    let keys = records.keys;
     // Every record is validated as a bundle's would be (issue 9).
     for key in &keys {
         match store.get_record(key).await {
             Ok(Some(bytes)) => match records::validate(key, &bytes) {
                 Ok(RecordKey::Private { name, .. }) => {
                     let record = records::decode_private(&name, &bytes).expect("validated");
-                    private_shas.extend(record.files.into_iter().map(|f| f.sha256));
+                    private_shas.extend(
+                        record.files.into_iter().flat_map(|f| std::iter::once(f.sha256).chain(f.metadata_sha256)),
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => bad_records.push(format!("{}: {e}", key.escape_debug())),
@@ -36,7 +41,8 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     for (sha, len) in &blobs {
         let Some(blob) = store.open_blob(sha).await? else { continue };
         let mut hasher = Sha256::new();
-        let mut stream = blob.stream(0, *len).await?;
+        let blob_len = blob.len;
+        let mut stream = blob.stream(0, blob_len).await?;
         while let Some(chunk) = stream.next().await {
             hasher.update(&chunk?);
         }

@@ -70,6 +70,23 @@ struct Contents {
     of: HashMap<String, String>,
     /// Contents held by records that are never evicted, with how many hold each.
     held: HashMap<String, usize>,
+    /// Every record's contents, with how many records have it.
+    any: HashMap<String, usize>,
+}
+
+impl Contents {
+    fn add(&mut self, sha: &str) {
+        *self.any.entry(sha.to_string()).or_default() += 1;
+    }
+
+    fn drop_one(&mut self, sha: &str) {
+        if let Some(n) = self.any.get_mut(sha) {
+            *n -= 1;
+            if *n == 0 {
+                self.any.remove(sha);
+            }
+        }
+    }
 }
 
 pub struct Bounded {
@@ -115,6 +132,7 @@ impl Bounded {
         let mut contents = Contents::default();
         for (key, (sha, size)) in &records.contents {
             contents.of.insert(key.clone(), sha.clone());
+            contents.add(sha);
             if evictable_record(key) {
                 lru.touch(key, *size);
             } else {
@@ -187,6 +205,12 @@ impl Bounded {
         self.pinned.lock().await.remove(sha);
     }
 
+    /// Is this blob a record's contents? Such blobs are the store's own, never served as files,
+    /// whatever a page lists (issue 9).
+    pub fn is_record_content(&self, sha: &str) -> bool {
+        self.contents.lock().expect("contents lock").any.contains_key(sha)
+    }
+
     /// Records a use of a blob served from memory above the store.
     pub fn touch(&self, sha: &str, size: u64) {
         self.lru.lock().expect("lru lock").touch(sha, size);
@@ -236,8 +260,9 @@ impl Bounded {
                     evicted += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(%item, error = %e, "cannot evict");
-                    break;
+                    // Out of the list, or it would stop every later pass at the front.
+                    tracing::warn!(%item, error = %e, "cannot evict; no longer tracked");
+                    self.lru.lock().expect("lru lock").remove(&item);
                 }
             }
         }
@@ -250,7 +275,14 @@ impl Bounded {
     /// Removes an evictable record with its contents.
     async fn remove_record(&self, key: &str) -> Result<(), Error> {
         self.inner.delete_record(key).await?;
-        let sha = self.contents.lock().expect("contents lock").of.remove(key);
+        let sha = {
+            let mut contents = self.contents.lock().expect("contents lock");
+            let sha = contents.of.remove(key);
+            if let Some(sha) = &sha {
+                contents.drop_one(sha);
+            }
+            sha
+        };
         match sha {
             Some(sha) => self.inner.delete_blob(&sha).await,
             None => Ok(()),
@@ -310,6 +342,10 @@ impl Store for Bounded {
         let old = {
             let mut contents = self.contents.lock().expect("contents lock");
             let old = contents.of.insert(key.to_string(), sha.clone());
+            contents.add(&sha);
+            if let Some(old) = &old {
+                contents.drop_one(old);
+            }
             if !evictable {
                 *contents.held.entry(sha.clone()).or_default() += 1;
                 if let Some(old) = &old
@@ -337,7 +373,11 @@ impl Store for Bounded {
         self.inner.delete_record(key).await?;
         self.lru.lock().expect("lru lock").remove(key);
         let mut contents = self.contents.lock().expect("contents lock");
-        if let Some(sha) = contents.of.remove(key)
+        let removed = contents.of.remove(key);
+        if let Some(sha) = &removed {
+            contents.drop_one(sha);
+        }
+        if let Some(sha) = removed
             && let Some(n) = contents.held.get_mut(&sha)
         {
             *n -= 1;

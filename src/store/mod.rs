@@ -47,9 +47,6 @@ impl Error {
 pub struct Records {
     /// Every record key, sorted.
     pub keys: std::collections::BTreeSet<String>,
-    /// The blobs holding record contents (for backends that keep records as blobs); eviction
-    /// must never remove them on their own.
-    pub blobs: std::collections::HashSet<String>,
     /// Per record key: the sha256 and size of its contents (page records are evicted whole).
     pub contents: std::collections::HashMap<String, (String, u64)>,
 }

@@ -143,15 +143,18 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// A URL fit for a log line or an error body: without its userinfo (`user:password@`).
+/// A URL fit for a log line or an error body: without its userinfo (`user:password@`) and its
+/// query (signed file URLs carry their token there).
 pub fn redact(url: &str) -> String {
     match Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+        Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
+            if u.query().is_some() {
+                u.set_query(Some("…"));
+            }
             u.into()
         }
-        Ok(_) => url.to_string(),
         // Not a URL: cut anything that looks like userinfo.
         Err(_) => match (url.find("://"), url.find('@')) {
             (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
@@ -201,6 +204,7 @@ mod tests {
         assert_eq!(redact("https://u:s3cret@host/simple/x/"), "https://host/simple/x/");
         assert_eq!(redact("https://tok@host/"), "https://host/");
         assert_eq!(redact("https://host/simple/"), "https://host/simple/");
+        assert!(!redact("https://files.host/x.whl?X-Amz-Signature=abc").contains("abc"));
         assert!(!redact("weird://u:s3cret@").contains("s3cret"));
     }
 }

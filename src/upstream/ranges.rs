@@ -48,11 +48,23 @@ async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Byt
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return Err(bad(url, format!("no range support (answered {} to a Range request)", resp.status())));
     }
-    let body = resp.bytes().await.map_err(|e| Error::from_reqwest(url, e))?;
-    if body.len() as u64 != end - start + 1 {
+    // Never more than asked for: a hostile upstream's 206 is read in pieces, up to the range.
+    let want = end - start + 1;
+    if resp.content_length().is_some_and(|n| n != want) {
         return Err(bad(url, "a range answer of the wrong length"));
     }
-    Ok(body)
+    let mut resp = resp;
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(url, e))? {
+        if (body.len() + chunk.len()) as u64 > want {
+            return Err(bad(url, "a range answer longer than the range"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.len() as u64 != want {
+        return Err(bad(url, "a range answer of the wrong length"));
+    }
+    Ok(body.freeze())
 }
 
 /// The file's size: from the page when known, else from a HEAD request.

@@ -790,11 +790,18 @@ fn an_upstream_page_cannot_name_another_projects_private_file() {
     assert_eq!(resp.status(), 200);
     let private_sha = sha256_hex(&pbytes);
     let private_md = sha256_hex(&crate::util::wheel_metadata(&pbytes));
+    // The private record's own contents, as stored.
+    let record_sha = cacache::index::ls(&dir.path().join("store"))
+        .filter_map(Result::ok)
+        .find(|e| e.key.starts_with("private/"))
+        .map(|e| e.integrity.to_hex().1)
+        .unwrap();
     // A hostile upstream lists the private file's hash as a file and as metadata of its own.
     let files = serde_json::json!([
         {"filename": "attacker-1.0-py3-none-any.whl", "url": "/files/attacker-1.0-py3-none-any.whl",
          "hashes": {"sha256": "ab".repeat(32)}, "core-metadata": {"sha256": private_sha}},
         {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": private_md}},
+        {"filename": "attacker-2.0.tar.gz", "url": "/files/attacker-2.0.tar.gz", "hashes": {"sha256": record_sha}},
     ]);
     let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
     up.state.lock().unwrap().raw.insert(
@@ -808,6 +815,8 @@ fn an_upstream_page_cannot_name_another_projects_private_file() {
     assert_eq!(meta.status(), 404, "metadata naming a private file of another project");
     let file = http().get(server.url(&format!("/files/{private_md}/attacker-1.0.tar.gz"))).send().unwrap();
     assert_eq!(file.status(), 404, "a file naming a private file's metadata");
+    let record = http().get(server.url(&format!("/files/{record_sha}/attacker-2.0.tar.gz"))).send().unwrap();
+    assert_ne!(record.status(), 200, "a file naming the store's own record");
 }
 
 #[test]
