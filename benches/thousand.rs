@@ -182,7 +182,10 @@ fn main() {
     let duration = Duration::from_secs(env_or("DURATION", 60));
     let conns = env_or("CONNS", 1000) as usize;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-thousand");
-    let larder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/larder");
+    // LARDER_BIN runs another binary (a profiler's wrapper, say).
+    let larder = std::env::var_os("LARDER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/larder"));
     assert!(larder.is_file(), "build it first: cargo build --release (thousand.sh does)");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
@@ -239,7 +242,7 @@ fn main() {
             let t = tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-                    r.lock().unwrap().push((proc_status(pid, "VmRSS:"), fds));
+                    r.lock().unwrap().push((proc_status(pid, "VmRSS:"), fds, proc_status(pid, "Threads:")));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             });
@@ -317,8 +320,9 @@ fn main() {
         let peak = samples.iter().map(|s| s.0).max().unwrap_or(0);
         let rss: BTreeMap<usize, u64> = samples.iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(i, s)| (i, s.0 / 1024)).collect();
         let fds = samples.iter().map(|s| s.1).max().unwrap_or(0);
+        let threads = samples.iter().map(|s| s.2).max().unwrap_or(0);
         out.push_str(&format!(
-            "\nstart-up with this data dir: {:.2} s; errors: {total_errors}; peak RSS {:.1} MiB; RSS every 10 s (MiB): {:?}; most open files: {fds}\n",
+            "\nstart-up with this data dir: {:.2} s; errors: {total_errors}; peak RSS {:.1} MiB; RSS every 10 s (MiB): {:?}; most open files: {fds}; most threads: {threads}\n",
             startup.as_secs_f64(),
             peak as f64 / 1024.0,
             rss.values().collect::<Vec<_>>()
