@@ -32,8 +32,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("listening on {scheme}://{addr}");
     let cache = state.cache.clone();
     crate::server::serve(listener, state, tls, shutdown_signal()).await;
-    // Page writes, downloads and metadata extraction under way finish before the process ends.
-    cache.shutdown().await;
+    // Page writes, downloads and metadata extraction under way finish before the process ends,
+    // for a bounded time: a stop must not wait for a multi-GB download.
+    if tokio::time::timeout(std::time::Duration::from_secs(30), cache.shutdown()).await.is_err() {
+        tracing::warn!("background work did not finish in 30 s; stopping anyway (unfinished downloads are not stored)");
+    }
     Ok(())
 }
 

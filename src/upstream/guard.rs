@@ -24,18 +24,37 @@ const LINK_LOCAL: u8 = 4;
 
 /// The class of an address that is not on the public internet, or 0 for a public one.
 fn class(ip: IpAddr) -> u8 {
+    // IPv4 inside IPv6: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64 (64:ff9b::/96)
+    // and 6to4 (2002:aabb:ccdd::/48) all reach the IPv4 address they carry.
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let o = v6.octets();
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                IpAddr::V4(v4)
+            } else if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                IpAddr::V4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                IpAddr::V4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+            } else if s[0] == 0x2002 {
+                IpAddr::V4(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+            } else {
+                IpAddr::V6(v6)
+            }
+        }
         v4 => v4,
     };
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
-            if v4.is_loopback() || v4.is_unspecified() {
+            if v4.is_loopback() || a == 0 {
                 LOOPBACK
             } else if v4.is_link_local() {
                 LINK_LOCAL
-            } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) || v4.is_broadcast() || v4.is_multicast()
+            } else if v4.is_private()
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 224
             {
                 PRIVATE
             } else {
@@ -182,6 +201,12 @@ mod tests {
             "http://192.168.1.1/x",
             "http://[fe80::1]/x",
             "http://[::ffff:127.0.0.1]/x",
+            "http://[::127.0.0.1]/x",
+            "http://[64:ff9b::a9fe:a9fe]/x",
+            "http://[2002:a9fe:a9fe::1]/x",
+            "http://0.1.2.3/x",
+            "http://198.18.0.1/x",
+            "http://240.0.0.1/x",
             "http://0.0.0.0/x",
             "file:///etc/passwd",
         ] {
