@@ -32,9 +32,9 @@ fn class(ip: IpAddr) -> u8 {
             let o = v6.octets();
             if let Some(v4) = v6.to_ipv4_mapped() {
                 IpAddr::V4(v4)
-            } else if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-                IpAddr::V4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]))
-            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            } else if (s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified())
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+            {
                 IpAddr::V4(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]))
             } else if s[0] == 0x2002 {
                 IpAddr::V4(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]))
