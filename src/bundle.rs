@@ -284,7 +284,17 @@ pub(crate) fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Man
                 bail!("record `{}` does not match its size and sha256", expected.key);
             }
             // Parsed and validated before it is staged: a record is trusted by everything that reads it.
-            crate::cache::records::validate(&expected.key, &body).map_err(anyhow::Error::msg)?;
+            let key = crate::cache::records::validate(&expected.key, &body).map_err(anyhow::Error::msg)?;
+            // A private record may name only blobs the bundle carries: otherwise importing it
+            // would give its project another project's private file already in this store.
+            if let crate::cache::records::RecordKey::Private { name, .. } = key {
+                let record = crate::cache::records::decode_private(&name, &body).map_err(anyhow::Error::msg)?;
+                let named =
+                    record.files.iter().flat_map(|f| std::iter::once(&f.sha256).chain(f.metadata_sha256.as_ref()));
+                if let Some(sha) = named.into_iter().find(|sha| !blob_sizes.contains_key(sha.as_str())) {
+                    bail!("record `{}` names blob {sha}, which the bundle does not carry", expected.key);
+                }
+            }
             if records.insert(i, body).is_some() {
                 bail!("`{path}` appears twice in the bundle");
             }

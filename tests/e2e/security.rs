@@ -71,6 +71,11 @@ fn import_never_writes_outside_its_staging_dir_nor_imports_unchecked_records() {
         .to_string()
     };
     let evil_page = page_body("\"><script>alert(1)</script>");
+    // A private record that claims someone else's file by hash, without carrying its bytes.
+    let claim = serde_json::json!({"files": [{"filename": "demo-1.0-py3-none-any.whl", "version": "1.0",
+        "sha256": "cd".repeat(32), "md5": "0".repeat(32), "blake2_256": "0".repeat(64), "size": 1,
+        "upload_time": "t", "requires_python": null, "metadata_sha256": null}]})
+    .to_string();
     let cases: Vec<(&str, serde_json::Value, Vec<Entry>)> = vec![
         // The review's reproduction: a blob "sha256" that is an absolute path.
         (
@@ -118,6 +123,14 @@ fn import_never_writes_outside_its_staging_dir_nor_imports_unchecked_records() {
             "private record that does not parse",
             manifest(serde_json::json!([]), serde_json::json!([record_entry("private/default/demo", b"{nope")])),
             vec![(b"records/0".to_vec(), tar::EntryType::Regular, b"{nope".to_vec())],
+        ),
+        (
+            "private record naming a blob the bundle does not carry",
+            manifest(
+                serde_json::json!([]),
+                serde_json::json!([record_entry("private/default/demo", claim.as_bytes())]),
+            ),
+            vec![(b"records/0".to_vec(), tar::EntryType::Regular, claim.as_bytes().to_vec())],
         ),
         (
             "record key outside the known kinds",
