@@ -52,10 +52,7 @@ impl Cache {
 
     /// The private page of the project `dist_name` belongs to, when that name is claimed here.
     fn claimed_page(&self, reader: &Reader, dist_name: &str) -> Option<Arc<RenderedPage>> {
-        filename::candidate_projects(dist_name)
-            .iter()
-            .filter_map(|n| ProjectName::parse(n).ok())
-            .find_map(|n| self.private.page(&reader.projects, &n))
+        self.private.claimed_by_file(&reader.projects, dist_name).map(|(_, page)| page)
     }
 
     fn hidden(&self, reader: &Reader, sha: &str) -> bool {

@@ -150,6 +150,15 @@ impl Private {
         }
     }
 
+    /// The claimed name (and its page) that distribution `filename` belongs to in `projects`,
+    /// trying the names the filename can belong to (FN-5).
+    pub fn claimed_by_file(&self, projects: &[String], filename: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
+        crate::index::filename::candidate_projects(filename)
+            .iter()
+            .filter_map(|n| ProjectName::parse(n).ok())
+            .find_map(|n| self.page(projects, &n).map(|page| (n, page)))
+    }
+
     /// Every name claimed by `projects`.
     pub fn names(&self, projects: &[String]) -> BTreeSet<ProjectName> {
         let index = self.index.read().expect("private index lock");

@@ -113,13 +113,7 @@ impl Cache {
     fn private_file(&self, project: &str, sha: &str, file: &str) -> Result<ProjectName, Error> {
         let not_found =
             || Error::NotFound(format!("no private file `{file}` with sha256 `{sha}` in project `{project}`"));
-        let projects = [project.to_string()];
-        let name = filename::candidate_projects(file)
-            .iter()
-            .filter_map(|n| ProjectName::parse(n).ok())
-            .find(|n| self.private.is_claimed(&projects, n))
-            .ok_or_else(not_found)?;
-        let page = self.private.page(&projects, &name).ok_or_else(not_found)?;
+        let (name, page) = self.private.claimed_by_file(&[project.to_string()], file).ok_or_else(not_found)?;
         if page.file(&FileKey::Sha256(sha.to_string())).is_none_or(|f| f.filename != file) {
             return Err(not_found());
         }

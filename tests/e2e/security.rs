@@ -367,14 +367,13 @@ fn upstream_concurrency_is_bounded_for_any_number_of_anonymous_clients() {
 
 /// POSTs a legacy upload of `(filename, bytes)` for `name` 1.0 with `token`.
 fn upload(server: &Larder, token: &str, name: &str, file: (&str, &[u8])) -> reqwest::blocking::Response {
+    upload_to(&server.url("/legacy/"), token, name, file)
+}
+
+/// The same to any upload URL (a GitLab-style project's).
+fn upload_to(url: &str, token: &str, name: &str, file: (&str, &[u8])) -> reqwest::blocking::Response {
     let (ct, body) = crate::util::multipart(&[("name", name), ("version", "1.0")], Some(file));
-    http()
-        .post(server.url("/legacy/"))
-        .basic_auth("x", Some(token))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .unwrap()
+    http().post(url).basic_auth("x", Some(token)).header("content-type", ct).body(body).send().unwrap()
 }
 
 #[test]
@@ -672,15 +671,7 @@ fn private_answers_are_never_public_and_a_group_cannot_expose_a_private_project(
     );
     let project = |p: &str| server.url(&format!("/api/v4/projects/{p}/packages/pypi"));
     let (name, bytes) = wheel("hidden-pkg", "1.0", &[]);
-    let (ct, body) = crate::util::multipart(&[("name", "hidden-pkg"), ("version", "1.0")], Some((&name, &bytes)));
-    let resp = http()
-        .post(project("secret"))
-        .basic_auth("x", Some("privacy-write-1"))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(upload_to(&project("secret"), "privacy-write-1", "hidden-pkg", (&name, &bytes)).status(), 200);
 
     // `private = false` on a group does not open its private member.
     let resp = http().get(server.url("/api/v4/groups/leaky/-/packages/pypi/simple/hidden-pkg/")).send().unwrap();
@@ -792,15 +783,8 @@ fn an_upstream_page_cannot_name_another_projects_private_file() {
         &[("LARDER_TOKEN", "named-token-1")],
     );
     let (pname, pbytes) = wheel("victim", "1.0", &[]);
-    let (ct, body) = crate::util::multipart(&[("name", "victim"), ("version", "1.0")], Some((&pname, &pbytes)));
-    let resp = http()
-        .post(server.url("/api/v4/projects/team/packages/pypi"))
-        .basic_auth("x", Some("named-token-1"))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let team = server.url("/api/v4/projects/team/packages/pypi");
+    assert_eq!(upload_to(&team, "named-token-1", "victim", (&pname, &pbytes)).status(), 200);
     let private_sha = sha256_hex(&pbytes);
     let private_md = sha256_hex(&crate::util::wheel_metadata(&pbytes));
     // The private record's own contents, as stored.
