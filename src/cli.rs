@@ -240,11 +240,11 @@ pub struct Settings {
     #[arg(long, env = "LARDER_UPSTREAM_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Option<Duration>,
 
-    /// Memory for rendered project pages, in MiB [default: 64].
+    /// Memory for rendered project pages, in MiB [default: 32].
     #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<u64>,
 
-    /// Memory for small files (up to 1 MiB) served from memory on a hit, in MiB [default: 32].
+    /// Memory for small files (up to 1 MiB) served from memory on a hit, in MiB [default: 16].
     #[arg(long, env = "LARDER_FILE_CACHE_MIB", value_name = "MIB")]
     pub file_cache_mib: Option<u64>,
 

@@ -249,8 +249,8 @@ impl Config {
             not_found_ttl: s.not_found_ttl.or(file.not_found_ttl).unwrap_or(Duration::from_secs(60)),
             upstream_timeout: s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30)),
             // Defaults that keep a busy server under ~200 MiB (the 1,000-client load: issue 10).
-            page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(64) * 1024 * 1024,
-            file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(32) * 1024 * 1024,
+            page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(32) * 1024 * 1024,
+            file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(16) * 1024 * 1024,
             max_store_bytes: match s.max_store_size.clone().or(file.max_store_size) {
                 Some(size) => Some(parse_size(&size).map_err(|e| anyhow::anyhow!("max_store_size: {e}"))?),
                 None => None,

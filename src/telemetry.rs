@@ -48,5 +48,16 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "larder_metadata_prefetch_total",
         "Background range fetches of wheel METADATA, by result"
     );
+    // Histogram samples queue in the recorder until upkeep folds them into buckets; with no
+    // exporter task of its own (`install_recorder`), nothing else would, and an unscraped
+    // Larder would keep every sample it ever took.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     Ok(handle)
 }

@@ -3,8 +3,10 @@
 //! A name with a private upload in a project is *claimed* there: its page lists only the
 //! private files and Larder never asks the upstream for it again, also after its files are
 //! deleted (the record stays, as a tombstone; DC-1). Records live in the store
-//! (`private/<project>/<name>`) and all of them are held in memory, rendered, so a read never
-//! touches the disk. Writes are serialized by one lock: uploads are rare, correctness is not.
+//! (`private/<project>/<name>`) and all of them are held in memory, so a read never touches
+//! the disk; a page is rendered on its first read (uploads alone render nothing: the 1,000-client
+//! load made thousands of records that were never read, and their renderings were most of it).
+//! Writes are serialized by one lock: uploads are rare, correctness is not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -16,7 +18,13 @@ use crate::store::{Records, Store};
 
 struct Entry {
     record: PrivateRecord,
-    rendered: Arc<RenderedPage>,
+    rendered: std::sync::OnceLock<Arc<RenderedPage>>,
+}
+
+impl Entry {
+    fn rendered(&self, name: &ProjectName) -> Arc<RenderedPage> {
+        self.rendered.get_or_init(|| Arc::new(RenderedPage::new(self.record.to_page(name)))).clone()
+    }
 }
 
 #[derive(Default)]
@@ -36,12 +44,14 @@ impl Index {
     /// Replaces one record; the owners change by that record alone (rebuilding them for every
     /// upload made uploads quadratic and held the index lock: found by the 1,000-client load).
     fn insert(&mut self, project: &str, name: ProjectName, record: PrivateRecord) {
-        let rendered = Arc::new(RenderedPage::new(record.to_page(&name)));
         for sha in blobs_of(&record) {
             *self.owners.entry(sha.clone()).or_default().entry(project.to_string()).or_default() += 1;
         }
-        let old =
-            self.projects.entry(project.to_string()).or_default().insert(name, Arc::new(Entry { record, rendered }));
+        let old = self
+            .projects
+            .entry(project.to_string())
+            .or_default()
+            .insert(name, Arc::new(Entry { record, rendered: Default::default() }));
         for sha in old.iter().flat_map(|e| blobs_of(&e.record)) {
             if let Some(projects) = self.owners.get_mut(sha) {
                 if let Some(n) = projects.get_mut(project) {
@@ -139,7 +149,7 @@ impl Private {
         let entries: Vec<&Arc<Entry>> = projects.iter().filter_map(|p| index.projects.get(p)?.get(name)).collect();
         match entries.as_slice() {
             [] => None,
-            [one] => Some(one.rendered.clone()),
+            [one] => Some(one.rendered(name)),
             many => {
                 let mut record = PrivateRecord::default();
                 for e in many {
