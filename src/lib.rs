@@ -7,6 +7,7 @@
 //! - `server`: the accept loop; `service` (span, `Route` parsing, access decided once,
 //!   dispatch); `handlers` (HTTP adapters: `simple`, `files`, `upload`, `manage`, `health`);
 //!   `error` (the one place a failure becomes a status); `route`, `body`, `respond`, `idle`, `tls`.
+//!   `handlers::ui` serves the pages for people (`/-/ui/`), rendered by `ui`, with `stats`.
 //! - `auth`: tokens, and who may read a scope or write to a project (`Reader`, or `Denied`).
 //! - `cache`: the engine behind one facade, `Cache` (page, file, metadata, upload, yank,
 //!   delete, warm, shutdown). Inside: `pages` (memory, disk, upstream; freshness, stale),
@@ -43,8 +44,10 @@ pub(crate) mod metadata;
 pub(crate) mod scope;
 pub mod server;
 pub mod state;
+pub(crate) mod stats;
 pub mod store;
 pub mod telemetry;
+pub(crate) mod ui;
 pub mod upstream;
 
 #[cfg(test)]

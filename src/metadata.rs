@@ -50,23 +50,7 @@ impl CoreMetadata {
 
     /// Parses RFC 822-style headers (EX-3): up to the first blank line, with continuations.
     pub fn parse(raw: Vec<u8>) -> Result<CoreMetadata, String> {
-        let text = String::from_utf8_lossy(&raw);
-        let mut fields: Vec<(String, String)> = Vec::new();
-        for line in text.lines() {
-            if line.is_empty() {
-                break;
-            }
-            if line.starts_with([' ', '\t']) {
-                if let Some((_, v)) = fields.last_mut() {
-                    v.push('\n');
-                    v.push_str(line.trim());
-                }
-                continue;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
+        let fields = headers(&raw);
         let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         let name = get("name").ok_or("the metadata has no Name field")?;
         let version = get("version").ok_or("the metadata has no Version field")?;
@@ -79,6 +63,29 @@ impl CoreMetadata {
             raw,
         })
     }
+}
+
+/// The header fields of core metadata (EX-3), names lowercased, in order: up to the first
+/// blank line, continuation lines joined with `\n`.
+pub fn headers(raw: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(raw);
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = fields.last_mut() {
+                v.push('\n');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    fields
 }
 
 /// Reads `<single top-level>.dist-info/METADATA` from a wheel (EX-1), through the zip's

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, Mode};
 use crate::config::Config;
+use crate::stats::Stats;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -12,6 +13,8 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     /// Renders `/metrics`; `None` when no recorder is installed (library use, unit tests).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// What the pages for people show about the cache at work.
+    pub stats: Arc<Stats>,
 }
 
 impl AppState {
@@ -19,11 +22,11 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<AppState> {
         let config = Arc::new(config);
         let cache = Arc::new(Cache::open(config.clone(), Mode::Serve).await?);
-        Ok(AppState { config, cache, metrics: None })
+        Ok(AppState { config, cache, metrics: None, stats: Arc::default() })
     }
 
     /// The same around a given engine (tests build one on a failing store).
     pub fn with_cache(config: Arc<Config>, cache: Arc<Cache>) -> AppState {
-        AppState { config, cache, metrics: None }
+        AppState { config, cache, metrics: None, stats: Arc::default() }
     }
 }

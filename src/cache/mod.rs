@@ -271,6 +271,16 @@ impl Cache {
         })
     }
 
+    /// The private names of `reader`'s projects.
+    pub fn private_names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
+        self.private.names(&reader.projects)
+    }
+
+    /// Bytes in the store, and the size limit when there is one.
+    pub fn store_usage(&self) -> (u64, Option<u64>) {
+        (self.bounded.total(), self.config.max_store_bytes)
+    }
+
     /// The names `reader` sees in the project list: those with stored upstream pages, and the
     /// private names of its projects.
     pub fn names(&self, reader: &Reader) -> BTreeSet<ProjectName> {

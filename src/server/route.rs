@@ -45,10 +45,83 @@ pub enum Route {
     Upload {
         scope: Scope,
     },
+    /// `/-/ui/…`: the pages for people (issue 15), for one scope.
+    Ui {
+        scope: Scope,
+        view: UiView,
+    },
+    /// `/-/ui/static/<file>`: the pages' stylesheet and script.
+    UiAsset(&'static str),
     /// Anything else, with the reason to give.
     NotFound(&'static str),
     /// A path with bytes that cannot be decoded or used.
     BadPath(String),
+}
+
+/// One page for people, under a scope's UI prefix (`/-/ui/`, `/-/ui/projects/<id>/`,
+/// `/-/ui/groups/<id>/`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum UiView {
+    /// Setup snippets, the scope's private packages, the cache at work.
+    Home,
+    /// `search?q=`: project names as you type.
+    Search,
+    /// `packages/<name>`: one project's versions and files (the name as requested, decoded).
+    Package(String),
+}
+
+/// The UI prefix of a scope, for links between its pages.
+pub fn ui_base(scope: &Scope, default_project: &str) -> String {
+    match scope {
+        Scope::Project(id) if id == default_project => "/-/ui/".into(),
+        Scope::Project(id) => format!("/-/ui/projects/{id}/"),
+        Scope::Group(id) => format!("/-/ui/groups/{id}/"),
+    }
+}
+
+/// The simple API prefix of a scope (`…/simple/`), for setup snippets and file links.
+pub fn simple_base(scope: &Scope, default_project: &str) -> String {
+    match scope {
+        Scope::Project(id) if id == default_project => "/simple/".into(),
+        Scope::Project(id) => format!("/api/v4/projects/{id}/packages/pypi/simple/"),
+        Scope::Group(id) => format!("/api/v4/groups/{id}/-/packages/pypi/simple/"),
+    }
+}
+
+fn parse_ui(rest: &str, default_project: &str) -> Route {
+    match rest {
+        "static/style.css" => return Route::UiAsset("style.css"),
+        "static/app.js" => return Route::UiAsset("app.js"),
+        "static/favicon.svg" => return Route::UiAsset("favicon.svg"),
+        _ => {}
+    }
+    let (scope, rest) = if let Some(r) = rest.strip_prefix("projects/") {
+        let Some((id, rest)) = r.split_once('/') else { return Route::NotFound("unknown page") };
+        if !is_valid_project_id(id) {
+            return Route::BadPath(format!("invalid project id `{id}`"));
+        }
+        (Scope::Project(id.to_string()), rest)
+    } else if let Some(r) = rest.strip_prefix("groups/") {
+        let Some((id, rest)) = r.split_once('/') else { return Route::NotFound("unknown page") };
+        if !is_valid_project_id(id) {
+            return Route::BadPath(format!("invalid group id `{id}`"));
+        }
+        (Scope::Group(id.to_string()), rest)
+    } else {
+        (Scope::Project(default_project.to_string()), rest)
+    };
+    let view = match rest {
+        "" => UiView::Home,
+        "search" => UiView::Search,
+        _ => match rest.strip_prefix("packages/").map(|n| n.strip_suffix('/').unwrap_or(n)) {
+            Some(name) if !name.is_empty() && !name.contains('/') => match decode(name) {
+                Ok(name) => UiView::Package(name),
+                Err(r) => return r,
+            },
+            _ => return Route::NotFound("unknown page"),
+        },
+    };
+    Route::Ui { scope, view }
 }
 
 impl Route {
@@ -63,6 +136,7 @@ impl Route {
             Route::File { .. } => "file",
             Route::Yank { .. } => "yank",
             Route::Upload { .. } => "upload",
+            Route::Ui { .. } | Route::UiAsset(_) => "ui",
             Route::NotFound(_) => "not_found",
             Route::BadPath(_) => "bad_path",
         }
@@ -75,7 +149,8 @@ impl Route {
             | Route::SimpleDetail { scope, .. }
             | Route::File { scope, .. }
             | Route::Yank { scope, .. }
-            | Route::Upload { scope } => match scope {
+            | Route::Upload { scope }
+            | Route::Ui { scope, .. } => match scope {
                 Scope::Project(id) | Scope::Group(id) => id,
             },
             _ => "-",
@@ -91,6 +166,12 @@ impl Route {
         }
         if path == "/metrics" {
             return Route::Metrics;
+        }
+        if path == "/-/ui" {
+            return Route::Ui { scope: Scope::Project(default_project.to_string()), view: UiView::Home };
+        }
+        if let Some(rest) = path.strip_prefix("/-/ui/") {
+            return parse_ui(rest, default_project);
         }
         let (scope, base, rest) = if let Some(rest) = path.strip_prefix("/api/v4/projects/") {
             let Some((id, rest)) = rest.split_once('/') else {
@@ -239,5 +320,26 @@ mod tests {
         );
         assert!(matches!(Route::parse("/files/k/%ff", "d"), Route::BadPath(_)));
         assert!(matches!(Route::parse("/api/v4/projects/a b/packages/pypi/simple/", "d"), Route::BadPath(_)));
+    }
+
+    #[test]
+    fn ui_pages() {
+        let ui = |scope, view| Route::Ui { scope, view };
+        assert_eq!(Route::parse("/-/ui/", "d"), ui(p("d"), UiView::Home));
+        assert_eq!(Route::parse("/-/ui", "d"), ui(p("d"), UiView::Home));
+        assert_eq!(Route::parse("/-/ui/search", "d"), ui(p("d"), UiView::Search));
+        assert_eq!(Route::parse("/-/ui/packages/My_Pkg", "d"), ui(p("d"), UiView::Package("My_Pkg".into())));
+        assert_eq!(Route::parse("/-/ui/projects/42/", "d"), ui(p("42"), UiView::Home));
+        assert_eq!(
+            Route::parse("/-/ui/groups/7/packages/x/", "d"),
+            ui(Scope::Group("7".into()), UiView::Package("x".into()))
+        );
+        assert_eq!(Route::parse("/-/ui/static/app.js", "d"), Route::UiAsset("app.js"));
+        assert!(matches!(Route::parse("/-/ui/static/../x", "d"), Route::NotFound(_)));
+        assert!(matches!(Route::parse("/-/ui/packages/a/b", "d"), Route::NotFound(_)));
+        assert!(matches!(Route::parse("/-/ui/projects/a b/", "d"), Route::BadPath(_)));
+        assert!(matches!(Route::parse("/-/ui/packages/%ff", "d"), Route::BadPath(_)));
+        assert_eq!(ui_base(&p("d"), "d"), "/-/ui/");
+        assert_eq!(simple_base(&Scope::Group("7".into()), "d"), "/api/v4/groups/7/-/packages/pypi/simple/");
     }
 }

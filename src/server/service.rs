@@ -33,12 +33,16 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     });
     // Static label values: no allocation per request on the hot path.
     metrics::counter!("larder_requests_total", "route" => route_name, "status" => status_label(status)).increment(1);
+    if matches!(route_name, "simple_detail" | "file") && matches!(status, 502 | 504) {
+        state.stats.upstream_failed(status);
+    }
     if let Some(outcome) = outcome {
+        let len = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        state.stats.answered(outcome, status, if method == Method::HEAD { None } else { len });
         let kind = if route_name == "file" { "file" } else { "page" };
         metrics::counter!("larder_cache_total", "kind" => kind, "result" => outcome.as_str()).increment(1);
         if method != Method::HEAD
-            && let Some(len) =
-                resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && let Some(len) = len
         {
             let source = if outcome == Outcome::Miss { "upstream" } else { "cache" };
             metrics::counter!("larder_bytes_served_total", "source" => source).increment(len);
@@ -106,6 +110,13 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
             let project = auth::writer(config, headers, &scope)?;
             handlers::upload::upload(state, project, headers, body).await
         }
+        Route::Ui { scope, view } if is_read => {
+            let reader = auth::reader(config, headers, &scope)?;
+            handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query()).await
+        }
+        Route::UiAsset(name) if is_read => Ok(handlers::ui::asset(name)),
+        // A person opening the server's address gets the pages for people.
+        Route::Upload { .. } if is_read && handlers::ui::is_browser(headers) => Ok(handlers::ui::to_home()),
         Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),
         Route::Yank { .. } => Ok(method_not_allowed("POST, PUT, DELETE")),
         Route::File { .. } => Ok(method_not_allowed("GET, HEAD, DELETE")),

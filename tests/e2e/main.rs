@@ -37,3 +37,5 @@ mod crash;
 mod hostile;
 // Attacks from the security review (issue 9), each reproduced against a running Larder.
 mod security;
+// The pages for people (issue 15), with a real headless Chromium.
+mod ui;

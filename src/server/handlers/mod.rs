@@ -4,4 +4,5 @@ pub mod files;
 pub mod health;
 pub mod manage;
 pub mod simple;
+pub mod ui;
 pub mod upload;

@@ -68,6 +68,9 @@ pub async fn detail(
             return Ok(resp);
         }
     };
+    if !private_upload {
+        state.stats.requested(&name);
+    }
     // UP-06: an upload is visible at once, so clients revalidate private pages every time. A
     // private scope's answers are for its token holders: never kept by a shared cache.
     let cache_control = match (private_upload, reader.private) {

@@ -133,7 +133,8 @@ pub fn wheel(name: &str, version: &str, requires: &[&str]) -> (String, Vec<u8>) 
     let dist = name.replace('-', "_");
     let filename = format!("{dist}-{version}-py3-none-any.whl");
     let info = format!("{dist}-{version}.dist-info");
-    let mut metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    let mut metadata =
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: {name}, a package for tests\n");
     for r in requires {
         metadata.push_str(&format!("Requires-Dist: {r}\n"));
     }
