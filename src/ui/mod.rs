@@ -58,6 +58,8 @@ pub struct Package<'a> {
     pub requires_dist: Vec<String>,
     /// Which version the summary was read from.
     pub metadata_of: Option<String>,
+    /// How many versions and files there are, when `versions` holds only the newest ones.
+    pub hidden: Option<(usize, usize)>,
 }
 
 pub struct FileRow {
@@ -283,7 +285,8 @@ pub fn package(frame: &Frame, p: &Package) -> String {
         m.push_str("</details>");
     }
     let files: usize = p.versions.iter().map(|(_, f)| f.len()).sum();
-    let _ = write!(m, "<h2>{} versions, {files} files</h2>", p.versions.len());
+    let (all_versions, all_files) = p.hidden.unwrap_or((p.versions.len(), files));
+    let _ = write!(m, "<h2>{all_versions} versions, {all_files} files</h2>");
     for (i, (version, rows)) in p.versions.iter().enumerate() {
         let open = if i == 0 { " open" } else { "" };
         let yanked = rows.iter().all(|r| r.yanked.is_some());
@@ -327,6 +330,13 @@ pub fn package(frame: &Frame, p: &Package) -> String {
         }
         m.push_str("</ul></details>");
     }
+    if let Some((versions, files)) = p.hidden {
+        let _ = write!(
+            m,
+            r#"<p class="more">Newest {} versions shown. <a href="?all=1">Show all {versions} versions ({files} files)</a></p>"#,
+            p.versions.len()
+        );
+    }
     m.push_str(r#"<div id="results" class="results" aria-live="polite"></div>"#);
     page(frame, name, &m)
 }
@@ -368,12 +378,33 @@ mod tests {
                 summary: Some("<script>alert(1)</script>".into()),
                 requires_dist: vec!["x<script>".into()],
                 metadata_of: Some("1.0".into()),
+                hidden: None,
             },
         );
         assert_eq!(html.matches("<script").count(), 1, "only the page's own script tag: {html}");
         assert!(!html.contains("<img"));
         let s = search(&frame, "<script>", &[], 0, true);
         assert!(!s.contains("<script>"));
+    }
+
+    #[test]
+    fn a_long_history_is_cut_with_a_way_to_see_all() {
+        let frame = Frame { base: "/-/ui/", scope_label: "default project", simple: "/simple/" };
+        let name = ProjectName::parse("big").unwrap();
+        let p = |hidden| Package {
+            name: &name,
+            private: false,
+            origin: "http://h",
+            simple_path: "/simple/",
+            versions: vec![("2.0".into(), Vec::new())],
+            summary: None,
+            requires_dist: Vec::new(),
+            metadata_of: None,
+            hidden,
+        };
+        let cut = package(&frame, &p(Some((1000, 4000))));
+        assert!(cut.contains("1000 versions, 4000 files") && cut.contains(r#"href="?all=1""#));
+        assert!(!package(&frame, &p(None)).contains("?all=1"));
     }
 
     #[test]

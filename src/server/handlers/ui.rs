@@ -20,6 +20,9 @@ use crate::ui::{self, FileRow, Frame};
 
 /// Search answers list at most this many names.
 const SEARCH_LIMIT: usize = 50;
+/// A project page lists the files of this many versions, newest first, unless asked for all
+/// (a 4,000-file project's page is 2.4 MB with every file; benches/ui/project_page.py).
+const VERSIONS_SHOWN: usize = 30;
 /// Core metadata read for a page's summary, at most (a METADATA file is a few KiB).
 const METADATA_READ_LIMIT: u64 = 1024 * 1024;
 
@@ -82,7 +85,8 @@ pub async fn view(
             if name.as_str() != raw {
                 return Ok(respond::moved_permanently(&format!("{base}packages/{name}")));
             }
-            package(state, reader, &frame, &origin, &simple, &name).await?
+            let all = query_param(query, "all").is_some();
+            package(state, reader, &frame, &origin, &simple, &name, all).await?
         }
     };
     let mut resp = Response::new(body::full(html));
@@ -198,6 +202,7 @@ async fn package(
     origin: &str,
     simple: &str,
     name: &ProjectName,
+    all: bool,
 ) -> Result<(StatusCode, String), HttpError> {
     let (page, private) = match state.cache.page(reader, name).await? {
         PageAnswer::Found { page, private_upload, .. } => (page, private_upload),
@@ -247,9 +252,26 @@ async fn package(
         requires_dist = fields.iter().filter(|(k, _)| k == "requires-dist").map(|(_, v)| v.clone()).collect();
         metadata_of = Some(version.clone());
     }
+    let hidden = (!all && versions.len() > VERSIONS_SHOWN).then(|| {
+        let files = versions.iter().map(|(_, rows)| rows.len()).sum();
+        (versions.len(), files)
+    });
+    if hidden.is_some() {
+        versions.truncate(VERSIONS_SHOWN);
+    }
     let html = ui::package(
         frame,
-        &ui::Package { name, private, origin, simple_path: simple, versions, summary, requires_dist, metadata_of },
+        &ui::Package {
+            name,
+            private,
+            origin,
+            simple_path: simple,
+            versions,
+            summary,
+            requires_dist,
+            metadata_of,
+            hidden,
+        },
     );
     Ok((StatusCode::OK, html))
 }
