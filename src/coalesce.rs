@@ -48,6 +48,11 @@ where
         Arc::new(Coalescer { inflight: Mutex::new(HashMap::new()), tasks })
     }
 
+    /// The handle of the work under way for `key`, if any; never starts one.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.inflight.lock().expect("coalescer lock").get(key).cloned()
+    }
+
     /// The handle of the work under way for `key` (`true`: joined), or a new one: `start`
     /// returns the handle and the work, which is spawned and frees the key when it ends.
     pub fn join_or_start<F>(self: &Arc<Self>, key: K, start: impl FnOnce() -> (V, F)) -> (V, bool)
@@ -69,7 +74,7 @@ where
     }
 }
 
-type SharedResult<T, E> = Shared<BoxFuture<'static, Result<T, Arc<E>>>>;
+pub(crate) type SharedResult<T, E> = Shared<BoxFuture<'static, Result<T, Arc<E>>>>;
 
 impl<K, T, E> Coalescer<K, SharedResult<T, E>>
 where

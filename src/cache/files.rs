@@ -22,6 +22,17 @@ pub enum FileAnswer {
     /// Being downloaded: stream it from the fill, or wait for it. `sha256` is the hash the page
     /// lists, when it lists one.
     Filling { fill: Arc<Fill>, sha256: Option<String> },
+    /// Not stored and not being downloaded, for a request that wants part of it (Range, or
+    /// HEAD): answer from the upstream without starting a download (issue 11).
+    Upstream { url: String, sha256: Option<String>, size: Option<u64> },
+}
+
+/// What a file request wants: the whole file (a download starts on a miss), or a part of it
+/// or its headers (a resolver reading a wheel's tail: nothing is downloaded for that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    Whole,
+    Part,
 }
 
 fn not_listed(dist_name: &str, key: &FileKey) -> Error {
@@ -60,7 +71,7 @@ impl Cache {
     }
 
     /// `files/<key>/<dist_name>`.
-    pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+    pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some(page) = self.claimed_page(reader, dist_name) {
             let sha = page
@@ -103,9 +114,31 @@ impl Cache {
                 return Ok(answer);
             }
         }
-        let fill =
-            self.fills()?.join(FillRequest::for_file(key, &dist, self.links.should_extract(&dist).then_some(project)));
+        let fills = self.fills()?;
+        let request = FillRequest::for_file(key, &dist, self.links.should_extract(&dist).then_some(project));
+        if want == Want::Part {
+            // A download under way serves parts once it has them; else the upstream does.
+            if let Some(fill) = fills.in_flight(&request.key) {
+                return Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string) });
+            }
+            return Ok(FileAnswer::Upstream {
+                url: dist.url.clone(),
+                sha256: dist.sha256().map(str::to_string),
+                size: dist.size,
+            });
+        }
+        let fill = fills.join(request);
         Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string) })
+    }
+
+    /// The length of a file not stored, from the upstream (one HEAD, coalesced).
+    pub async fn upstream_len(&self, url: &str) -> Result<u64, Error> {
+        self.fills()?.upstream_len(url).await.map_err(Error::Fill)
+    }
+
+    /// Part of a file not stored, from the upstream (one Range request, coalesced; never stored).
+    pub async fn upstream_range(&self, url: &str, start: u64, end: u64) -> Result<bytes::Bytes, Error> {
+        self.fills()?.upstream_range(url, start, end).await.map_err(Error::Fill)
     }
 
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised

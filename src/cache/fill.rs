@@ -98,7 +98,16 @@ pub enum Error {
     Spool(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Internal(#[from] crate::coalesce::Panicked),
 }
+
+/// The largest Range a miss passes to the upstream; a larger one downloads the whole file
+/// (and is served from the store). Resolvers ask for a wheel's tail and one member, a few KiB
+/// to a few hundred; passed-through bytes are held in memory while they are sent.
+pub const MAX_PASSTHROUGH_RANGE: u64 = 2 * 1024 * 1024;
+
+type Shared<T> = crate::coalesce::SharedResult<T, Error>;
 
 #[derive(Clone, Debug)]
 pub enum FillState {
@@ -133,9 +142,13 @@ pub struct Fill {
 
 pub struct Fills {
     inflight: Arc<Coalescer<String, Arc<Fill>>>,
+    /// HEAD and Range on a miss, passed to the upstream (issue 11): one request per URL or
+    /// per URL and range, however many clients ask at once. Never stored.
+    lengths: Arc<Coalescer<String, Shared<u64>>>,
+    ranges: Arc<Coalescer<(String, u64, u64), Shared<bytes::Bytes>>>,
     /// The store, bounded: after a commit, the size limit is enforced.
     store: Arc<Bounded>,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     spool_dir: PathBuf,
     links: Arc<MetadataLinks>,
     archive_limits: ArchiveLimits,
@@ -155,7 +168,39 @@ impl Fills {
         relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
     ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
-        Ok(Fills { inflight: Coalescer::new(tasks), store, upstream, spool_dir, links, archive_limits, relinked })
+        Ok(Fills {
+            inflight: Coalescer::new(tasks.clone()),
+            lengths: Coalescer::new(tasks.clone()),
+            ranges: Coalescer::new(tasks),
+            store,
+            upstream: Arc::new(upstream),
+            spool_dir,
+            links,
+            archive_limits,
+            relinked,
+        })
+    }
+
+    /// The download under way for this key, if any (a Range request may read it).
+    pub fn in_flight(&self, key: &str) -> Option<Arc<Fill>> {
+        self.inflight.get(&key.to_string())
+    }
+
+    /// The length of an upstream file, by one HEAD request (coalesced).
+    pub async fn upstream_len(&self, url: &str) -> Result<u64, Arc<Error>> {
+        let up = Arc::clone(&self.upstream);
+        let owned = url.to_string();
+        self.lengths.run(url.to_string(), move || async move { Ok(up.file_len(&owned).await?) }).await
+    }
+
+    /// Bytes `start..=end` of an upstream file, by one Range request (coalesced). The bytes
+    /// are the upstream's word: only whole, hash-checked files are ever stored.
+    pub async fn upstream_range(&self, url: &str, start: u64, end: u64) -> Result<bytes::Bytes, Arc<Error>> {
+        let up = Arc::clone(&self.upstream);
+        let owned = url.to_string();
+        self.ranges
+            .run((url.to_string(), start, end), move || async move { Ok(up.file_range(&owned, start, end).await?) })
+            .await
     }
 
     /// Removes the spool files a crash left behind (never visible: they are not in the
@@ -286,7 +331,8 @@ impl Fills {
         drop(file);
         // The bytes are right: let streaming clients finish now, not after the commit.
         tx.send_replace(FillState::Verified { len: written });
-        self.store.put_blob_file(&actual, spool).await?;
+        // Hashed as it was written: the store adopts the spool instead of copying it.
+        self.store.put_verified_blob_file(&actual, spool).await?;
         self.store.enforce().await;
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;

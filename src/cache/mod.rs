@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-pub use files::FileAnswer;
+pub use files::{FileAnswer, Want};
 pub use upload::{Spooled, Upload};
 
 use crate::clock::Clock;

@@ -89,6 +89,7 @@ impl From<&fill::Error> for HttpError {
                 HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
             // The download itself worked; it could not be kept. The next request retries.
+            fill::Error::Internal(_) => internal(e),
             fill::Error::Spool(_) | fill::Error::Store(_) => {
                 tracing::error!(error = %e, "cannot store a download");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Larder cannot store this file right now; retry later")

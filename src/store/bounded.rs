@@ -311,6 +311,13 @@ impl Store for Bounded {
         Ok(())
     }
 
+    async fn put_verified_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
+        self.wrote(self.inner.put_verified_blob_file(sha256, path).await)?;
+        let size = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
+        self.touch(sha256, size);
+        Ok(())
+    }
+
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
         let size = bytes.len() as u64;
         self.wrote(self.inner.put_blob_bytes(sha256, bytes).await)?;

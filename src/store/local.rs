@@ -166,6 +166,33 @@ impl Store for LocalStore {
         .unwrap_or_else(|e| Err(io_err("the store writer")(std::io::Error::other(e))))
     }
 
+    /// A hard link from the content path to the verified file: its bytes are written once,
+    /// the blob appears all at once (a link is created whole or not at all), and the spool
+    /// keeps its own name for readers still on it. Another filesystem (or any other failure
+    /// to link) falls back to the copying, hash-checking write.
+    async fn put_verified_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
+        let target = self.content_path(sha256)?;
+        let source = path.to_path_buf();
+        let linked = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            match std::fs::hard_link(&source, &target) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                other => other,
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot link the spool into the store; copying it");
+                self.put_blob_file(sha256, path).await
+            }
+        }
+    }
+
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
         if self.content_path(sha256)?.exists() {
             return Ok(());
@@ -352,6 +379,20 @@ mod tests {
 
         let wrong = "00".repeat(32);
         assert!(matches!(store.put_blob_file(&wrong, &spool).await, Err(Error::Integrity { .. })));
+
+        // A verified spool is adopted, not copied: the blob is the spool's own inode.
+        use std::os::unix::fs::MetadataExt;
+        let verified = tmp.path().join("verified");
+        std::fs::write(&verified, b"abc").unwrap();
+        let sha_abc = crate::digest::sha256_hex(b"abc");
+        store.put_verified_blob_file(&sha_abc, &verified).await.unwrap();
+        store.put_verified_blob_file(&sha_abc, &verified).await.unwrap();
+        let stored = store.content_path(&sha_abc).unwrap();
+        assert_eq!(std::fs::metadata(&stored).unwrap().ino(), std::fs::metadata(&verified).unwrap().ino());
+        std::fs::remove_file(&verified).unwrap();
+        let parts: Vec<Bytes> =
+            store.open_blob(&sha_abc).await.unwrap().unwrap().stream(0, 3).await.unwrap().try_collect().await.unwrap();
+        assert_eq!(parts.concat(), b"abc", "the spool's removal leaves the blob");
         assert!(store.open_blob(&wrong).await.unwrap().is_none());
 
         store.put_record("page/x", b"{}".to_vec()).await.unwrap();

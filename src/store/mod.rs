@@ -117,6 +117,13 @@ pub trait Store: Send + Sync + 'static {
     /// again and stores nothing on a mismatch; the blob becomes visible all at once.
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error>;
 
+    /// The same for a file whose sha256 the caller computed over exactly these bytes as it
+    /// wrote them (a fill's spool): a backend may adopt the file as it is, without writing
+    /// its bytes again (issue 11: a miss writes each byte once). `path` stays where it is.
+    async fn put_verified_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
+        self.put_blob_file(sha256, path).await
+    }
+
     /// Stores small in-memory content (metadata files) as a blob.
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error>;
 

@@ -272,6 +272,18 @@ impl Upstream {
         ranges::fetch_wheel_metadata(self, url, size).await
     }
 
+    /// A file's length, by a HEAD request.
+    pub async fn file_len(&self, url: &str) -> Result<u64, Error> {
+        let _permit = self.permit().await;
+        ranges::file_size(self, url).await
+    }
+
+    /// One byte range of a file (inclusive); an upstream without range support is an error.
+    pub async fn file_range(&self, url: &str, start: u64, end: u64) -> Result<bytes::Bytes, Error> {
+        let _permit = self.permit().await;
+        ranges::get_range(self, url, start, end).await
+    }
+
     /// Maps a streaming error from `fetch_file`'s body.
     pub fn body_error(url: &str, e: reqwest::Error) -> Error {
         Error::from_reqwest(url, e)

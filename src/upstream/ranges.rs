@@ -32,7 +32,7 @@ fn u32_at(b: &[u8], i: usize) -> u64 {
 
 /// One `bytes=start-end` request (inclusive); anything but a matching 206 is an error, and the
 /// body of a 200 is never read.
-async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Bytes, Error> {
+pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Bytes, Error> {
     if end < start {
         return Err(bad(url, "an empty byte range"));
     }
@@ -68,7 +68,7 @@ async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Byt
 }
 
 /// The file's size: from the page when known, else from a HEAD request.
-async fn file_size(up: &Upstream, url: &str) -> Result<u64, Error> {
+pub(super) async fn file_size(up: &Upstream, url: &str) -> Result<u64, Error> {
     let resp =
         up.request(&up.files, reqwest::Method::HEAD, url)?.send().await.map_err(|e| Error::from_reqwest(url, e))?;
     if !resp.status().is_success() {

@@ -164,3 +164,57 @@ fn a_corrupt_wheel_gets_no_metadata_and_no_error_page() {
     assert!(larder.log().contains("wheel has no readable METADATA"), "logged once");
     assert_eq!(larder.log().matches("wheel has no readable METADATA").count(), 1);
 }
+
+/// Issue 11: a cold Larder, no metadata anywhere, no prefetch. uv reads each wheel's METADATA
+/// with HEAD and Range requests; Larder passes them to the upstream and downloads no wheel
+/// whole for a resolve. The same range asked by many clients at once is one upstream request.
+#[test]
+fn cold_ranges_pass_through_and_uv_compile_downloads_no_wheels() {
+    let (up, wheels) = upstream_without_metadata();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let reqs = scratch.path().join("requirements.in");
+    std::fs::write(&reqs, "app\n").unwrap();
+    let python = venv_bin("python");
+    let out = uv(
+        scratch.path(),
+        &[
+            "pip",
+            "compile",
+            "--python",
+            python.to_str().unwrap(),
+            "--index-url",
+            &larder.index(),
+            reqs.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "uv pip compile");
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    assert!(resolved.contains("lib-core==2.1") && resolved.contains("lib-extra==0.3"), "{resolved}");
+    let whole = |r: &&String| r.starts_with("GET ") && r.contains(".whl") && !r.contains(" range=");
+    assert_eq!(up.requests().iter().filter(whole).count(), 0, "no wheel downloaded whole: {:?}", up.requests());
+    assert!(up.requests().iter().any(|r| r.contains(".whl range=")), "uv's ranges went upstream");
+    assert!(!larder.log().contains("stored file from upstream"), "nothing was downloaded into the store");
+
+    // Sixteen clients asking for the same range of a slow upstream: one upstream request.
+    let (filename, bytes) = &wheels[1];
+    let url = larder.url(&format!("/files/{}/{filename}", sha256_hex(bytes)));
+    up.clear_requests();
+    up.set_delay(Duration::from_millis(300));
+    let answers: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| http().get(&url).header("range", "bytes=10-19").send().unwrap().bytes().unwrap().to_vec())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    up.set_delay(Duration::ZERO);
+    assert!(answers.iter().all(|a| a.as_slice() == &bytes[10..20]));
+    assert_eq!(up.count("range=bytes=10-19"), 1, "{:?}", up.requests());
+    // A range too large to pass through downloads the file whole (and serves it from the store).
+    let resp = http().get(&url).header("range", format!("bytes=0-{}", bytes.len() - 1)).send().unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().unwrap().as_ref(), bytes.as_slice());
+}

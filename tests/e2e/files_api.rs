@@ -30,11 +30,24 @@ fn hdr_2_3_head_and_ranges_on_miss_and_hit() {
     assert_eq!(resp.headers()["accept-ranges"], "bytes");
     assert_eq!(resp.headers()["etag"], format!("\"sha256-{}\"", sha256_hex(&other_bytes)));
 
-    // A Range request on a miss: the file is fetched whole, then the range is answered (UP-11).
+    // A Range request on a miss is passed to the upstream as one Range request; nothing is
+    // downloaded whole for it (issue 11: a resolver wants the tail, not the wheel).
     let resp = http().get(&url).header("range", "bytes=0-9").send().unwrap();
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.headers()["content-range"], format!("bytes 0-9/{len}"));
+    assert_eq!(resp.headers()["x-cache"], "MISS");
     assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[..10]);
+    let resp = http().get(&url).header("range", "bytes=-22").send().unwrap();
+    assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[bytes.len() - 22..]);
+    assert_eq!(up.count_full(&name), 0, "{:?}", up.requests());
+    // (The metadata prefetcher reads ranges of its own; these two are the clients'.)
+    for range in ["bytes=0-9".to_string(), format!("bytes={}-{}", len - 22, len - 1)] {
+        let asked = |r: &&String| r.contains(&name) && r.ends_with(&format!(" range={range}"));
+        assert_eq!(up.requests().iter().filter(asked).count(), 1, "{range}: {:?}", up.requests());
+    }
+    // A whole GET downloads and stores it (the one whole download); from now on it is a hit.
+    assert_eq!(http().get(&url).send().unwrap().bytes().unwrap().as_ref(), &bytes[..]);
+    assert_eq!(up.count_full(&name), 1);
 
     // HEAD: the GET headers, no body (ROUTE-06).
     let resp = http().head(&url).send().unwrap();

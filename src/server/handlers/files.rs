@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use crate::cache::fill::{Fill, FillState};
-use crate::cache::{FileAnswer, Outcome, Reader};
+use crate::cache::fill::{self, Fill, FillState};
+use crate::cache::{FileAnswer, Outcome, Reader, Want};
 use crate::index::{FileKey, filename};
 use crate::server::error::HttpError;
 use crate::server::{body, body::Body};
@@ -36,15 +36,35 @@ pub async fn file(
     if !filename::is_safe(dist_name) {
         return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
     }
-    let answer = if metadata {
-        state.cache.metadata(reader, &key, dist_name).await?
+    // A Range or HEAD request on a miss is answered from the upstream without downloading the
+    // whole file (issue 11: a resolver wants a wheel's tail, not the wheel). Conditional
+    // requests take the whole-file path, which knows the stored file's validators.
+    let conditional = headers.contains_key(header::IF_NONE_MATCH) || headers.contains_key(header::IF_RANGE);
+    let want = if !metadata && !conditional && (head || headers.contains_key(header::RANGE)) {
+        Want::Part
     } else {
-        state.cache.file(reader, &key, dist_name).await?
+        Want::Whole
     };
     let req = Request { state, headers, head, private: reader.private };
+    let mut answer = if metadata {
+        state.cache.metadata(reader, &key, dist_name).await?
+    } else {
+        state.cache.file(reader, &key, dist_name, want).await?
+    };
+    if let FileAnswer::Upstream { url, sha256, size } = &answer {
+        if let Some(mut resp) = req.serve_upstream(url, sha256.as_deref(), *size).await? {
+            resp.extensions_mut().insert(Outcome::Miss);
+            return Ok(resp);
+        }
+        // Not answerable by a passed-through range: download the file, as for a whole GET.
+        answer = state.cache.file(reader, &key, dist_name, Want::Whole).await?;
+    }
     let (mut resp, outcome) = match answer {
         FileAnswer::Stored { blob, sha256, outcome } => (req.serve_blob(blob, &sha256, outcome).await?, outcome),
         FileAnswer::Filling { fill, sha256 } => (req.serve_fill(fill, sha256.as_deref()).await?, Outcome::Miss),
+        FileAnswer::Upstream { .. } => {
+            return Err(HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "a whole-file request was not downloaded"));
+        }
     };
     resp.extensions_mut().insert(outcome); // for the request log and metrics
     Ok(resp)
@@ -59,6 +79,69 @@ struct Request<'a> {
 }
 
 impl Request<'_> {
+    /// HEAD or one Range of a file Larder does not have, from the upstream: the length by one
+    /// HEAD (unless the page lists it), the bytes by one Range request, both coalesced and
+    /// never stored. `None` when this cannot answer it (no usable single range, a range over
+    /// `MAX_PASSTHROUGH_RANGE`, or an upstream without range support): the caller downloads
+    /// the whole file instead.
+    async fn serve_upstream(
+        &self,
+        url: &str,
+        sha: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<Option<Response<Body>>, HttpError> {
+        let len = match size {
+            Some(n) => n,
+            None => match self.state.cache.upstream_len(url).await {
+                Ok(n) => n,
+                Err(crate::cache::Error::Fill(e)) if matches!(&*e, fill::Error::Upstream(u) if !u.is_transient()) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let mut resp = if self.head {
+            let mut resp = Response::new(body::empty());
+            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            resp
+        } else {
+            let (start, end) = match parse_range(self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len) {
+                ByteRange::Part(start, end) if end - start < fill::MAX_PASSTHROUGH_RANGE => (start, end),
+                ByteRange::Unsatisfiable => {
+                    let mut resp = crate::server::respond::text(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "requested range is outside the file",
+                    );
+                    let value = HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii");
+                    resp.headers_mut().insert(header::CONTENT_RANGE, value);
+                    resp.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                    return Ok(Some(resp));
+                }
+                _ => return Ok(None),
+            };
+            let bytes = match self.state.cache.upstream_range(url, start, end).await {
+                Ok(bytes) => bytes,
+                // No range support, or an answer that does not fit: the whole file it is.
+                Err(crate::cache::Error::Fill(e)) if matches!(&*e, fill::Error::Upstream(u) if !u.is_transient()) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut resp = Response::new(body::full(bytes));
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            let value = format!("bytes {start}-{end}/{len}");
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+            resp
+        };
+        if let Some(sha) = sha {
+            resp.headers_mut().insert(header::ETAG, etag(sha));
+        }
+        file_headers(resp.headers_mut(), Outcome::Miss, self.private);
+        Ok(Some(resp))
+    }
+
     /// Serves a download under way: streamed from the spool, or from the store once done.
     async fn serve_fill(&self, fill: Arc<Fill>, expected_sha: Option<&str>) -> Result<Response<Body>, HttpError> {
         let total = match fill.started().await {
