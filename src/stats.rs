@@ -53,15 +53,26 @@ impl Stats {
         self.upstream.lock().expect("stats lock").clone()
     }
 
-    /// A project page served from the upstream's side (private names are never counted, so
-    /// the list can be shown to anyone).
+    /// A project page served from the upstream's side to a public reader (private names, and
+    /// what readers of private projects ask for, are never counted: the list is shown to anyone).
     pub fn requested(&self, name: &ProjectName) {
         let mut counts = self.requested.lock().expect("stats lock");
         if let Some(n) = counts.get_mut(name) {
             *n += 1;
-        } else if counts.len() < MAX_COUNTED_PROJECTS {
-            counts.insert(name.clone(), 1);
+            return;
         }
+        if counts.len() >= MAX_COUNTED_PROJECTS {
+            // Full: halve every count and forget the names that reach zero, so a flood of
+            // one-off names cannot fix the list for good, and recent interest wins.
+            counts.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+            if counts.len() >= MAX_COUNTED_PROJECTS {
+                return;
+            }
+        }
+        counts.insert(name.clone(), 1);
     }
 
     /// The `n` most requested projects, most first.
@@ -84,10 +95,13 @@ mod tests {
         for i in 0..MAX_COUNTED_PROJECTS + 10 {
             stats.requested(&ProjectName::parse(&format!("p{i}")).unwrap());
         }
-        let b = ProjectName::parse("p1").unwrap();
-        stats.requested(&b);
-        assert_eq!(stats.requested.lock().unwrap().len(), MAX_COUNTED_PROJECTS);
-        assert_eq!(stats.most_requested(1), vec![(b, 2)]);
+        // The map filled at MAX_COUNTED_PROJECTS: halving dropped every one-off name.
+        assert!(stats.requested.lock().unwrap().len() <= MAX_COUNTED_PROJECTS);
+        let b = ProjectName::parse("popular").unwrap();
+        for _ in 0..3 {
+            stats.requested(&b);
+        }
+        assert_eq!(stats.most_requested(1), vec![(b, 3)]);
         stats.answered(Outcome::Miss, 200, Some(10));
         stats.answered(Outcome::Hit, 200, Some(5));
         assert_eq!(stats.bytes_from_upstream.load(Relaxed), 10);

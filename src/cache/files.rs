@@ -70,6 +70,14 @@ impl Cache {
         matches!(self.private.visibility(sha, &reader.projects), Visibility::Hidden)
     }
 
+    /// A stored blob `reader` may see: never another project's private file.
+    pub async fn stored_for(&self, reader: &Reader, sha: &str) -> Result<Option<Blob>, Error> {
+        if self.hidden(reader, sha) {
+            return Ok(None);
+        }
+        self.stored(sha).await
+    }
+
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
         // DC-2: a name claimed by a private upload is served from its private files alone.

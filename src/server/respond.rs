@@ -11,6 +11,8 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut resp = Response::new(body::full(message));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    // Messages echo names from the request: never let a browser sniff them into HTML.
+    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
 }
 

@@ -74,6 +74,15 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
     let (method, headers, config) = (&parts.method, &parts.headers, &state.config);
     let is_read = method == Method::GET || method == Method::HEAD;
     let is_post = method == Method::POST || method == Method::PUT;
+    // A browser holding a token (typed into the pages' Basic prompt) would send it along with
+    // any web page's form post: writes are refused from web pages. twine, uv, poetry, pdm and
+    // larder's CLI send no Origin and no Sec-Fetch-Site.
+    if !is_read && from_a_web_page(headers) {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "uploads and changes are not accepted from web pages; use twine, uv or `larder yank/delete`",
+        ));
+    }
     match route {
         Route::Health if is_read => Ok(handlers::health::health(state)),
         Route::Ready if is_read => Ok(handlers::health::ready(state)),
@@ -124,6 +133,12 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
         Route::BadPath(reason) => Err(HttpError::bad_request(reason)),
         _ => Ok(method_not_allowed("GET, HEAD")),
     }
+}
+
+/// Was this request sent by a web page? Browsers add `Origin` to cross-origin and to every
+/// POST/PUT/DELETE, and `Sec-Fetch-Site` to everything they fetch ("none": typed by the user).
+fn from_a_web_page(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN) || headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() != b"none")
 }
 
 /// The statuses Larder answers with, as static label values.

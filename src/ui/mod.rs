@@ -45,6 +45,9 @@ pub struct Home<'a> {
     pub bytes_from_cache: u64,
     pub bytes_from_upstream: u64,
     pub most_requested: Vec<(ProjectName, u64)>,
+    /// The cache's numbers and the most requested projects are shown only to whoever may
+    /// read `/metrics`.
+    pub show_stats: bool,
 }
 
 pub struct Package<'a> {
@@ -185,18 +188,27 @@ pub fn home(frame: &Frame, h: &Home) -> String {
         Some(reason) => format!(r#" <span class="badge failing">{}</span>"#, text(reason)),
         None => r#" <span class="badge ok">healthy</span>"#.into(),
     };
-    let _ = write!(
-        m,
-        "<div><dt>Upstream</dt><dd>{upstream}</dd></div>\
+    if !h.show_stats {
+        let _ = write!(
+            m,
+            "<div><dt>Upstream</dt><dd>{upstream}</dd></div><div><dt>Store</dt><dd>{}</dd></div></dl>\
+             <p class=\"note\">The cache's numbers are shown to holders of the metrics token.</p>",
+            store_health.trim_start()
+        );
+    } else {
+        let _ = write!(
+            m,
+            "<div><dt>Upstream</dt><dd>{upstream}</dd></div>\
          <div><dt>Store</dt><dd>{store}{store_health}</dd></div>\
          <div><dt>Hit ratio</dt><dd>{ratio} <small>({} hits, {} misses since start)</small></dd></div>\
          <div><dt>Served from cache</dt><dd>{}</dd></div>\
          <div><dt>Fetched from upstream</dt><dd>{}</dd></div></dl>",
-        h.hits,
-        h.misses,
-        bytes(h.bytes_from_cache),
-        bytes(h.bytes_from_upstream),
-    );
+            h.hits,
+            h.misses,
+            bytes(h.bytes_from_cache),
+            bytes(h.bytes_from_upstream),
+        );
+    }
 
     m.push_str(r#"<div class="columns"><section><h2>Private packages</h2>"#);
     if h.private_names.is_empty() {
@@ -211,7 +223,9 @@ pub fn home(frame: &Frame, h: &Home) -> String {
         m.push_str("</ul>");
     }
     m.push_str("</section><section><h2>Most requested</h2>");
-    if h.most_requested.is_empty() {
+    if !h.show_stats {
+        m.push_str("<p>Shown to holders of the metrics token.</p>");
+    } else if h.most_requested.is_empty() {
         m.push_str("<p>Nothing requested since start.</p>");
     } else {
         m.push_str(r#"<ol class="names">"#);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, http, pip_download, twine, venv_bin, wheel};
+use crate::util::{Larder, assert_ok, http, multipart, pip_download, sha256_hex, twine, venv_bin, wheel};
 
 const TOKEN: &str = "ui-writer-token";
 const READ_TOKEN: &str = "ui-reader-token";
@@ -141,6 +141,8 @@ fn a_private_project_needs_its_token_in_the_pages_too() {
     // Search finds cached upstream names and private names of the scope, and says how many.
     let found = get(&larder.url("/-/ui/search?q=TOOL&fragment=1"), BROWSER_ACCEPT, None).text().unwrap();
     assert!(found.contains("packages/toolbelt"), "{found}");
+    let found = get(&larder.url("/-/ui/search?q=Corp__.W&fragment=1"), BROWSER_ACCEPT, None).text().unwrap();
+    assert!(found.contains("packages/corp-widgets"), "PEP 503 runs of separators: {found}");
     let found = get(&larder.url("/-/ui/search?q=corp_w"), BROWSER_ACCEPT, None).text().unwrap();
     assert!(found.contains("packages/corp-widgets") && found.contains("<!DOCTYPE html>"), "{found}");
     // Names are canonical, as on the simple API (ROUTE-03).
@@ -189,4 +191,59 @@ fn a_real_browser_loads_searches_and_is_asked_for_credentials() {
         let len = std::fs::metadata(out.join(shot)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 5_000, "{shot} is missing or blank ({len} bytes)");
     }
+}
+
+#[test]
+fn writes_from_web_pages_are_refused_and_the_numbers_need_the_metrics_token() {
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start_with_env(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url()],
+        &[("LARDER_TOKEN", TOKEN), ("LARDER_METRICS_TOKEN", "metrics-secret")],
+    );
+    // A web page's form post carrying the browser's cached token: refused, nothing stored.
+    let (name, bytes) = wheel("csrf-target", "1.0", &[]);
+    let sha = sha256_hex(&bytes);
+    let fields = [
+        (":action", "file_upload"),
+        ("protocol_version", "1"),
+        ("name", "csrf-target"),
+        ("version", "1.0"),
+        ("filetype", "bdist_wheel"),
+        ("pyversion", "py3"),
+        ("sha256_digest", sha.as_str()),
+    ];
+    for (header, value) in
+        [("origin", "http://127.0.0.1:9"), ("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site")]
+    {
+        let (content_type, body) = multipart(&fields, Some((&name, &bytes)));
+        let resp = http()
+            .post(larder.url("/"))
+            .basic_auth("__token__", Some(TOKEN))
+            .header("content-type", content_type)
+            .header(header, value)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{header}: {value}");
+        assert!(resp.text().unwrap().contains("not accepted from web pages"));
+    }
+    assert_eq!(get(&larder.url("/simple/csrf-target/"), PIP_ACCEPT, None).status(), 404, "nothing was stored");
+    let (content_type, body) = multipart(&fields, Some((&name, &bytes)));
+    let resp = http()
+        .post(larder.url("/"))
+        .basic_auth("__token__", Some(TOKEN))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the same upload from a client: {}", resp.text().unwrap());
+
+    // The cache's numbers are /metrics' numbers: shown only with the metrics token.
+    let home = get(&larder.url("/-/ui/"), BROWSER_ACCEPT, None).text().unwrap();
+    assert!(!home.contains("Hit ratio") && home.contains("metrics token"), "{home}");
+    let home =
+        http().get(larder.url("/-/ui/")).header("accept", BROWSER_ACCEPT).bearer_auth("metrics-secret").send().unwrap();
+    assert!(home.text().unwrap().contains("Hit ratio"));
 }

@@ -68,7 +68,7 @@ pub async fn detail(
             return Ok(resp);
         }
     };
-    if !private_upload {
+    if !private_upload && !reader.private {
         state.stats.requested(&name);
     }
     // UP-06: an upload is visible at once, so clients revalidate private pages every time. A

@@ -20,6 +20,8 @@ use crate::ui::{self, FileRow, Frame};
 
 /// Search answers list at most this many names.
 const SEARCH_LIMIT: usize = 50;
+/// Longer queries are cut: no project name is longer than this to a person.
+const MAX_QUERY: usize = 100;
 /// A project page lists the files of this many versions, newest first, unless asked for all
 /// (a 4,000-file project's page is 2.4 MB with every file; benches/ui/project_page.py).
 const VERSIONS_SHOWN: usize = 30;
@@ -36,6 +38,7 @@ pub fn is_browser(headers: &HeaderMap) -> bool {
 pub fn to_home() -> Response<Body> {
     let mut resp = respond::text(StatusCode::SEE_OTHER, "see /-/ui/");
     resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/-/ui/"));
+    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
     resp
 }
 
@@ -73,7 +76,7 @@ pub async fn view(
     let frame = Frame { base: &base, scope_label: &label, simple: &simple };
     let origin = origin(state, headers);
     let (status, html) = match view {
-        UiView::Home => (StatusCode::OK, home(state, reader, scope, &frame, &origin)),
+        UiView::Home => (StatusCode::OK, home(state, reader, scope, &frame, &origin, headers)),
         UiView::Search => {
             let q = query_param(query, "q").unwrap_or_default();
             let fragment = query_param(query, "fragment").is_some();
@@ -107,7 +110,9 @@ pub async fn view(
 /// `scheme://host` as the browser reached this server, for the setup snippets. The Host
 /// header is the client's word: anything but a plain host[:port] becomes `localhost`.
 fn origin(state: &AppState, headers: &HeaderMap) -> String {
-    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    // Behind a TLS-terminating proxy the browser's scheme is the proxy's.
+    let forwarded_https = headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if state.config.tls.is_some() || forwarded_https { "https" } else { "http" };
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -124,7 +129,7 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
-fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin: &str) -> String {
+fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin: &str, headers: &HeaderMap) -> String {
     let stats = &state.stats;
     let seen = stats.upstream();
     let ago = |t: SystemTime| t.elapsed().map(|d| format!("{} s ago", d.as_secs())).unwrap_or_default();
@@ -159,6 +164,8 @@ fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin:
             bytes_from_cache: stats.bytes_from_cache.load(Relaxed),
             bytes_from_upstream: stats.bytes_from_upstream.load(Relaxed),
             most_requested: stats.most_requested(10),
+            // The same numbers as /metrics: shown when /metrics may be read (metrics_token).
+            show_stats: crate::auth::metrics(&state.config, headers).is_ok(),
         },
     )
 }
@@ -167,8 +174,17 @@ fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin:
 /// contain the query, normalized the way project names are (PEP 503): exact match first, then
 /// prefixes, then the rest, each alphabetically.
 fn search(state: &AppState, reader: &Reader, query: &str) -> (Vec<ProjectName>, usize) {
-    let q: String =
-        query.trim().chars().map(|c| if matches!(c, '_' | '.' | ' ') { '-' } else { c.to_ascii_lowercase() }).collect();
+    // PEP 503 normalization: runs of `-`, `_`, `.` (and spaces, as people type) are one `-`.
+    let mut q = String::with_capacity(query.len().min(MAX_QUERY));
+    for c in query.trim().chars().take(MAX_QUERY) {
+        if matches!(c, '-' | '_' | '.' | ' ') {
+            if !q.ends_with('-') {
+                q.push('-');
+            }
+        } else {
+            q.push(c.to_ascii_lowercase());
+        }
+    }
     if q.is_empty() {
         return (Vec::new(), 0);
     }
@@ -211,12 +227,13 @@ async fn package(
             return Ok((StatusCode::NOT_FOUND, ui::not_found(frame, &message)));
         }
     };
-    if !private {
+    if !private && !reader.private {
         state.stats.requested(name);
     }
     let files_base = format!("{}files/", simple.strip_suffix("simple/").unwrap_or(simple));
     let mut versions: Vec<(String, Vec<FileRow>)> = Vec::new();
     let mut newest_metadata: Vec<(String, String)> = Vec::new();
+    let mut slot: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for f in &page.page.files {
         let version = filename::parse(&f.filename).map(|d| d.version).unwrap_or_else(|_| "other".into());
         let href = f.larder_href();
@@ -235,9 +252,12 @@ async fn package(
         if let Some(sha) = &f.core_metadata {
             newest_metadata.push((version.clone(), sha.clone()));
         }
-        match versions.iter_mut().find(|(v, _)| *v == version) {
-            Some((_, rows)) => rows.push(row),
-            None => versions.push((version, vec![row])),
+        match slot.get(&version) {
+            Some(&i) => versions[i].1.push(row),
+            None => {
+                slot.insert(version.clone(), versions.len());
+                versions.push((version, vec![row]));
+            }
         }
     }
     // Newest first, by PEP 440; what does not parse goes last.
@@ -246,7 +266,7 @@ async fn package(
     newest_metadata.sort_by_cached_key(|(v, _)| std::cmp::Reverse(key(v)));
     let (mut summary, mut requires_dist, mut metadata_of) = (None, Vec::new(), None);
     if let Some((version, sha)) = newest_metadata.first()
-        && let Some(fields) = stored_metadata(state, sha).await
+        && let Some(fields) = stored_metadata(state, reader, sha).await
     {
         summary = fields.iter().find(|(k, _)| k == "summary").map(|(_, v)| v.clone()).filter(|s| !s.is_empty());
         requires_dist = fields.iter().filter(|(k, _)| k == "requires-dist").map(|(_, v)| v.clone()).collect();
@@ -278,8 +298,8 @@ async fn package(
 
 /// The header fields of a stored core metadata file; `None` when it is not stored (the page
 /// never fetches anything for a person's look).
-async fn stored_metadata(state: &AppState, sha: &str) -> Option<Vec<(String, String)>> {
-    let blob = state.cache.stored(sha).await.ok()??;
+async fn stored_metadata(state: &AppState, reader: &Reader, sha: &str) -> Option<Vec<(String, String)>> {
+    let blob = state.cache.stored_for(reader, sha).await.ok()??;
     let len = blob.len.min(METADATA_READ_LIMIT);
     let chunks: Vec<bytes::Bytes> = blob.stream(0, len).await.ok()?.try_collect().await.ok()?;
     Some(crate::metadata::headers(&chunks.concat()))
