@@ -104,8 +104,13 @@ fn a_full_or_failing_store_gets_clear_answers_and_hits_keep_working() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(up.count_full(&format!("GET /files/{late}")), 2, "not stored, so fetched again");
-    // A Range request on a miss waits for the stored file: 503 with a reason, no path.
+    // A single Range on a miss is passed to the upstream (issue 11): the store is not needed.
     let resp = http().get(file_url(&late, &late_bytes)).header("range", "bytes=0-9").send().unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().unwrap().as_ref(), &late_bytes[..10]);
+    // One that needs the stored file (a multi-range takes the whole-file path) waits for it:
+    // 503 with a reason, no path.
+    let resp = http().get(file_url(&late, &late_bytes)).header("range", "bytes=0-1,5-9").send().unwrap();
     assert_eq!(resp.status(), 503);
     let text = resp.text().unwrap();
     assert!(text.contains("retry") && !text.contains("/injected/"), "{text}");
