@@ -25,6 +25,7 @@ fn sha(i: usize) -> String {
 fn big_page() -> ProjectPage {
     let files = (0..FILES)
         .map(|i| DistFile {
+            metadata_on_demand: false,
             filename: format!("numpy-1.{i}-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"),
             url: format!("https://files.example/packages/aa/bb/numpy-1.{i}.whl"),
             hashes: BTreeMap::from([("sha256".to_string(), sha(i))]),

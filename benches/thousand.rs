@@ -42,6 +42,7 @@ fn sha(b: &[u8]) -> String {
 
 fn dist(name: &str, bytes: &[u8], upstream: &str) -> DistFile {
     DistFile {
+        metadata_on_demand: false,
         filename: name.to_string(),
         url: format!("{upstream}files/{name}"),
         hashes: [("sha256".to_string(), sha(bytes))].into(),

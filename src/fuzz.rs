@@ -111,6 +111,7 @@ fn page_strategy() -> impl Strategy<Value = ProjectPage> {
         prop::option::of(0u64..1 << 40),
     )
         .prop_map(|(name, sha, rp, yank, md, size)| DistFile {
+            metadata_on_demand: false,
             url: format!("https://up.example/files/{name}"),
             hashes: sha.into_iter().map(|s| ("sha256".to_string(), s)).collect(),
             requires_python: rp.filter(|s| !s.is_empty()),

@@ -161,11 +161,19 @@ impl Cache {
             let md_sha = md_sha.ok_or_else(no_metadata)?;
             return self.answer_stored(&md_sha, Outcome::Hit).await?.ok_or_else(no_metadata);
         }
-        let (_, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
+        let (project, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
             Error::NotFound(_) => no_metadata(),
             e => e,
         })?;
-        let md_sha = dist.core_metadata.clone().ok_or_else(no_metadata)?;
+        let md_sha = match dist.core_metadata.clone().or_else(|| dist.sha256().and_then(|sha| self.links.get(sha))) {
+            Some(md) => md,
+            // Advertised as `true`: read it now (issue 11).
+            None if self.links.on_demand(&dist) && !self.hidden(reader, dist.sha256().unwrap_or_default()) => {
+                let fills = self.fills().map_err(|_| no_metadata())?;
+                fills.metadata_on_demand(&project, key, &dist).await.map_err(Error::Fill)?
+            }
+            None => return Err(no_metadata()),
+        };
         // An upstream page may name any hash as its metadata: never another project's private file.
         if self.hidden(reader, &md_sha) {
             return Err(no_metadata());

@@ -100,6 +100,12 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Internal(#[from] crate::coalesce::Panicked),
+    /// A download another piece of work waited for, and its failure.
+    #[error(transparent)]
+    Shared(Arc<Error>),
+    /// The wheel's METADATA cannot be read, not by ranges and not from the whole wheel.
+    #[error("{0}")]
+    NoMetadata(String),
 }
 
 /// The largest Range a miss passes to the upstream; a larger one downloads the whole file
@@ -146,6 +152,8 @@ pub struct Fills {
     /// per URL and range, however many clients ask at once. Never stored.
     lengths: Arc<Coalescer<String, Shared<u64>>>,
     ranges: Arc<Coalescer<(String, u64, u64), Shared<bytes::Bytes>>>,
+    /// `.metadata` on demand, per wheel sha256: the stored metadata's sha256.
+    metadata: Arc<Coalescer<String, Shared<String>>>,
     /// The store, bounded: after a commit, the size limit is enforced.
     store: Arc<Bounded>,
     upstream: Arc<Upstream>,
@@ -171,7 +179,8 @@ impl Fills {
         Ok(Fills {
             inflight: Coalescer::new(tasks.clone()),
             lengths: Coalescer::new(tasks.clone()),
-            ranges: Coalescer::new(tasks),
+            ranges: Coalescer::new(tasks.clone()),
+            metadata: Coalescer::new(tasks),
             store,
             upstream: Arc::new(upstream),
             spool_dir,
@@ -184,6 +193,92 @@ impl Fills {
     /// The download under way for this key, if any (a Range request may read it).
     pub fn in_flight(&self, key: &str) -> Option<Arc<Fill>> {
         self.inflight.get(&key.to_string())
+    }
+
+    /// A wheel's METADATA on demand (issue 11), for a `.metadata` request that came before any
+    /// link: read by ranges (the prefetcher's reader) and checked against the project's name;
+    /// when that fails (no range support, an odd zip), the whole wheel is downloaded, checked
+    /// against its sha256 and its METADATA extracted. Either way stored and linked, so pages
+    /// advertise the hash from then on. Coalesced per wheel; returns the metadata's sha256.
+    pub async fn metadata_on_demand(
+        self: &Arc<Self>,
+        project: &ProjectName,
+        key: &FileKey,
+        file: &DistFile,
+    ) -> Result<String, Arc<Error>> {
+        let Some(wheel) = file.sha256().map(str::to_string) else {
+            return Err(Arc::new(Error::NoMetadata(format!("`{}` has no sha256 to link metadata to", file.filename))));
+        };
+        let (this, project, key, file) = (Arc::clone(self), project.clone(), key.clone(), file.clone());
+        self.metadata
+            .run(wheel.clone(), move || async move { this.read_metadata(&wheel, &project, &key, &file).await })
+            .await
+    }
+
+    async fn read_metadata(
+        self: &Arc<Self>,
+        wheel: &str,
+        project: &ProjectName,
+        key: &FileKey,
+        file: &DistFile,
+    ) -> Result<String, Error> {
+        if let Some(md) = self.links.get(wheel) {
+            return Ok(md);
+        }
+        let by_ranges =
+            self.upstream.fetch_wheel_metadata(&file.url, file.size).await.map_err(|e| e.to_string()).and_then(|raw| {
+                let md = crate::metadata::CoreMetadata::parse(raw)?;
+                if crate::metadata::names_match(&md.name, project.as_str()) {
+                    Ok(md.raw)
+                } else {
+                    Err(format!("METADATA names `{}`", md.name))
+                }
+            });
+        match by_ranges {
+            Ok(raw) => {
+                let md = self.links.store(wheel, raw).await?;
+                let _ = self.relinked.send(project.clone());
+                return Ok(md);
+            }
+            Err(reason) => {
+                tracing::info!(file = %file.filename, %reason, "cannot read METADATA by ranges; downloading the wheel");
+            }
+        }
+        let fill = self.join(FillRequest::for_file(key, file, None));
+        match fill.finished().await {
+            FillState::Done { .. } => {}
+            FillState::Failed(e) | FillState::Unstored { error: e, .. } => return Err(Error::Shared(e)),
+            _ => return Err(Error::NoMetadata("the download ended without a result; retry".into())),
+        }
+        // Extracted here from the stored, hash-checked wheel (a copy in the spool directory).
+        let blob = self
+            .store
+            .open_blob(wheel)
+            .await?
+            .ok_or_else(|| Error::NoMetadata("the wheel vanished from the store".into()))?;
+        let copy = self.spool_dir.join(format!("{wheel}.{:016x}.part", rand::random::<u64>()));
+        let written = async {
+            let mut out = tokio::fs::File::create(&copy).await?;
+            let len = blob.len;
+            let mut stream = blob.stream(0, len).await?;
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk?).await?;
+            }
+            out.flush().await
+        }
+        .await;
+        let relinked = match written {
+            Ok(()) => self.links.extract_from_file(wheel, &file.filename, &copy, self.archive_limits).await,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&copy).await;
+                return Err(Error::Spool(e));
+            }
+        };
+        let _ = tokio::fs::remove_file(&copy).await;
+        if relinked.is_some() {
+            let _ = self.relinked.send(project.clone());
+        }
+        self.links.get(wheel).ok_or_else(|| Error::NoMetadata(format!("`{}` has no readable METADATA", file.filename)))
     }
 
     /// The length of an upstream file, by one HEAD request (coalesced).

@@ -37,14 +37,46 @@ pub struct MetadataLinks {
     links: RwLock<HashMap<String, String>>,
     /// Every metadata sha256 that is a link target (eviction must keep these).
     targets: RwLock<HashSet<String>>,
+    /// Pages advertise `.metadata` on demand (`true`) for wheels not linked yet: only with an
+    /// upstream to read them from.
+    on_demand: bool,
+    /// Wheels whose METADATA could not be read, even from the whole hash-checked wheel: never
+    /// advertised on demand again (MD-03: pip has no fallback for an advertised `.metadata`).
+    unreadable: RwLock<HashSet<String>>,
 }
+
+/// At most this many unreadable wheels are remembered (then the set starts over).
+const MAX_UNREADABLE: usize = 100_000;
 
 impl MetadataLinks {
     /// Reads the links from the record listing (their keys carry both hashes).
-    pub fn from_records(store: Arc<Bounded>, records: &Records) -> MetadataLinks {
+    pub fn from_records(store: Arc<Bounded>, records: &Records, on_demand: bool) -> MetadataLinks {
         let links = links_in(records);
         let targets = links.values().cloned().collect();
-        MetadataLinks { store, links: RwLock::new(links), targets: RwLock::new(targets) }
+        MetadataLinks {
+            store,
+            links: RwLock::new(links),
+            targets: RwLock::new(targets),
+            on_demand,
+            unreadable: RwLock::default(),
+        }
+    }
+
+    /// May this wheel's `.metadata` be read on demand (and so be advertised as `true`)?
+    pub fn on_demand(&self, file: &DistFile) -> bool {
+        self.on_demand
+            && file.filename.ends_with(".whl")
+            && file.core_metadata.is_none()
+            && file.sha256().is_some_and(|sha| !self.unreadable.read().expect("links lock").contains(sha))
+    }
+
+    /// This wheel's METADATA cannot be read: stop advertising it on demand.
+    pub fn mark_unreadable(&self, wheel_sha256: &str) {
+        let mut unreadable = self.unreadable.write().expect("links lock");
+        if unreadable.len() >= MAX_UNREADABLE {
+            unreadable.clear();
+        }
+        unreadable.insert(wheel_sha256.to_string());
     }
 
     /// Every metadata sha256 that is a link target.
@@ -80,6 +112,10 @@ impl MetadataLinks {
                 f.core_metadata = Some(md.clone());
             }
         }
+        drop((links, targets));
+        for f in page.files.iter_mut() {
+            f.metadata_on_demand = self.on_demand(f);
+        }
     }
 
     /// Stores `raw` as the metadata of `wheel_sha256`. The blob is stored before the link, so a
@@ -101,7 +137,8 @@ impl MetadataLinks {
     }
 
     /// Extracts and stores the METADATA of a complete, hash-checked wheel on local disk, and
-    /// returns its sha256 when the link changed (the page must be re-rendered). A link made
+    /// returns `Some` when the page must be re-rendered: the link changed (its sha256), or an
+    /// unreadable wheel is no longer advertised on demand (empty). A link made
     /// earlier from range reads is compared: on a difference the wheel's own METADATA wins,
     /// which is logged and counted (`larder_metadata_mismatch_total`). A wheel whose METADATA
     /// cannot be read is served as usual, without metadata; that is logged once, here.
@@ -135,7 +172,9 @@ impl MetadataLinks {
             },
             Err(reason) => {
                 tracing::warn!(%filename, %reason, "wheel has no readable METADATA; serving it without core metadata");
-                None
+                self.mark_unreadable(wheel_sha256);
+                // The page advertised it on demand: re-render it without.
+                self.on_demand.then(String::new)
             }
         }
     }

@@ -164,7 +164,9 @@ impl Cache {
         let limit = config.max_store_bytes.unwrap_or(u64::MAX);
         let bounded = Arc::new(Bounded::new(store, limit, &records, records::is_page_key).await?);
         let store: Arc<dyn Store> = bounded.clone();
-        let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records));
+        // Pages of a server with an upstream advertise `.metadata` for every wheel (issue 11).
+        let on_demand = mode == Mode::Serve && upstream.is_some();
+        let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
         let private = Arc::new(Private::load(store.clone(), &records).await?);
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
         for sha in private.blobs().into_iter().chain(links.targets()) {

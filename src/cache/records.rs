@@ -74,6 +74,7 @@ impl PrivateFile {
         let mut hashes = BTreeMap::new();
         hashes.insert("sha256".to_string(), self.sha256.clone());
         DistFile {
+            metadata_on_demand: false,
             filename: self.filename.clone(),
             url: String::new(), // served from the store only
             hashes,

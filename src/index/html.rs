@@ -42,6 +42,9 @@ pub fn render_project(page: &ProjectPage) -> String {
             // Validated as hex wherever it enters; escaped anyway, as every other attribute is.
             let md = encode_attr_strict(md);
             let _ = write!(out, " data-dist-info-metadata=\"sha256={md}\" data-core-metadata=\"sha256={md}\"");
+        } else if file.metadata_on_demand {
+            // Served on demand, hash not known yet (HTML-07 allows `true`; issue 11).
+            out.push_str(" data-dist-info-metadata=\"true\" data-core-metadata=\"true\"");
         }
         let _ = writeln!(out, ">{}</a><br />", encode_text(&file.filename));
     }
@@ -87,6 +90,7 @@ mod tests {
 
     fn file(name: &str) -> DistFile {
         DistFile {
+            metadata_on_demand: false,
             filename: name.into(),
             url: format!("http://up/{name}"),
             hashes: [("sha256".to_string(), "ab".repeat(32))].into(),

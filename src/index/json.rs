@@ -27,9 +27,12 @@ struct FileOut<'a> {
     yanked: YankedOut<'a>,
 }
 
+/// `{"sha256": …}`, or `true` when Larder serves it on demand without a hash yet (PEP 691).
 #[derive(Serialize)]
-struct MetadataOut<'a> {
-    sha256: &'a str,
+#[serde(untagged)]
+enum MetadataOut<'a> {
+    Hash { sha256: &'a str },
+    OnDemand(bool),
 }
 
 /// JSON-07: `true` for a yank without reason, never `""`.
@@ -66,7 +69,10 @@ pub fn render_project(page: &ProjectPage) -> Vec<u8> {
             url: f.larder_href(),
             hashes: &f.hashes,
             requires_python: f.requires_python.as_deref(),
-            core_metadata: f.core_metadata.as_deref().map(|sha256| MetadataOut { sha256 }),
+            core_metadata: match f.core_metadata.as_deref() {
+                Some(sha256) => Some(MetadataOut::Hash { sha256 }),
+                None => f.metadata_on_demand.then_some(MetadataOut::OnDemand(true)),
+            },
             size: f.size,
             upload_time: f.upload_time.as_deref(),
             yanked: match &f.yanked {
@@ -158,6 +164,7 @@ fn into_dist_file(f: UpstreamFile, base: &url::Url) -> Option<DistFile> {
         _ => Yanked::No,
     };
     Some(DistFile {
+        metadata_on_demand: false,
         filename: f.filename,
         url: url.into(),
         hashes,

@@ -52,6 +52,10 @@ pub struct DistFile {
     /// PEP 700 upload time, already in `yyyy-mm-ddThh:mm:ss[.ffffff]Z` form.
     #[serde(default)]
     pub upload_time: Option<String>,
+    /// No metadata hash is known yet, but Larder serves `.metadata` on demand (issue 11):
+    /// advertised as `true`. Decided at render time, never stored.
+    #[serde(skip)]
+    pub metadata_on_demand: bool,
 }
 
 /// PEP 592 yank state.

@@ -90,6 +90,8 @@ impl From<&fill::Error> for HttpError {
             }
             // The download itself worked; it could not be kept. The next request retries.
             fill::Error::Internal(_) => internal(e),
+            fill::Error::Shared(inner) => (&**inner).into(),
+            fill::Error::NoMetadata(_) => HttpError::not_found(e.to_string()),
             fill::Error::Spool(_) | fill::Error::Store(_) => {
                 tracing::error!(error = %e, "cannot store a download");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Larder cannot store this file right now; retry later")

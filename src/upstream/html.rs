@@ -98,6 +98,7 @@ fn into_dist_file(a: Anchor, base: &Url) -> Option<DistFile> {
         .and_then(|v| v.strip_prefix("sha256=").map(str::to_ascii_lowercase))
         .filter(|s| crate::index::is_sha256_hex(s));
     Some(DistFile {
+        metadata_on_demand: false,
         filename,
         url: url.into(),
         hashes: normalize_hashes(hashes),

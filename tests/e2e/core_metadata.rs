@@ -113,13 +113,14 @@ fn prefetch_fills_the_newest_versions_with_range_requests_only() {
     let dir = tempfile::tempdir().unwrap();
     let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch-versions", "2"]);
     let first = page(&larder, "many-versions");
-    assert!(file(&first, &files[3].0).get("core-metadata").is_none(), "the page is never delayed by the prefetch");
+    // Not delayed by the prefetch: advertised on demand (`true`, issue 11), no hash yet.
+    assert_eq!(file(&first, &files[3].0)["core-metadata"], serde_json::Value::Bool(true), "{first}");
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let p = loop {
         let p = page(&larder, "many-versions");
-        if file(&p, &files[2].0).get("core-metadata").is_some() && file(&p, &files[3].0).get("core-metadata").is_some()
-        {
+        let hashed = |name: &str| file(&p, name)["core-metadata"].get("sha256").is_some();
+        if hashed(&files[2].0) && hashed(&files[3].0) {
             break p;
         }
         assert!(Instant::now() < deadline, "metadata was not prefetched: {:?}", up.requests());
@@ -133,7 +134,8 @@ fn prefetch_fills_the_newest_versions_with_range_requests_only() {
         assert!(requests.iter().all(|r| r.contains(" range=bytes=")), "range requests only: {requests:?}");
     }
     for (name, _) in &files[..2] {
-        assert!(file(&p, name).get("core-metadata").is_none(), "older versions are left alone");
+        // Older versions are left alone: advertised on demand only, not read ahead.
+        assert_eq!(file(&p, name)["core-metadata"], serde_json::Value::Bool(true), "older versions are left alone");
         assert_eq!(up.count(name), 0);
     }
     // The prefetched metadata is served, and the wheel was never downloaded whole.
@@ -217,4 +219,62 @@ fn cold_ranges_pass_through_and_uv_compile_downloads_no_wheels() {
     let resp = http().get(&url).header("range", format!("bytes=0-{}", bytes.len() - 1)).send().unwrap();
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.bytes().unwrap().as_ref(), bytes.as_slice());
+}
+
+/// Issue 11: every wheel advertises `.metadata` (`true` until its hash is known) and Larder
+/// serves it on demand, also from an upstream without range support (then from the whole,
+/// hash-checked wheel). pip (CLI-pip-4: `"true"` means no hash) and uv (CLI-uv-5: a truthy
+/// `core-metadata` means `GET .metadata`) resolve with it; the hash is advertised afterwards.
+#[test]
+fn every_wheel_advertises_metadata_served_on_demand_even_without_upstream_ranges() {
+    let (up, wheels) = upstream_without_metadata();
+    up.state.lock().unwrap().no_ranges = true;
+    let (sd, sd_bytes) = crate::util::sdist("lib-extra", "0.2");
+    up.add("lib-extra", MockFile::new(&sd, sd_bytes));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    let p = page(&larder, "lib-extra");
+    assert_eq!(file(&p, &wheels[2].0)["core-metadata"], serde_json::Value::Bool(true), "{p}");
+    assert!(file(&p, &sd).get("core-metadata").is_none(), "never for an sdist (MD-05)");
+    let html = http().get(larder.url("/simple/lib-extra/")).send().unwrap().text().unwrap();
+    assert!(html.contains(r#"data-dist-info-metadata="true" data-core-metadata="true""#), "{html}");
+    assert_eq!(html.matches("data-core-metadata").count(), 1, "{html}");
+
+    // pip resolves the whole tree from `.metadata` alone (a dry run downloads no wheel).
+    let scratch = tempfile::tempdir().unwrap();
+    let report = scratch.path().join("report.json");
+    let out = crate::util::pip(
+        scratch.path(),
+        &[
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            report.to_str().unwrap(),
+            "--index-url",
+            &larder.index(),
+            "app",
+        ],
+    );
+    assert_ok(&out, "pip install --dry-run");
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(report.contains("lib-core") && report.contains("lib-extra"), "{report}");
+    let log = larder.log();
+    assert!(log.contains(".whl.metadata"), "pip asked for .metadata");
+    assert!(log.contains("cannot read METADATA by ranges; downloading the wheel"), "the fallback ran");
+    // Every wheel was read once, whole and hash-checked, by Larder; now the hash is advertised.
+    for (filename, bytes) in &wheels {
+        assert_eq!(up.count_full(&format!("GET /files/{filename}")), 1, "{:?}", up.requests());
+        let project = filename.split('-').next().unwrap().replace('_', "-");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let p = page(&larder, &project);
+            if let Some(sha) = file(&p, filename)["core-metadata"].get("sha256").and_then(|v| v.as_str()) {
+                assert_eq!(sha, sha256_hex(&wheel_metadata(bytes)));
+                break;
+            }
+            assert!(Instant::now() < deadline, "the hash was never advertised: {p}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -112,8 +112,18 @@ fn md_08_metadata_is_fetched_checked_and_served() {
     assert_eq!(up.count(&format!("GET /files/{name}.metadata")), 1);
     assert_eq!(up.count(&format!("GET /files/{name}")), 1, "the wheel itself is not downloaded");
 
-    // No metadata advertised for this file: 404, not a guess.
-    let resp = http().get(format!("{}.metadata", file_url(&larder, &sha256_hex(&plain_bytes), &plain))).send().unwrap();
+    // A wheel the upstream has no metadata for is advertised `true` and served on demand
+    // (issue 11): its own METADATA, read by ranges; from then on the page carries the hash.
+    let md_url = format!("{}.metadata", file_url(&larder, &sha256_hex(&plain_bytes), &plain));
+    let resp = http().get(&md_url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), wheel_metadata(&plain_bytes).as_slice());
+    assert_eq!(up.count_full(&format!("GET /files/{plain}")), 0, "read by ranges, not downloaded");
+    assert!(up.count(&format!("GET /files/{plain} range=")) >= 1);
+    // An sdist never gets metadata advertised (MD-05), and its `.metadata` is 404.
+    let (sd, sd_bytes) = crate::util::sdist("meta-pkg", "0.5");
+    up.add("meta-pkg", MockFile::new(&sd, sd_bytes.clone()));
+    let resp = http().get(format!("{}.metadata", file_url(&larder, &sha256_hex(&sd_bytes), &sd))).send().unwrap();
     assert_eq!(resp.status(), 404);
 }
 

@@ -49,6 +49,9 @@ pub struct MockState {
     pub saw_authorization: bool,
     pub down: bool,
     pub html_only: bool,
+    /// Ignore Range headers: every file answer is the whole file with 200 (a file host
+    /// without range support).
+    pub no_ranges: bool,
     /// Answer project pages as `text/plain` (not an index page).
     pub odd_content_type: bool,
     /// Delay before answering file and page requests.
@@ -241,7 +244,8 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         for f in st.projects.values().flatten() {
             if f.filename == name {
                 let bytes = if range.is_some() { f.range_bytes.as_ref().unwrap_or(&f.bytes) } else { &f.bytes };
-                return file_response(bytes, range.as_deref());
+                let range = if st.no_ranges { None } else { range.as_deref() };
+                return file_response(bytes, range);
             }
             if let Some(md) = &f.metadata
                 && name == format!("{}.metadata", f.filename)
