@@ -80,6 +80,7 @@ impl Cache {
 
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
+        self.demand.saw(dist_name);
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some(page) = self.claimed_page(reader, dist_name) {
             let sha = page
@@ -152,6 +153,7 @@ impl Cache {
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
     /// (MD-03, MD-04).
     pub async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+        self.demand.saw(dist_name);
         let no_metadata = || Error::NotFound(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());

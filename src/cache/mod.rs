@@ -131,6 +131,8 @@ pub struct Cache {
     fills: Option<Arc<Fills>>,
     /// Small files served recently, as shared bytes: a hit copies and reads nothing.
     hot_files: moka::future::Cache<String, bytes::Bytes>,
+    /// The wheel tags clients ask for: the prefetcher reads those wheels' metadata first.
+    demand: Arc<prefetch::Demand>,
     /// Every background task: page writes, downloads and their follow-ups, prefetches.
     tasks: TaskTracker,
     /// The long-lived loops (prefetcher, relinker), stopped at shutdown.
@@ -197,6 +199,7 @@ impl Cache {
             tasks.clone(),
             prefetching.then_some(announce_tx),
         ));
+        let demand = Arc::new(prefetch::Demand::default());
         if let (true, Some(up)) = (prefetching, &upstream) {
             let settings = prefetch::Settings { versions: config.metadata_prefetch_versions, concurrency: 4 };
             loops.push(tokio::spawn(prefetch::run(
@@ -205,6 +208,7 @@ impl Cache {
                 links.clone(),
                 settings,
                 relink_tx.clone(),
+                demand.clone(),
             )));
         }
         let relinker = pages.clone();
@@ -229,7 +233,7 @@ impl Cache {
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        Ok(Cache { config, store, bounded, pages, private, links, fills, hot_files, tasks, loops })
+        Ok(Cache { config, store, bounded, pages, private, links, fills, hot_files, demand, tasks, loops })
     }
 
     /// Waits for every background task (page writes, downloads, metadata extraction), then

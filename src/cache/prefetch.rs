@@ -1,10 +1,13 @@
 //! The metadata prefetcher: after a project page was fetched, it reads the METADATA of the
 //! newest versions' wheels with HTTP range requests, in the background, with bounded
-//! concurrency, so the next resolve of that project needs no wheel at all (issue 6).
+//! concurrency, so the next resolve of that project needs no wheel at all (issue 6). Of those
+//! wheels, it reads the ones for the platforms and Pythons clients have been asking for
+//! (`Demand`, issue 11): a resolver on linux x86_64 and CPython 3.12 never wants the Windows
+//! or CPython 3.9 wheels' metadata.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -31,6 +34,7 @@ pub async fn run(
     links: Arc<MetadataLinks>,
     settings: Settings,
     relinked: mpsc::UnboundedSender<ProjectName>,
+    demand: Arc<Demand>,
 ) {
     let mut attempted: HashSet<String> = HashSet::new();
     while let Some((name, rendered)) = announced.recv().await {
@@ -38,7 +42,7 @@ pub async fn run(
         if attempted.len() > 100_000 {
             attempted.clear();
         }
-        let jobs: Vec<_> = newest_wheels_without_metadata(&rendered.page, settings.versions)
+        let jobs: Vec<_> = newest_wheels_without_metadata(&rendered.page, settings.versions, &demand)
             .into_iter()
             .filter(|(sha, _, _)| links.get(sha).is_none() && attempted.insert(sha.clone()))
             .collect();
@@ -77,8 +81,78 @@ pub async fn run(
     }
 }
 
-/// `(sha256, url, size)` of the wheels of the `versions` newest versions that have no metadata.
-fn newest_wheels_without_metadata(page: &ProjectPage, versions: usize) -> Vec<(String, String, Option<u64>)> {
+/// At most this many distinct tags are counted (then counting starts over): a bounded memory
+/// of what clients asked for.
+const MAX_TAGS: usize = 512;
+
+/// The wheel tags of the files and `.metadata` clients asked for: which platforms and Pythons
+/// the resolvers behind this Larder run.
+#[derive(Default)]
+pub struct Demand {
+    platforms: Mutex<HashMap<String, u64>>,
+    pythons: Mutex<HashMap<String, u64>>,
+}
+
+/// A platform tag as a resolver's machine sees it: the OS family and architecture, without
+/// the libc or macOS version (a machine that takes `manylinux2014_x86_64` takes
+/// `manylinux_2_28_x86_64` too, given a recent glibc: close enough to choose what to read ahead).
+fn machine(platform: &str) -> String {
+    let arch_of = |rest: &str, family: &str| {
+        let arch = rest.rsplit('_').next().unwrap_or(rest);
+        let arch = if rest.ends_with("x86_64") { "x86_64" } else { arch };
+        format!("{family}-{arch}")
+    };
+    if let Some(rest) = platform.strip_prefix("manylinux").or_else(|| platform.strip_prefix("linux")) {
+        arch_of(rest, "linux")
+    } else if let Some(rest) = platform.strip_prefix("musllinux") {
+        arch_of(rest, "musllinux")
+    } else if let Some(rest) = platform.strip_prefix("macosx") {
+        arch_of(rest, "macos")
+    } else {
+        platform.to_string()
+    }
+}
+
+impl Demand {
+    /// A client asked for this file or its metadata.
+    pub fn saw(&self, filename: &str) {
+        let Some(tags) = crate::index::filename::parse(filename).ok().and_then(|f| f.tags) else { return };
+        let platforms: Vec<String> = tags.platform.split('.').map(machine).collect();
+        let pythons: Vec<String> = tags.python.split('.').map(str::to_string).collect();
+        for (map, keys) in [(&self.platforms, platforms), (&self.pythons, pythons)] {
+            let mut map = map.lock().expect("demand lock");
+            if map.len() >= MAX_TAGS {
+                map.clear();
+            }
+            for key in keys {
+                *map.entry(key).or_default() += 1;
+            }
+        }
+    }
+
+    /// Would a resolver seen so far want this wheel? Pure wheels (`any`, `py*`) always; a
+    /// binary wheel when one of its platforms was asked for and one of its Pythons (or any
+    /// CPython, for `abi3`). Before any request, every wheel.
+    pub fn wants(&self, filename: &str) -> bool {
+        let Some(tags) = crate::index::filename::parse(filename).ok().and_then(|f| f.tags) else { return false };
+        let platforms = self.platforms.lock().expect("demand lock");
+        let pythons = self.pythons.lock().expect("demand lock");
+        let platform_ok =
+            platforms.is_empty() || tags.platform.split('.').any(|p| p == "any" || platforms.contains_key(&machine(p)));
+        let python_ok = pythons.is_empty()
+            || tags.python.split('.').any(|p| p.starts_with("py") || pythons.contains_key(p))
+            || (tags.abi == "abi3" && pythons.keys().any(|p| p.starts_with("cp")));
+        platform_ok && python_ok
+    }
+}
+
+/// `(sha256, url, size)` of the wheels of the `versions` newest versions that have no metadata
+/// and that the clients seen so far would want.
+fn newest_wheels_without_metadata(
+    page: &ProjectPage,
+    versions: usize,
+    demand: &Demand,
+) -> Vec<(String, String, Option<u64>)> {
     let version_of = |filename: &str| {
         crate::index::filename::parse(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
     };
@@ -90,6 +164,36 @@ fn newest_wheels_without_metadata(page: &ProjectPage, versions: usize) -> Vec<(S
         .iter()
         .filter(|f| f.filename.ends_with(".whl") && f.core_metadata.is_none() && !f.url.is_empty())
         .filter(|f| version_of(&f.filename).is_some_and(|v| newest.contains(&v)))
+        .filter(|f| demand.wants(&f.filename))
         .filter_map(|f| Some((f.sha256()?.to_string(), f.url.clone(), f.size)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demand_follows_what_clients_asked_for() {
+        let demand = Demand::default();
+        let linux = "numpy-2.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
+        let windows = "numpy-2.0-cp312-cp312-win_amd64.whl";
+        let old_python = "numpy-2.0-cp39-cp39-manylinux_2_17_x86_64.whl";
+        let abi3 = "cryptography-44.0-cp39-abi3-manylinux_2_28_x86_64.whl";
+        let pure = "idna-3.10-py3-none-any.whl";
+        assert!(demand.wants(windows) && demand.wants(old_python), "nothing asked yet: every wheel");
+        demand.saw("other-1.0-cp312-cp312-manylinux2014_x86_64.whl");
+        assert!(demand.wants(linux), "one of its platform aliases was asked for");
+        assert!(!demand.wants(windows));
+        assert!(!demand.wants(old_python));
+        assert!(demand.wants(abi3), "abi3 serves every later CPython; another glibc, same machine");
+        assert!(!demand.wants("numpy-2.0-cp312-cp312-manylinux_2_17_aarch64.whl"), "another architecture");
+        assert!(!demand.wants("numpy-2.0-cp312-cp312-musllinux_1_2_x86_64.whl"), "another libc");
+        assert_eq!(machine("macosx_11_0_arm64"), "macos-arm64");
+        assert_eq!(machine("manylinux_2_17_x86_64"), machine("linux_x86_64"));
+        assert!(demand.wants(pure));
+        assert!(!demand.wants("pkg-1.0.tar.gz"), "sdists have no wheel METADATA");
+        demand.saw(windows);
+        assert!(demand.wants(windows));
+    }
 }
