@@ -10,10 +10,11 @@ whose pages list every version's files (sha256, requires-python, yanks) and carr
 only the downloaded wheels exist as files. nginx serves the tree; a latency proxy that passes
 Range (range_proxy.py, DELAY_MS, default 20 ms per request) stands in front of it as the upstream.
 
-Then, with cold client caches each time, times `uv pip compile` and `pip install --dry-run
+Then, with cold client caches each time (ROUNDS rounds, default 3, medians), times `uv pip compile` and `pip install --dry-run
 --report`: straight to the upstream, through a cold Larder (an empty store), and through the
 same Larder warm; and counts the upstream bytes each run pulled (the proxy's counter). Prints a
 Markdown table for benches/README.md. Everything after setup talks only to 127.0.0.1.
+LARDER_ARGS adds arguments to `larder serve` (e.g. `--metadata-prefetch false`).
 """
 import json
 import os
@@ -34,6 +35,7 @@ VENV_BIN = os.path.dirname(sys.executable)
 LARDER = os.environ.get("LARDER_BIN", os.path.join(ROOT, "target", "release", "larder"))
 REQS = os.environ.get("REQS", "jupyter pandas scikit-learn requests fastapi sqlalchemy").split()
 DELAY_MS = int(os.environ.get("DELAY_MS", "20"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 JSON = "application/vnd.pypi.simple.v1+json"
 
 
@@ -177,29 +179,37 @@ http {{
             shutil.rmtree(cache, ignore_errors=True)
             return took, sent() - before
 
-        rows = []
-        for kind, label in (("uv", "uv pip compile"), ("pip", "pip install --dry-run --report")):
+        def once(kind):
             direct, direct_bytes = client(kind, upstream)
             port = free_port()
-            data = os.path.join(run, f"larder-{kind}")
+            data = tempfile.mkdtemp(prefix=f"larder-{kind}.", dir=run)  # an empty store every round
             larder = subprocess.Popen([LARDER, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data,
-                                       "--upstream", upstream],
+                                       "--upstream", upstream] + os.environ.get("LARDER_ARGS", "").split(),
                                       env={**os.environ, "LARDER_LOG": "warn", "LARDER_CONFIG": "/dev/null"})
             procs.append(larder)
             index = f"http://127.0.0.1:{port}/simple/"
             wait_http(f"http://127.0.0.1:{port}/-/health")
             fresh_rss = rss_mb(larder.pid)
             cold, cold_bytes = client(kind, index)
+            # The prefetcher's background reads finish, and freed memory goes back to the system
+            # (jemalloc returns dirty pages after ~10 s).
+            time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             cold_rss = rss_mb(larder.pid)
-            time.sleep(2)  # the prefetcher's background reads finish
             warm, warm_bytes = client(kind, index)
             store = subprocess.run(["du", "-sm", data], capture_output=True, text=True).stdout.split()[0]
-            rows.append((label, direct, cold, warm, direct_bytes, cold_bytes, warm_bytes, fresh_rss, cold_rss, store))
             larder.terminate()
             larder.wait()
+            shutil.rmtree(data, ignore_errors=True)
+            return (direct, cold, warm, direct_bytes, cold_bytes, warm_bytes, fresh_rss, cold_rss, store)
+
+        rows = []
+        for kind, label in (("uv", "uv pip compile"), ("pip", "pip install --dry-run --report")):
+            runs = [once(kind) for _ in range(ROUNDS)]
+            median = lambda i: sorted(r[i] for r in runs)[len(runs) // 2]  # noqa: E731
+            rows.append((label,) + tuple(median(i) for i in range(8)) + (runs[-1][8],))
 
         wheels = len(os.listdir(os.path.join(TREE, "files")))
-        print(f"\n{len(REQS)} requirements ({' '.join(REQS)}), {wheels} wheels in the tree; upstream latency {DELAY_MS} ms per request.\n")
+        print(f"\n{len(REQS)} requirements ({' '.join(REQS)}), {wheels} wheels in the tree; upstream latency {DELAY_MS} ms per request; medians of {ROUNDS} rounds.\n")
         print("| run | direct s | cold Larder s | warm Larder s | cold / direct | warm / direct | upstream MB direct | upstream MB cold | cold bytes / direct | Larder RSS fresh → after cold | store MB |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for label, d, c, w, db, cb, wb, fr, cr, st in rows:

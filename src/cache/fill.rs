@@ -466,6 +466,33 @@ impl Fill {
 
     /// Streams the file from the spool as it is written. `None` when the spool is already gone
     /// (the download finished): then read the store.
+    /// Bytes `start..=end` of the download, as soon as the spool has them (a Range request
+    /// joining a download under way, issue 11). The upstream's bytes, not yet hash-checked
+    /// unless the download is complete, like any passed-through range. `None` when the download
+    /// failed or the spool cannot be read: the caller waits for the stored file instead.
+    pub async fn range(&self, start: u64, end: u64) -> Option<Bytes> {
+        let state = self
+            .wait_until(|s| match s {
+                FillState::Streaming { written, .. } => *written > end,
+                FillState::Connecting => false,
+                _ => true,
+            })
+            .await;
+        let len = match state {
+            FillState::Streaming { written, .. } => written,
+            FillState::Verified { len } | FillState::Done { len, .. } | FillState::Unstored { len, .. } => len,
+            FillState::Failed(_) | FillState::Connecting => return None,
+        };
+        if end >= len || end < start {
+            return None;
+        }
+        let mut file = tokio::fs::File::open(&self.spool).await.ok()?;
+        tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::Start(start)).await.ok()?;
+        let mut buf = BytesMut::zeroed((end - start + 1) as usize);
+        file.read_exact(&mut buf).await.ok()?;
+        Some(buf.freeze())
+    }
+
     pub async fn stream(self: &Arc<Self>) -> Option<ByteStream> {
         let file = tokio::fs::File::open(&self.spool).await.ok()?;
         let reader = SpoolReader { rx: self.state.clone(), file, pos: 0, buf_size: SPOOL_CHUNK };

@@ -12,7 +12,7 @@ use reqwest::{StatusCode, header};
 use super::{Error, Upstream, guard::redact};
 
 /// How much of the tail to fetch first: enough for the central directory of most wheels.
-const TAIL: u64 = 64 * 1024;
+const TAIL: u64 = 32 * 1024;
 const MAX_METADATA: u64 = 16 * 1024 * 1024;
 /// A wheel's central directory larger than this is not read by ranges (the whole-file path
 /// still works): ~100,000 members.
@@ -65,6 +65,51 @@ pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) ->
         return Err(bad(url, "a range answer of the wrong length"));
     }
     Ok(body.freeze())
+}
+
+/// The last `n` bytes of a file and the file's size, by one suffix range (`bytes=-n`): no HEAD
+/// round trip first when the page does not list the size. Anything but a 206 with a matching
+/// `Content-Range` is an error.
+async fn get_suffix(up: &Upstream, url: &str, n: u64) -> Result<(Bytes, u64), Error> {
+    let started = std::time::Instant::now();
+    let mut resp = up
+        .get(&up.files, url)?
+        .header(header::RANGE, format!("bytes=-{n}"))
+        .header(header::ACCEPT_ENCODING, "identity")
+        .send()
+        .await
+        .map_err(|e| Error::from_reqwest(url, e))?;
+    super::record("range", started);
+    if resp.status() != StatusCode::PARTIAL_CONTENT {
+        return Err(bad(url, format!("no range support (answered {} to a Range request)", resp.status())));
+    }
+    // `bytes <start>-<end>/<size>`
+    let (start, end, size) = resp
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| {
+            let (range, size) = v.split_once('/')?;
+            let (a, b) = range.split_once('-')?;
+            Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?, size.trim().parse::<u64>().ok()?))
+        })
+        .ok_or_else(|| bad(url, "a suffix range answer without a usable Content-Range"))?;
+    if end + 1 != size || start > end || end - start + 1 > n {
+        return Err(bad(url, "a suffix range answer for the wrong bytes"));
+    }
+    let want = end - start + 1;
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(url, e))? {
+        if (body.len() + chunk.len()) as u64 > want {
+            return Err(bad(url, "a range answer longer than the range"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.len() as u64 != want {
+        return Err(bad(url, "a range answer of the wrong length"));
+    }
+    Ok((body.freeze(), size))
 }
 
 /// The file's size: from the page when known, else from a HEAD request.
@@ -122,16 +167,28 @@ pub(crate) fn find_metadata(cd: &[u8], url: &str) -> Result<Member, Error> {
 }
 
 /// Reads the METADATA of the wheel at `url` with range requests only.
+/// Usually one request (the tail holds the central directory and, in most wheels, METADATA
+/// itself, written near the end), at most three.
 pub async fn fetch_wheel_metadata(up: &Upstream, url: &str, size: Option<u64>) -> Result<Vec<u8>, Error> {
-    let size = match size {
-        Some(s) => s,
-        None => file_size(up, url).await?,
+    let (tail, size) = match size {
+        Some(size) if size < 22 => return Err(bad(url, "too small to be a zip")),
+        Some(size) => (get_range(up, url, size.saturating_sub(TAIL), size - 1).await?, size),
+        // Some file hosts serve explicit ranges only: then the size by HEAD, and the tail.
+        None => match get_suffix(up, url, TAIL).await {
+            Ok(found) => found,
+            Err(_) => {
+                let size = file_size(up, url).await?;
+                if size < 22 {
+                    return Err(bad(url, "too small to be a zip"));
+                }
+                (get_range(up, url, size.saturating_sub(TAIL), size - 1).await?, size)
+            }
+        },
     };
-    if size < 22 {
+    if size < 22 || tail.len() < 22 {
         return Err(bad(url, "too small to be a zip"));
     }
-    let tail_start = size.saturating_sub(TAIL);
-    let tail = get_range(up, url, tail_start, size - 1).await?;
+    let tail_start = size - tail.len() as u64;
     let eocd = (0..=tail.len() - 22)
         .rev()
         .find(|&i| u32_at(&tail, i) == 0x0605_4b50)
@@ -159,7 +216,12 @@ pub async fn fetch_wheel_metadata(up: &Upstream, url: &str, size: Option<u64>) -
         return Err(bad(url, "the central directory points past the end of the file"));
     }
     let end = (member.local_header + slack + member.compressed).min(size) - 1;
-    let local = get_range(up, url, member.local_header, end).await?;
+    // Already in the tail (most wheels): no request at all.
+    let local = if member.local_header >= tail_start {
+        tail.slice((member.local_header - tail_start) as usize..)
+    } else {
+        get_range(up, url, member.local_header, end).await?
+    };
     if local.len() < 30 || u32_at(&local, 0) != 0x0403_4b50 {
         return Err(bad(url, "no local file header where the central directory points"));
     }

@@ -146,3 +146,30 @@ fn up_03_files_listed_without_hash_are_downloadable() {
     }
     assert_eq!(up.count(&format!("GET /files/{name}")), 1);
 }
+
+/// Issue 11: a Range request for a file whose download is under way is answered from that
+/// download (its spool), not by another upstream request, and with the right bytes.
+#[test]
+fn a_range_joins_the_download_under_way() {
+    let up = MockUpstream::start();
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024 + 7).map(|i| (i * 31 % 251) as u8).collect();
+    let name = "joined-1.0.tar.gz";
+    up.add("joined", MockFile::new(name, bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    let url = file_url(&larder, &sha256_hex(&bytes), name);
+    let _ = http().get(larder.url("/simple/joined/")).send().unwrap();
+    up.clear_requests();
+    up.set_delay(std::time::Duration::from_millis(400));
+    std::thread::scope(|s| {
+        let whole = s.spawn(|| http().get(&url).send().unwrap().bytes().unwrap().to_vec());
+        std::thread::sleep(std::time::Duration::from_millis(150)); // the download has started
+        let resp = http().get(&url).header("range", "bytes=2000000-2000099").send().unwrap();
+        assert_eq!(resp.status(), 206);
+        assert_eq!(resp.headers()["content-range"], format!("bytes 2000000-2000099/{}", bytes.len()));
+        assert_eq!(resp.bytes().unwrap().as_ref(), &bytes[2_000_000..2_000_100]);
+        assert_eq!(whole.join().unwrap(), bytes);
+    });
+    up.set_delay(std::time::Duration::ZERO);
+    assert_eq!(up.requests().iter().filter(|r| r.contains(name)).count(), 1, "one download: {:?}", up.requests());
+}

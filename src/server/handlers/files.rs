@@ -164,7 +164,27 @@ impl Request<'_> {
             file_headers(resp.headers_mut(), Outcome::Miss, self.private);
             return Ok(resp);
         }
-        // Range needs the whole verified file first (UP-11); so does a finished fill.
+        // One small Range: from the spool as soon as the download has those bytes (issue 11).
+        if !self.head
+            && let (Some(total), Some(range)) = (total, self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()))
+            && !self.headers.contains_key(header::IF_RANGE)
+            && let ByteRange::Part(start, end) = parse_range(Some(range), total)
+            && end - start < fill::MAX_PASSTHROUGH_RANGE
+            && let Some(bytes) = fill.range(start, end).await
+        {
+            let mut resp = Response::new(body::full(bytes));
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            let value = format!("bytes {start}-{end}/{total}");
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+            if let Some(sha) = expected_sha {
+                h.insert(header::ETAG, etag(sha));
+            }
+            file_headers(h, Outcome::Miss, self.private);
+            return Ok(resp);
+        }
+        // Other ranges need the whole verified file first (UP-11); so does a finished fill.
         let wants_whole = self.head || self.headers.contains_key(header::RANGE);
         if !wants_whole && let Some(stream) = fill.stream().await {
             let mut resp = Response::new(body::stream(stream));
