@@ -278,3 +278,27 @@ fn every_wheel_advertises_metadata_served_on_demand_even_without_upstream_ranges
         }
     }
 }
+
+/// Issue 11: with an HTML upstream (no sizes on its pages) that answers suffix ranges, a
+/// small wheel's METADATA on demand costs one upstream request: the tail, by a suffix range,
+/// holds the central directory and the member; no HEAD first.
+#[test]
+fn metadata_on_demand_from_an_html_upstream_is_one_suffix_range() {
+    let (up, wheels) = upstream_without_metadata();
+    {
+        let mut st = up.state.lock().unwrap();
+        st.html_only = true;
+        st.suffix_ranges = true;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    let (filename, bytes) = &wheels[1];
+    let _ = http().get(larder.url("/simple/lib-core/")).send().unwrap();
+    up.clear_requests();
+    let url = larder.url(&format!("/files/{}/{filename}.metadata", sha256_hex(bytes)));
+    let resp = http().get(url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), wheel_metadata(bytes).as_slice());
+    let asked: Vec<String> = up.requests().into_iter().filter(|r| r.contains(filename.as_str())).collect();
+    assert_eq!(asked, vec![format!("GET /files/{filename} range=bytes=-32768")], "one suffix range, no HEAD");
+}

@@ -52,6 +52,8 @@ pub struct MockState {
     /// Ignore Range headers: every file answer is the whole file with 200 (a file host
     /// without range support).
     pub no_ranges: bool,
+    /// Answer suffix ranges (`bytes=-N`) too, as nginx and object stores do.
+    pub suffix_ranges: bool,
     /// Answer project pages as `text/plain` (not an index page).
     pub odd_content_type: bool,
     /// Delay before answering file and page requests.
@@ -245,6 +247,15 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
             if f.filename == name {
                 let bytes = if range.is_some() { f.range_bytes.as_ref().unwrap_or(&f.bytes) } else { &f.bytes };
                 let range = if st.no_ranges { None } else { range.as_deref() };
+                if st.suffix_ranges
+                    && let Some(n) = range.and_then(|r| r.strip_prefix("bytes=-")).and_then(|n| n.parse::<usize>().ok())
+                {
+                    let a = bytes.len().saturating_sub(n);
+                    let mut resp = respond(StatusCode::PARTIAL_CONTENT, "application/octet-stream", bytes[a..].to_vec());
+                    let value = format!("bytes {a}-{}/{}", bytes.len() - 1, bytes.len());
+                    resp.headers_mut().insert("content-range", value.parse().unwrap());
+                    return resp;
+                }
                 return file_response(bytes, range);
             }
             if let Some(md) = &f.metadata
