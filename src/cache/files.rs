@@ -80,7 +80,6 @@ impl Cache {
 
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
-        self.demand.saw(dist_name);
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some(page) = self.claimed_page(reader, dist_name) {
             let sha = page
@@ -112,7 +111,9 @@ impl Cache {
                 return Ok(answer);
             }
         }
-        // Miss: find the file on its project's page, then fill.
+        // Miss: find the file on its project's page, then fill. Misses tell the prefetcher
+        // which platforms the clients run (hits pass no lock).
+        self.demand.saw(dist_name);
         let (project, dist) = self.find_upstream(key, dist_name).await?;
         if let Some(sha) = dist.sha256() {
             if self.hidden(reader, sha) {
@@ -153,7 +154,6 @@ impl Cache {
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
     /// (MD-03, MD-04).
     pub async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
-        self.demand.saw(dist_name);
         let no_metadata = || Error::NotFound(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
@@ -163,6 +163,7 @@ impl Cache {
             let md_sha = md_sha.ok_or_else(no_metadata)?;
             return self.answer_stored(&md_sha, Outcome::Hit).await?.ok_or_else(no_metadata);
         }
+        self.demand.saw(dist_name);
         let (project, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
             Error::NotFound(_) => no_metadata(),
             e => e,

@@ -125,7 +125,12 @@ impl Demand {
                 map.clear();
             }
             for key in keys {
-                *map.entry(key).or_default() += 1;
+                match map.get_mut(&key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        map.insert(key, 1);
+                    }
+                }
             }
         }
     }
