@@ -43,6 +43,24 @@ impl Drop for SpoolGuard {
     }
 }
 
+/// At most this much of a refused body is read (and discarded) so the client gets its answer.
+const DRAIN_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// Reads and discards a refused request's body: to its end, `DRAIN_LIMIT` bytes, or the first
+/// pause longer than `idle`, whichever comes first. Nothing is kept.
+async fn drain(mut body: Incoming, idle: std::time::Duration) {
+    use http_body_util::BodyExt;
+    let mut left = DRAIN_LIMIT;
+    while left > 0 {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len() as u64));
+            }
+            _ => break,
+        }
+    }
+}
+
 pub async fn upload(
     state: &AppState,
     project: &str,
@@ -58,7 +76,12 @@ pub async fn upload(
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        // A client still sending its body would see a broken pipe, not this answer: read and
+        // discard what it sends first, within bounds (twine then prints the 413's reason).
+        if n - limit <= DRAIN_LIMIT {
+            drain(body, state.config.connection_limits.idle_timeout).await;
+        }
         return Err(too_large());
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
