@@ -251,7 +251,8 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
                     && let Some(n) = range.and_then(|r| r.strip_prefix("bytes=-")).and_then(|n| n.parse::<usize>().ok())
                 {
                     let a = bytes.len().saturating_sub(n);
-                    let mut resp = respond(StatusCode::PARTIAL_CONTENT, "application/octet-stream", bytes[a..].to_vec());
+                    let mut resp =
+                        respond(StatusCode::PARTIAL_CONTENT, "application/octet-stream", bytes[a..].to_vec());
                     let value = format!("bytes {a}-{}/{}", bytes.len() - 1, bytes.len());
                     resp.headers_mut().insert("content-range", value.parse().unwrap());
                     return resp;
