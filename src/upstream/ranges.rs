@@ -53,7 +53,11 @@ pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) ->
     if resp.content_length().is_some_and(|n| n != want) {
         return Err(bad(url, "a range answer of the wrong length"));
     }
-    let mut resp = resp;
+    read_range_body(resp, want, url).await
+}
+
+/// A 206's body of exactly `want` bytes, read in pieces: never more than asked for.
+async fn read_range_body(mut resp: reqwest::Response, want: u64, url: &str) -> Result<Bytes, Error> {
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(url, e))? {
         if (body.len() + chunk.len()) as u64 > want {
@@ -72,7 +76,7 @@ pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) ->
 /// `Content-Range` is an error.
 async fn get_suffix(up: &Upstream, url: &str, n: u64) -> Result<(Bytes, u64), Error> {
     let started = std::time::Instant::now();
-    let mut resp = up
+    let resp = up
         .get(&up.files, url)?
         .header(header::RANGE, format!("bytes=-{n}"))
         .header(header::ACCEPT_ENCODING, "identity")
@@ -98,18 +102,7 @@ async fn get_suffix(up: &Upstream, url: &str, n: u64) -> Result<(Bytes, u64), Er
     if end + 1 != size || start > end || end - start + 1 > n {
         return Err(bad(url, "a suffix range answer for the wrong bytes"));
     }
-    let want = end - start + 1;
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(url, e))? {
-        if (body.len() + chunk.len()) as u64 > want {
-            return Err(bad(url, "a range answer longer than the range"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if body.len() as u64 != want {
-        return Err(bad(url, "a range answer of the wrong length"));
-    }
-    Ok((body.freeze(), size))
+    Ok((read_range_body(resp, end - start + 1, url).await?, size))
 }
 
 /// The file's size: from the page when known, else from a HEAD request.
