@@ -52,6 +52,8 @@ pub enum Route {
     },
     /// `/-/ui/static/<file>`: the pages' stylesheet and script.
     UiAsset(&'static str),
+    /// `/-/ui/projects/<id>` or `/-/ui/groups/<id>` without the slash its pages need.
+    UiSlash,
     /// Anything else, with the reason to give.
     NotFound(&'static str),
     /// A path with bytes that cannot be decoded or used.
@@ -96,13 +98,13 @@ fn parse_ui(rest: &str, default_project: &str) -> Route {
         _ => {}
     }
     let (scope, rest) = if let Some(r) = rest.strip_prefix("projects/") {
-        let Some((id, rest)) = r.split_once('/') else { return Route::NotFound("unknown page") };
+        let Some((id, rest)) = r.split_once('/') else { return Route::UiSlash };
         if !is_valid_project_id(id) {
             return Route::BadPath(format!("invalid project id `{id}`"));
         }
         (Scope::Project(id.to_string()), rest)
     } else if let Some(r) = rest.strip_prefix("groups/") {
-        let Some((id, rest)) = r.split_once('/') else { return Route::NotFound("unknown page") };
+        let Some((id, rest)) = r.split_once('/') else { return Route::UiSlash };
         if !is_valid_project_id(id) {
             return Route::BadPath(format!("invalid group id `{id}`"));
         }
@@ -136,7 +138,7 @@ impl Route {
             Route::File { .. } => "file",
             Route::Yank { .. } => "yank",
             Route::Upload { .. } => "upload",
-            Route::Ui { .. } | Route::UiAsset(_) => "ui",
+            Route::Ui { .. } | Route::UiAsset(_) | Route::UiSlash => "ui",
             Route::NotFound(_) => "not_found",
             Route::BadPath(_) => "bad_path",
         }
@@ -338,6 +340,8 @@ mod tests {
         assert!(matches!(Route::parse("/-/ui/static/../x", "d"), Route::NotFound(_)));
         assert!(matches!(Route::parse("/-/ui/packages/a/b", "d"), Route::NotFound(_)));
         assert!(matches!(Route::parse("/-/ui/projects/a b/", "d"), Route::BadPath(_)));
+        assert_eq!(Route::parse("/-/ui/projects/42", "d"), Route::UiSlash);
+        assert_eq!(Route::parse("/-/ui/groups/7", "d"), Route::UiSlash);
         assert!(matches!(Route::parse("/-/ui/packages/%ff", "d"), Route::BadPath(_)));
         assert_eq!(ui_base(&p("d"), "d"), "/-/ui/");
         assert_eq!(simple_base(&Scope::Group("7".into()), "d"), "/api/v4/groups/7/-/packages/pypi/simple/");

@@ -124,6 +124,7 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
             handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query()).await
         }
         Route::UiAsset(name) if is_read => Ok(handlers::ui::asset(name)),
+        Route::UiSlash if is_read => Ok(respond::moved_permanently(&format!("{}/", parts.uri.path()))),
         // A person opening the server's address gets the pages for people.
         Route::Upload { .. } if is_read && handlers::ui::is_browser(headers) => Ok(handlers::ui::to_home()),
         Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),

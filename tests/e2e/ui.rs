@@ -150,6 +150,13 @@ fn a_private_project_needs_its_token_in_the_pages_too() {
     let moved = no_redirect.get(larder.url("/-/ui/packages/Corp_Widgets")).send().unwrap();
     assert_eq!(moved.status(), 301);
     assert_eq!(moved.headers()["location"], "/-/ui/packages/corp-widgets");
+    let moved = no_redirect.get(larder.url("/-/ui/packages/Corp_Widgets?all=1")).send().unwrap();
+    assert_eq!(moved.headers()["location"], "/-/ui/packages/corp-widgets?all=1", "the query is kept");
+    let moved = no_redirect.get(larder.url("/-/ui/projects/secret")).send().unwrap();
+    assert_eq!(
+        (moved.status().as_u16(), moved.headers()["location"].to_str().unwrap()),
+        (301, "/-/ui/projects/secret/")
+    );
     assert_eq!(get(&larder.url("/-/ui/packages/a%20b"), BROWSER_ACCEPT, None).status(), 400);
 }
 

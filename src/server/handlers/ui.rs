@@ -86,7 +86,8 @@ pub async fn view(
         UiView::Package(raw) => {
             let name = ProjectName::parse(&raw).map_err(|e| HttpError::bad_request(e.to_string()))?;
             if name.as_str() != raw {
-                return Ok(respond::moved_permanently(&format!("{base}packages/{name}")));
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                return Ok(respond::moved_permanently(&format!("{base}packages/{name}{query}")));
             }
             let all = query_param(query, "all").is_some();
             package(state, reader, &frame, &origin, &simple, &name, all).await?
