@@ -30,16 +30,12 @@ fn u32_at(b: &[u8], i: usize) -> u64 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as u64
 }
 
-/// One `bytes=start-end` request (inclusive); anything but a matching 206 is an error, and the
-/// body of a 200 is never read.
-pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Bytes, Error> {
-    if end < start {
-        return Err(bad(url, "an empty byte range"));
-    }
+/// Sends one Range request; anything but a 206 is an error (the body of a 200 is never read).
+async fn send_range(up: &Upstream, url: &str, range: &str) -> Result<reqwest::Response, Error> {
     let started = std::time::Instant::now();
     let resp = up
         .get(&up.files, url)?
-        .header(header::RANGE, format!("bytes={start}-{end}"))
+        .header(header::RANGE, range)
         .header(header::ACCEPT_ENCODING, "identity")
         .send()
         .await
@@ -48,6 +44,16 @@ pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) ->
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return Err(bad(url, format!("no range support (answered {} to a Range request)", resp.status())));
     }
+    Ok(resp)
+}
+
+/// One `bytes=start-end` request (inclusive); anything but a matching 206 is an error, and the
+/// body of a 200 is never read.
+pub(super) async fn get_range(up: &Upstream, url: &str, start: u64, end: u64) -> Result<Bytes, Error> {
+    if end < start {
+        return Err(bad(url, "an empty byte range"));
+    }
+    let resp = send_range(up, url, &format!("bytes={start}-{end}")).await?;
     // Never more than asked for: a hostile upstream's 206 is read in pieces, up to the range.
     let want = end - start + 1;
     if resp.content_length().is_some_and(|n| n != want) {
@@ -75,18 +81,7 @@ async fn read_range_body(mut resp: reqwest::Response, want: u64, url: &str) -> R
 /// round trip first when the page does not list the size. Anything but a 206 with a matching
 /// `Content-Range` is an error.
 async fn get_suffix(up: &Upstream, url: &str, n: u64) -> Result<(Bytes, u64), Error> {
-    let started = std::time::Instant::now();
-    let resp = up
-        .get(&up.files, url)?
-        .header(header::RANGE, format!("bytes=-{n}"))
-        .header(header::ACCEPT_ENCODING, "identity")
-        .send()
-        .await
-        .map_err(|e| Error::from_reqwest(url, e))?;
-    super::record("range", started);
-    if resp.status() != StatusCode::PARTIAL_CONTENT {
-        return Err(bad(url, format!("no range support (answered {} to a Range request)", resp.status())));
-    }
+    let resp = send_range(up, url, &format!("bytes=-{n}")).await?;
     // `bytes <start>-<end>/<size>`
     let (start, end, size) = resp
         .headers()
