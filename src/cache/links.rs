@@ -30,6 +30,13 @@ pub fn links_in(records: &Records) -> HashMap<String, String> {
         .collect()
 }
 
+/// A wheel with a sha256, no metadata hash yet, and METADATA not known to be unreadable.
+fn on_demand_with(unreadable: &HashSet<String>, file: &DistFile) -> bool {
+    file.filename.ends_with(".whl")
+        && file.core_metadata.is_none()
+        && file.sha256().is_some_and(|sha| !unreadable.contains(sha))
+}
+
 pub struct MetadataLinks {
     /// The bounded store: extracted metadata is pinned there (it exists nowhere else).
     store: Arc<Bounded>,
@@ -64,10 +71,7 @@ impl MetadataLinks {
 
     /// May this wheel's `.metadata` be read on demand (and so be advertised as `true`)?
     pub fn on_demand(&self, file: &DistFile) -> bool {
-        self.on_demand
-            && file.filename.ends_with(".whl")
-            && file.core_metadata.is_none()
-            && file.sha256().is_some_and(|sha| !self.unreadable.read().expect("links lock").contains(sha))
+        self.on_demand && on_demand_with(&self.unreadable.read().expect("links lock"), file)
     }
 
     /// This wheel's METADATA cannot be read: stop advertising it on demand.
@@ -113,8 +117,10 @@ impl MetadataLinks {
             }
         }
         drop((links, targets));
+        // One lock for the page, not one per file (a page may list 10,000).
+        let unreadable = self.unreadable.read().expect("links lock");
         for f in page.files.iter_mut() {
-            f.metadata_on_demand = self.on_demand(f);
+            f.metadata_on_demand = self.on_demand && on_demand_with(&unreadable, f);
         }
     }
 
