@@ -547,3 +547,32 @@ impl SpoolReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A Range joining a download is answered while the download is still under way, as soon
+    /// as the spool holds its bytes (issue 11); never from bytes not yet written, and not at
+    /// all from a failed download.
+    #[tokio::test]
+    async fn a_range_is_read_from_the_spool_mid_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("x.part");
+        let data: Vec<u8> = (0..100u8).collect();
+        std::fs::write(&spool, &data[..50]).unwrap();
+        let (tx, rx) = watch::channel(FillState::Streaming { written: 5, total: Some(100) });
+        let fill = Arc::new(Fill { state: rx, spool });
+        // Bytes 10..=19 are not written yet: no answer.
+        let early = tokio::time::timeout(Duration::from_millis(100), fill.range(10, 19)).await;
+        assert!(early.is_err(), "answered before the bytes were there");
+        // Written up to 50, the download still under way: answered now, not at the end.
+        tx.send_replace(FillState::Streaming { written: 50, total: Some(100) });
+        let bytes = tokio::time::timeout(Duration::from_secs(5), fill.range(10, 19)).await.unwrap().unwrap();
+        assert_eq!(bytes.as_ref(), &data[10..20]);
+        // Beyond what a failed download wrote: nothing.
+        tx.send_replace(FillState::Failed(Arc::new(Error::NoMetadata("test".into()))));
+        assert!(fill.range(60, 69).await.is_none());
+    }
+}
