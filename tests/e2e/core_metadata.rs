@@ -30,6 +30,27 @@ fn upstream_without_metadata() -> (MockUpstream, Vec<(String, Vec<u8>)>) {
     (up, wheels)
 }
 
+/// `uv pip compile` of `app` (from `upstream_without_metadata`) through `larder`, with a cold
+/// cache; checks that it resolved the whole tree.
+fn uv_compile_app(scratch: &std::path::Path, larder: &Larder) {
+    let reqs = scratch.join("requirements.in");
+    std::fs::write(&reqs, "app\n").unwrap();
+    let python = venv_bin("python");
+    let args = [
+        "pip",
+        "compile",
+        "--python",
+        python.to_str().unwrap(),
+        "--index-url",
+        &larder.index(),
+        reqs.to_str().unwrap(),
+    ];
+    let out = uv(scratch, &args);
+    assert_ok(&out, "uv pip compile");
+    let resolved = String::from_utf8_lossy(&out.stdout);
+    assert!(resolved.contains("lib-core==2.1") && resolved.contains("lib-extra==0.3"), "{resolved}");
+}
+
 /// Counts the wheel bodies (not `.metadata`) Larder served, from its request log: GET lines
 /// whose `path=` field ends in `.whl`. (An earlier version matched `.whl peer=`, which stopped
 /// occurring when the span gained fields, so it always counted 0; the warm-up below now
@@ -75,24 +96,7 @@ fn extracted_metadata_is_advertised_and_uv_compile_downloads_no_wheels() {
 
     // A cold uv resolves through the warm Larder without a single wheel body.
     let before = wheel_downloads(&larder.log());
-    let reqs = scratch.path().join("requirements.in");
-    std::fs::write(&reqs, "app\n").unwrap();
-    let python = venv_bin("python");
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "compile",
-            "--python",
-            python.to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            reqs.to_str().unwrap(),
-        ],
-    );
-    assert_ok(&out, "uv pip compile");
-    let resolved = String::from_utf8_lossy(&out.stdout);
-    assert!(resolved.contains("lib-core==2.1") && resolved.contains("lib-extra==0.3"), "{resolved}");
+    uv_compile_app(scratch.path(), &larder);
     assert_eq!(wheel_downloads(&larder.log()) - before, 0, "uv read .metadata only");
     // And pip, with a fresh cache, fetches .metadata too.
     let log_before = larder.log().len();
@@ -176,24 +180,7 @@ fn cold_ranges_pass_through_and_uv_compile_downloads_no_wheels() {
     let dir = tempfile::tempdir().unwrap();
     let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
     let scratch = tempfile::tempdir().unwrap();
-    let reqs = scratch.path().join("requirements.in");
-    std::fs::write(&reqs, "app\n").unwrap();
-    let python = venv_bin("python");
-    let out = uv(
-        scratch.path(),
-        &[
-            "pip",
-            "compile",
-            "--python",
-            python.to_str().unwrap(),
-            "--index-url",
-            &larder.index(),
-            reqs.to_str().unwrap(),
-        ],
-    );
-    assert_ok(&out, "uv pip compile");
-    let resolved = String::from_utf8_lossy(&out.stdout);
-    assert!(resolved.contains("lib-core==2.1") && resolved.contains("lib-extra==0.3"), "{resolved}");
+    uv_compile_app(scratch.path(), &larder);
     let whole = |r: &&String| r.starts_with("GET ") && r.contains(".whl") && !r.contains(" range=");
     assert_eq!(up.requests().iter().filter(whole).count(), 0, "no wheel downloaded whole: {:?}", up.requests());
     assert!(up.requests().iter().any(|r| r.contains(".whl range=")), "uv's ranges went upstream");
