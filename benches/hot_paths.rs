@@ -26,6 +26,7 @@ fn big_page() -> ProjectPage {
     let files = (0..FILES)
         .map(|i| DistFile {
             metadata_on_demand: false,
+            provenance: None,
             filename: format!("numpy-1.{i}-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"),
             url: format!("https://files.example/packages/aa/bb/numpy-1.{i}.whl"),
             hashes: BTreeMap::from([("sha256".to_string(), sha(i))]),
@@ -40,13 +41,14 @@ fn big_page() -> ProjectPage {
         name: ProjectName::parse("numpy").unwrap(),
         files,
         versions: Some((0..FILES).map(|i| format!("1.{i}")).collect()),
+        status: None,
     }
 }
 
 #[divan::bench]
 fn render_10k_file_page(bencher: divan::Bencher) {
     let page = big_page();
-    bencher.with_inputs(|| page.clone()).bench_values(RenderedPage::new);
+    bencher.with_inputs(|| page.clone()).bench_values(|p| RenderedPage::new(p, 0));
 }
 
 #[divan::bench]
@@ -83,7 +85,7 @@ fn parse_upstream_html_10k(bencher: divan::Bencher) {
 fn parse_upstream_json_10k(bencher: divan::Bencher) {
     let page = big_page();
     // An upstream JSON page has the same shape as Larder's own rendering.
-    let json = larder::index::json::render_project(&page);
+    let json = larder::index::json::render_project(&page, None);
     let name = page.name.clone();
     let url = url::Url::parse("https://up.example/simple/numpy/").unwrap();
     bencher

@@ -42,6 +42,7 @@ fn sha(b: &[u8]) -> String {
 
 fn dist(name: &str, bytes: &[u8], upstream: &str) -> DistFile {
     DistFile {
+        provenance: None,
         metadata_on_demand: false,
         filename: name.to_string(),
         url: format!("{upstream}files/{name}"),
@@ -85,11 +86,11 @@ async fn generate(dir: &Path, upstream: &str) {
 
 async fn put_page(store: &LocalStore, name: &str, files: Vec<DistFile>) {
     let name = ProjectName::parse(name).unwrap();
-    let mut page = ProjectPage { name: name.clone(), files, versions: None };
+    let mut page = ProjectPage { name: name.clone(), files, versions: None, status: None };
     page.sort();
     // The bench upstream answers 304 to this ETag: pages loaded from disk revalidate cheaply.
     let validators = Validators { etag: Some("\"gen\"".into()), last_modified: None };
-    let record = PageRecord { page, validators, confirmed_unix: 4_000_000_000 };
+    let record = PageRecord { page, validators, confirmed_unix: 4_000_000_000, changed_unix: 0, upstream: None };
     store.put_record(&RecordKey::Page(name).to_string(), serde_json::to_vec(&record).unwrap()).await.unwrap();
 }
 

@@ -55,7 +55,11 @@ pub fn reader(config: &Config, headers: &HeaderMap, scope: &Scope) -> Result<Rea
     if private {
         check_token(config, headers, scope, false)?;
     }
-    Ok(Reader { projects: scope_projects(config, scope), private })
+    let rules = match scope {
+        Scope::Project(id) => config.rules.for_project(id),
+        Scope::Group(id) => config.rules.for_group(id),
+    };
+    Ok(Reader { projects: scope_projects(config, scope), private, rules })
 }
 
 /// Writes (upload, yank, delete) go to one project, never a group (groups are read-only views,

@@ -289,6 +289,12 @@ pub struct Settings {
     #[arg(long, env = "LARDER_MAX_ARCHIVE_UNPACKED", value_name = "SIZE")]
     pub max_archive_unpacked: Option<String>,
 
+    /// Hold back upstream files uploaded more recently than this, e.g. `7d` (release cooldown:
+    /// a compromised release is usually found and yanked within days). Uses the upstream's
+    /// upload times (PEP 700); private uploads are never held back. [default: none]
+    #[arg(long, env = "LARDER_MIN_RELEASE_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub min_release_age: Option<Duration>,
+
     /// Project names that may be uploaded although the upstream has them (comma-separated).
     /// Without this, such uploads are refused: a private upload masks the upstream project.
     #[arg(long, env = "LARDER_ALLOW_SHADOWING", value_name = "NAMES", value_delimiter = ',')]

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -59,6 +60,35 @@ pub struct FileConfig {
     pub projects: BTreeMap<String, ProjectConfig>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
+    /// More upstreams, each owning the names its `projects` patterns match (issue 14).
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default, with = "humantime_serde")]
+    pub min_release_age: Option<Duration>,
+    pub min_release_age_exempt: Option<Vec<String>>,
+    pub min_release_age_unknown: Option<crate::policy::UnknownUploadTime>,
+    /// Block list entries; reloaded on SIGHUP.
+    #[serde(default)]
+    pub block: Vec<crate::policy::BlockConfig>,
+}
+
+/// `[[upstreams]]`: another index, owning the project names its patterns match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Used in `[projects.<id>] upstreams`, metrics and logs.
+    pub name: String,
+    /// Its simple-API base URL.
+    pub url: url::Url,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The environment variable holding the password (keeps it out of the file).
+    pub password_env: Option<String>,
+    /// Project names, or patterns with `*`, served from this upstream alone.
+    pub projects: Vec<String>,
+    /// The cooldown for names from this upstream, unless a project sets its own.
+    #[serde(default, with = "humantime_serde")]
+    pub min_release_age: Option<Duration>,
 }
 
 /// `[[tokens]]`: an access token, sent as the password of HTTP Basic auth (any username).
@@ -95,6 +125,39 @@ pub struct ProjectConfig {
     /// Reads need a token with the `read` scope.
     #[serde(default)]
     pub private: bool,
+    /// The upstreams this project is served from (`default` is `upstream = …`); `[]`: none,
+    /// a purely private project. Default: all. A name whose owner is not listed is not
+    /// found here; it is never fetched from another upstream instead.
+    pub upstreams: Option<Vec<String>>,
+    /// This project's cooldown, over the upstream's and the global one; "0s" turns it off.
+    #[serde(default, with = "humantime_serde")]
+    pub min_release_age: Option<Duration>,
+    /// Names never held back in this project.
+    #[serde(default)]
+    pub min_release_age_exempt: Vec<String>,
+    /// PEP 792 status of this project's private packages: `archived` (uploads refused) or
+    /// `deprecated`.
+    pub status: Option<PrivateStatus>,
+    pub status_reason: Option<String>,
+}
+
+/// The statuses a private project can be given (PEP 792).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivateStatus {
+    Active,
+    Archived,
+    Deprecated,
+}
+
+impl PrivateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivateStatus::Active => "active",
+            PrivateStatus::Archived => "archived",
+            PrivateStatus::Deprecated => "deprecated",
+        }
+    }
 }
 
 /// `[groups.<id>]`: a read-only view over the private packages of some projects.
@@ -164,6 +227,14 @@ pub struct Config {
     pub tokens: Vec<Token>,
     pub projects: BTreeMap<String, ProjectConfig>,
     pub groups: BTreeMap<String, GroupConfig>,
+    /// The `[[upstreams]]` entries, in matching order (the default upstream is `upstream`).
+    pub upstream_routes: Vec<crate::upstream::RouteConfig>,
+    /// Cooldowns, per-project upstreams and statuses (issue 14).
+    pub rules: Arc<crate::policy::Rules>,
+    /// The block list as configured (checked here; the engine keeps the live one).
+    pub block: Vec<crate::policy::BlockConfig>,
+    /// The config file read, if any: SIGHUP reads its block list again.
+    pub config_file: Option<PathBuf>,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
@@ -171,18 +242,35 @@ const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
 impl Config {
     /// Reads the config file (the one named, or `config/larder.toml` when present) and merges.
     pub fn load(settings: &Settings) -> anyhow::Result<Config> {
-        let file = match &settings.config {
+        let path = match &settings.config {
+            Some(path) => Some(path.clone()),
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
+            None => None,
+        };
+        let file = match &path {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
             None => FileConfig::default(),
         };
         let env_token = std::env::var("LARDER_TOKEN").ok().filter(|t| !t.is_empty());
-        Config::merge(file, settings, env_token)
+        let mut config = Config::merge(file, settings, env_token)?;
+        config.config_file = path;
+        Ok(config)
+    }
+
+    /// The block list of the config file as it is now (SIGHUP): the only setting that
+    /// changes without a restart.
+    pub fn reload_block_list(&self) -> anyhow::Result<crate::policy::BlockList> {
+        let file = match &self.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Flags and environment (`settings`) over the file over defaults. `env_token` is
     /// `LARDER_TOKEN`: one read+write token for every project (the CI sidecar's).
     pub fn merge(file: FileConfig, s: &Settings, env_token: Option<String>) -> anyhow::Result<Config> {
+        let rules = resolve_rules(&file, s)?;
         let mut tokens = Vec::new();
         for t in &file.tokens {
             let secret = match (&t.secret, &t.secret_env) {
@@ -226,17 +314,66 @@ impl Config {
             s.upstream_username.clone().or(file.upstream_username),
             s.upstream_password.clone().or(file.upstream_password),
         )?;
+        let upstream_timeout = s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30));
+        let max_upstream_connections = s.max_upstream_connections.or(file.max_upstream_connections).unwrap_or(32);
         let size = |name: &str, flag: &Option<String>, file: Option<String>, default: &str| -> anyhow::Result<u64> {
             let raw = flag.clone().or(file).unwrap_or_else(|| default.to_string());
             parse_size(&raw).map_err(|e| anyhow::anyhow!("{name}: {e}"))
         };
+        let max_page_bytes = size("max_page_size", &s.max_page_size, file.max_page_size.clone(), "64MiB")?;
+        let max_file_bytes = size("max_file_size", &s.max_file_size, file.max_file_size.clone(), "20GiB")?;
+        let mut upstream_routes = Vec::new();
+        for u in &file.upstreams {
+            let at = |what: String| anyhow::anyhow!("[[upstreams]] `{}`: {what}", u.name);
+            anyhow::ensure!(
+                crate::scope::is_valid_id(&u.name) && u.name != crate::upstream::routes::DEFAULT,
+                "[[upstreams]]: invalid name `{}`; use letters, digits, '.', '_', '-' (and not `default`, the name of `upstream`)",
+                u.name
+            );
+            anyhow::ensure!(
+                !upstream_routes.iter().any(|r: &crate::upstream::RouteConfig| r.name == u.name),
+                "[[upstreams]]: the name `{}` is used twice",
+                u.name
+            );
+            anyhow::ensure!(
+                !u.projects.is_empty(),
+                "[[upstreams]] `{}`: list the project names it serves in `projects`",
+                u.name
+            );
+            let password = match (&u.password, &u.password_env) {
+                (p, None) => p.clone(),
+                (None, Some(var)) => {
+                    Some(std::env::var(var).map_err(|_| at(format!("environment variable `{var}` is not set")))?)
+                }
+                (Some(_), Some(_)) => return Err(at("set at most one of `password` and `password_env`".into())),
+            };
+            let (base, credentials) = split_credentials(Some(u.url.clone()), u.username.clone(), password)?;
+            let projects = u
+                .projects
+                .iter()
+                .map(|p| crate::index::NamePattern::parse(p).map_err(at))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            upstream_routes.push(crate::upstream::RouteConfig {
+                name: u.name.clone(),
+                projects,
+                settings: crate::upstream::UpstreamSettings {
+                    base: base.expect("given"),
+                    credentials,
+                    timeout: upstream_timeout,
+                    max_connections: max_upstream_connections,
+                    max_page_bytes,
+                    max_file_bytes,
+                },
+            });
+        }
+        crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))?;
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream,
             upstream_credentials,
-            max_upstream_connections: s.max_upstream_connections.or(file.max_upstream_connections).unwrap_or(32),
-            max_page_bytes: size("max_page_size", &s.max_page_size, file.max_page_size, "64MiB")?,
-            max_file_bytes: size("max_file_size", &s.max_file_size, file.max_file_size, "20GiB")?,
+            max_upstream_connections,
+            max_page_bytes,
+            max_file_bytes,
             offline: s.offline.or(file.offline).unwrap_or(false),
             tls: match (s.tls_cert.clone().or(file.tls_cert), s.tls_key.clone().or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some((cert, key)),
@@ -247,7 +384,7 @@ impl Config {
             index_ttl: s.index_ttl.or(file.index_ttl).unwrap_or(Duration::from_secs(600)),
             stale_if_error: s.stale_if_error.or(file.stale_if_error).unwrap_or(Duration::from_secs(7 * 86400)),
             not_found_ttl: s.not_found_ttl.or(file.not_found_ttl).unwrap_or(Duration::from_secs(60)),
-            upstream_timeout: s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30)),
+            upstream_timeout,
             // Defaults that keep a busy server under ~200 MiB (the 1,000-client load: issue 10).
             page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(32) * 1024 * 1024,
             file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(16) * 1024 * 1024,
@@ -273,8 +410,63 @@ impl Config {
             tokens,
             projects: file.projects,
             groups: file.groups,
+            upstream_routes,
+            rules: Arc::new(rules),
+            block: file.block,
+            config_file: None,
         })
     }
+}
+
+/// Resolves the cooldowns, per-project upstreams and statuses, checking every name.
+fn resolve_rules(file: &FileConfig, s: &Settings) -> anyhow::Result<crate::policy::Rules> {
+    use crate::policy::{Rules, ScopeRules};
+    let patterns = |what: &str, list: &[String]| -> anyhow::Result<Vec<crate::index::NamePattern>> {
+        list.iter().map(|p| crate::index::NamePattern::parse(p).map_err(|e| anyhow::anyhow!("{what}: {e}"))).collect()
+    };
+    let known = |name: &str| name == crate::upstream::routes::DEFAULT || file.upstreams.iter().any(|u| u.name == name);
+    let mut rules = Rules {
+        min_release_age: s.min_release_age.or(file.min_release_age),
+        exempt: patterns("min_release_age_exempt", file.min_release_age_exempt.as_deref().unwrap_or_default())?,
+        unknown_upload_time: file.min_release_age_unknown.unwrap_or_default(),
+        upstream_ages: file.upstreams.iter().filter_map(|u| Some((u.name.clone(), u.min_release_age?))).collect(),
+        ..Rules::default()
+    };
+    let mut next_id = 1;
+    for (id, p) in &file.projects {
+        let what = format!("[projects.{id}]");
+        let upstreams = match &p.upstreams {
+            None => None,
+            Some(list) => {
+                for u in list {
+                    anyhow::ensure!(
+                        known(u),
+                        "{what} upstreams: no upstream is named `{u}` (names: default, or a [[upstreams]] name)"
+                    );
+                }
+                Some(list.iter().cloned().collect())
+            }
+        };
+        let status = p.status.map(|st| crate::index::ProjectStatus {
+            status: st.as_str().to_string(),
+            reason: p.status_reason.clone().filter(|r| !r.trim().is_empty()),
+        });
+        let scope = ScopeRules {
+            id: next_id,
+            upstreams,
+            min_release_age: p.min_release_age,
+            exempt: patterns(&format!("{what} min_release_age_exempt"), &p.min_release_age_exempt)?,
+            status,
+        };
+        next_id += 1;
+        rules.projects.insert(id.clone(), Arc::new(scope));
+    }
+    for (id, g) in &file.groups {
+        let members: Vec<Arc<ScopeRules>> = g.projects.iter().map(|p| rules.for_project(p)).collect();
+        rules.groups.insert(id.clone(), Arc::new(Rules::combine(next_id, &members)));
+        next_id += 1;
+    }
+    Ok(rules)
 }
 
 /// Moves userinfo out of the upstream URL: credentials given apart win over those in the URL.
@@ -304,7 +496,16 @@ fn split_credentials(
 }
 
 impl Config {
-    /// The upstream client's settings, when an upstream is configured.
+    /// The default upstream (`upstream = …`) as a route, when one is configured.
+    pub fn default_route(&self) -> Option<crate::upstream::RouteConfig> {
+        Some(crate::upstream::RouteConfig {
+            name: crate::upstream::routes::DEFAULT.to_string(),
+            projects: Vec::new(),
+            settings: self.upstream_settings()?,
+        })
+    }
+
+    /// The default upstream client's settings, when an upstream is configured.
     pub fn upstream_settings(&self) -> Option<crate::upstream::UpstreamSettings> {
         Some(crate::upstream::UpstreamSettings {
             base: self.upstream.clone()?,

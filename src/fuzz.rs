@@ -112,6 +112,7 @@ fn page_strategy() -> impl Strategy<Value = ProjectPage> {
     )
         .prop_map(|(name, sha, rp, yank, md, size)| DistFile {
             metadata_on_demand: false,
+            provenance: None,
             url: format!("https://up.example/files/{name}"),
             hashes: sha.into_iter().map(|s| ("sha256".to_string(), s)).collect(),
             requires_python: rp.filter(|s| !s.is_empty()),
@@ -125,7 +126,7 @@ fn page_strategy() -> impl Strategy<Value = ProjectPage> {
             filename: name,
         });
     prop::collection::vec(file, 0..12).prop_map(|files| {
-        let mut page = ProjectPage { name: ProjectName::parse("demo").unwrap(), files, versions: None };
+        let mut page = ProjectPage { name: ProjectName::parse("demo").unwrap(), files, versions: None, status: None };
         page.sort();
         page
     })
@@ -252,10 +253,10 @@ proptest! {
     fn pages_round_trip_through_both_renderings(page in page_strategy()) {
         let name = page.name.clone();
         let base = url::Url::parse("https://larder.example/simple/demo/").unwrap();
-        let html = crate::index::html::render_project(&page);
+        let html = crate::index::html::render_project(&page, Some("https://h/files/"));
         let from_html = crate::upstream::html::parse_project(html.as_bytes(), &name, &base).unwrap();
         prop_assert_eq!(essentials(&from_html), essentials(&page));
-        let json = crate::index::json::render_project(&page);
+        let json = crate::index::json::render_project(&page, Some("https://h/files/"));
         let from_json = crate::index::json::parse_project(&json, &name, &base).unwrap();
         prop_assert_eq!(essentials(&from_json), essentials(&page));
         for f in from_html.files.iter().chain(&from_json.files) {

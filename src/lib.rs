@@ -19,6 +19,9 @@
 //!   wrapper). `upstream`: the upstream index client; `guard` (redirects, addresses, redaction).
 //! - `index`: the page model, rendered to PEP 503 HTML and PEP 691 JSON (`RenderedPage`);
 //!   `name`, `filename` (the one distribution-filename parser), `media_type`.
+//! - `policy`: what a scope may be given of the upstreams: per-project upstreams, release
+//!   cooldown, block lists (reloadable), project status; a pure page filter the engine caches.
+//!   `upstream::routes` decides which upstream owns a name.
 //! - `metadata` (METADATA / PKG-INFO out of distributions), `archive` (bounded tar/zip reading),
 //!   `coalesce` (one coalescer), `clock`, `digest`, `scope`, `lockfile`, `bundle` (air-gap
 //!   bundles).
@@ -41,6 +44,7 @@ pub mod digest;
 pub mod index;
 pub(crate) mod lockfile;
 pub(crate) mod metadata;
+pub mod policy;
 pub(crate) mod scope;
 pub mod server;
 pub mod state;

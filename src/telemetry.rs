@@ -29,9 +29,12 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Page and file answers by cache outcome (HIT, MISS, STALE, REVALIDATED)"
     );
     metrics::describe_counter!("larder_bytes_served_total", "Response body bytes by where they came from");
-    metrics::describe_counter!("larder_upstream_requests_total", "Requests sent upstream, by kind");
-    metrics::describe_histogram!("larder_upstream_seconds", "Upstream response time (headers), by kind");
-    metrics::describe_counter!("larder_upstream_bytes_total", "File bytes downloaded from upstream");
+    metrics::describe_counter!("larder_upstream_requests_total", "Requests sent upstream, by kind and upstream");
+    metrics::describe_histogram!("larder_upstream_seconds", "Upstream response time (headers), by kind and upstream");
+    metrics::describe_counter!("larder_upstream_bytes_total", "File bytes downloaded from upstream, by upstream");
+    metrics::describe_counter!("larder_blocked_total", "Requests refused by the block list, by kind (project, file)");
+    metrics::describe_gauge!("larder_block_rules", "Entries in the block list in force");
+    metrics::describe_counter!("larder_held_back_total", "File requests refused because of min_release_age");
     metrics::describe_counter!("larder_coalesced_waits_total", "Requests that joined a download already under way");
     metrics::describe_counter!("larder_metadata_extracted_total", "Wheels whose METADATA Larder extracted itself");
     metrics::describe_counter!(

@@ -11,20 +11,22 @@ use std::sync::Arc;
 use super::fill::{Fill, FillRequest, FillState};
 use super::private::Visibility;
 use super::records::{self, RecordKey};
+use super::views::Source;
 use super::{Cache, Error, Outcome, Reader};
-use crate::index::{DistFile, FileKey, ProjectName, RenderedPage, filename};
+use crate::index::{DistFile, FileKey, ProjectName, RenderedPage};
 use crate::store::Blob;
+use crate::upstream::Upstream;
 
 /// Where a file's bytes come from.
 pub enum FileAnswer {
     /// In the store.
-    Stored { blob: Blob, sha256: String, outcome: Outcome },
+    Stored { blob: Blob, sha256: String, outcome: Outcome, modified: Option<u64> },
     /// Being downloaded: stream it from the fill, or wait for it. `sha256` is the hash the page
     /// lists, when it lists one.
-    Filling { fill: Arc<Fill>, sha256: Option<String> },
+    Filling { fill: Arc<Fill>, sha256: Option<String>, modified: Option<u64> },
     /// Not stored and not being downloaded, for a request that wants part of it (Range, or
     /// HEAD): answer from the upstream without starting a download (issue 11).
-    Upstream { url: String, sha256: Option<String>, size: Option<u64> },
+    Upstream { url: String, sha256: Option<String>, size: Option<u64>, upstream: Box<Upstream> },
 }
 
 /// What a file request wants: the whole file (a download starts on a miss), or a part of it
@@ -33,6 +35,10 @@ pub enum FileAnswer {
 pub enum Want {
     Whole,
     Part,
+}
+
+fn uploaded(file: &DistFile) -> Option<u64> {
+    file.upload_time.as_deref().and_then(crate::index::parse_upload_time)
 }
 
 fn not_listed(dist_name: &str, key: &FileKey) -> Error {
@@ -57,13 +63,47 @@ impl Cache {
         Ok(Some(blob))
     }
 
-    async fn answer_stored(&self, sha: &str, outcome: Outcome) -> Result<Option<FileAnswer>, Error> {
-        Ok(self.stored(sha).await?.map(|blob| FileAnswer::Stored { blob, sha256: sha.to_string(), outcome }))
+    /// `modified`: the upload time of the file it is (its `Last-Modified`, HDR-2).
+    async fn answer_stored(
+        &self,
+        sha: &str,
+        outcome: Outcome,
+        modified: Option<u64>,
+    ) -> Result<Option<FileAnswer>, Error> {
+        Ok(self.stored(sha).await?.map(|blob| FileAnswer::Stored { blob, sha256: sha.to_string(), outcome, modified }))
     }
 
-    /// The private page of the project `dist_name` belongs to, when that name is claimed here.
-    fn claimed_page(&self, reader: &Reader, dist_name: &str) -> Option<Arc<RenderedPage>> {
-        self.private.claimed_by_file(&reader.projects, dist_name).map(|(_, page)| page)
+    /// The claimed name and private page `dist_name` belongs to, when it is claimed here.
+    fn claimed(&self, reader: &Reader, dist_name: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
+        self.private.claimed_by_file(&reader.projects, dist_name)
+    }
+
+    /// An upstream file `reader` may have: its project not blocked, its upstream one the scope
+    /// uses, the file itself neither blocked nor held back.
+    pub(super) fn check_upstream_file(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        file: &DistFile,
+    ) -> Result<(), Error> {
+        self.check_project(name)?;
+        let owner = self.owner_for(reader, name)?;
+        let owner = owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT);
+        self.check_file(reader, name, file, Source::Upstream(owner))
+    }
+
+    /// `check_upstream_file`, and the client of the upstream to fetch it from.
+    pub(super) fn allow_upstream_file(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        file: &DistFile,
+    ) -> Result<Upstream, Error> {
+        self.check_upstream_file(reader, name, file)?;
+        self.upstreams.client(name).cloned().ok_or_else(|| {
+            let why = if self.config.offline { "Larder is offline" } else { "no upstream is configured for it" };
+            Error::NotFound(format!("{why}, and `{}` is not in the cache", file.filename))
+        })
     }
 
     fn hidden(&self, reader: &Reader, sha: &str) -> bool {
@@ -81,13 +121,12 @@ impl Cache {
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
         // DC-2: a name claimed by a private upload is served from its private files alone.
-        if let Some(page) = self.claimed_page(reader, dist_name) {
-            let sha = page
-                .file(key)
-                .filter(|f| f.filename == dist_name)
-                .and_then(|f| f.sha256().map(str::to_string))
-                .ok_or_else(|| not_listed(dist_name, key))?;
-            return self.answer_stored(&sha, Outcome::Hit).await?.ok_or_else(|| {
+        if let Some((name, page)) = self.claimed(reader, dist_name) {
+            let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
+            self.check_project(&name)?;
+            self.check_file(reader, &name, file, Source::Private)?;
+            let sha = file.sha256().map(str::to_string).ok_or_else(|| not_listed(dist_name, key))?;
+            return self.answer_stored(&sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(|| {
                 Error::NotFound(format!("`{dist_name}` is a private file missing from the store; upload it again"))
             });
         }
@@ -105,50 +144,65 @@ impl Cache {
                 return Err(not_listed(dist_name, key));
             }
             // Hit: an upstream page Larder has lists it; no upstream request.
-            if self.pages.is_listed_locally(key, dist_name).await
-                && let Some(answer) = self.answer_stored(sha, Outcome::Hit).await?
-            {
-                return Ok(answer);
+            if let Some((name, page)) = self.pages.listed_locally(key, dist_name).await {
+                let file = page.file(key).expect("listed under this key");
+                self.check_upstream_file(reader, &name, file)?;
+                if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded(file)).await? {
+                    return Ok(answer);
+                }
             }
         }
         // Miss: find the file on its project's page, then fill. Misses tell the prefetcher
         // which platforms the clients run (hits pass no lock).
         self.demand.saw(dist_name);
         let (project, dist) = self.find_upstream(key, dist_name).await?;
+        self.check_upstream_file(reader, &project, &dist)?;
         if let Some(sha) = dist.sha256() {
             if self.hidden(reader, sha) {
                 return Err(not_listed(dist_name, key));
             }
             // Listed only now (the page was refreshed), and already stored.
-            if let Some(answer) = self.answer_stored(sha, Outcome::Hit).await? {
+            if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded(&dist)).await? {
                 return Ok(answer);
             }
         }
         let fills = self.fills()?;
-        let request = FillRequest::for_file(key, &dist, self.links.should_extract(&dist).then_some(project));
+        let upstream = self.allow_upstream_file(reader, &project, &dist)?;
+        let request = FillRequest::for_file(&upstream, key, &dist, self.links.should_extract(&dist).then_some(project));
         if want == Want::Part {
             // A download under way serves parts once it has them; else the upstream does.
             if let Some(fill) = fills.in_flight(&request.key) {
-                return Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string) });
+                return Ok(FileAnswer::Filling {
+                    fill,
+                    sha256: dist.sha256().map(str::to_string),
+                    modified: uploaded(&dist),
+                });
             }
             return Ok(FileAnswer::Upstream {
                 url: dist.url.clone(),
                 sha256: dist.sha256().map(str::to_string),
                 size: dist.size,
+                upstream: Box::new(upstream),
             });
         }
         let fill = fills.join(request);
-        Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string) })
+        Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string), modified: uploaded(&dist) })
     }
 
     /// The length of a file not stored, from the upstream (one HEAD, coalesced).
-    pub async fn upstream_len(&self, url: &str) -> Result<u64, Error> {
-        self.fills()?.upstream_len(url).await.map_err(Error::Fill)
+    pub async fn upstream_len(&self, upstream: &Upstream, url: &str) -> Result<u64, Error> {
+        self.fills()?.upstream_len(upstream, url).await.map_err(Error::Fill)
     }
 
     /// Part of a file not stored, from the upstream (one Range request, coalesced; never stored).
-    pub async fn upstream_range(&self, url: &str, start: u64, end: u64) -> Result<bytes::Bytes, Error> {
-        self.fills()?.upstream_range(url, start, end).await.map_err(Error::Fill)
+    pub async fn upstream_range(
+        &self,
+        upstream: &Upstream,
+        url: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, Error> {
+        self.fills()?.upstream_range(upstream, url, start, end).await.map_err(Error::Fill)
     }
 
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
@@ -158,22 +212,26 @@ impl Cache {
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
         }
-        if let Some(page) = self.claimed_page(reader, dist_name) {
-            let md_sha = page.file(key).filter(|f| f.filename == dist_name).and_then(|f| f.core_metadata.clone());
-            let md_sha = md_sha.ok_or_else(no_metadata)?;
-            return self.answer_stored(&md_sha, Outcome::Hit).await?.ok_or_else(no_metadata);
+        if let Some((name, page)) = self.claimed(reader, dist_name) {
+            let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(no_metadata)?;
+            self.check_project(&name)?;
+            self.check_file(reader, &name, file, Source::Private)?;
+            let md_sha = file.core_metadata.clone().ok_or_else(no_metadata)?;
+            return self.answer_stored(&md_sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(no_metadata);
         }
         self.demand.saw(dist_name);
         let (project, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
             Error::NotFound(_) => no_metadata(),
             e => e,
         })?;
+        self.check_upstream_file(reader, &project, &dist)?;
         let md_sha = match dist.core_metadata.clone().or_else(|| dist.sha256().and_then(|sha| self.links.get(sha))) {
             Some(md) => md,
             // Advertised as `true`: read it now (issue 11).
             None if self.links.on_demand(&dist) && !self.hidden(reader, dist.sha256().unwrap_or_default()) => {
                 let fills = self.fills().map_err(|_| no_metadata())?;
-                fills.metadata_on_demand(&project, key, &dist).await.map_err(Error::Fill)?
+                let upstream = self.allow_upstream_file(reader, &project, &dist)?;
+                fills.metadata_on_demand(&upstream, &project, key, &dist).await.map_err(Error::Fill)?
             }
             None => return Err(no_metadata()),
         };
@@ -181,11 +239,13 @@ impl Cache {
         if self.hidden(reader, &md_sha) {
             return Err(no_metadata());
         }
-        if let Some(answer) = self.answer_stored(&md_sha, Outcome::Hit).await? {
+        if let Some(answer) = self.answer_stored(&md_sha, Outcome::Hit, uploaded(&dist)).await? {
             return Ok(answer);
         }
-        let fill = self.fills().map_err(|_| no_metadata())?.join(FillRequest::for_metadata(&dist, &md_sha));
-        Ok(FileAnswer::Filling { fill, sha256: Some(md_sha) })
+        let fills = self.fills().map_err(|_| no_metadata())?;
+        let upstream = self.allow_upstream_file(reader, &project, &dist)?;
+        let fill = fills.join(FillRequest::for_metadata(&upstream, &dist, &md_sha));
+        Ok(FileAnswer::Filling { fill, sha256: Some(md_sha), modified: uploaded(&dist) })
     }
 
     fn fills(&self) -> Result<&Arc<super::fill::Fills>, Error> {
@@ -196,25 +256,27 @@ impl Cache {
     }
 
     /// The project and entry of the upstream page that lists `dist_name` under `key`.
-    async fn find_upstream(&self, key: &FileKey, dist_name: &str) -> Result<(ProjectName, DistFile), Error> {
+    pub(super) async fn find_upstream(&self, key: &FileKey, dist_name: &str) -> Result<(ProjectName, DistFile), Error> {
         self.pages.find_file(key, dist_name).await.map_err(Error::Page)?.ok_or_else(|| not_listed(dist_name, key))
     }
 
     /// Fetches one upstream file (and its upstream metadata) into the store, for `larder
     /// warm`; `Ok(Some(bytes))` when it was downloaded, `Ok(None)` when it was there already.
-    pub async fn warm_file(&self, file: &DistFile) -> Result<Option<u64>, String> {
+    /// `project` is the page it was listed on: its owner is the upstream it comes from.
+    pub async fn warm_file(&self, project: &ProjectName, file: &DistFile) -> Result<Option<u64>, String> {
         let sha = file.sha256().ok_or("the index lists no sha256 for it; Larder cannot verify it")?;
         let fills = self.fills().map_err(|e| e.to_string())?;
+        let upstream = self.upstreams.client(project).ok_or("no upstream is configured for it")?;
         let mut fetched = None;
         if !self.store.has_blob(sha).await.map_err(|e| e.to_string())? {
-            let project = filename::parse(&file.filename).map(|f| f.name).ok();
-            let req = FillRequest::for_file(&file.key(), file, project.filter(|_| self.links.should_extract(file)));
+            let extract = self.links.should_extract(file).then(|| project.clone());
+            let req = FillRequest::for_file(upstream, &file.key(), file, extract);
             fetched = Some(fill_with_retries(fills, req).await?);
         }
         if let Some(md) = &file.core_metadata
             && !self.store.has_blob(md).await.map_err(|e| e.to_string())?
         {
-            fill_with_retries(fills, FillRequest::for_metadata(file, md))
+            fill_with_retries(fills, FillRequest::for_metadata(upstream, file, md))
                 .await
                 .map_err(|e| format!("metadata: {e}"))?;
         }

@@ -46,12 +46,19 @@ pub struct FillRequest {
     /// A wheel without upstream metadata: extract its METADATA once stored (issue 6), and
     /// report this project so that its page is re-rendered to advertise it.
     pub extract_metadata_for: Option<(ProjectName, String)>,
+    /// The upstream that owns the file's project (issue 14: its client, its credentials).
+    pub upstream: Upstream,
 }
 
 impl FillRequest {
     /// The download of a file listed on `project`'s page under `key`; `extract_for` when its
     /// METADATA is to be extracted once stored.
-    pub fn for_file(key: &FileKey, file: &DistFile, extract_for: Option<ProjectName>) -> FillRequest {
+    pub fn for_file(
+        upstream: &Upstream,
+        key: &FileKey,
+        file: &DistFile,
+        extract_for: Option<ProjectName>,
+    ) -> FillRequest {
         FillRequest {
             key: key.to_string(),
             url: file.url.clone(),
@@ -63,12 +70,13 @@ impl FillRequest {
                 FileKey::Sha256(_) => None,
             },
             extract_metadata_for: extract_for.map(|p| (p, file.filename.clone())),
+            upstream: upstream.clone(),
         }
     }
 
     /// The download of the metadata the upstream serves next to `file` (MD-08), checked
     /// against the hash its page lists.
-    pub fn for_metadata(file: &DistFile, metadata_sha256: &str) -> FillRequest {
+    pub fn for_metadata(upstream: &Upstream, file: &DistFile, metadata_sha256: &str) -> FillRequest {
         FillRequest {
             key: metadata_sha256.to_string(),
             url: crate::upstream::metadata_url(&file.url),
@@ -78,6 +86,7 @@ impl FillRequest {
             max_size: Some(crate::metadata::MAX_METADATA),
             alias_record: None,
             extract_metadata_for: None,
+            upstream: upstream.clone(),
         }
     }
 }
@@ -156,7 +165,6 @@ pub struct Fills {
     metadata: Arc<Coalescer<String, Shared<String>>>,
     /// The store, bounded: after a commit, the size limit is enforced.
     store: Arc<Bounded>,
-    upstream: Arc<Upstream>,
     spool_dir: PathBuf,
     links: Arc<MetadataLinks>,
     archive_limits: ArchiveLimits,
@@ -168,7 +176,6 @@ impl Fills {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Bounded>,
-        upstream: Upstream,
         spool_dir: PathBuf,
         links: Arc<MetadataLinks>,
         archive_limits: ArchiveLimits,
@@ -182,7 +189,6 @@ impl Fills {
             ranges: Coalescer::new(tasks.clone()),
             metadata: Coalescer::new(tasks),
             store,
-            upstream: Arc::new(upstream),
             spool_dir,
             links,
             archive_limits,
@@ -202,6 +208,7 @@ impl Fills {
     /// advertise the hash from then on. Coalesced per wheel; returns the metadata's sha256.
     pub async fn metadata_on_demand(
         self: &Arc<Self>,
+        upstream: &Upstream,
         project: &ProjectName,
         key: &FileKey,
         file: &DistFile,
@@ -209,14 +216,16 @@ impl Fills {
         let Some(wheel) = file.sha256().map(str::to_string) else {
             return Err(Arc::new(Error::NoMetadata(format!("`{}` has no sha256 to link metadata to", file.filename))));
         };
-        let (this, project, key, file) = (Arc::clone(self), project.clone(), key.clone(), file.clone());
+        let (this, up, project, key, file) =
+            (Arc::clone(self), upstream.clone(), project.clone(), key.clone(), file.clone());
         self.metadata
-            .run(wheel.clone(), move || async move { this.read_metadata(&wheel, &project, &key, &file).await })
+            .run(wheel.clone(), move || async move { this.read_metadata(&up, &wheel, &project, &key, &file).await })
             .await
     }
 
     async fn read_metadata(
         self: &Arc<Self>,
+        upstream: &Upstream,
         wheel: &str,
         project: &ProjectName,
         key: &FileKey,
@@ -226,7 +235,7 @@ impl Fills {
             return Ok(md);
         }
         let by_ranges =
-            self.upstream.fetch_wheel_metadata(&file.url, file.size).await.map_err(|e| e.to_string()).and_then(|raw| {
+            upstream.fetch_wheel_metadata(&file.url, file.size).await.map_err(|e| e.to_string()).and_then(|raw| {
                 let md = crate::metadata::CoreMetadata::parse(raw)?;
                 if crate::metadata::names_match(&md.name, project.as_str()) {
                     Ok(md.raw)
@@ -244,7 +253,7 @@ impl Fills {
                 tracing::info!(file = %file.filename, %reason, "cannot read METADATA by ranges; downloading the wheel");
             }
         }
-        let fill = self.join(FillRequest::for_file(key, file, None));
+        let fill = self.join(FillRequest::for_file(upstream, key, file, None));
         match fill.finished().await {
             FillState::Done { .. } => {}
             FillState::Failed(e) | FillState::Unstored { error: e, .. } => return Err(Error::Shared(e)),
@@ -282,16 +291,22 @@ impl Fills {
     }
 
     /// The length of an upstream file, by one HEAD request (coalesced).
-    pub async fn upstream_len(&self, url: &str) -> Result<u64, Arc<Error>> {
-        let up = Arc::clone(&self.upstream);
+    pub async fn upstream_len(&self, upstream: &Upstream, url: &str) -> Result<u64, Arc<Error>> {
+        let up = upstream.clone();
         let owned = url.to_string();
         self.lengths.run(url.to_string(), move || async move { Ok(up.file_len(&owned).await?) }).await
     }
 
     /// Bytes `start..=end` of an upstream file, by one Range request (coalesced). The bytes
     /// are the upstream's word: only whole, hash-checked files are ever stored.
-    pub async fn upstream_range(&self, url: &str, start: u64, end: u64) -> Result<bytes::Bytes, Arc<Error>> {
-        let up = Arc::clone(&self.upstream);
+    pub async fn upstream_range(
+        &self,
+        upstream: &Upstream,
+        url: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<bytes::Bytes, Arc<Error>> {
+        let up = upstream.clone();
         let owned = url.to_string();
         self.ranges
             .run((url.to_string(), start, end), move || async move { Ok(up.file_range(&owned, start, end).await?) })
@@ -370,7 +385,7 @@ impl Fills {
     ) -> Result<(String, u64), Error> {
         let url = upstream::guard::redact(&req.url);
         // The permit is held for the whole download: it bounds upstream connections.
-        let (resp, _permit) = self.upstream.fetch_file(&req.url).await?;
+        let (resp, _permit) = req.upstream.fetch_file(&req.url).await?;
         let total = resp.content_length();
         // A hostile upstream must not fill the disk: the page's size, else Content-Length,
         // else the configured maximum, bounds what is written (issue 9).
@@ -380,11 +395,11 @@ impl Fills {
             }
             (Some(listed), _) => (listed, "the page's size"),
             (None, Some(announced)) => (announced, "Content-Length"),
-            (None, None) => (self.upstream.max_file_bytes(), "max_file_size"),
+            (None, None) => (req.upstream.max_file_bytes(), "max_file_size"),
         };
         // An announced size is a promise, not a permission: max_file_size caps it too, and a
         // METADATA file is capped at what extraction accepts.
-        let cap = req.max_size.unwrap_or(u64::MAX).min(self.upstream.max_file_bytes());
+        let cap = req.max_size.unwrap_or(u64::MAX).min(req.upstream.max_file_bytes());
         let (limit, why) = if limit > cap { (cap, "the size limit for such files") } else { (limit, why) };
         let mut file = tokio::fs::File::create(spool).await?;
         tx.send_replace(FillState::Streaming { written: 0, total });
@@ -432,7 +447,8 @@ impl Fills {
         if let Some(alias) = &req.alias_record {
             self.store.put_record(alias, actual.clone().into_bytes()).await?;
         }
-        metrics::counter!("larder_upstream_bytes_total").increment(written);
+        metrics::counter!("larder_upstream_bytes_total", "upstream" => req.upstream.name().to_string())
+            .increment(written);
         Ok((actual, written))
     }
 }

@@ -17,8 +17,10 @@ pub mod links;
 pub mod pages;
 mod prefetch;
 pub mod private;
+mod provenance;
 pub mod records;
 pub(crate) mod upload;
+mod views;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::index::{ProjectName, RenderedPage};
 use crate::store::{self, Store, bounded::Bounded};
-use crate::upstream::Upstream;
+use crate::upstream::Upstreams;
 use fill::Fills;
 use links::MetadataLinks;
 use pages::{PageSettings, PageState, Pages};
@@ -70,6 +72,15 @@ impl Outcome {
 pub struct Reader {
     pub projects: Vec<String>,
     pub private: bool,
+    /// The scope's upstreams, cooldown and status (issue 14).
+    pub rules: Arc<crate::policy::ScopeRules>,
+}
+
+impl Reader {
+    /// A public reader of one project, with its rules (commands read as the default project).
+    pub fn of_project(config: &Config, id: &str) -> Reader {
+        Reader { projects: vec![id.to_string()], private: false, rules: config.rules.for_project(id) }
+    }
 }
 
 /// Every way the engine can fail; `server::error` maps each to one status.
@@ -78,6 +89,9 @@ pub enum Error {
     /// Nothing visible here by that name or key.
     #[error("{0}")]
     NotFound(String),
+    /// On the block list (403).
+    #[error("{0}")]
+    Blocked(String),
     #[error(transparent)]
     Page(Arc<pages::Error>),
     #[error(transparent)]
@@ -137,6 +151,15 @@ pub struct Cache {
     tasks: TaskTracker,
     /// The long-lived loops (prefetcher, relinker), stopped at shutdown.
     loops: Vec<tokio::task::JoinHandle<()>>,
+    /// Which upstream owns which name (issue 14).
+    upstreams: Arc<Upstreams>,
+    /// The block list in force (reloaded on SIGHUP).
+    blocks: Arc<crate::policy::Blocks>,
+    /// Cooldowns are measured on it.
+    clock: Clock,
+    /// Provenance fetches under way, one per URL.
+    provenance_flight:
+        Arc<crate::coalesce::Coalescer<String, crate::coalesce::SharedResult<bytes::Bytes, fill::Error>>>,
 }
 
 impl Cache {
@@ -154,10 +177,9 @@ impl Cache {
         clock: Clock,
     ) -> anyhow::Result<Cache> {
         // Offline: no upstream client exists at all, so nothing can open a connection.
-        let upstream = match config.upstream_settings() {
-            Some(settings) if !config.offline => Some(Upstream::new(settings)?),
-            _ => None,
-        };
+        let upstreams =
+            Arc::new(Upstreams::new(&config.upstream_routes, config.default_route().as_ref(), config.offline)?);
+        let has_upstream = upstreams.any_client();
         let tasks = TaskTracker::new();
         let mut loops = Vec::new();
         // One pass over the record index feeds everything below.
@@ -167,7 +189,7 @@ impl Cache {
         let bounded = Arc::new(Bounded::new(store, limit, &records, records::is_page_key).await?);
         let store: Arc<dyn Store> = bounded.clone();
         // Pages of a server with an upstream advertise `.metadata` for every wheel (issue 11).
-        let on_demand = mode == Mode::Serve && upstream.is_some();
+        let on_demand = mode == Mode::Serve && has_upstream;
         let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
         let private = Arc::new(Private::load(store.clone(), &records).await?);
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
@@ -189,9 +211,9 @@ impl Cache {
             offline: config.offline,
             clock: clock.clone(),
         };
-        let prefetching = mode == Mode::Serve && config.metadata_prefetch && upstream.is_some();
+        let prefetching = mode == Mode::Serve && config.metadata_prefetch && has_upstream;
         let pages = Arc::new(Pages::new(
-            upstream.clone(),
+            upstreams.clone(),
             links.clone(),
             bounded.clone(),
             settings,
@@ -200,11 +222,10 @@ impl Cache {
             prefetching.then_some(announce_tx),
         ));
         let demand = Arc::new(prefetch::Demand::default());
-        if let (true, Some(up)) = (prefetching, &upstream) {
+        if prefetching {
             let settings = prefetch::Settings { versions: config.metadata_prefetch_versions, concurrency: 4 };
             loops.push(tokio::spawn(prefetch::run(
                 announce_rx,
-                up.clone(),
                 links.clone(),
                 settings,
                 relink_tx.clone(),
@@ -217,23 +238,43 @@ impl Cache {
                 relinker.relink(&name).await;
             }
         }));
-        let fills = match upstream {
-            Some(up) => {
+        let fills = match has_upstream {
+            true => {
                 let spool = config.data_dir.join("spool");
                 let limits = config.archive_limits;
-                let fills = Fills::new(bounded.clone(), up, spool, links.clone(), limits, tasks.clone(), relink_tx)?;
+                let fills = Fills::new(bounded.clone(), spool, links.clone(), limits, tasks.clone(), relink_tx)?;
                 if mode == Mode::Serve {
                     fills.clear_spool();
                 }
                 Some(Arc::new(fills))
             }
-            None => None,
+            false => None,
         };
+        let blocks = Arc::new(crate::policy::Blocks::new(
+            crate::policy::BlockList::parse(&config.block).map_err(|e| anyhow::anyhow!(e))?,
+        ));
+        let tasks_for_flights = tasks.clone();
         let hot_files = moka::future::Cache::builder()
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        Ok(Cache { config, store, bounded, pages, private, links, fills, hot_files, demand, tasks, loops })
+        Ok(Cache {
+            config,
+            store,
+            bounded,
+            pages,
+            private,
+            links,
+            fills,
+            hot_files,
+            demand,
+            tasks,
+            loops,
+            upstreams,
+            blocks,
+            clock,
+            provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
+        })
     }
 
     /// Waits for every background task (page writes, downloads, metadata extraction), then
@@ -252,6 +293,10 @@ impl Cache {
         self.bounded.degraded()
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Where the store lives, for logs.
     pub fn location(&self) -> String {
         self.store.location()
@@ -260,15 +305,33 @@ impl Cache {
     /// One project's page as `reader` sees it: its private uploads when the name is claimed in
     /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
     /// upstream's.
+    /// Blocked projects, and names whose upstream the scope does not use, are not found,
+    /// with the reason (issue 14); the rest is filtered by the scope's rules (`views`).
     pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        self.check_project(name)?;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
+            let page = self.view(reader, name, page, views::Source::Private);
             return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
         }
-        self.upstream_page(name).await
+        self.routed_page(reader, name).await
     }
 
-    /// The upstream's page for `name`, from memory, disk or upstream.
+    /// The upstream page for `name` as `reader` sees it: from the name's owner, if the scope
+    /// uses it, filtered by the scope's rules. `larder warm` reads pages this way too.
+    pub async fn routed_page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        self.check_project(name)?;
+        let owner = self.owner_for(reader, name)?;
+        Ok(match self.upstream_page(name).await? {
+            PageAnswer::Found { page, outcome, private_upload } => {
+                let source = views::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
+                PageAnswer::Found { page: self.view(reader, name, page, source), outcome, private_upload }
+            }
+            PageAnswer::NotFound => PageAnswer::NotFound,
+        })
+    }
+
+    /// The upstream's page for `name`, from memory, disk or upstream, unfiltered.
     pub async fn upstream_page(&self, name: &ProjectName) -> Result<PageAnswer, Error> {
         let (cached, outcome) = self.pages.get(name).await.map_err(Error::Page)?;
         Ok(match &cached.state {
@@ -290,7 +353,13 @@ impl Cache {
     /// The names `reader` sees in the project list: those with stored upstream pages, and the
     /// private names of its projects.
     pub fn names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
-        let mut names: BTreeSet<ProjectName> = self.pages.known_names().into_iter().collect();
+        let (blocks, _) = self.blocks.current();
+        let mut names: BTreeSet<ProjectName> = self
+            .pages
+            .known_names()
+            .into_iter()
+            .filter(|n| blocks.project(n).is_none() && self.owner_for(reader, n).is_ok())
+            .collect();
         names.extend(self.private.names(&reader.projects));
         names
     }

@@ -21,7 +21,7 @@ use crate::coalesce::Coalescer;
 use crate::index::{self, DistFile, FileKey, ProjectName, ProjectPage, RenderedPage};
 use crate::store::bounded::Bounded;
 use crate::store::{Records, Store};
-use crate::upstream::{self, PageFetch, Upstream, Validators};
+use crate::upstream::{self, PageFetch, Upstream, Upstreams, Validators};
 
 /// A file miss looks at this many candidate projects at most (legacy sdist names such as
 /// `foo-bar-1.0.tar.gz` may belong to `foo-bar` or `foo`).
@@ -47,7 +47,7 @@ pub struct PageSettings {
 pub enum Error {
     #[error(transparent)]
     Upstream(#[from] upstream::Error),
-    #[error("project `{0}` is not in the cache and no upstream is configured")]
+    #[error("project `{0}` is not in the cache and no upstream is configured for it")]
     NoUpstream(ProjectName),
     #[error(
         "Larder is offline and project `{0}` is not in the cache; warm the cache (larder warm, larder import) before going offline"
@@ -70,6 +70,8 @@ pub struct CachedPage {
     fresh_until: Instant,
     /// Wall-clock time the upstream last sent or confirmed this page; bounds stale serving.
     confirmed_unix: u64,
+    /// Wall-clock time Larder last saw this page change (`Last-Modified`).
+    changed_unix: u64,
     validators: Validators,
     /// Served because the upstream failed.
     stale: bool,
@@ -86,11 +88,11 @@ pub struct Pages {
     /// Metadata Larder extracted itself, advertised on the pages it renders (issue 6).
     links: Arc<MetadataLinks>,
     /// Where fetched pages are announced to the metadata prefetcher, when it runs.
-    announce: Option<mpsc::Sender<(ProjectName, Arc<RenderedPage>)>>,
+    announce: Option<mpsc::Sender<Announced>>,
     flight: Arc<Coalescer<ProjectName, Refresh>>,
     /// The store, bounded: page records count toward its size limit and are evicted like files.
     store: Arc<Bounded>,
-    upstream: Option<Upstream>,
+    upstreams: Arc<Upstreams>,
     settings: PageSettings,
     /// Names with a stored page, for the project list.
     known: RwLock<BTreeSet<ProjectName>>,
@@ -99,6 +101,9 @@ pub struct Pages {
     /// Page writes under way at once (each holds its page until it is on disk).
     writes: Arc<tokio::sync::Semaphore>,
 }
+
+/// A page fetched from an upstream, for the metadata prefetcher: it reads from that upstream.
+pub type Announced = (ProjectName, Arc<RenderedPage>, Upstream);
 
 /// How many page writes may wait for the disk at once.
 const MAX_PAGE_WRITES: usize = 64;
@@ -109,13 +114,13 @@ type Refresh = futures_util::future::Shared<futures_util::future::BoxFuture<'sta
 impl Pages {
     #[allow(clippy::too_many_arguments)] // the engine wires each part in once, in Cache::open
     pub fn new(
-        upstream: Option<Upstream>,
+        upstreams: Arc<Upstreams>,
         links: Arc<MetadataLinks>,
         store: Arc<Bounded>,
         settings: PageSettings,
         records: &Records,
         tasks: TaskTracker,
-        announce: Option<mpsc::Sender<(ProjectName, Arc<RenderedPage>)>>,
+        announce: Option<mpsc::Sender<Announced>>,
     ) -> Pages {
         let known = records
             .with_prefix(records::PAGE_PREFIX)
@@ -138,7 +143,7 @@ impl Pages {
             announce,
             flight: Coalescer::new(tasks.clone()),
             store,
-            upstream,
+            upstreams,
             settings,
             known: RwLock::new(known),
             tasks,
@@ -146,16 +151,17 @@ impl Pages {
         }
     }
 
-    fn announce(&self, name: &ProjectName, page: &Arc<CachedPage>) {
+    fn announce(&self, name: &ProjectName, page: &Arc<CachedPage>, upstream: &Upstream) {
         if let (Some(tx), PageState::Found(r)) = (&self.announce, &page.state) {
-            let _ = tx.try_send((name.clone(), r.clone())); // background work: dropped when the queue is full
+            // Background work: dropped when the queue is full.
+            let _ = tx.try_send((name.clone(), r.clone(), upstream.clone()));
         }
     }
 
-    /// Renders a page with the metadata links applied.
-    fn render(&self, mut page: ProjectPage) -> Arc<RenderedPage> {
+    /// Renders a page with the metadata links applied; `changed_unix` is its Last-Modified.
+    fn render(&self, mut page: ProjectPage, changed_unix: u64) -> Arc<RenderedPage> {
         self.links.apply(&mut page);
-        Arc::new(RenderedPage::new(page))
+        Arc::new(RenderedPage::new(page, changed_unix))
     }
 
     /// Re-renders a page in memory after new metadata links appeared for its files.
@@ -163,9 +169,10 @@ impl Pages {
         let Some(old) = self.memory.get(name).await else { return };
         let PageState::Found(r) = &old.state else { return };
         let entry = Arc::new(CachedPage {
-            state: PageState::Found(self.render(r.page.clone())),
+            state: PageState::Found(self.render(r.page.clone(), old.changed_unix)),
             fresh_until: old.fresh_until,
             confirmed_unix: old.confirmed_unix,
+            changed_unix: old.changed_unix,
             validators: old.validators.clone(),
             stale: old.stale,
         });
@@ -191,10 +198,10 @@ impl Pages {
         self.flight.run(name.clone(), move || async move { this.refresh(key).await }).await
     }
 
-    /// Does a page Larder already has list `filename` under `key`? Asks no upstream: memory
+    /// The page Larder already has that lists `filename` under `key`. Asks no upstream: memory
     /// first (however old), then the stored page record, which is then kept in memory. The
     /// file route serves a stored blob only when this says yes (issue 9).
-    pub async fn is_listed_locally(&self, key: &FileKey, filename: &str) -> bool {
+    pub async fn listed_locally(&self, key: &FileKey, filename: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
         for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
             let Ok(name) = ProjectName::parse(&candidate) else { continue };
             let cached = match self.memory.get(&name).await {
@@ -210,10 +217,10 @@ impl Pages {
             if let PageState::Found(r) = &cached.state
                 && r.file(key).is_some_and(|f| f.filename == filename)
             {
-                return true;
+                return Some((name, r.clone()));
             }
         }
-        false
+        None
     }
 
     /// Finds the file a `files/<key>/<filename>` URL names, trying the projects the filename
@@ -253,15 +260,16 @@ impl Pages {
             Some(p) => Some(p),
             None => self.load_record(&name).await,
         };
-        let Some(upstream) = &self.upstream else {
+        let Some(upstream) = self.upstreams.client(&name) else {
             // Nothing to revalidate against: what is stored is what there is.
             return match current.as_deref() {
-                Some(CachedPage { state: PageState::Found(r), confirmed_unix, validators, .. }) => {
+                Some(CachedPage { state: PageState::Found(r), confirmed_unix, changed_unix, validators, .. }) => {
                     // Fresh for a TTL, so that hits skip this path (offline pages never expire).
                     let entry = Arc::new(CachedPage {
                         state: PageState::Found(r.clone()),
                         fresh_until: now + self.settings.ttl,
                         confirmed_unix: *confirmed_unix,
+                        changed_unix: *changed_unix,
                         validators: validators.clone(),
                         stale: false,
                     });
@@ -275,12 +283,21 @@ impl Pages {
         let found = current.as_ref().filter(|p| matches!(p.state, PageState::Found(_)));
         match upstream.fetch_page(&name, found.map(|p| &p.validators)).await {
             Ok(PageFetch::Modified(page, validators)) => {
-                let rendered = self.render(page.clone());
+                let mut rendered = self.render(page.clone(), self.settings.clock.unix());
                 // Compared with links applied on both sides, as the cached copy has them.
                 let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == rendered.page);
+                let changed_unix = match found {
+                    Some(old) if unchanged => {
+                        let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
+                        rendered = r.clone(); // same content: same Last-Modified, same views
+                        old.changed_unix
+                    }
+                    _ => self.settings.clock.unix(),
+                };
                 let entry = Arc::new(CachedPage {
                     fresh_until: now + self.settings.ttl,
                     confirmed_unix: self.settings.clock.unix(),
+                    changed_unix,
                     validators: validators.clone(),
                     stale: false,
                     state: PageState::Found(rendered),
@@ -293,7 +310,14 @@ impl Pages {
                     // memory and not kept, rather than queue without limit (1,000-client load).
                     match self.writes.clone().try_acquire_owned() {
                         Ok(permit) => {
-                            let write = Arc::clone(&self).persist(name.clone(), page, validators, entry.confirmed_unix);
+                            let record = PageRecord {
+                                page,
+                                validators,
+                                confirmed_unix: entry.confirmed_unix,
+                                changed_unix,
+                                upstream: Some(upstream.name().to_string()).filter(|n| n != upstream::routes::DEFAULT),
+                            };
+                            let write = Arc::clone(&self).persist(name.clone(), record);
                             self.tasks.spawn(async move {
                                 write.await;
                                 drop(permit);
@@ -306,7 +330,7 @@ impl Pages {
                     }
                 }
                 self.memory.insert(name.clone(), entry.clone()).await;
-                self.announce(&name, &entry);
+                self.announce(&name, &entry, upstream);
                 Ok((entry, Outcome::Miss))
             }
             Ok(PageFetch::NotModified) if found.is_some() => {
@@ -316,11 +340,12 @@ impl Pages {
                     state: PageState::Found(r.clone()),
                     fresh_until: now + self.settings.ttl,
                     confirmed_unix: self.settings.clock.unix(),
+                    changed_unix: old.changed_unix,
                     validators: old.validators.clone(),
                     stale: false,
                 });
                 self.memory.insert(name.clone(), entry.clone()).await;
-                self.announce(&name, &entry);
+                self.announce(&name, &entry, upstream);
                 Ok((entry, Outcome::Revalidated))
             }
             Ok(PageFetch::NotModified) => Err(upstream::Error::BadPage {
@@ -333,6 +358,7 @@ impl Pages {
                     state: PageState::NotFound,
                     fresh_until: now + self.settings.not_found_ttl,
                     confirmed_unix: self.settings.clock.unix(),
+                    changed_unix: self.settings.clock.unix(),
                     validators: Validators::default(),
                     stale: false,
                 });
@@ -349,6 +375,7 @@ impl Pages {
                             state: PageState::Found(r.clone()),
                             fresh_until: now + STALE_RETRY.min(self.settings.ttl),
                             confirmed_unix: old.confirmed_unix,
+                            changed_unix: old.changed_unix,
                             validators: old.validators.clone(),
                             stale: true,
                         });
@@ -378,23 +405,26 @@ impl Pages {
                 return None;
             }
         };
+        // Routing changed since it was stored: the name's owner now is another upstream, whose
+        // page this is not (issue 14: never serve one upstream's files under another's name).
+        let owner = self.upstreams.owner(name).map(|r| r.name.as_str());
+        let stored_from = record.upstream.as_deref().unwrap_or(upstream::routes::DEFAULT);
+        if owner.is_some_and(|o| o != stored_from) {
+            tracing::info!(project = %name, stored_from, owner = owner.unwrap_or_default(), "stored page is from another upstream than the name's owner; not used");
+            return None;
+        }
+        let changed_unix = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
         Some(Arc::new(CachedPage {
-            state: PageState::Found(self.render(record.page)),
+            state: PageState::Found(self.render(record.page, changed_unix)),
             fresh_until: self.settings.clock.now(), // stale: revalidate on first use
             confirmed_unix: record.confirmed_unix,
+            changed_unix,
             validators: record.validators,
             stale: false,
         }))
     }
 
-    async fn persist(
-        self: Arc<Self>,
-        name: ProjectName,
-        page: ProjectPage,
-        validators: Validators,
-        confirmed_unix: u64,
-    ) {
-        let record = PageRecord { page, validators, confirmed_unix };
+    async fn persist(self: Arc<Self>, name: ProjectName, record: PageRecord) {
         let bytes = serde_json::to_vec(&record).expect("a page record serializes");
         if let Err(e) = self.store.put_record(&record_key(&name), bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");

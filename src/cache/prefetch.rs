@@ -13,9 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::links::MetadataLinks;
-use crate::index::{ProjectName, ProjectPage, RenderedPage};
+use crate::index::{ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
-use crate::upstream::Upstream;
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -29,15 +28,15 @@ pub struct Settings {
 /// requests, with bounded concurrency; projects that gained links are reported on
 /// `relinked`. Runs until the announcing side (the pages) is gone, or the engine stops it.
 pub async fn run(
-    mut announced: mpsc::Receiver<(ProjectName, Arc<RenderedPage>)>,
-    upstream: Upstream,
+    mut announced: mpsc::Receiver<super::pages::Announced>,
     links: Arc<MetadataLinks>,
     settings: Settings,
     relinked: mpsc::UnboundedSender<ProjectName>,
     demand: Arc<Demand>,
 ) {
     let mut attempted: HashSet<String> = HashSet::new();
-    while let Some((name, rendered)) = announced.recv().await {
+    // Each page comes with the upstream it was fetched from: its wheels are read from there.
+    while let Some((name, rendered, upstream)) = announced.recv().await {
         // Failed attempts are not retried soon, but the memory for them is bounded.
         if attempted.len() > 100_000 {
             attempted.clear();

@@ -23,7 +23,9 @@ struct Entry {
 
 impl Entry {
     fn rendered(&self, name: &ProjectName) -> Arc<RenderedPage> {
-        self.rendered.get_or_init(|| Arc::new(RenderedPage::new(self.record.to_page(name)))).clone()
+        self.rendered
+            .get_or_init(|| Arc::new(RenderedPage::new(self.record.to_page(name), self.record.changed_unix)))
+            .clone()
     }
 }
 
@@ -154,8 +156,9 @@ impl Private {
                 let mut record = PrivateRecord::default();
                 for e in many {
                     record.files.extend(e.record.files.iter().cloned());
+                    record.changed_unix = record.changed_unix.max(e.record.changed_unix);
                 }
-                Some(Arc::new(RenderedPage::new(record.to_page(name))))
+                Some(Arc::new(RenderedPage::new(record.to_page(name), record.changed_unix)))
             }
         }
     }
@@ -275,7 +278,9 @@ impl Private {
     }
 
     /// Persists first, then publishes: a failed write leaves nothing visible.
-    async fn save(&self, project: &str, name: &ProjectName, record: PrivateRecord) -> Result<(), Rejected> {
+    async fn save(&self, project: &str, name: &ProjectName, mut record: PrivateRecord) -> Result<(), Rejected> {
+        // Last-Modified of its page (HDR-1): uploads, yanks and deletes all change it.
+        record.changed_unix = crate::clock::Clock::system().unix();
         let bytes = serde_json::to_vec(&record).expect("a private record serializes");
         self.store.put_record(&record_key(project, name), bytes).await?;
         self.index.write().expect("private index lock").insert(project, name.clone(), record);

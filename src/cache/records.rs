@@ -27,6 +27,13 @@ pub struct PageRecord {
     pub page: ProjectPage,
     pub validators: Validators,
     pub confirmed_unix: u64,
+    /// When Larder last saw this page change (Last-Modified, HDR-1); 0 in older records.
+    #[serde(default)]
+    pub changed_unix: u64,
+    /// The `[[upstreams]]` entry it came from (issue 14); a record from another upstream than
+    /// the name's owner now is not used. `None`: the default upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// One uploaded file (EX-6).
@@ -53,6 +60,9 @@ pub struct PrivateRecord {
     /// Filenames once used and since deleted: never reused with other content.
     #[serde(default)]
     pub deleted: Vec<String>,
+    /// When this record last changed (seconds since the epoch); 0 in records from before.
+    #[serde(default)]
+    pub changed_unix: u64,
 }
 
 impl PrivateRecord {
@@ -63,7 +73,8 @@ impl PrivateRecord {
     pub(crate) fn to_page(&self, name: &ProjectName) -> ProjectPage {
         let files = self.files.iter().map(|f| f.to_dist_file()).collect();
         let versions: BTreeSet<String> = self.files.iter().map(|f| f.version.clone()).collect();
-        let mut page = ProjectPage { name: name.clone(), files, versions: Some(versions.into_iter().collect()) };
+        let mut page =
+            ProjectPage { name: name.clone(), files, versions: Some(versions.into_iter().collect()), status: None };
         page.sort();
         page
     }
@@ -75,6 +86,7 @@ impl PrivateFile {
         hashes.insert("sha256".to_string(), self.sha256.clone());
         DistFile {
             metadata_on_demand: false,
+            provenance: None,
             filename: self.filename.clone(),
             url: String::new(), // served from the store only
             hashes,
@@ -101,6 +113,8 @@ pub enum RecordKey {
         wheel: String,
         metadata: String,
     },
+    /// The PEP 740 provenance of the file with this sha256.
+    Provenance(String),
 }
 
 impl fmt::Display for RecordKey {
@@ -110,6 +124,7 @@ impl fmt::Display for RecordKey {
             RecordKey::Private { project, name } => write!(f, "private/{project}/{name}"),
             RecordKey::Alias(digest) => write!(f, "alias/u-{digest}"),
             RecordKey::WheelMeta { wheel, metadata } => write!(f, "wheel-meta/{wheel}/{metadata}"),
+            RecordKey::Provenance(sha) => write!(f, "provenance/{sha}"),
         }
     }
 }
@@ -151,6 +166,9 @@ impl RecordKey {
             let metadata = sha(metadata, "the metadata sha256").map_err(|e| bad(&e))?;
             return Ok(RecordKey::WheelMeta { wheel, metadata });
         }
+        if let Some(file) = key.strip_prefix("provenance/") {
+            return Ok(RecordKey::Provenance(sha(file, "the file sha256").map_err(|e| bad(&e))?));
+        }
         Err(bad("unknown kind of record"))
     }
 
@@ -162,6 +180,7 @@ impl RecordKey {
             RecordKey::Alias(_) => decode_alias(body).map(drop),
             RecordKey::WheelMeta { .. } if body.is_empty() => Ok(()),
             RecordKey::WheelMeta { .. } => Err("a wheel-meta record has no body".into()),
+            RecordKey::Provenance(_) => decode_provenance(body).map(drop),
         }
     }
 }
@@ -194,9 +213,33 @@ pub fn validate_dist_file(f: &DistFile) -> Result<(), String> {
     if let Some(md) = &f.core_metadata {
         sha(md, "core-metadata sha256").map_err(|e| format!("`{what}`: {e}"))?;
     }
+    if let Some(p) = &f.provenance
+        && !url::Url::parse(p).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(format!("`{what}`: the provenance URL is not an http(s) URL"));
+    }
     match url::Url::parse(&f.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
         _ => Err(format!("`{what}`: the upstream URL is not an http(s) URL")),
+    }
+}
+
+/// A PEP 740 provenance object fetched from the upstream, kept so that it can be served
+/// again (also offline); refreshed like a page (it may change upstream, PROV-03).
+#[derive(Serialize, Deserialize)]
+pub struct ProvenanceRecord {
+    pub fetched_unix: u64,
+    /// The upstream's bytes, unchanged (PROV-03: served byte for byte).
+    pub body: String,
+}
+
+/// Parses a provenance record: its body must be a JSON object.
+pub fn decode_provenance(body: &[u8]) -> Result<ProvenanceRecord, String> {
+    let record: ProvenanceRecord =
+        serde_json::from_slice(body).map_err(|e| format!("provenance record does not parse: {e}"))?;
+    match serde_json::from_str::<serde_json::Value>(&record.body) {
+        Ok(serde_json::Value::Object(_)) => Ok(record),
+        _ => Err("a provenance record's body is not a JSON object".into()),
     }
 }
 

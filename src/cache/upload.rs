@@ -55,6 +55,12 @@ impl Cache {
     /// the shadowing rule (DC-4), then the commit, where nothing is stored before the file is
     /// accepted (issue 9).
     pub async fn upload(&self, project: &str, upload: Upload) -> Result<Added, Error> {
+        // YK-04: an archived project takes no uploads (PEP 792).
+        if let Some(status) = self.config.rules.for_project(project).status.as_ref().filter(|s| s.status == "archived")
+        {
+            let why = status.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            return Err(Error::Blocked(format!("project `{project}` is archived and takes no uploads{why}")));
+        }
         let (name, file, md) = validate(&upload.form, upload.file, self.config.archive_limits).await?;
         self.check_shadowing(project, &name).await?;
         // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the

@@ -21,17 +21,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "no upstream configured (--upstream / LARDER_UPSTREAM): serving private packages and what is already stored only"
         ),
     }
+    for route in &config.upstream_routes {
+        let names: Vec<String> = route.projects.iter().map(|p| p.to_string()).collect();
+        tracing::info!(upstream = %route.name, url = %route.settings.base, projects = %names.join(", "), "routing these names to this upstream only");
+    }
+    if let Some(age) = config.rules.min_release_age {
+        tracing::info!(min_release_age = %humantime::format_duration(age), "holding back new upstream releases");
+    }
+    if !config.block.is_empty() {
+        tracing::info!(rules = config.block.len(), "block list loaded; send SIGHUP to reload it from the config file");
+    }
     if config.tokens.is_empty() {
         tracing::info!("no tokens configured: uploads are refused (set LARDER_TOKEN or [[tokens]] in the config)");
     }
     raise_fd_limit(config.connection_limits.max_connections as u64 + 256);
+    // Installed first, so that what the engine reports while it opens is recorded.
+    let metrics = crate::telemetry::install_metrics()?;
     let mut state = AppState::new(config).await?;
-    state.metrics = Some(crate::telemetry::install_metrics()?);
+    state.metrics = Some(metrics);
     tracing::info!(store = %state.cache.location(), "store opened");
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
     let cache = state.cache.clone();
+    let reloader = tokio::spawn(reload_on_sighup(state.config.clone(), cache.clone()));
     crate::server::serve(listener, state, tls, shutdown_signal()).await;
+    reloader.abort();
     // Page writes, downloads and metadata extraction under way finish before the process ends,
     // for a bounded time: a stop must not wait for a multi-GB download.
     if tokio::time::timeout(std::time::Duration::from_secs(30), cache.shutdown()).await.is_err() {
@@ -68,6 +82,25 @@ fn raise_fd_limit(wanted: u64) {
             );
         }
     }
+}
+
+/// SIGHUP reads the config file's `[[block]]` list again and swaps it in whole; a list that
+/// does not parse is refused and the one in force stays (the log says why).
+async fn reload_on_sighup(config: std::sync::Arc<Config>, cache: std::sync::Arc<crate::cache::Cache>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match config.reload_block_list() {
+                Ok(list) => cache.replace_block_list(list),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "block list not reloaded; the previous one stays in force")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (config, cache);
 }
 
 async fn shutdown_signal() {

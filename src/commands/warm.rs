@@ -13,10 +13,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cache::{Cache, Mode, PageAnswer};
+use crate::cache::{Cache, Mode, PageAnswer, Reader};
 use crate::cli::{SelectionArgs, WarmArgs};
 use crate::config::Config;
-use crate::index::{DistFile, filename};
+use crate::index::{DistFile, ProjectName, filename};
 use crate::lockfile::{self, Pin};
 use crate::metadata;
 
@@ -105,7 +105,10 @@ enum Outcome {
 
 pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!config.offline, "warm fills the cache from the upstream; it cannot run --offline");
-    anyhow::ensure!(config.upstream.is_some(), "warm needs an upstream (--upstream or LARDER_UPSTREAM)");
+    anyhow::ensure!(
+        config.upstream.is_some() || !config.upstream_routes.is_empty(),
+        "warm needs an upstream (--upstream or LARDER_UPSTREAM, or [[upstreams]])"
+    );
     let pins = collect_pins(&args.selection)?;
     let filters = Filters::from(&args.selection);
     // A command's engine: no size-limit pass at start, no background prefetch.
@@ -113,19 +116,21 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
 
     // Pages first: they name the files.
     let mut failures: Vec<String> = Vec::new();
-    let mut jobs: Vec<DistFile> = Vec::new();
+    // Read as the default project reads: its upstreams, cooldown and block list (issue 14).
+    let reader = Reader::of_project(cache.config(), &cache.config().default_project);
+    let mut jobs: Vec<(ProjectName, DistFile)> = Vec::new();
     for pin in &pins {
-        match cache.upstream_page(&pin.name).await {
+        match cache.routed_page(&reader, &pin.name).await {
             Ok(PageAnswer::Found { page, .. }) => match select_files(&page.page.files, pin, &filters) {
-                Ok(files) => jobs.extend(files),
+                Ok(files) => jobs.extend(files.into_iter().map(|f| (pin.name.clone(), f))),
                 Err(e) => failures.push(e),
             },
             Ok(PageAnswer::NotFound) => failures.push(format!("{}: not found upstream", pin.name)),
             Err(e) => failures.push(format!("{}: {e}", pin.name)),
         }
     }
-    jobs.sort_by(|a, b| a.filename.cmp(&b.filename));
-    jobs.dedup_by(|a, b| a.filename == b.filename);
+    jobs.sort_by(|a, b| a.1.filename.cmp(&b.1.filename));
+    jobs.dedup_by(|a, b| a.1.filename == b.1.filename);
 
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(jobs.len() as u64);
@@ -138,10 +143,10 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     };
     let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let results: Vec<(String, Outcome)> = futures_util::stream::iter(jobs)
-        .map(|file| {
+        .map(|(project, file)| {
             let (cache, bar, bytes) = (&cache, &bar, bytes.clone());
             async move {
-                let outcome = match cache.warm_file(&file).await {
+                let outcome = match cache.warm_file(&project, &file).await {
                     Ok(Some(n)) => Outcome::Fetched(n),
                     Ok(None) => Outcome::Present,
                     Err(e) => Outcome::Failed(e),

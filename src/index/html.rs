@@ -6,13 +6,28 @@ use html_escape::{encode_double_quoted_attribute, encode_text};
 
 use super::{ProjectName, ProjectPage, Yanked};
 
-/// Renders one project's page. File links are relative (see `DistFile::larder_href`).
-pub fn render_project(page: &ProjectPage) -> String {
+/// Renders one project's page. File links are relative (see `DistFile::larder_href`);
+/// provenance links are absolute under `files_base`, shown only when it is given (PEP 740).
+pub fn render_project(page: &ProjectPage, files_base: Option<&str>) -> String {
     let name = page.name.as_str();
+    let with_provenance = files_base.is_some() && page.has_provenance();
     let mut out = String::with_capacity(256 + page.files.len() * 320);
     out.push_str("<!DOCTYPE html>\n<html>\n  <head>\n");
     // HTML-02 / VER-02: the same version the JSON rendering claims.
-    let _ = writeln!(out, "    <meta name=\"pypi:repository-version\" content=\"{}\">", page.api_version());
+    let _ =
+        writeln!(out, "    <meta name=\"pypi:repository-version\" content=\"{}\">", page.api_version(with_provenance));
+    // HTML-10 (PEP 792).
+    if let Some(status) = &page.status {
+        let _ =
+            writeln!(out, "    <meta name=\"pypi:project-status\" content=\"{}\">", encode_attr_strict(&status.status));
+        if let Some(reason) = &status.reason {
+            let _ = writeln!(
+                out,
+                "    <meta name=\"pypi:project-status-reason\" content=\"{}\">",
+                encode_attr_strict(reason)
+            );
+        }
+    }
     let _ = writeln!(out, "    <title>Links for {name}</title>\n  </head>\n  <body>\n    <h1>Links for {name}</h1>");
     let mut href = String::with_capacity(256);
     for file in &page.files {
@@ -45,6 +60,12 @@ pub fn render_project(page: &ProjectPage) -> String {
         } else if file.metadata_on_demand {
             // Served on demand, hash not known yet (HTML-07 allows `true`; issue 11).
             out.push_str(" data-dist-info-metadata=\"true\" data-core-metadata=\"true\"");
+        }
+        // HTML-09: an absolute URL (PROV-02).
+        if let (true, Some(base)) = (with_provenance, files_base)
+            && let Some(href) = file.provenance_href(base)
+        {
+            let _ = write!(out, " data-provenance=\"{}\"", encode_attr_strict(&href));
         }
         let _ = writeln!(out, ">{}</a><br />", encode_text(&file.filename));
     }
@@ -91,6 +112,7 @@ mod tests {
     fn file(name: &str) -> DistFile {
         DistFile {
             metadata_on_demand: false,
+            provenance: None,
             filename: name.into(),
             url: format!("http://up/{name}"),
             hashes: [("sha256".to_string(), "ab".repeat(32))].into(),
@@ -110,9 +132,13 @@ mod tests {
         reason.yanked = Yanked::Yes(Some("broken & bad <deps>".into()));
         let mut md = file("p-1.2-py3-none-any.whl");
         md.core_metadata = Some("cd".repeat(32));
-        let page =
-            ProjectPage { name: ProjectName::parse("p").unwrap(), files: vec![yanked, reason, md], versions: None };
-        let html = render_project(&page);
+        let page = ProjectPage {
+            name: ProjectName::parse("p").unwrap(),
+            files: vec![yanked, reason, md],
+            versions: None,
+            status: None,
+        };
+        let html = render_project(&page, None);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains(r#"<meta name="pypi:repository-version" content="1.0">"#));
         assert!(html.contains(&format!(r##"href="../../files/{0}/p-1.0.tar.gz#sha256={0}""##, "ab".repeat(32))));

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{DistFile, ProjectName, ProjectPage, Yanked};
+use super::{DistFile, ProjectName, ProjectPage, ProjectStatus, Yanked};
 
 /// One file as PEP 691 writes it (JSON-04, JSON-05), borrowed from the model.
 #[derive(Serialize)]
@@ -25,6 +25,9 @@ struct FileOut<'a> {
     #[serde(rename = "upload-time", skip_serializing_if = "Option::is_none")]
     upload_time: Option<&'a str>,
     yanked: YankedOut<'a>,
+    /// PEP 740: Larder's absolute URL for it (PROV-02), only on pages that claim 1.3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<String>,
 }
 
 /// `{"sha256": …}`, or `true` when Larder serves it on demand without a hash yet (PEP 691).
@@ -51,6 +54,9 @@ struct DetailOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     versions: Option<&'a Vec<String>>,
     files: Vec<FileOut<'a>>,
+    /// JSON-09: top level.
+    #[serde(rename = "project-status", skip_serializing_if = "Option::is_none")]
+    project_status: Option<&'a super::ProjectStatus>,
 }
 
 #[derive(Serialize)]
@@ -60,7 +66,10 @@ struct Meta {
 }
 
 /// Renders one project's page (JSON-01 … JSON-10), serialized straight from the model.
-pub fn render_project(page: &ProjectPage) -> Vec<u8> {
+/// `files_base` is the absolute URL of the scope's `files/` route: with it, files that have
+/// provenance link to it (PEP 740 wants absolute URLs); without it, no provenance is shown.
+pub fn render_project(page: &ProjectPage, files_base: Option<&str>) -> Vec<u8> {
+    let with_provenance = files_base.is_some() && page.has_provenance();
     let files = page
         .files
         .iter()
@@ -80,13 +89,18 @@ pub fn render_project(page: &ProjectPage) -> Vec<u8> {
                 Yanked::Yes(None) => YankedOut::Flag(true),
                 Yanked::Yes(Some(reason)) => YankedOut::Reason(reason),
             },
+            provenance: match files_base {
+                Some(base) if with_provenance && f.provenance.is_some() => f.provenance_href(base),
+                _ => None,
+            },
         })
         .collect();
     let doc = DetailOut {
-        meta: Meta { api_version: page.api_version() },
+        meta: Meta { api_version: page.api_version(with_provenance) },
         name: page.name.as_str(),
         versions: page.versions.as_ref(),
         files,
+        project_status: page.status.as_ref(),
     };
     let mut out = Vec::with_capacity(256 + page.files.len() * 400);
     serde_json::to_writer(&mut out, &doc).expect("the page model always serializes");
@@ -104,6 +118,9 @@ pub fn render_root<'a>(names: impl Iterator<Item = &'a ProjectName>) -> Vec<u8> 
 struct UpstreamDetail<'a> {
     #[serde(default)]
     versions: Option<Vec<String>>,
+    /// PEP 792 (JSON-09): kept raw, so that an odd value drops alone.
+    #[serde(default, rename = "project-status")]
+    project_status: Option<Value>,
     /// Kept raw, so that one entry that does not parse drops alone (UP-07).
     #[serde(default, borrow)]
     files: Vec<&'a RawValue>,
@@ -125,6 +142,9 @@ struct UpstreamFile {
     size: Option<u64>,
     #[serde(default, rename = "upload-time")]
     upload_time: Option<String>,
+    /// PEP 740: a URL, or null.
+    #[serde(default)]
+    provenance: Option<Value>,
 }
 
 /// Parses an upstream PEP 691 detail page. `base` resolves relative file URLs.
@@ -143,7 +163,15 @@ pub fn parse_project(body: &[u8], name: &ProjectName, base: &url::Url) -> Result
         };
         files.push(file);
     }
-    let mut page = ProjectPage { name: name.clone(), files, versions: detail.versions };
+    let status = detail.project_status.as_ref().and_then(|v| {
+        let reason = v.get("reason").and_then(Value::as_str).map(str::to_string);
+        ProjectStatus::from_upstream(v.get("status").and_then(Value::as_str)?, reason)
+    });
+    // YK-04: a quarantined project offers no files, whatever its page lists.
+    if status.as_ref().is_some_and(ProjectStatus::is_quarantined) {
+        files.clear();
+    }
+    let mut page = ProjectPage { name: name.clone(), files, versions: detail.versions, status };
     page.sort();
     Ok(page)
 }
@@ -158,6 +186,14 @@ fn into_dist_file(f: UpstreamFile, base: &url::Url) -> Option<DistFile> {
     }
     url.set_fragment(None);
     let hashes = normalize_hashes(f.hashes);
+    // Only an http(s) URL can be fetched; resolved like the file's own URL.
+    let provenance = f
+        .provenance
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|p| base.join(p).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(String::from);
     let yanked = match f.yanked {
         Some(Value::Bool(true)) => Yanked::Yes(None),
         Some(Value::String(s)) if !s.is_empty() => Yanked::Yes(Some(s)),
@@ -173,6 +209,7 @@ fn into_dist_file(f: UpstreamFile, base: &url::Url) -> Option<DistFile> {
         core_metadata: f.core_metadata.as_ref().and_then(metadata_sha256),
         size: f.size,
         upload_time: f.upload_time,
+        provenance,
     })
 }
 
@@ -219,9 +256,9 @@ mod tests {
         assert_eq!(whl.yanked, Yanked::Yes(Some("bad".into())));
         assert_eq!(page.files[0].yanked, Yanked::Yes(None));
         assert_eq!(page.files[0].core_metadata, None, "`true` without hash is not advertised");
-        assert_eq!(page.api_version(), "1.1");
+        assert_eq!(page.api_version(false), "1.1");
 
-        let out: Value = serde_json::from_slice(&render_project(&page)).unwrap();
+        let out: Value = serde_json::from_slice(&render_project(&page, None)).unwrap();
         assert_eq!(out["meta"]["api-version"], "1.1");
         assert_eq!(out["versions"], json!(["1.0"]));
         let f = &out["files"][1];

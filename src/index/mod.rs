@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use media_type::MediaType;
-pub use name::{InvalidName, ProjectName};
-pub use rendered::RenderedPage;
+pub use name::{InvalidName, NamePattern, ProjectName};
+pub use rendered::{RenderedPage, ViewKey};
 
 /// One project's page: every file Larder can serve under that name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,34 @@ pub struct ProjectPage {
     /// PEP 700 `versions`, when the source listed them (upstream JSON, private uploads).
     #[serde(default)]
     pub versions: Option<Vec<String>>,
+    /// PEP 792 project status, when the source gave one (JSON-09, HTML-10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ProjectStatus>,
+}
+
+/// PEP 792: `active`, `archived`, `quarantined` or `deprecated`, with an optional reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectStatus {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ProjectStatus {
+    pub const MARKERS: [&'static str; 4] = ["active", "archived", "quarantined", "deprecated"];
+
+    /// A status from an upstream: an unknown marker is read as `active` (PEP 792: clients
+    /// treat unknown markers as active), and an `active` status without reason says nothing.
+    pub fn from_upstream(status: &str, reason: Option<String>) -> Option<ProjectStatus> {
+        let status = status.trim().to_ascii_lowercase();
+        let status = if Self::MARKERS.contains(&status.as_str()) { status } else { "active".into() };
+        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        (status != "active" || reason.is_some()).then_some(ProjectStatus { status, reason })
+    }
+
+    pub fn is_quarantined(&self) -> bool {
+        self.status == "quarantined"
+    }
 }
 
 /// One distribution file on a project page.
@@ -56,6 +84,10 @@ pub struct DistFile {
     /// advertised as `true`. Decided at render time, never stored.
     #[serde(skip)]
     pub metadata_on_demand: bool,
+    /// PEP 740: the upstream's provenance URL. Clients get Larder's own absolute
+    /// `files/<sha256>/<filename>.provenance` instead (PROV-02).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<String>,
 }
 
 /// PEP 592 yank state.
@@ -98,6 +130,12 @@ impl std::fmt::Display for FileKey {
     }
 }
 
+/// A PEP 700 upload time (`yyyy-mm-ddThh:mm:ss[.ffffff]Z`) as seconds since the Unix epoch.
+pub fn parse_upload_time(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
 /// True when `s` is 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -124,6 +162,19 @@ impl DistFile {
         out
     }
 
+    /// Larder's absolute URL for this file's provenance under `files_base` (the scope's
+    /// `files/` route, absolute): `<files_base><sha256>/<filename>.provenance`.
+    pub fn provenance_href(&self, files_base: &str) -> Option<String> {
+        let sha = self.sha256()?;
+        let mut out = String::with_capacity(files_base.len() + 80 + self.filename.len());
+        out.push_str(files_base);
+        out.push_str(sha);
+        out.push('/');
+        filename::write_path_segment(&mut out, &self.filename);
+        out.push_str(".provenance");
+        Some(out)
+    }
+
     /// `larder_href`, appended to `out` without intermediate allocations (the render hot loop).
     pub fn write_larder_href(&self, out: &mut String) {
         out.push_str("../../files/");
@@ -141,9 +192,33 @@ impl DistFile {
 
 impl ProjectPage {
     /// The PEP 629/691 API version this page can honestly claim (JSON-10, VER-02): 1.1 needs
-    /// `versions` and every file's `size`.
-    pub fn api_version(&self) -> &'static str {
-        if self.versions.is_some() && self.files.iter().all(|f| f.size.is_some()) { "1.1" } else { "1.0" }
+    /// `versions` and every file's `size`; above that, 1.3 when it carries provenance URLs
+    /// (PROV-04) and 1.4 when it carries a project status.
+    pub fn api_version(&self, with_provenance: bool) -> &'static str {
+        if !self.meets_1_1() {
+            "1.0"
+        } else if self.status.is_some() {
+            "1.4"
+        } else if with_provenance && self.has_provenance() {
+            "1.3"
+        } else {
+            "1.1"
+        }
+    }
+
+    /// PEP 700's MUSTs: `versions`, and every file's size.
+    pub fn meets_1_1(&self) -> bool {
+        self.versions.is_some() && self.files.iter().all(|f| f.size.is_some())
+    }
+
+    /// Provenance can be shown only on a page that may claim 1.3 (PROV-04).
+    pub fn has_provenance(&self) -> bool {
+        self.meets_1_1() && self.files.iter().any(|f| f.provenance.is_some() && f.sha256().is_some())
+    }
+
+    /// When this page's content last changed, as far as its files say: the newest upload time.
+    pub fn newest_upload(&self) -> Option<u64> {
+        self.files.iter().filter_map(|f| f.upload_time.as_deref().and_then(parse_upload_time)).max()
     }
 
     /// Sorts files by filename so that renderings (and so ETags) are stable (JSON-11).

@@ -85,9 +85,84 @@ impl From<ProjectName> for String {
     }
 }
 
+/// A project name pattern from the config: a name, or a name with `*` wildcards
+/// (`nvidia-*`), matched against normalized names (`NVIDIA_*` and `nvidia-*` are one pattern).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamePattern(String);
+
+impl NamePattern {
+    pub fn parse(raw: &str) -> Result<NamePattern, String> {
+        let raw = raw.trim();
+        // Every piece between wildcards must be usable inside a name.
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_LEN
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*'));
+        if !ok {
+            return Err(format!(
+                "invalid project name pattern `{raw}`; use a name, or a name with `*` wildcards such as `nvidia-*`"
+            ));
+        }
+        let normalized = raw.split('*').map(normalize).collect::<Vec<_>>().join("*");
+        Ok(NamePattern(normalized))
+    }
+
+    pub fn matches(&self, name: &ProjectName) -> bool {
+        glob(self.0.as_bytes(), name.as_str().as_bytes())
+    }
+}
+
+impl fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself. Iterative with one
+/// backtrack point, so a pattern of many stars stays linear-ish (no exponential blow-up).
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_patterns_match_normalized_names() {
+        let name = |s| ProjectName::parse(s).unwrap();
+        let pat = |s| NamePattern::parse(s).unwrap();
+        assert!(pat("torch").matches(&name("Torch")));
+        assert!(!pat("torch").matches(&name("torchvision")));
+        assert!(pat("NVIDIA_*").matches(&name("nvidia-cublas-cu12")));
+        assert!(pat("nvidia-*").matches(&name("nvidia-cudnn")));
+        assert!(!pat("nvidia-*").matches(&name("nvidia")));
+        assert!(pat("*").matches(&name("anything")));
+        assert!(pat("a*b*c").matches(&name("a-x-b-y-c")));
+        assert!(!pat("a*b*c").matches(&name("a-x-b-y")));
+        assert!(pat("*-internal").matches(&name("team-internal")));
+        assert!(NamePattern::parse("a/b").is_err());
+        assert!(NamePattern::parse("").is_err());
+        // Many stars against a long name: answered at once, not exponentially.
+        let long = name(&"a".repeat(MAX_LEN));
+        assert!(!pat(&format!("{}b", "a*".repeat(50))).matches(&long));
+    }
 
     #[test]
     fn name_02_all_spellings_normalize_alike() {

@@ -1,39 +1,143 @@
 //! A project page rendered once, in both formats, with its validators: a hit copies nothing.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
 use super::{DistFile, FileKey, MediaType, ProjectPage};
 
-/// A page with both renderings and their validators, built once when the page changes.
-pub struct RenderedPage {
-    pub page: ProjectPage,
+/// Renderings with absolute provenance links, and policy views, kept per page: a few at most
+/// (one per host name and route a client uses; one per rule set), so a client sending odd
+/// Host headers cannot grow them.
+const MAX_VARIANTS: usize = 4;
+
+/// Both renderings of one page and their ETag digests.
+struct Renderings {
     html: Bytes,
     json: Bytes,
     digest_html: String,
     digest_json: String,
-    by_key: HashMap<FileKey, usize>,
 }
 
-impl RenderedPage {
-    pub fn new(page: ProjectPage) -> RenderedPage {
-        let html = Bytes::from(super::html::render_project(&page));
-        let json = Bytes::from(super::json::render_project(&page));
+impl Renderings {
+    fn new(page: &ProjectPage, files_base: Option<&str>) -> Renderings {
+        let html = Bytes::from(super::html::render_project(page, files_base));
+        let json = Bytes::from(super::json::render_project(page, files_base));
         let digest_html = crate::digest::sha256_hex(&html)[..20].to_string();
         let digest_json = crate::digest::sha256_hex(&json)[..20].to_string();
-        let by_key = page.files.iter().enumerate().map(|(i, f)| (f.key(), i)).collect();
-        RenderedPage { page, html, json, digest_html, digest_json, by_key }
+        Renderings { html, json, digest_html, digest_json }
     }
 
-    pub fn body(&self, media: MediaType) -> Bytes {
+    fn body(&self, media: MediaType) -> Bytes {
         if media.is_json() { self.json.clone() } else { self.html.clone() }
     }
 
     /// A strong ETag naming these exact bytes in this media type (HDR-1).
-    pub fn etag(&self, media: MediaType) -> String {
+    fn etag(&self, media: MediaType) -> String {
         let digest = if media.is_json() { &self.digest_json } else { &self.digest_html };
         format!("\"{digest}-{}\"", media.tag())
+    }
+}
+
+/// Which rules a view was made for: the scope's rule set and the block list's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewKey {
+    pub rules: u64,
+    pub blocks: u64,
+}
+
+struct View {
+    key: ViewKey,
+    /// The view is valid until this time (seconds since the epoch): when a held-back file
+    /// comes out of its cooldown.
+    until: u64,
+    /// `None`: the rules change nothing on this page.
+    page: Option<Arc<RenderedPage>>,
+}
+
+/// A page with both renderings and their validators, built once when the page changes.
+pub struct RenderedPage {
+    pub page: ProjectPage,
+    plain: Renderings,
+    by_key: HashMap<FileKey, usize>,
+    /// When this content last changed, in seconds since the epoch (`Last-Modified`, HDR-1).
+    pub modified_unix: u64,
+    /// Whether any file links to provenance (those renderings depend on the host).
+    provenance: bool,
+    absolute: RwLock<Vec<(String, Arc<Renderings>)>>,
+    views: RwLock<Vec<View>>,
+}
+
+impl RenderedPage {
+    /// Renders `page`; `modified_unix` is when its content last changed (0: unknown, then the
+    /// newest upload time stands in).
+    pub fn new(page: ProjectPage, modified_unix: u64) -> RenderedPage {
+        let plain = Renderings::new(&page, None);
+        let by_key = page.files.iter().enumerate().map(|(i, f)| (f.key(), i)).collect();
+        let modified_unix = modified_unix.max(page.newest_upload().unwrap_or(0));
+        let provenance = page.has_provenance();
+        RenderedPage {
+            page,
+            plain,
+            by_key,
+            modified_unix,
+            provenance,
+            absolute: RwLock::default(),
+            views: RwLock::default(),
+        }
+    }
+
+    pub fn body(&self, media: MediaType) -> Bytes {
+        self.plain.body(media)
+    }
+
+    /// A strong ETag naming these exact bytes in this media type (HDR-1).
+    pub fn etag(&self, media: MediaType) -> String {
+        self.plain.etag(media)
+    }
+
+    /// The body and ETag for a client of the scope whose `files/` route is at `files_base`
+    /// (an absolute URL): pages with provenance link to it absolutely (PEP 740), rendered once
+    /// per base; every other page is the one shared rendering.
+    pub fn answer(&self, media: MediaType, files_base: Option<&str>) -> (Bytes, String) {
+        let Some(base) = files_base.filter(|_| self.provenance) else {
+            return (self.plain.body(media), self.plain.etag(media));
+        };
+        let found =
+            self.absolute.read().expect("renderings lock").iter().find(|(b, _)| b == base).map(|(_, r)| r.clone());
+        let r = found.unwrap_or_else(|| {
+            let r = Arc::new(Renderings::new(&self.page, Some(base)));
+            let mut all = self.absolute.write().expect("renderings lock");
+            if all.len() >= MAX_VARIANTS {
+                all.remove(0);
+            }
+            all.push((base.to_string(), r.clone()));
+            r
+        });
+        (r.body(media), r.etag(media))
+    }
+
+    /// Whether this page's renderings depend on the client's host (provenance links).
+    pub fn has_provenance(&self) -> bool {
+        self.provenance
+    }
+
+    /// The view kept for `key` and still valid at `now`: `Some(None)` when the rules change
+    /// nothing here, `None` when it must be made.
+    pub fn view(&self, key: ViewKey, now: u64) -> Option<Option<Arc<RenderedPage>>> {
+        let views = self.views.read().expect("views lock");
+        views.iter().find(|v| v.key == key && now < v.until).map(|v| v.page.clone())
+    }
+
+    /// Keeps a view made for `key`, valid until `until`.
+    pub fn keep_view(&self, key: ViewKey, until: u64, page: Option<Arc<RenderedPage>>) {
+        let mut views = self.views.write().expect("views lock");
+        views.retain(|v| v.key != key);
+        if views.len() >= MAX_VARIANTS {
+            views.remove(0);
+        }
+        views.push(View { key, until, page });
     }
 
     pub fn file(&self, key: &FileKey) -> Option<&DistFile> {
@@ -48,6 +152,6 @@ impl RenderedPage {
     pub fn weight(&self) -> u32 {
         const PER_PAGE: usize = 1536;
         let files: usize = self.page.files.iter().map(|f| 2 * (f.url.len() + f.filename.len()) + 400).sum();
-        (PER_PAGE + 2 * (self.html.len() + self.json.len()) + files).try_into().unwrap_or(u32::MAX)
+        (PER_PAGE + 2 * (self.plain.html.len() + self.plain.json.len()) + files).try_into().unwrap_or(u32::MAX)
     }
 }

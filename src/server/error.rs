@@ -105,6 +105,7 @@ impl From<cache::Error> for HttpError {
     fn from(e: cache::Error) -> HttpError {
         match e {
             cache::Error::NotFound(m) => HttpError::not_found(m),
+            cache::Error::Blocked(m) => HttpError::new(StatusCode::FORBIDDEN, m),
             cache::Error::Page(p) => (&*p).into(),
             cache::Error::Fill(f) => (&*f).into(),
             cache::Error::Store(s) => store_failure(&s),

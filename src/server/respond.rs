@@ -32,3 +32,71 @@ pub fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
     };
     v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
+
+/// Is the client's copy current? `If-None-Match` when sent (RFC 9110 §13.2.2: it wins), else
+/// `If-Modified-Since` against `modified_unix` (HDR-1, HDR-2). An unparsable date is ignored.
+pub fn not_modified(headers: &http::HeaderMap, etag: &str, modified_unix: u64) -> bool {
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+        return etag_matches(Some(inm), etag);
+    }
+    let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    match httpdate::parse_http_date(since) {
+        Ok(t) => modified_unix > 0 && std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified_unix) <= t,
+        Err(_) => false,
+    }
+}
+
+/// `Last-Modified` for a time in seconds since the epoch.
+pub fn last_modified(modified_unix: u64) -> HeaderValue {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified_unix);
+    HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("an HTTP date is ASCII")
+}
+
+/// This server's origin as the client reached it: the Host header (checked), and `https`
+/// when it serves TLS or a proxy in front says `X-Forwarded-Proto: https`.
+pub fn origin(tls: bool, headers: &http::HeaderMap) -> String {
+    let forwarded_https = headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if tls || forwarded_https { "https" } else { "http" };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_wins_over_if_modified_since() {
+        let mut h = http::HeaderMap::new();
+        let t = 1_700_000_000;
+        h.insert(header::IF_MODIFIED_SINCE, last_modified(t));
+        assert!(not_modified(&h, "\"a\"", t), "same second");
+        assert!(not_modified(&h, "\"a\"", t - 5), "older");
+        assert!(!not_modified(&h, "\"a\"", t + 1), "changed since");
+        assert!(!not_modified(&h, "\"a\"", 0), "unknown time is never 'not modified'");
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"b\""));
+        assert!(!not_modified(&h, "\"a\"", t), "a non-matching ETag wins over the date");
+        h.insert(header::IF_MODIFIED_SINCE, HeaderValue::from_static("not a date"));
+        h.remove(header::IF_NONE_MATCH);
+        assert!(!not_modified(&h, "\"a\"", t));
+    }
+
+    #[test]
+    fn origin_checks_the_host() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("larder.internal:3141"));
+        assert_eq!(origin(false, &h), "http://larder.internal:3141");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(origin(false, &h), "https://larder.internal:3141");
+        h.insert(header::HOST, HeaderValue::from_static("evil\"><script>"));
+        assert_eq!(origin(true, &h), "https://localhost");
+    }
+}

@@ -7,13 +7,14 @@ use std::cell::RefCell;
 use lol_html::{HtmlRewriter, Settings, element};
 use url::Url;
 
-use crate::index::{DistFile, ProjectName, ProjectPage, Yanked, filename, json::normalize_hashes};
+use crate::index::{DistFile, ProjectName, ProjectPage, ProjectStatus, Yanked, filename, json::normalize_hashes};
 
 struct Anchor {
     href: String,
     requires_python: Option<String>,
     yanked: Option<String>,
     core_metadata: Option<String>,
+    provenance: Option<String>,
 }
 
 /// Parses an upstream HTML page. Anchors that cannot be understood are dropped one by one (UP-07).
@@ -24,6 +25,8 @@ pub fn parse_project(
 ) -> Result<ProjectPage, lol_html::errors::RewritingError> {
     let base: RefCell<Option<String>> = RefCell::new(None);
     let anchors: RefCell<Vec<Anchor>> = RefCell::new(Vec::new());
+    // PEP 792 (HTML-10): `<meta name="pypi:project-status" content="…">` and its reason.
+    let status: RefCell<(Option<String>, Option<String>)> = RefCell::new((None, None));
     {
         let mut rewriter = HtmlRewriter::new(
             Settings::new()
@@ -34,6 +37,15 @@ pub fn parse_project(
                     }
                     Ok(())
                 }))
+                .append_element_content_handler(element!("meta[name][content]", |el| {
+                    let content = el.get_attribute("content").map(|v| decode(&v));
+                    match el.get_attribute("name").as_deref() {
+                        Some("pypi:project-status") => status.borrow_mut().0 = content,
+                        Some("pypi:project-status-reason") => status.borrow_mut().1 = content,
+                        _ => {}
+                    }
+                    Ok(())
+                }))
                 .append_element_content_handler(element!("a[href]", |el| {
                     let attr = |n: &str| el.get_attribute(n).map(|v| decode(&v));
                     anchors.borrow_mut().push(Anchor {
@@ -41,6 +53,7 @@ pub fn parse_project(
                         requires_python: attr("data-requires-python"),
                         yanked: attr("data-yanked"),
                         core_metadata: attr("data-core-metadata").or_else(|| attr("data-dist-info-metadata")),
+                        provenance: attr("data-provenance"),
                     });
                     Ok(())
                 }))
@@ -58,8 +71,15 @@ pub fn parse_project(
         Some(b) => page_url.join(&b).unwrap_or_else(|_| page_url.clone()),
         None => page_url.clone(),
     };
-    let files = anchors.into_inner().into_iter().filter_map(|a| into_dist_file(a, &base_url)).collect();
-    let mut page = ProjectPage { name: name.clone(), files, versions: None };
+    let (status, reason) = status.into_inner();
+    let status = status.and_then(|s| ProjectStatus::from_upstream(&s, reason));
+    let mut files: Vec<DistFile> =
+        anchors.into_inner().into_iter().filter_map(|a| into_dist_file(a, &base_url)).collect();
+    // YK-04: a quarantined project offers no files.
+    if status.as_ref().is_some_and(ProjectStatus::is_quarantined) {
+        files.clear();
+    }
+    let mut page = ProjectPage { name: name.clone(), files, versions: None, status };
     page.sort();
     Ok(page)
 }
@@ -111,6 +131,11 @@ fn into_dist_file(a: Anchor, base: &Url) -> Option<DistFile> {
         core_metadata,
         size: None,
         upload_time: None,
+        provenance: a
+            .provenance
+            .and_then(|p| base.join(&p).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .map(String::from),
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod guard;
 pub mod html;
 pub(crate) mod ranges;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use url::Url;
 
 use crate::index::{ProjectName, ProjectPage, json};
 use guard::{AddressPolicy, redact};
+pub use routes::{Route, RouteConfig, Upstreams};
 
 /// What we ask the upstream for (UP-01): JSON first, because only JSON carries sizes, upload
 /// times and versions.
@@ -116,6 +118,8 @@ impl Error {
 /// An upstream simple index and the two HTTP clients that talk to it.
 #[derive(Clone)]
 pub struct Upstream {
+    /// The `[[upstreams]]` name (`default` for `upstream = …`): metrics and logs say which.
+    name: Arc<str>,
     base: Url,
     /// Pages: gzip on; reqwest decompresses (the decompressed size is capped).
     pages: reqwest::Client,
@@ -130,8 +134,14 @@ pub struct Upstream {
     max_file_bytes: u64,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.name).field("base", &self.base.as_str()).finish()
+    }
+}
+
 impl Upstream {
-    pub fn new(settings: UpstreamSettings) -> anyhow::Result<Upstream> {
+    pub fn new(settings: UpstreamSettings, name: &str) -> anyhow::Result<Upstream> {
         let mut base = settings.base;
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -150,6 +160,7 @@ impl Upstream {
         // Large files take long; a stall, not the total time, is the failure.
         let files = client().no_gzip().read_timeout(timeout).build()?;
         Ok(Upstream {
+            name: name.into(),
             base,
             pages,
             files,
@@ -163,6 +174,10 @@ impl Upstream {
 
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The largest file accepted when nothing announces its size.
@@ -212,7 +227,7 @@ impl Upstream {
         let _permit = self.permit().await;
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e));
-        record("page", started);
+        record(&self.name, "page", started);
         let mut resp = resp?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageFetch::NotModified),
@@ -252,13 +267,40 @@ impl Upstream {
         Ok(PageFetch::Modified(page, validators))
     }
 
+    /// Fetches a PEP 740 provenance object (JSON, at most 1 MiB), unchanged.
+    pub async fn fetch_provenance(&self, url: &str) -> Result<bytes::Bytes, Error> {
+        const MAX_PROVENANCE: u64 = 1024 * 1024;
+        let req = self
+            .get(&self.pages, url)?
+            .header(header::ACCEPT, "application/vnd.pypi.integrity.v1+json, application/json;q=0.9");
+        let _permit = self.permit().await;
+        let started = std::time::Instant::now();
+        let resp = req.send().await.map_err(|e| Error::from_reqwest(url, e));
+        record(&self.name, "provenance", started);
+        let mut resp = resp?;
+        if !resp.status().is_success() {
+            return Err(Error::Status { url: redact(url), status: resp.status() });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Error::from_reqwest(url, e))? {
+            if (body.len() + chunk.len()) as u64 > MAX_PROVENANCE {
+                return Err(Error::TooLarge { url: redact(url), limit: MAX_PROVENANCE, what: "a provenance object" });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !matches!(serde_json::from_slice::<serde_json::Value>(&body), Ok(serde_json::Value::Object(_))) {
+            return Err(Error::BadPage { url: redact(url), reason: "the provenance is not a JSON object".into() });
+        }
+        Ok(body.into())
+    }
+
     /// Starts downloading a file; the caller streams the body, holding the permit until done.
     pub async fn fetch_file(&self, url: &str) -> Result<(reqwest::Response, OwnedSemaphorePermit), Error> {
         let req = self.get(&self.files, url)?.header(header::ACCEPT_ENCODING, "identity");
         let permit = self.permit().await;
         let started = std::time::Instant::now();
         let resp = req.send().await;
-        record("file", started);
+        record(&self.name, "file", started);
         let resp = resp.map_err(|e| Error::from_reqwest(url, e))?;
         if !resp.status().is_success() {
             return Err(Error::Status { url: redact(url), status: resp.status() });
@@ -302,10 +344,12 @@ pub fn metadata_url(file_url: &str) -> String {
     }
 }
 
-/// Counts an upstream request and its time to headers.
-pub(crate) fn record(kind: &'static str, started: std::time::Instant) {
-    metrics::counter!("larder_upstream_requests_total", "kind" => kind).increment(1);
-    metrics::histogram!("larder_upstream_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+/// Counts an upstream request and its time to headers, labelled by upstream (issue 14).
+pub(crate) fn record(upstream: &str, kind: &'static str, started: std::time::Instant) {
+    let upstream = upstream.to_string();
+    metrics::counter!("larder_upstream_requests_total", "kind" => kind, "upstream" => upstream.clone()).increment(1);
+    metrics::histogram!("larder_upstream_seconds", "kind" => kind, "upstream" => upstream)
+        .record(started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]

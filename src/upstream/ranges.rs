@@ -40,7 +40,7 @@ async fn send_range(up: &Upstream, url: &str, range: &str) -> Result<reqwest::Re
         .send()
         .await
         .map_err(|e| Error::from_reqwest(url, e))?;
-    super::record("range", started);
+    super::record(&up.name, "range", started);
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return Err(bad(url, format!("no range support (answered {} to a Range request)", resp.status())));
     }

@@ -165,7 +165,7 @@ fn metrics_count_a_miss_and_a_hit() {
         r#"larder_cache_total{kind="file",result="HIT"} 1"#,
         r#"larder_cache_total{kind="page",result="MISS"} "#,
         r#"larder_requests_total{route="file",status="200"} 2"#,
-        r#"larder_upstream_requests_total{kind="file"} 1"#,
+        r#"larder_upstream_requests_total{kind="file",upstream="default"} 1"#,
         r#"larder_bytes_served_total{source="cache"}"#,
         "larder_store_bytes ",
         "larder_upstream_seconds_bucket",

@@ -39,3 +39,5 @@ mod hostile;
 mod security;
 // The pages for people (issue 15), with a real headless Chromium.
 mod ui;
+// The supply-chain gateway (issue 14): routing, cooldown, block lists, provenance, status.
+mod gateway;

@@ -29,6 +29,12 @@ pub async fn file(
 ) -> Result<Response<Body>, HttpError> {
     let key = FileKey::parse(key)
         .ok_or_else(|| HttpError::bad_request(format!("invalid sha256 `{key}`; expected 64 hex digits")))?;
+    if let Some(dist_name) = name.strip_suffix(".provenance") {
+        if !filename::is_safe(dist_name) {
+            return Err(HttpError::bad_request(format!("invalid filename `{}`", name.escape_debug())));
+        }
+        return provenance(state, reader, &key, dist_name, headers, head).await;
+    }
     let (dist_name, metadata) = match name.strip_suffix(".metadata") {
         Some(n) => (n, true),
         None => (name, false),
@@ -39,20 +45,22 @@ pub async fn file(
     // A Range or HEAD request on a miss is answered from the upstream without downloading the
     // whole file (issue 11: a resolver wants a wheel's tail, not the wheel). Conditional
     // requests take the whole-file path, which knows the stored file's validators.
-    let conditional = headers.contains_key(header::IF_NONE_MATCH) || headers.contains_key(header::IF_RANGE);
+    let conditional = headers.contains_key(header::IF_NONE_MATCH)
+        || headers.contains_key(header::IF_MODIFIED_SINCE)
+        || headers.contains_key(header::IF_RANGE);
     let want = if !metadata && !conditional && (head || headers.contains_key(header::RANGE)) {
         Want::Part
     } else {
         Want::Whole
     };
-    let req = Request { state, headers, head, private: reader.private };
+    let mut req = Request { state, headers, head, private: reader.private, modified: None };
     let mut answer = if metadata {
         state.cache.metadata(reader, &key, dist_name).await?
     } else {
         state.cache.file(reader, &key, dist_name, want).await?
     };
-    if let FileAnswer::Upstream { url, sha256, size } = &answer {
-        if let Some(mut resp) = req.serve_upstream(url, sha256.as_deref(), *size).await? {
+    if let FileAnswer::Upstream { url, sha256, size, upstream } = &answer {
+        if let Some(mut resp) = req.serve_upstream(upstream, url, sha256.as_deref(), *size).await? {
             resp.extensions_mut().insert(Outcome::Miss);
             return Ok(resp);
         }
@@ -60,13 +68,52 @@ pub async fn file(
         answer = state.cache.file(reader, &key, dist_name, Want::Whole).await?;
     }
     let (mut resp, outcome) = match answer {
-        FileAnswer::Stored { blob, sha256, outcome } => (req.serve_blob(blob, &sha256, outcome).await?, outcome),
-        FileAnswer::Filling { fill, sha256 } => (req.serve_fill(fill, sha256.as_deref()).await?, Outcome::Miss),
+        FileAnswer::Stored { blob, sha256, outcome, modified } => {
+            req.modified = modified;
+            (req.serve_blob(blob, &sha256, outcome).await?, outcome)
+        }
+        FileAnswer::Filling { fill, sha256, modified } => {
+            req.modified = modified;
+            (req.serve_fill(fill, sha256.as_deref()).await?, Outcome::Miss)
+        }
         FileAnswer::Upstream { .. } => {
             return Err(HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "a whole-file request was not downloaded"));
         }
     };
     resp.extensions_mut().insert(outcome); // for the request log and metrics
+    Ok(resp)
+}
+
+/// `files/<sha256>/<file>.provenance` (PEP 740): the upstream's object, byte for byte, cached
+/// like a page because it may change (PROV-03).
+async fn provenance(
+    state: &AppState,
+    reader: &Reader,
+    key: &FileKey,
+    dist_name: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, HttpError> {
+    let (bytes, outcome) = state.cache.provenance(reader, key, dist_name).await?;
+    let tag = format!("\"{}\"", &crate::digest::sha256_hex(&bytes)[..32]);
+    let mut resp = if crate::server::respond::etag_matches(headers.get(header::IF_NONE_MATCH), &tag) {
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let len = bytes.len() as u64;
+        let mut r = Response::new(if head { body::empty() } else { body::full(bytes) });
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.pypi.integrity.v1+json"));
+    h.insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex"));
+    let visibility = if reader.private { "private" } else { "public" };
+    let cache_control = format!("max-age={}, {visibility}", state.config.index_ttl.as_secs());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache_control).expect("ascii"));
+    h.insert("x-cache", HeaderValue::from_static(outcome.as_str()));
+    resp.extensions_mut().insert(outcome);
     Ok(resp)
 }
 
@@ -76,6 +123,8 @@ struct Request<'a> {
     head: bool,
     /// Reading this scope needs a token: no shared cache may keep its answers.
     private: bool,
+    /// The file's upload time, when known: `Last-Modified` (HDR-2).
+    modified: Option<u64>,
 }
 
 impl Request<'_> {
@@ -86,13 +135,14 @@ impl Request<'_> {
     /// the whole file instead.
     async fn serve_upstream(
         &self,
+        upstream: &crate::upstream::Upstream,
         url: &str,
         sha: Option<&str>,
         size: Option<u64>,
     ) -> Result<Option<Response<Body>>, HttpError> {
         let len = match size {
             Some(n) => n,
-            None => match self.state.cache.upstream_len(url).await {
+            None => match self.state.cache.upstream_len(upstream, url).await {
                 Ok(n) => n,
                 Err(crate::cache::Error::Fill(e)) if matches!(&*e, fill::Error::Upstream(u) if !u.is_transient()) => {
                     return Ok(None);
@@ -119,7 +169,7 @@ impl Request<'_> {
                 }
                 _ => return Ok(None),
             };
-            let bytes = match self.state.cache.upstream_range(url, start, end).await {
+            let bytes = match self.state.cache.upstream_range(upstream, url, start, end).await {
                 Ok(bytes) => bytes,
                 // No range support, or an answer that does not fit: the whole file it is.
                 Err(crate::cache::Error::Fill(e)) if matches!(&*e, fill::Error::Upstream(u) if !u.is_transient()) => {
@@ -138,7 +188,7 @@ impl Request<'_> {
         if let Some(sha) = sha {
             resp.headers_mut().insert(header::ETAG, etag(sha));
         }
-        file_headers(resp.headers_mut(), Outcome::Miss, self.private);
+        file_headers(resp.headers_mut(), Outcome::Miss, self.private, self.modified);
         Ok(Some(resp))
     }
 
@@ -161,7 +211,7 @@ impl Request<'_> {
             let mut resp = Response::new(body::empty());
             resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(total));
             resp.headers_mut().insert(header::ETAG, etag(sha));
-            file_headers(resp.headers_mut(), Outcome::Miss, self.private);
+            file_headers(resp.headers_mut(), Outcome::Miss, self.private, self.modified);
             return Ok(resp);
         }
         // One small Range: from the spool as soon as the download has those bytes (issue 11).
@@ -181,7 +231,7 @@ impl Request<'_> {
             if let Some(sha) = expected_sha {
                 h.insert(header::ETAG, etag(sha));
             }
-            file_headers(h, Outcome::Miss, self.private);
+            file_headers(h, Outcome::Miss, self.private, self.modified);
             return Ok(resp);
         }
         // Other ranges need the whole verified file first (UP-11); so does a finished fill.
@@ -195,7 +245,7 @@ impl Request<'_> {
             if let Some(sha) = expected_sha {
                 h.insert(header::ETAG, etag(sha));
             }
-            file_headers(h, Outcome::Miss, self.private);
+            file_headers(h, Outcome::Miss, self.private, self.modified);
             return Ok(resp);
         }
         match fill.finished().await {
@@ -216,11 +266,11 @@ impl Request<'_> {
     /// Serves a stored blob with HDR-2 headers, honouring If-None-Match and Range (HDR-3).
     async fn serve_blob(&self, blob: Blob, sha: &str, outcome: Outcome) -> Result<Response<Body>, HttpError> {
         let tag = format!("\"sha256-{sha}\"");
-        if crate::server::respond::etag_matches(self.headers.get(header::IF_NONE_MATCH), &tag) {
+        if crate::server::respond::not_modified(self.headers, &tag, self.modified.unwrap_or(0)) {
             let mut resp = Response::new(body::empty());
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             resp.headers_mut().insert(header::ETAG, etag(sha));
-            file_headers(resp.headers_mut(), outcome, self.private);
+            file_headers(resp.headers_mut(), outcome, self.private, self.modified);
             return Ok(resp);
         }
         let len = blob.len;
@@ -265,7 +315,7 @@ impl Request<'_> {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
         }
         h.insert(header::ETAG, etag(sha));
-        file_headers(h, outcome, self.private);
+        file_headers(h, outcome, self.private, self.modified);
         Ok(resp)
     }
 }
@@ -275,8 +325,11 @@ fn etag(sha: &str) -> HeaderValue {
 }
 
 /// HDR-2: octet-stream, ranges, immutable; never a Content-Encoding.
-fn file_headers(h: &mut HeaderMap, outcome: Outcome, private: bool) {
+fn file_headers(h: &mut HeaderMap, outcome: Outcome, private: bool, modified: Option<u64>) {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    if let Some(t) = modified.filter(|t| *t > 0) {
+        h.insert(header::LAST_MODIFIED, crate::server::respond::last_modified(t));
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if private {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE_PRIVATE));

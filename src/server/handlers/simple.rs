@@ -80,19 +80,28 @@ pub async fn detail(
             format!("max-age={}, {visibility}", state.config.index_ttl.as_secs())
         }
     };
-    let etag = page.etag(media);
-    let mut resp = if respond::etag_matches(headers.get(header::IF_NONE_MATCH), &etag) {
+    // PEP 740 wants provenance URLs absolute: pages that have any are rendered for the
+    // origin and route the client used (once per origin; the rest share one rendering).
+    let files_base = page.has_provenance().then(|| {
+        let origin = respond::origin(state.config.tls.is_some(), headers);
+        format!("{origin}{}files/", prefix.strip_suffix("simple/").unwrap_or(prefix))
+    });
+    let (body_bytes, etag) = page.answer(media, files_base.as_deref());
+    let mut resp = if respond::not_modified(headers, &etag, page.modified_unix) {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(body::full(page.body(media)));
+        let mut r = Response::new(body::full(body_bytes));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
         r
     };
     // HDR-1, repeated on 304.
     let h = resp.headers_mut();
     h.insert(header::ETAG, header_value(&etag));
+    if page.modified_unix > 0 {
+        h.insert(header::LAST_MODIFIED, respond::last_modified(page.modified_unix));
+    }
     h.insert(header::VARY, vary(reader.private));
     h.insert(header::CACHE_CONTROL, header_value(&cache_control));
     h.insert("x-cache", HeaderValue::from_static(outcome.as_str()));

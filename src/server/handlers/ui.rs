@@ -111,15 +111,7 @@ pub async fn view(
 /// `scheme://host` as the browser reached this server, for the setup snippets. The Host
 /// header is the client's word: anything but a plain host[:port] becomes `localhost`.
 fn origin(state: &AppState, headers: &HeaderMap) -> String {
-    // Behind a TLS-terminating proxy the browser's scheme is the proxy's.
-    let forwarded_https = headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let scheme = if state.config.tls.is_some() || forwarded_https { "https" } else { "http" };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-        .unwrap_or("localhost");
-    format!("{scheme}://{host}")
+    crate::server::respond::origin(state.config.tls.is_some(), headers)
 }
 
 /// One `key=value` of the query string, percent-decoded (`+` is a space, as forms send it).

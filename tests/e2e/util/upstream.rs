@@ -30,6 +30,10 @@ pub struct MockFile {
     pub no_hash: bool,
     /// Answer Range requests from these bytes instead (an upstream that lies to range readers).
     pub range_bytes: Option<Vec<u8>>,
+    /// PEP 700 upload time; `None`: a fixed time in the past; `Some("")`: none listed.
+    pub upload_time: Option<String>,
+    /// A PEP 740 provenance object, served at `/integrity/<filename>/provenance` and linked.
+    pub provenance: Option<Vec<u8>>,
 }
 
 impl MockFile {
@@ -67,6 +71,8 @@ pub struct MockState {
     /// Requests being answered now, and the most seen at once.
     pub inflight: usize,
     pub max_inflight: usize,
+    /// PEP 792 status (and reason) per project, in JSON and as HTML meta tags.
+    pub status: BTreeMap<String, (String, Option<String>)>,
 }
 
 pub struct MockUpstream {
@@ -229,10 +235,11 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
             return respond(StatusCode::OK, "text/plain", "this is not an index page");
         }
         let accept = req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let status = st.status.get(name);
         let (ctype, body) = if !html_only && accept.contains("application/vnd.pypi.simple.v1+json") {
-            ("application/vnd.pypi.simple.v1+json", json_page(name, files))
+            ("application/vnd.pypi.simple.v1+json", json_page(name, files, status))
         } else {
-            ("text/html; charset=utf-8", html_page(files))
+            ("text/html; charset=utf-8", html_page(files, status))
         };
         let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
         if req.headers().get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
@@ -241,6 +248,15 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         let mut resp = respond(StatusCode::OK, ctype, body);
         resp.headers_mut().insert("etag", etag.parse().unwrap());
         return resp;
+    }
+    if let Some(name) = path.strip_prefix("/integrity/").and_then(|p| p.strip_suffix("/provenance")) {
+        for f in st.projects.values().flatten() {
+            if f.filename == name
+                && let Some(p) = &f.provenance
+            {
+                return respond(StatusCode::OK, "application/vnd.pypi.integrity.v1+json", p.clone());
+            }
+        }
     }
     if let Some(name) = path.strip_prefix("/files/") {
         for f in st.projects.values().flatten() {
@@ -273,7 +289,7 @@ fn advertised(f: &MockFile) -> Option<String> {
     if f.no_hash { None } else { Some(f.advertised_sha256.clone().unwrap_or_else(|| sha256_hex(&f.bytes))) }
 }
 
-fn json_page(name: &str, files: &[MockFile]) -> String {
+fn json_page(name: &str, files: &[MockFile], status: Option<&(String, Option<String>)>) -> String {
     let mut versions = std::collections::BTreeSet::new();
     let files: Vec<serde_json::Value> = files
         .iter()
@@ -286,20 +302,38 @@ fn json_page(name: &str, files: &[MockFile]) -> String {
                 "hashes": advertised(f).map(|h| serde_json::json!({"sha256": h})).unwrap_or(serde_json::json!({})),
                 "requires-python": f.requires_python,
                 "size": f.bytes.len(),
-                "upload-time": "2026-01-02T03:04:05.123456Z",
+                "upload-time": f.upload_time.clone().unwrap_or_else(|| "2026-01-02T03:04:05.123456Z".into()),
                 "yanked": match &f.yanked { None => serde_json::json!(false), Some(None) => serde_json::json!(true), Some(Some(r)) => serde_json::json!(r) },
             });
             if let Some(md) = &f.metadata {
                 o["core-metadata"] = serde_json::json!({"sha256": sha256_hex(md)});
             }
+            if f.upload_time.as_deref() == Some("") {
+                o.as_object_mut().unwrap().remove("upload-time");
+            }
+            if f.provenance.is_some() {
+                o["provenance"] = serde_json::json!(format!("/integrity/{}/provenance", f.filename));
+            }
             o
         })
         .collect();
-    serde_json::json!({"meta": {"api-version": "1.1"}, "name": name, "versions": versions, "files": files}).to_string()
+    let mut page =
+        serde_json::json!({"meta": {"api-version": "1.4"}, "name": name, "versions": versions, "files": files});
+    if let Some((status, reason)) = status {
+        page["project-status"] = serde_json::json!({"status": status, "reason": reason});
+    }
+    page.to_string()
 }
 
-fn html_page(files: &[MockFile]) -> String {
-    let mut out = String::from("<!DOCTYPE html><html><body>\n");
+fn html_page(files: &[MockFile], status: Option<&(String, Option<String>)>) -> String {
+    let mut out = String::from("<!DOCTYPE html><html><head>\n");
+    if let Some((status, reason)) = status {
+        out.push_str(&format!("<meta name=\"pypi:project-status\" content=\"{status}\">\n"));
+        if let Some(r) = reason {
+            out.push_str(&format!("<meta name=\"pypi:project-status-reason\" content=\"{r}\">\n"));
+        }
+    }
+    out.push_str("</head><body>\n");
     for f in files {
         let frag = advertised(f).map(|h| format!("#sha256={h}")).unwrap_or_default();
         let mut attrs = String::new();
@@ -308,6 +342,9 @@ fn html_page(files: &[MockFile]) -> String {
         }
         if let Some(y) = &f.yanked {
             attrs.push_str(&format!(" data-yanked=\"{}\"", y.clone().unwrap_or_default()));
+        }
+        if f.provenance.is_some() {
+            attrs.push_str(&format!(" data-provenance=\"/integrity/{}/provenance\"", f.filename));
         }
         out.push_str(&format!("<a href=\"/files/{}{frag}\"{attrs}>{}</a><br/>\n", f.filename, f.filename));
     }

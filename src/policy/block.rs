@@ -1,0 +1,205 @@
+//! Block lists (issue 14): `[[block]]` entries by name, by name and PEP 440 version
+//! specifier, or by file sha256, each with a reason. The live list is swapped whole on reload
+//! (SIGHUP), so a request sees one list or the other, never half of each.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use pep440_rs::{Version, VersionSpecifiers};
+use serde::Deserialize;
+
+use crate::index::{DistFile, ProjectName, filename};
+
+/// One `[[block]]` entry as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    /// A project name: with no `version`, the whole project.
+    pub name: Option<String>,
+    /// A PEP 440 specifier such as `==1.2.3` or `>=2.0,<2.0.4`: only these versions of `name`.
+    pub version: Option<String>,
+    /// One file, by its sha256, whatever its name.
+    pub sha256: Option<String>,
+    /// Shown to clients with the refusal.
+    pub reason: String,
+}
+
+struct VersionRule {
+    versions: VersionSpecifiers,
+    reason: String,
+}
+
+/// A parsed block list.
+#[derive(Default)]
+pub struct BlockList {
+    projects: HashMap<ProjectName, String>,
+    versions: HashMap<ProjectName, Vec<VersionRule>>,
+    files: HashMap<String, String>,
+    rules: usize,
+}
+
+impl BlockList {
+    pub fn parse(entries: &[BlockConfig]) -> Result<BlockList, String> {
+        let mut list = BlockList::default();
+        for (i, e) in entries.iter().enumerate() {
+            let at = |what: String| format!("[[block]] entry {}: {what}", i + 1);
+            let reason = e.reason.trim();
+            if reason.is_empty() || reason.len() > 500 || reason.contains(['\r', '\n']) {
+                return Err(at("`reason` must be one line of 1 to 500 characters".into()));
+            }
+            match (&e.name, &e.version, &e.sha256) {
+                (Some(name), version, None) => {
+                    let name = ProjectName::parse(name).map_err(|err| at(err.to_string()))?;
+                    match version {
+                        None => {
+                            list.projects.insert(name, reason.to_string());
+                        }
+                        Some(v) => {
+                            let versions = VersionSpecifiers::from_str(v)
+                                .map_err(|err| at(format!("invalid version specifier `{v}`: {err}")))?;
+                            list.versions
+                                .entry(name)
+                                .or_default()
+                                .push(VersionRule { versions, reason: reason.into() });
+                        }
+                    }
+                }
+                (None, None, Some(sha)) => {
+                    let sha = sha.trim().to_ascii_lowercase();
+                    if !crate::index::is_sha256_hex(&sha) {
+                        return Err(at(format!("`{sha}` is not a sha256 (64 hex digits)")));
+                    }
+                    list.files.insert(sha, reason.to_string());
+                }
+                _ => return Err(at("give `name` (optionally with `version`), or `sha256` alone".into())),
+            }
+            list.rules += 1;
+        }
+        Ok(list)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules == 0
+    }
+
+    /// The reason the whole project is blocked, if it is.
+    pub fn project(&self, name: &ProjectName) -> Option<&str> {
+        self.projects.get(name).map(String::as_str)
+    }
+
+    /// Whether some rule may hide files on `name`'s page.
+    pub fn touches(&self, name: &ProjectName) -> bool {
+        !self.files.is_empty() || self.versions.contains_key(name)
+    }
+
+    /// The reason this file is blocked, if it is: by its sha256, or by its version.
+    pub fn file(&self, name: &ProjectName, file: &DistFile) -> Option<&str> {
+        if let Some(reason) = file.sha256().and_then(|sha| self.files.get(sha)) {
+            return Some(reason);
+        }
+        let rules = self.versions.get(name)?;
+        // A filename whose version does not parse cannot be matched by a specifier.
+        let version = Version::from_str(&filename::parse(&file.filename).ok()?.version).ok()?;
+        rules.iter().find(|r| r.versions.contains(&version)).map(|r| r.reason.as_str())
+    }
+}
+
+/// The block list in force, replaced whole by `reload`; `generation` tells cached page views
+/// made under an older list.
+#[derive(Default)]
+pub struct Blocks {
+    current: RwLock<Arc<BlockList>>,
+    generation: AtomicU64,
+}
+
+impl Blocks {
+    pub fn new(list: BlockList) -> Blocks {
+        metrics::gauge!("larder_block_rules").set(list.len() as f64);
+        Blocks { current: RwLock::new(Arc::new(list)), generation: AtomicU64::new(1) }
+    }
+
+    pub fn current(&self) -> (Arc<BlockList>, u64) {
+        let list = self.current.read().expect("block list lock").clone();
+        (list, self.generation.load(Ordering::Acquire))
+    }
+
+    pub fn replace(&self, list: BlockList) {
+        metrics::gauge!("larder_block_rules").set(list.len() as f64);
+        *self.current.write().expect("block list lock") = Arc::new(list);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: Option<&str>, version: Option<&str>, sha: Option<&str>) -> BlockConfig {
+        BlockConfig {
+            name: name.map(Into::into),
+            version: version.map(Into::into),
+            sha256: sha.map(Into::into),
+            reason: "bad".into(),
+        }
+    }
+
+    fn file(filename: &str, sha: &str) -> DistFile {
+        DistFile {
+            filename: filename.into(),
+            url: format!("http://up/{filename}"),
+            hashes: [("sha256".to_string(), sha.to_string())].into(),
+            requires_python: None,
+            yanked: Default::default(),
+            core_metadata: None,
+            size: None,
+            upload_time: None,
+            metadata_on_demand: false,
+            provenance: None,
+        }
+    }
+
+    #[test]
+    fn names_versions_and_hashes() {
+        let sha = "ab".repeat(32);
+        let list = BlockList::parse(&[
+            entry(Some("Evil_Pkg"), None, None),
+            entry(Some("lib"), Some(">=2.0,<2.0.4"), None),
+            entry(None, None, Some(&sha.to_uppercase())),
+        ])
+        .unwrap();
+        let name = |s| ProjectName::parse(s).unwrap();
+        assert_eq!(list.project(&name("evil-pkg")), Some("bad"));
+        assert_eq!(list.project(&name("lib")), None, "a version rule blocks versions, not the project");
+        let other = "cd".repeat(32);
+        assert!(list.file(&name("lib"), &file("lib-2.0.3-py3-none-any.whl", &other)).is_some());
+        assert!(list.file(&name("lib"), &file("lib-2.0.4.tar.gz", &other)).is_none());
+        assert!(list.file(&name("lib"), &file("lib-1.9-py3-none-any.whl", &other)).is_none());
+        assert!(list.file(&name("x"), &file("x-1.0.tar.gz", &sha)).is_some(), "by sha256, any name");
+        assert!(list.touches(&name("x")), "a sha256 rule may hide a file on any page");
+        assert_eq!(list.len(), 3);
+    }
+
+    #[test]
+    fn bad_entries_say_which_and_why() {
+        for (e, why) in [
+            (entry(None, None, None), "give `name`"),
+            (entry(Some("a"), None, Some(&"ab".repeat(32))), "give `name`"),
+            (entry(None, Some("==1"), None), "give `name`"),
+            (entry(Some("a"), Some("=>1"), None), "invalid version specifier"),
+            (entry(None, None, Some("abc")), "not a sha256"),
+            (entry(Some("a b"), None, None), "invalid project name"),
+        ] {
+            let err = BlockList::parse(&[entry(Some("fine"), None, None), e]).err().unwrap();
+            assert!(err.starts_with("[[block]] entry 2: ") && err.contains(why), "{err}");
+        }
+        let mut blank = entry(Some("a"), None, None);
+        blank.reason = " ".into();
+        assert!(BlockList::parse(&[blank]).is_err());
+    }
+}
