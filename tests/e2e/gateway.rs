@@ -391,3 +391,42 @@ fn pages_and_files_answer_if_modified_since() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[test]
+fn a_release_comes_out_of_its_cooldown_on_time_with_a_new_etag() {
+    let up = MockUpstream::start();
+    add_wheel(&up, "timed", "1.0", &[], Some(ago(30 * 86_400)));
+    let fresh = add_wheel(&up, "timed", "2.0", &[], Some(ago(6 * 86_400)));
+    let dir = tempfile::tempdir().unwrap();
+    let settings = larder::cli::Settings {
+        data_dir: Some(dir.path().to_path_buf()),
+        upstream: Some(up.simple_url().parse().unwrap()),
+        min_release_age: Some(Duration::from_secs(7 * 86_400)),
+        index_ttl: Some(Duration::from_secs(30 * 86_400)), // the page itself stays fresh throughout
+        metadata_prefetch: Some(false),
+        ..Default::default()
+    };
+    let larder = crate::util::inprocess::InProcess::start(settings, None);
+    let get = || http().get(larder.url("/simple/timed/")).header("accept", JSON).send().unwrap();
+    let file_url = larder.url(&format!("/files/{fresh}/timed-2.0-py3-none-any.whl"));
+
+    let before = get();
+    let (etag, modified) = (before.headers()["etag"].clone(), before.headers()["last-modified"].clone());
+    let page: serde_json::Value = before.json().unwrap();
+    assert_eq!(filenames(&page), ["timed-1.0-py3-none-any.whl"]);
+    assert_eq!(http().get(&file_url).send().unwrap().status(), 404);
+
+    // A day later 2.0 is seven days old: on the page, with a new ETag and a later
+    // Last-Modified, so that clients holding the old page see the change (HDR-1).
+    larder.clock.advance(Duration::from_secs(86_400 + 60));
+    let after = get();
+    assert_ne!(after.headers()["etag"], etag);
+    let parse = |v: &reqwest::header::HeaderValue| httpdate::parse_http_date(v.to_str().unwrap()).unwrap();
+    assert!(parse(&after.headers()["last-modified"]) > parse(&modified));
+    let page: serde_json::Value = after.json().unwrap();
+    assert_eq!(filenames(&page), ["timed-1.0-py3-none-any.whl", "timed-2.0-py3-none-any.whl"]);
+    assert_eq!(http().get(&file_url).send().unwrap().status(), 200);
+    let conditional = http().get(larder.url("/simple/timed/")).header("accept", JSON).header("if-none-match", etag);
+    assert_eq!(conditional.send().unwrap().status(), 200, "the old ETag no longer matches");
+    assert_eq!(up.count("/simple/timed/"), 1, "all of it from the one page fetched");
+}
