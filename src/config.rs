@@ -270,7 +270,6 @@ impl Config {
     /// Flags and environment (`settings`) over the file over defaults. `env_token` is
     /// `LARDER_TOKEN`: one read+write token for every project (the CI sidecar's).
     pub fn merge(file: FileConfig, s: &Settings, env_token: Option<String>) -> anyhow::Result<Config> {
-        let rules = resolve_rules(&file, s)?;
         let mut tokens = Vec::new();
         for t in &file.tokens {
             let secret = match (&t.secret, &t.secret_env) {
@@ -299,20 +298,21 @@ impl Config {
             });
         }
         let mut allow_shadowing = BTreeSet::new();
-        for raw in s.allow_shadowing.clone().or(file.allow_shadowing).unwrap_or_default() {
+        for raw in s.allow_shadowing.clone().or(file.allow_shadowing.clone()).unwrap_or_default() {
             let name =
                 crate::index::ProjectName::parse(raw.trim()).map_err(|e| anyhow::anyhow!("allow_shadowing: {e}"))?;
             allow_shadowing.insert(name);
         }
-        let default_project = s.default_project.clone().or(file.default_project).unwrap_or_else(|| "default".into());
+        let default_project =
+            s.default_project.clone().or(file.default_project.clone()).unwrap_or_else(|| "default".into());
         anyhow::ensure!(
             crate::scope::is_valid_id(&default_project),
             "invalid default_project `{default_project}`; use letters, digits, '.', '_', '-' or '%'"
         );
         let (upstream, upstream_credentials) = split_credentials(
-            s.upstream.clone().or(file.upstream),
-            s.upstream_username.clone().or(file.upstream_username),
-            s.upstream_password.clone().or(file.upstream_password),
+            s.upstream.clone().or(file.upstream.clone()),
+            s.upstream_username.clone().or(file.upstream_username.clone()),
+            s.upstream_password.clone().or(file.upstream_password.clone()),
         )?;
         let upstream_timeout = s.upstream_timeout.or(file.upstream_timeout).unwrap_or(Duration::from_secs(30));
         let max_upstream_connections = s.max_upstream_connections.or(file.max_upstream_connections).unwrap_or(32);
@@ -367,6 +367,7 @@ impl Config {
             });
         }
         crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))?;
+        let rules = resolve_rules(&file, s)?;
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream,
@@ -602,6 +603,57 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn gateway_settings_resolve_and_bad_ones_say_why() {
+        let base = r#"
+upstream = "http://127.0.0.1:1/simple/"
+min_release_age = "7d"
+min_release_age_exempt = ["internal-*"]
+[[upstreams]]
+name = "vendor"
+url = "http://me:pw@127.0.0.1:2/simple/"
+projects = ["torch", "nvidia-*"]
+min_release_age = "1d"
+[[block]]
+name = "evil"
+reason = "typosquat"
+[projects.ml]
+upstreams = ["vendor"]
+min_release_age = "0s"
+[groups.all]
+projects = ["ml", "other"]
+"#;
+        let merge = |text: &str| Config::merge(toml::from_str(text).unwrap(), &Settings::default(), None);
+        let c = merge(base).unwrap();
+        assert_eq!(c.upstream_routes.len(), 1);
+        let vendor = &c.upstream_routes[0];
+        assert_eq!(vendor.settings.base.as_str(), "http://127.0.0.1:2/simple/", "credentials moved out");
+        assert!(vendor.settings.credentials.is_some());
+        assert_eq!(c.rules.min_release_age, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(c.rules.upstream_ages["vendor"], Duration::from_secs(86400));
+        let ml = c.rules.for_project("ml");
+        assert!(ml.uses("vendor") && !ml.uses("default"));
+        assert!(c.rules.for_project("other").uses("default"), "no settings: every upstream");
+        assert!(!c.rules.for_group("all").uses("default"), "a group: the strictest of its projects");
+        assert_ne!(ml.id, c.rules.for_group("all").id);
+        assert_eq!(c.block.len(), 1);
+
+        for (change, why) in [
+            (("name = \"vendor\"", "name = \"default\""), "invalid name `default`"),
+            (("projects = [\"torch\", \"nvidia-*\"]", "projects = []"), "list the project names"),
+            (("projects = [\"torch\", \"nvidia-*\"]", "projects = [\"a/b\"]"), "invalid project name pattern"),
+            (("upstreams = [\"vendor\"]", "upstreams = [\"vendr\"]"), "no upstream is named `vendr`"),
+            (("reason = \"typosquat\"", "reason = \"\""), "[[block]] entry 1"),
+        ] {
+            let text = base.replace(change.0, change.1);
+            let err = format!("{:#}", merge(&text).err().unwrap_or_else(|| panic!("accepted: {text}")));
+            assert!(err.contains(why), "{err}");
+        }
+        let twice =
+            format!("{base}[[upstreams]]\nname = \"vendor\"\nurl = \"http://127.0.0.1:3/\"\nprojects = [\"x\"]\n");
+        assert!(format!("{:#}", merge(&twice).err().unwrap()).contains("used twice"));
     }
 
     #[test]

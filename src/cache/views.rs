@@ -50,6 +50,9 @@ impl Cache {
 
     /// A whole project on the block list: its page is not found, with the reason.
     pub(crate) fn check_project(&self, name: &ProjectName) -> Result<(), Error> {
+        if self.blocks.is_empty() {
+            return Ok(());
+        }
         let (blocks, _) = self.blocks.current();
         match blocks.project(name) {
             Some(reason) => {
@@ -68,6 +71,15 @@ impl Cache {
         page: Arc<RenderedPage>,
         source: Source,
     ) -> Arc<RenderedPage> {
+        // The common case, no rule for this scope and name at all: no lock, no copy.
+        let status = matches!(source, Source::Private) && reader.rules.status.is_some();
+        let cooldown = match source {
+            Source::Upstream(upstream) => self.config.rules.cooldown(&reader.rules, upstream, name).is_some(),
+            Source::Private => false,
+        };
+        if !status && !cooldown && self.blocks.is_empty() {
+            return page;
+        }
         let (blocks, generation) = self.blocks.current();
         let filter = self.filter(reader, &blocks, name, source);
         if !filter.may_change(name) {
@@ -101,10 +113,14 @@ impl Cache {
         file: &DistFile,
         source: Source,
     ) -> Result<(), Error> {
-        let (blocks, _) = self.blocks.current();
-        if blocks.is_empty() && matches!(source, Source::Private) {
-            return Ok(());
+        let cooldown = match source {
+            Source::Upstream(upstream) => self.config.rules.cooldown(&reader.rules, upstream, name),
+            Source::Private => None,
+        };
+        if cooldown.is_none() && self.blocks.is_empty() {
+            return Ok(()); // the hit path with no rules: no lock
         }
+        let (blocks, _) = self.blocks.current();
         match self.filter(reader, &blocks, name, source).check(name, file) {
             Ok(()) => Ok(()),
             Err(Refusal::Blocked(reason)) => {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use pep440_rs::{Version, VersionSpecifiers};
@@ -116,12 +116,19 @@ impl BlockList {
 pub struct Blocks {
     current: RwLock<Arc<BlockList>>,
     generation: AtomicU64,
+    /// The list in force is empty: the hit path checks this and takes no lock.
+    empty: AtomicBool,
 }
 
 impl Blocks {
     pub fn new(list: BlockList) -> Blocks {
         metrics::gauge!("larder_block_rules").set(list.len() as f64);
-        Blocks { current: RwLock::new(Arc::new(list)), generation: AtomicU64::new(1) }
+        let empty = AtomicBool::new(list.is_empty());
+        Blocks { current: RwLock::new(Arc::new(list)), generation: AtomicU64::new(1), empty }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.empty.load(Ordering::Acquire)
     }
 
     pub fn current(&self) -> (Arc<BlockList>, u64) {
@@ -131,8 +138,10 @@ impl Blocks {
 
     pub fn replace(&self, list: BlockList) {
         metrics::gauge!("larder_block_rules").set(list.len() as f64);
+        let empty = list.is_empty();
         *self.current.write().expect("block list lock") = Arc::new(list);
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.empty.store(empty, Ordering::Release);
     }
 }
 

@@ -95,14 +95,13 @@ impl Rules {
 
     /// How long releases of `name`, served from `upstream`, are held back in `scope`.
     pub fn cooldown(&self, scope: &ScopeRules, upstream: &str, name: &ProjectName) -> Option<Duration> {
-        if self.exempt.iter().chain(&scope.exempt).any(|p| p.matches(name)) {
-            return None;
-        }
-        scope
+        let age = scope
             .min_release_age
             .or_else(|| self.upstream_ages.get(upstream).copied())
             .or(self.min_release_age)
-            .filter(|d| !d.is_zero())
+            .filter(|d| !d.is_zero())?;
+        // Patterns are matched only when a cooldown applies at all (the hit path).
+        (!self.exempt.iter().chain(&scope.exempt).any(|p| p.matches(name))).then_some(age)
     }
 }
 

@@ -102,6 +102,10 @@ fn each_name_comes_from_its_own_upstream_and_is_never_merged() {
     vendor.state.lock().unwrap().require_authorization = Some("Basic dmVuZG9yOnMzY3JldA==".into()); // vendor:s3cret
     let real = add_wheel(&vendor, "corp-tools", "1.0", &[], None);
     add_wheel(&vendor, "corp-extra", "0.1", &[], None);
+    // A third index owns `gpu-*`; the default has a `gpu-kernels` too.
+    let gpu = MockUpstream::start();
+    add_wheel(&gpu, "gpu-kernels", "3.0", &[], None);
+    add_wheel(&default, "gpu-kernels", "99.0", &[], None);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -114,6 +118,11 @@ username = "vendor"
 password_env = "VENDOR_PASSWORD"
 projects = ["corp-*"]
 
+[[upstreams]]
+name = "gpu"
+url = "{gpu}"
+projects = ["GPU_*"]
+
 [projects.isolated]
 upstreams = ["vendor"]
 
@@ -121,7 +130,8 @@ upstreams = ["vendor"]
 upstreams = []
 "#,
             default = default.simple_url(),
-            vendor = vendor.simple_url()
+            vendor = vendor.simple_url(),
+            gpu = gpu.simple_url()
         ),
     );
     let larder = Larder::start_with_env(dir.path(), &["--config", &config], &[("VENDOR_PASSWORD", "s3cret")]);
@@ -138,6 +148,11 @@ upstreams = []
     assert_eq!(filenames(&page), ["corp_tools-1.0-py3-none-any.whl"], "never merged with the default's 9.9");
     assert_eq!(default.count("/simple/corp-tools/"), 0, "the default upstream is never asked for a routed name");
     assert!(!default.state.lock().unwrap().saw_authorization, "the vendor's credentials go to the vendor only");
+    let out = uv_compile(scratch.path(), &larder.index(), "gpu-kernels");
+    assert_ok(&out, "uv pip compile gpu-kernels");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gpu-kernels==3.0"));
+    assert_eq!(default.count("/simple/gpu-kernels/"), 0);
+    assert_eq!(vendor.count("/simple/gpu-kernels/"), 0);
 
     // Files follow the same routing: the bait's file is not served under the routed name,
     // even by its hash; the real one is.
