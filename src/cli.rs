@@ -289,6 +289,33 @@ pub struct Settings {
     #[arg(long, env = "LARDER_MAX_ARCHIVE_UNPACKED", value_name = "SIZE")]
     pub max_archive_unpacked: Option<String>,
 
+    /// The URL clients reach this server at, e.g. `https://pypi.example.com` (or with a path
+    /// prefix, behind a proxy). Used for the absolute URLs PEP 740 provenance needs and on the
+    /// pages for people; without it, the request's Host header is used, which a shared cache in
+    /// front must then key on.
+    #[arg(long, env = "LARDER_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<url::Url>,
+
+    /// Where blobs and records live: the local data directory (default), or an S3-compatible
+    /// bucket, `s3://bucket/prefix`, that any number of Larder replicas share. Credentials come
+    /// from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and the other AWS_* variables).
+    #[arg(long, env = "LARDER_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
+    /// The S3 endpoint, e.g. `http://127.0.0.1:8333` for a server other than AWS (also
+    /// AWS_ENDPOINT). Plain http is allowed only when written here.
+    #[arg(long, env = "LARDER_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket's region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "LARDER_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// With an S3 store: the most disk the local cache of hot blobs may use (under
+    /// data_dir/cache), e.g. `20GiB` [default: 10GiB].
+    #[arg(long, env = "LARDER_LOCAL_CACHE_SIZE", value_name = "SIZE")]
+    pub local_cache_size: Option<String>,
+
     /// Hold back upstream files uploaded more recently than this, e.g. `7d` (release cooldown:
     /// a compromised release is usually found and yanked within days). Uses the upstream's
     /// upload times (PEP 700); private uploads are never held back. [default: none]

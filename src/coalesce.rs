@@ -104,12 +104,120 @@ where
     }
 }
 
+/// Checks that must see everything done before the caller arrived (issue 13: an upload
+/// acknowledged by another replica is visible on the very next request), batched: a caller
+/// joins a check that started after it arrived, or waits for the one under way to end and
+/// joins the next. One check per key is under way at a time, so a hot key costs one check per
+/// round trip however many callers ask; each caller waits at most two round trips.
+pub struct Batcher<K> {
+    flights: Mutex<HashMap<K, Arc<Flight>>>,
+}
+
+struct Flight {
+    started: std::time::Instant,
+    done: Shared<BoxFuture<'static, ()>>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Default for Batcher<K> {
+    fn default() -> Self {
+        Batcher { flights: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
+    /// Runs `check` (as its own task, so a caller that goes away cancels nothing) unless a
+    /// check for `key` that started after this call began can be joined.
+    pub async fn run<F, Fut>(&self, key: K, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let arrived = std::time::Instant::now();
+        loop {
+            let current = self.flights.lock().expect("batcher lock").get(&key).cloned();
+            match current {
+                Some(f) if f.started >= arrived => return f.done.clone().await,
+                Some(f) => {
+                    // Started before this caller: it may have missed what the caller must see.
+                    f.done.clone().await;
+                    let mut map = self.flights.lock().expect("batcher lock");
+                    if map.get(&key).is_some_and(|now| Arc::ptr_eq(now, &f)) {
+                        map.remove(&key);
+                    }
+                }
+                None => {
+                    let flight = {
+                        let mut map = self.flights.lock().expect("batcher lock");
+                        if map.contains_key(&key) {
+                            continue; // another caller started one just now: join it
+                        }
+                        let task = tokio::spawn(check());
+                        let done = async move {
+                            let _ = task.await;
+                        }
+                        .boxed()
+                        .shared();
+                        let flight = Arc::new(Flight { started: std::time::Instant::now(), done });
+                        map.insert(key.clone(), flight.clone());
+                        flight
+                    };
+                    flight.done.clone().await;
+                    let mut map = self.flights.lock().expect("batcher lock");
+                    if map.get(&key).is_some_and(|now| Arc::ptr_eq(now, &flight)) {
+                        map.remove(&key);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     type Flight = Arc<Coalescer<&'static str, SharedResult<u32, Panicked>>>;
+
+    #[tokio::test]
+    async fn a_batched_check_always_starts_after_the_caller_arrived() {
+        use std::sync::atomic::AtomicU64;
+        let batcher = Arc::new(Batcher::<&'static str>::default());
+        let value = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        let checks = Arc::new(AtomicUsize::new(0));
+        let check = {
+            let (value, seen, checks) = (value.clone(), seen.clone(), checks.clone());
+            move || {
+                let (value, seen, checks) = (value.clone(), seen.clone(), checks.clone());
+                async move {
+                    checks.fetch_add(1, Ordering::SeqCst);
+                    let v = value.load(Ordering::SeqCst); // read at the start, like a GET
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    seen.store(v, Ordering::SeqCst);
+                }
+            }
+        };
+        let first = {
+            let (b, c) = (batcher.clone(), check.clone());
+            tokio::spawn(async move { b.run("k", c).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        value.store(1, Ordering::SeqCst); // written (acknowledged) while the first check runs
+        let mut late = Vec::new();
+        for _ in 0..50 {
+            let (b, c) = (batcher.clone(), check.clone());
+            late.push(tokio::spawn(async move { b.run("k", c).await }));
+        }
+        for h in late {
+            h.await.unwrap();
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "callers that came after the write saw it");
+        assert_eq!(checks.load(Ordering::SeqCst), 2, "50 callers shared one check");
+        first.await.unwrap();
+        assert!(batcher.flights.lock().unwrap().is_empty(), "finished flights are removed");
+    }
 
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {

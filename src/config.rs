@@ -70,6 +70,14 @@ pub struct FileConfig {
     /// Block list entries; reloaded on SIGHUP.
     #[serde(default)]
     pub block: Vec<crate::policy::BlockConfig>,
+    /// `s3://bucket/prefix` for a shared S3 store (issue 13); unset: the local data dir.
+    pub store: Option<String>,
+    pub public_url: Option<url::Url>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    /// Virtual-hosted-style bucket addressing (`bucket.host`); default path style.
+    pub s3_virtual_hosted: Option<bool>,
+    pub local_cache_size: Option<String>,
 }
 
 /// `[[upstreams]]`: another index, owning the project names its patterns match.
@@ -235,6 +243,12 @@ pub struct Config {
     pub block: Vec<crate::policy::BlockConfig>,
     /// The config file read, if any: SIGHUP reads its block list again.
     pub config_file: Option<PathBuf>,
+    /// The shared S3 store, when `store = "s3://…"` (issue 13).
+    pub s3: Option<S3Settings>,
+    /// With an S3 store: the local cache's size limit.
+    pub local_cache_bytes: u64,
+    /// Where clients reach this server (scheme, host and any path prefix, no trailing slash).
+    pub public_url: Option<String>,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
@@ -368,6 +382,25 @@ impl Config {
         }
         crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))?;
         let rules = resolve_rules(&file, s)?;
+        let s3 = match s.store.clone().or(file.store.clone()).filter(|u| !u.is_empty() && u != "local") {
+            None => None,
+            Some(url) => {
+                let (bucket, prefix) =
+                    S3Settings::parse_url(&url).map_err(|e| anyhow::anyhow!("store: {e}; write s3://bucket/prefix"))?;
+                Some(S3Settings {
+                    bucket,
+                    prefix,
+                    endpoint: s.s3_endpoint.clone().or(file.s3_endpoint.clone()),
+                    region: s.s3_region.clone().or(file.s3_region.clone()),
+                    virtual_hosted: file.s3_virtual_hosted.unwrap_or(false),
+                })
+            }
+        };
+        let local_cache_bytes = size("local_cache_size", &s.local_cache_size, file.local_cache_size.clone(), "10GiB")?;
+        anyhow::ensure!(
+            s3.is_none() || (s.max_store_size.is_none() && file.max_store_size.is_none()),
+            "max_store_size limits a local store; with an S3 store the bucket's size is yours to manage (lifecycle rules), and local_cache_size limits the local cache"
+        );
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
             upstream,
@@ -415,6 +448,15 @@ impl Config {
             rules: Arc::new(rules),
             block: file.block,
             config_file: None,
+            s3,
+            local_cache_bytes,
+            public_url: match s.public_url.clone().or(file.public_url.clone()) {
+                Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Some(u.as_str().trim_end_matches('/').to_string())
+                }
+                Some(u) => anyhow::bail!("public_url `{u}` must be an http(s) URL with a host"),
+                None => None,
+            },
         })
     }
 }
@@ -458,6 +500,7 @@ fn resolve_rules(file: &FileConfig, s: &Settings) -> anyhow::Result<crate::polic
             min_release_age: p.min_release_age,
             exempt: patterns(&format!("{what} min_release_age_exempt"), &p.min_release_age_exempt)?,
             status,
+            members: Vec::new(),
         };
         next_id += 1;
         rules.projects.insert(id.clone(), Arc::new(scope));
@@ -557,6 +600,37 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
+}
+
+/// Where the bucket is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// `http(s)://host:port` of an S3-compatible server; unset: AWS itself (or `AWS_ENDPOINT`).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Virtual-hosted-style requests (`bucket.host`) instead of path style (`host/bucket`).
+    pub virtual_hosted: bool,
+}
+
+impl S3Settings {
+    /// Parses `s3://bucket/prefix`.
+    pub fn parse_url(url: &str) -> Result<(String, String), String> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("`{url}` is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_bucket {
+            return Err(format!("`{bucket}` is not a valid bucket name (3-63 lowercase letters, digits, '-', '.')"));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if prefix.split('/').any(|p| p.is_empty() && !prefix.is_empty()) {
+            return Err(format!("the prefix in `{url}` has an empty segment"));
+        }
+        Ok((bucket.to_string(), prefix))
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,20 @@ impl Cache {
         Ok(self.stored(sha).await?.map(|blob| FileAnswer::Stored { blob, sha256: sha.to_string(), outcome, modified }))
     }
 
+    /// Replicas (issue 13): the records of the names `dist_name` may belong to are checked
+    /// against the shared store first, so a claim, yank or delete made elsewhere counts now.
+    pub(super) async fn refresh_claims(&self, projects: &[String], dist_name: &str) {
+        if !self.private.is_shared() {
+            return;
+        }
+        let names: Vec<ProjectName> = crate::index::filename::candidate_projects(dist_name)
+            .iter()
+            .take(3)
+            .filter_map(|n| ProjectName::parse(n).ok())
+            .collect();
+        self.private.refresh(projects, &names).await;
+    }
+
     /// The claimed name and private page `dist_name` belongs to, when it is claimed here.
     fn claimed(&self, reader: &Reader, dist_name: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
         self.private.claimed_by_file(&reader.projects, dist_name)
@@ -80,16 +94,18 @@ impl Cache {
 
     /// An upstream file `reader` may have: its project not blocked, its upstream one the scope
     /// uses, the file itself neither blocked nor held back.
+    /// `resolved_sha`: the sha256 a `u-` key resolved to, for a file its page lists without one.
     pub(super) fn check_upstream_file(
         &self,
         reader: &Reader,
         name: &ProjectName,
         file: &DistFile,
+        resolved_sha: Option<&str>,
     ) -> Result<(), Error> {
         self.check_project(name)?;
         let owner = self.owner_for(reader, name)?;
         let owner = owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT);
-        self.check_file(reader, name, file, Source::Upstream(owner))
+        self.check_file(reader, name, file, resolved_sha, Source::Upstream(owner))
     }
 
     /// `check_upstream_file`, and the client of the upstream to fetch it from.
@@ -99,7 +115,7 @@ impl Cache {
         name: &ProjectName,
         file: &DistFile,
     ) -> Result<Upstream, Error> {
-        self.check_upstream_file(reader, name, file)?;
+        self.check_upstream_file(reader, name, file, None)?;
         self.upstreams.client(name).cloned().ok_or_else(|| {
             let why = if self.config.offline { "Larder is offline" } else { "no upstream is configured for it" };
             Error::NotFound(format!("{why}, and `{}` is not in the cache", file.filename))
@@ -120,11 +136,12 @@ impl Cache {
 
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
+        self.refresh_claims(&reader.projects, dist_name).await;
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some((name, page)) = self.claimed(reader, dist_name) {
             let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
             self.check_project(&name)?;
-            self.check_file(reader, &name, file, Source::Private)?;
+            self.check_file(reader, &name, file, None, Source::Private)?;
             let sha = file.sha256().map(str::to_string).ok_or_else(|| not_listed(dist_name, key))?;
             return self.answer_stored(&sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(|| {
                 Error::NotFound(format!("`{dist_name}` is a private file missing from the store; upload it again"))
@@ -146,7 +163,7 @@ impl Cache {
             // Hit: an upstream page Larder has lists it; no upstream request.
             if let Some((name, page)) = self.pages.listed_locally(key, dist_name).await {
                 let file = page.file(key).expect("listed under this key");
-                self.check_upstream_file(reader, &name, file)?;
+                self.check_upstream_file(reader, &name, file, Some(sha))?;
                 if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded(file)).await? {
                     return Ok(answer);
                 }
@@ -156,7 +173,7 @@ impl Cache {
         // which platforms the clients run (hits pass no lock).
         self.demand.saw(dist_name);
         let (project, dist) = self.find_upstream(key, dist_name).await?;
-        self.check_upstream_file(reader, &project, &dist)?;
+        self.check_upstream_file(reader, &project, &dist, sha.as_deref())?;
         if let Some(sha) = dist.sha256() {
             if self.hidden(reader, sha) {
                 return Err(not_listed(dist_name, key));
@@ -212,10 +229,11 @@ impl Cache {
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
         }
+        self.refresh_claims(&reader.projects, dist_name).await;
         if let Some((name, page)) = self.claimed(reader, dist_name) {
             let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(no_metadata)?;
             self.check_project(&name)?;
-            self.check_file(reader, &name, file, Source::Private)?;
+            self.check_file(reader, &name, file, None, Source::Private)?;
             let md_sha = file.core_metadata.clone().ok_or_else(no_metadata)?;
             return self.answer_stored(&md_sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(no_metadata);
         }
@@ -224,7 +242,7 @@ impl Cache {
             Error::NotFound(_) => no_metadata(),
             e => e,
         })?;
-        self.check_upstream_file(reader, &project, &dist)?;
+        self.check_upstream_file(reader, &project, &dist, None)?;
         let md_sha = match dist.core_metadata.clone().or_else(|| dist.sha256().and_then(|sha| self.links.get(sha))) {
             Some(md) => md,
             // Advertised as `true`: read it now (issue 11).

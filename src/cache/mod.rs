@@ -165,7 +165,7 @@ pub struct Cache {
 impl Cache {
     /// Opens the store and builds the engine.
     pub async fn open(config: Arc<Config>, mode: Mode) -> anyhow::Result<Cache> {
-        let store = store::from_config(&config)?;
+        let store = store::from_config(&config).await?;
         Cache::with_store(config, store, mode, Clock::system()).await
     }
 
@@ -309,6 +309,8 @@ impl Cache {
     /// with the reason (issue 14); the rest is filtered by the scope's rules (`views`).
     pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
         self.check_project(name)?;
+        // Replicas: what another one claimed or changed is seen now (issue 13).
+        self.private.refresh(&reader.projects, std::slice::from_ref(name)).await;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
             let page = self.view(reader, name, page, views::Source::Private);
@@ -338,6 +340,11 @@ impl Cache {
             PageState::Found(r) => PageAnswer::Found { page: r.clone(), outcome, private_upload: false },
             PageState::NotFound => PageAnswer::NotFound,
         })
+    }
+
+    /// Before a listing: learns the names other replicas claimed (a no-op on a local store).
+    pub async fn refresh_listing(&self) {
+        self.private.refresh_names().await;
     }
 
     /// The private names of `reader`'s projects.

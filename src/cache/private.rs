@@ -7,6 +7,11 @@
 //! the disk; a page is rendered on its first read (uploads alone render nothing: the 1,000-client
 //! load made thousands of records that were never read, and their renderings were most of it).
 //! Writes are serialized by one lock: uploads are rare, correctness is not.
+//!
+//! On a store other processes write too (S3, issue 13), every write is a compare-and-swap on
+//! the record as the store has it (retried on conflict; nothing relies on this process's
+//! lock), and every read first checks the records it is about against the store (`refresh`,
+//! batched): an upload another replica acknowledged is seen on the very next request.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -14,10 +19,12 @@ use std::sync::{Arc, RwLock};
 use crate::cache::records::{PrivateFile, PrivateRecord, RecordKey};
 use crate::index::RenderedPage;
 use crate::index::{ProjectName, Yanked};
-use crate::store::{Records, Store};
+use crate::store::{RecordRead, Records, Store};
 
 struct Entry {
     record: PrivateRecord,
+    /// The record's version in the store (its ETag on S3), for conditional reads.
+    version: Option<String>,
     rendered: std::sync::OnceLock<Arc<RenderedPage>>,
 }
 
@@ -45,7 +52,7 @@ fn blobs_of(record: &PrivateRecord) -> impl Iterator<Item = &String> {
 impl Index {
     /// Replaces one record; the owners change by that record alone (rebuilding them for every
     /// upload made uploads quadratic and held the index lock: found by the 1,000-client load).
-    fn insert(&mut self, project: &str, name: ProjectName, record: PrivateRecord) {
+    fn insert(&mut self, project: &str, name: ProjectName, record: PrivateRecord, version: Option<String>) {
         for sha in blobs_of(&record) {
             *self.owners.entry(sha.clone()).or_default().entry(project.to_string()).or_default() += 1;
         }
@@ -53,7 +60,7 @@ impl Index {
             .projects
             .entry(project.to_string())
             .or_default()
-            .insert(name, Arc::new(Entry { record, rendered: Default::default() }));
+            .insert(name, Arc::new(Entry { record, version, rendered: Default::default() }));
         for sha in old.iter().flat_map(|e| blobs_of(&e.record)) {
             if let Some(projects) = self.owners.get_mut(sha) {
                 if let Some(n) = projects.get_mut(project) {
@@ -98,6 +105,9 @@ pub enum Rejected {
     Reused(String),
     #[error("no private file `{0}` in this project")]
     NoSuchFile(String),
+    /// Other writers kept changing the record (a storm of uploads to one name).
+    #[error("too many concurrent changes to the record of `{0}`; retry")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
 }
@@ -106,7 +116,12 @@ pub struct Private {
     store: Arc<dyn Store>,
     index: RwLock<Index>,
     write_lock: tokio::sync::Mutex<()>,
+    /// Record checks against a shared store, batched per record key (`"*"`: the list).
+    checks: crate::coalesce::Batcher<String>,
 }
+
+/// Conflicting writers on one record retry this often at most before giving up with 503.
+const MAX_CAS_ATTEMPTS: usize = 20;
 
 fn record_key(project: &str, name: &ProjectName) -> String {
     RecordKey::Private { project: project.to_string(), name: name.clone() }.to_string()
@@ -124,19 +139,102 @@ impl Private {
                 metrics::counter!("larder_bad_records_total").increment(1);
                 continue;
             };
-            let record = match store.get_record(key).await {
-                Ok(Some(bytes)) => crate::cache::records::decode_private(&name, &bytes),
+            let (record, version) = match store.get_record_versioned(key).await {
+                Ok(Some((bytes, version))) => (decode(key, &name, &bytes), Some(version)),
                 Ok(None) => continue,
-                Err(e) => Err(e.to_string()),
+                Err(e) => (decode(key, &name, e.to_string().as_bytes()), None),
             };
-            let record = record.unwrap_or_else(|reason| {
-                tracing::error!(%key, %reason, "private record is damaged; its name stays private with no files (re-upload, or import a good copy)");
-                metrics::counter!("larder_bad_records_total").increment(1);
-                PrivateRecord::default()
-            });
-            index.insert(&project, name, record);
+            index.insert(&project, name, record, version);
         }
-        Ok(Private { store, index: RwLock::new(index), write_lock: tokio::sync::Mutex::new(()) })
+        Ok(Private {
+            store,
+            index: RwLock::new(index),
+            write_lock: tokio::sync::Mutex::new(()),
+            checks: Default::default(),
+        })
+    }
+
+    /// Whether other processes write private records too (an S3 store).
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// Brings what this process knows of `names` in `projects` up to date with the store,
+    /// when the store is shared; a no-op otherwise. A check that fails (the bucket is
+    /// unreachable) leaves what is known: no upload can be acknowledged meanwhile either.
+    pub async fn refresh(self: &Arc<Self>, projects: &[String], names: &[ProjectName]) {
+        if !self.is_shared() {
+            return;
+        }
+        let checks = projects.iter().flat_map(|p| names.iter().map(move |n| (p.clone(), n.clone())));
+        futures_util::future::join_all(checks.map(|(project, name)| {
+            let this = Arc::clone(self);
+            async move {
+                let key = record_key(&project, &name);
+                let check = || {
+                    let (this, project, name) = (this.clone(), project.clone(), name.clone());
+                    async move { this.reload(&project, &name).await }
+                };
+                self.checks.run(key, check).await;
+            }
+        }))
+        .await;
+    }
+
+    /// Re-reads one record if it changed in the store.
+    async fn reload(&self, project: &str, name: &ProjectName) {
+        let key = record_key(project, name);
+        let known = {
+            let index = self.index.read().expect("private index lock");
+            index.projects.get(project).and_then(|n| n.get(name)).and_then(|e| e.version.clone())
+        };
+        match self.store.get_record_if_changed(&key, known.as_deref()).await {
+            Ok(RecordRead::Unchanged) => {}
+            Ok(RecordRead::Changed(Some((bytes, version)))) => {
+                let record = decode(&key, name, &bytes);
+                self.index.write().expect("private index lock").insert(project, name.clone(), record, Some(version));
+            }
+            // Records are never removed (deleted files leave tombstones): keep what is known.
+            Ok(RecordRead::Changed(None)) => {}
+            Err(e) => {
+                metrics::counter!("larder_store_errors_total", "op" => "check").increment(1);
+                tracing::warn!(%key, error = %e, "cannot check a private record against the store; using what is known");
+            }
+        }
+    }
+
+    /// Learns the names other processes claimed since start-up (for listings).
+    pub async fn refresh_names(self: &Arc<Self>) {
+        if !self.is_shared() {
+            return;
+        }
+        let this = Arc::clone(self);
+        let check = || {
+            let this = this.clone();
+            async move {
+                let records = match this.store.list_records().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list private records; using what is known");
+                        return;
+                    }
+                };
+                for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
+                    let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else { continue };
+                    let known = this
+                        .index
+                        .read()
+                        .expect("private index lock")
+                        .projects
+                        .get(&project)
+                        .is_some_and(|n| n.contains_key(&name));
+                    if !known {
+                        this.reload(&project, &name).await;
+                    }
+                }
+            }
+        };
+        self.checks.run("*".to_string(), check).await;
     }
 
     /// Is `name` claimed by any of `projects`?
@@ -213,26 +311,52 @@ impl Private {
         Fut: std::future::Future<Output = Result<Vec<String>, crate::store::Error>>,
     {
         let _guard = self.write_lock.lock().await;
-        let mut record = self.record(project, name);
-        if let Some(existing) = record.files.iter().find(|f| f.filename == file.filename) {
-            return if existing.sha256 == file.sha256 {
-                Ok(Added::Identical)
-            } else {
-                Err(Rejected::Exists { filename: file.filename, sha256: existing.sha256.clone() })
+        let mut store_blobs = Some(store_blobs);
+        let mut created: Vec<String> = Vec::new();
+        // Compare-and-swap on the record as stored: of two writers (two replicas) of one new
+        // filename, exactly one wins; the other reads the winner's record and answers as if
+        // it had come second (UPL-08).
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut record, version) = self.current(project, name).await?;
+            let refused = match record.files.iter().find(|f| f.filename == file.filename) {
+                Some(existing) if existing.sha256 == file.sha256 => Some(Ok(Added::Identical)),
+                Some(existing) => {
+                    Some(Err(Rejected::Exists { filename: file.filename.clone(), sha256: existing.sha256.clone() }))
+                }
+                None if record.deleted.contains(&file.filename) => Some(Err(Rejected::Reused(file.filename.clone()))),
+                None => None,
             };
-        }
-        if record.deleted.contains(&file.filename) {
-            return Err(Rejected::Reused(file.filename));
-        }
-        let created = store_blobs().await?;
-        record.files.push(file);
-        if let Err(e) = self.save(project, name, record).await {
-            for sha in created {
-                let _ = self.store.delete_blob(&sha).await;
+            if let Some(answer) = refused {
+                // Bytes stored for a losing attempt that nothing lists are removed again.
+                self.forget(&created).await;
+                return answer;
             }
-            return Err(e);
+            if let Some(store_blobs) = store_blobs.take() {
+                created = store_blobs().await?;
+            }
+            record.files.push(file.clone());
+            match self.save_if(project, name, record, version).await {
+                Ok(true) => return Ok(Added::New),
+                Ok(false) => continue,
+                Err(e) => {
+                    self.forget(&created).await;
+                    return Err(e);
+                }
+            }
         }
-        Ok(Added::New)
+        self.forget(&created).await;
+        Err(Rejected::Busy(file.filename))
+    }
+
+    /// Removes blobs an upload stored and no record came to list (on a store of its own
+    /// only: on a shared one another replica may have stored the same bytes meanwhile).
+    async fn forget(&self, created: &[String]) {
+        if self.is_shared() {
+            return;
+        }
+        for sha in created {
+            let _ = self.store.delete_blob(sha).await;
+        }
     }
 
     /// Sets or clears a file's yank (PEP 592).
@@ -244,10 +368,15 @@ impl Private {
         yanked: Yanked,
     ) -> Result<(), Rejected> {
         let _guard = self.write_lock.lock().await;
-        let mut record = self.record(project, name);
-        let i = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
-        record.files[i].yanked = yanked;
-        self.save(project, name, record).await
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut record, version) = self.current(project, name).await?;
+            let i = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
+            record.files[i].yanked = yanked.clone();
+            if self.save_if(project, name, record, version).await? {
+                return Ok(());
+            }
+        }
+        Err(Rejected::Busy(filename.into()))
     }
 
     /// Deletes a file; the name stays claimed. Returns the sha256s no private file uses any
@@ -260,30 +389,74 @@ impl Private {
         filename: &str,
     ) -> Result<(Vec<String>, tokio::sync::MutexGuard<'_, ()>), Rejected> {
         let guard = self.write_lock.lock().await;
-        let mut record = self.record(project, name);
-        let file = record.files.remove(record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?);
-        record.deleted.push(file.filename.clone());
-        self.save(project, name, record).await?;
-        let index = self.index.read().expect("private index lock");
-        let unused = std::iter::once(file.sha256)
-            .chain(file.metadata_sha256)
-            .filter(|sha| !index.owners.contains_key(sha))
-            .collect();
-        Ok((unused, guard))
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (mut record, version) = self.current(project, name).await?;
+            let position = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
+            let file = record.files.remove(position);
+            record.deleted.push(file.filename.clone());
+            if !self.save_if(project, name, record, version).await? {
+                continue;
+            }
+            // On a shared store another replica's records may use the same bytes: its blobs
+            // stay (the bucket's lifecycle rules are the operator's).
+            if self.is_shared() {
+                return Ok((Vec::new(), guard));
+            }
+            let index = self.index.read().expect("private index lock");
+            let unused = std::iter::once(file.sha256)
+                .chain(file.metadata_sha256)
+                .filter(|sha| !index.owners.contains_key(sha))
+                .collect();
+            return Ok((unused, guard));
+        }
+        Err(Rejected::Busy(filename.into()))
     }
 
-    fn record(&self, project: &str, name: &ProjectName) -> PrivateRecord {
-        let index = self.index.read().expect("private index lock");
-        index.projects.get(project).and_then(|n| n.get(name)).map(|e| e.record.clone()).unwrap_or_default()
+    /// The record as the store has it now, with its version (a damaged one reads as empty:
+    /// the name stays claimed, and the next write repairs it).
+    async fn current(&self, project: &str, name: &ProjectName) -> Result<(PrivateRecord, Option<String>), Rejected> {
+        let key = record_key(project, name);
+        Ok(match self.store.get_record_versioned(&key).await? {
+            Some((bytes, version)) => (decode(&key, name, &bytes), Some(version)),
+            None => (PrivateRecord::default(), None),
+        })
     }
 
-    /// Persists first, then publishes: a failed write leaves nothing visible.
-    async fn save(&self, project: &str, name: &ProjectName, mut record: PrivateRecord) -> Result<(), Rejected> {
+    /// Writes the record if the store still has it at `expected`; publishes it here when it
+    /// did. `Ok(false)`: another writer came first.
+    async fn save_if(
+        &self,
+        project: &str,
+        name: &ProjectName,
+        mut record: PrivateRecord,
+        expected: Option<String>,
+    ) -> Result<bool, Rejected> {
         // Last-Modified of its page (HDR-1): uploads, yanks and deletes all change it.
         record.changed_unix = crate::clock::Clock::system().unix();
         let bytes = serde_json::to_vec(&record).expect("a private record serializes");
-        self.store.put_record(&record_key(project, name), bytes).await?;
-        self.index.write().expect("private index lock").insert(project, name.clone(), record);
-        Ok(())
+        let key = record_key(project, name);
+        if !self.store.put_record_if(&key, bytes, expected.as_deref()).await? {
+            metrics::counter!("larder_record_conflicts_total").increment(1);
+            tracing::info!(%key, "another writer changed the record first; retrying");
+            return Ok(false);
+        }
+        // The new version is read back for conditional checks (an ETag is the store's).
+        let version = match self.store.get_record_versioned(&key).await {
+            Ok(Some((_, v))) => Some(v),
+            _ => None,
+        };
+        self.index.write().expect("private index lock").insert(project, name.clone(), record, version);
+        Ok(true)
     }
+}
+
+/// A stored private record of `name`; a damaged one is reported and read as empty: its name
+/// stays private with no files (fail closed: a damaged record must not hand the name to the
+/// upstream, DC-1).
+fn decode(key: &str, name: &ProjectName, bytes: &[u8]) -> PrivateRecord {
+    crate::cache::records::decode_private(name, bytes).unwrap_or_else(|reason| {
+        tracing::error!(%key, %reason, "private record is damaged; its name stays private with no files (re-upload, or import a good copy)");
+        metrics::counter!("larder_bad_records_total").increment(1);
+        PrivateRecord::default()
+    })
 }

@@ -14,6 +14,7 @@ impl Cache {
     /// The provenance object of `dist_name` (listed under `key`), and how it was produced.
     pub async fn provenance(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<(Bytes, Outcome), Error> {
         let none = || Error::NotFound(format!("no provenance is known for `{dist_name}`"));
+        self.refresh_claims(&reader.projects, dist_name).await;
         // PROV-05: private uploads get none (Larder verifies no attestations).
         if !matches!(key, FileKey::Sha256(_)) || self.private.claimed_by_file(&reader.projects, dist_name).is_some() {
             return Err(none());
@@ -32,7 +33,7 @@ impl Cache {
         let now = self.clock.unix();
         let fresh = |r: &ProvenanceRecord| now.saturating_sub(r.fetched_unix) < self.config.index_ttl.as_secs();
         // The same rules as the file itself: a blocked or held-back file has no provenance here.
-        self.check_upstream_file(reader, &project, &dist)?;
+        self.check_upstream_file(reader, &project, &dist, None)?;
         // Offline (or no client for it): what is stored is what there is.
         let upstream = self.allow_upstream_file(reader, &project, &dist).ok();
         if let Some(r) = &stored

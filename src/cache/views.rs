@@ -23,7 +23,16 @@ impl Cache {
     /// (the page lookup then says there is none), an error when the owner is not one of the
     /// scope's upstreams. Never another upstream instead: that would be the merge.
     pub(crate) fn owner_for(&self, reader: &Reader, name: &ProjectName) -> Result<Option<String>, Error> {
-        let Some(route) = self.upstreams.owner(name) else { return Ok(None) };
+        let Some(route) = self.upstreams.owner(name) else {
+            // No upstream owns it (none is configured): only stored pages; a scope narrowed
+            // to certain upstreams gets none of them.
+            return match &reader.rules.upstreams {
+                Some(_) => Err(Error::NotFound(format!(
+                    "project `{name}` is not served to this project: no upstream it uses owns the name"
+                ))),
+                None => Ok(None),
+            };
+        };
         if reader.rules.uses(&route.name) {
             return Ok(Some(route.name.clone()));
         }
@@ -111,6 +120,7 @@ impl Cache {
         reader: &Reader,
         name: &ProjectName,
         file: &DistFile,
+        resolved_sha: Option<&str>,
         source: Source,
     ) -> Result<(), Error> {
         let cooldown = match source {
@@ -121,7 +131,7 @@ impl Cache {
             return Ok(()); // the hit path with no rules: no lock
         }
         let (blocks, _) = self.blocks.current();
-        match self.filter(reader, &blocks, name, source).check(name, file) {
+        match self.filter(reader, &blocks, name, source).check(name, file, resolved_sha) {
             Ok(()) => Ok(()),
             Err(Refusal::Blocked(reason)) => {
                 metrics::counter!("larder_blocked_total", "kind" => "file").increment(1);

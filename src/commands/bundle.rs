@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::store;
 
 pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = store::from_config(&config)?;
+    let store = store::from_config(&config).await?;
     let selection = if !args.selection.is_empty() {
         let pins = collect_pins(&args.selection)?;
         let filters = Filters::from(&args.selection);
@@ -56,7 +56,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let store = store::from_config(&config)?;
+    let store = store::from_config(&config).await?;
     let summary = bundle::import(store, &args.bundle, &bundle::staging_dir(&config.data_dir)).await?;
     println!(
         "imported {} files ({:.1} MB) and {} records from {}; restart a running Larder on this data dir to see new private packages",

@@ -35,15 +35,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("no tokens configured: uploads are refused (set LARDER_TOKEN or [[tokens]] in the config)");
     }
     raise_fd_limit(config.connection_limits.max_connections as u64 + 256);
-    // Installed first, so that what the engine reports while it opens is recorded.
+    // Installed first, so that what the engine reports while it opens is recorded, and so that
+    // a SIGHUP while the store opens is not fatal (its default action ends the process).
     let metrics = crate::telemetry::install_metrics()?;
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hangups = None::<()>;
     let mut state = AppState::new(config).await?;
     state.metrics = Some(metrics);
     tracing::info!(store = %state.cache.location(), "store opened");
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
     let cache = state.cache.clone();
-    let reloader = tokio::spawn(reload_on_sighup(state.config.clone(), cache.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(hangups, state.config.clone(), cache.clone()));
     crate::server::serve(listener, state, tls, shutdown_signal()).await;
     reloader.abort();
     // Page writes, downloads and metadata extraction under way finish before the process ends,
@@ -86,10 +91,14 @@ fn raise_fd_limit(wanted: u64) {
 
 /// SIGHUP reads the config file's `[[block]]` list again and swaps it in whole; a list that
 /// does not parse is refused and the one in force stays (the log says why).
-async fn reload_on_sighup(config: std::sync::Arc<Config>, cache: std::sync::Arc<crate::cache::Cache>) {
-    #[cfg(unix)]
+#[cfg(unix)]
+async fn reload_on_sighup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    config: std::sync::Arc<Config>,
+    cache: std::sync::Arc<crate::cache::Cache>,
+) {
     {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Some(mut hup) = hangups else { return };
         while hup.recv().await.is_some() {
             match config.reload_block_list() {
                 Ok(list) => cache.replace_block_list(list),
@@ -99,9 +108,10 @@ async fn reload_on_sighup(config: std::sync::Arc<Config>, cache: std::sync::Arc<
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (config, cache);
 }
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_: Option<()>, _: std::sync::Arc<Config>, _: std::sync::Arc<crate::cache::Cache>) {}
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

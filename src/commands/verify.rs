@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::store;
 
 pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let store = store::from_config(&config)?;
+    let store = store::from_config(&config).await?;
     let mut private_shas = std::collections::HashSet::new();
     let mut bad_records = Vec::new();
     let records = store.list_records().await?;

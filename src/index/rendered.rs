@@ -75,7 +75,10 @@ impl RenderedPage {
     pub fn new(page: ProjectPage, modified_unix: u64) -> RenderedPage {
         let plain = Renderings::new(&page, None);
         let by_key = page.files.iter().enumerate().map(|(i, f)| (f.key(), i)).collect();
-        let modified_unix = modified_unix.max(page.newest_upload().unwrap_or(0));
+        // An upload time in the future (an upstream's clock, or its lie) must not pin
+        // Last-Modified ahead of now: If-Modified-Since clients would miss every change.
+        let now = crate::clock::Clock::system().unix();
+        let modified_unix = modified_unix.max(page.newest_upload().unwrap_or(0).min(now));
         let provenance = page.has_provenance();
         RenderedPage {
             page,

@@ -104,9 +104,16 @@ impl BlockList {
             return Some(reason);
         }
         let rules = self.versions.get(name)?;
-        // A filename whose version does not parse cannot be matched by a specifier.
-        let version = Version::from_str(&filename::parse(&file.filename).ok()?.version).ok()?;
+        // A file whose version cannot be read might be any version: blocked when the project
+        // has version rules (fail closed).
+        let version = filename::parse(&file.filename).ok().and_then(|f| Version::from_str(&f.version).ok());
+        let Some(version) = version else { return rules.first().map(|r| r.reason.as_str()) };
         rules.iter().find(|r| r.versions.contains(&version)).map(|r| r.reason.as_str())
+    }
+
+    /// The reason a file with this sha256 is blocked, if it is.
+    pub fn sha256(&self, sha: &str) -> Option<&str> {
+        self.files.get(sha).map(String::as_str)
     }
 }
 
@@ -114,7 +121,9 @@ impl BlockList {
 /// made under an older list.
 #[derive(Default)]
 pub struct Blocks {
-    current: RwLock<Arc<BlockList>>,
+    /// The list and its generation, swapped together: a view is never kept under a
+    /// generation whose list it was not made with.
+    current: RwLock<(Arc<BlockList>, u64)>,
     generation: AtomicU64,
     /// The list in force is empty: the hit path checks this and takes no lock.
     empty: AtomicBool,
@@ -124,7 +133,7 @@ impl Blocks {
     pub fn new(list: BlockList) -> Blocks {
         metrics::gauge!("larder_block_rules").set(list.len() as f64);
         let empty = AtomicBool::new(list.is_empty());
-        Blocks { current: RwLock::new(Arc::new(list)), generation: AtomicU64::new(1), empty }
+        Blocks { current: RwLock::new((Arc::new(list), 1)), generation: AtomicU64::new(1), empty }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,15 +141,14 @@ impl Blocks {
     }
 
     pub fn current(&self) -> (Arc<BlockList>, u64) {
-        let list = self.current.read().expect("block list lock").clone();
-        (list, self.generation.load(Ordering::Acquire))
+        self.current.read().expect("block list lock").clone()
     }
 
     pub fn replace(&self, list: BlockList) {
         metrics::gauge!("larder_block_rules").set(list.len() as f64);
         let empty = list.is_empty();
-        *self.current.write().expect("block list lock") = Arc::new(list);
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        *self.current.write().expect("block list lock") = (Arc::new(list), generation);
         self.empty.store(empty, Ordering::Release);
     }
 }

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::fmt::Write;
+
 use serde::Deserialize;
 
 use crate::index::{self, DistFile, NamePattern, ProjectName, ProjectPage, ProjectStatus, filename};
@@ -36,6 +38,8 @@ pub struct ScopeRules {
     pub exempt: Vec<NamePattern>,
     /// The status shown on this scope's private projects (PEP 792).
     pub status: Option<ProjectStatus>,
+    /// A group's projects: its cooldown is the longest any of them would apply.
+    pub members: Vec<Arc<ScopeRules>>,
 }
 
 impl ScopeRules {
@@ -81,20 +85,16 @@ impl Rules {
                 });
             }
         }
-        let ages: Vec<Option<Duration>> = members.iter().map(|m| m.min_release_age).collect();
-        let min_release_age =
-            if ages.iter().all(Option::is_none) { None } else { ages.iter().flatten().max().copied() };
-        let exempt = match members.split_first() {
-            Some((first, rest)) => {
-                first.exempt.iter().filter(|p| rest.iter().all(|m| m.exempt.contains(p))).cloned().collect()
-            }
-            None => Vec::new(),
-        };
-        ScopeRules { id, upstreams, min_release_age, exempt, status: None }
+        // Cooldowns are decided per member (`Rules::cooldown`): a member without a setting of
+        // its own inherits the upstream's or the global one, which may be the longest.
+        ScopeRules { id, upstreams, members: members.to_vec(), ..ScopeRules::default() }
     }
 
     /// How long releases of `name`, served from `upstream`, are held back in `scope`.
     pub fn cooldown(&self, scope: &ScopeRules, upstream: &str, name: &ProjectName) -> Option<Duration> {
+        if !scope.members.is_empty() {
+            return scope.members.iter().filter_map(|m| self.cooldown(m, upstream, name)).max();
+        }
         let age = scope
             .min_release_age
             .or_else(|| self.upstream_ages.get(upstream).copied())
@@ -140,21 +140,31 @@ pub struct Filtered {
 
 impl Filter<'_> {
     /// Why `file` of project `name` may not be served, if it may not.
-    pub fn check(&self, name: &ProjectName, file: &DistFile) -> Result<(), Refusal> {
-        if let Some(reason) = self.blocks.file(name, file) {
+    /// `resolved_sha` is the file's sha256 when the page lists none (a `u-` key, resolved
+    /// after a download): a sha256 block applies to it too.
+    pub fn check(&self, name: &ProjectName, file: &DistFile, resolved_sha: Option<&str>) -> Result<(), Refusal> {
+        let by_resolved = resolved_sha.filter(|_| file.sha256().is_none()).and_then(|sha| self.blocks.sha256(sha));
+        if let Some(reason) = by_resolved.or_else(|| self.blocks.file(name, file)) {
             return Err(Refusal::Blocked(format!("`{}` is blocked on this index: {reason}", file.filename)));
         }
         let Some(age) = self.cooldown else { return Ok(()) };
         match file.upload_time.as_deref().and_then(index::parse_upload_time) {
-            Some(uploaded) if uploaded.saturating_add(age.as_secs()) > self.now => Err(Refusal::Held(format!(
-                "`{}` was uploaded {} ago; this index holds new releases back for {} (min_release_age), until {}",
-                file.filename,
-                humantime::format_duration(Duration::from_secs(self.now.saturating_sub(uploaded))),
-                humantime::format_duration(age),
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + Duration::from_secs(uploaded.saturating_add(age.as_secs()))
-                ),
-            ))),
+            Some(uploaded) if uploaded.saturating_add(age.as_secs()) > self.now => {
+                // Written with `write!`: an upload time past year 9999 (the upstream's word)
+                // cannot be formatted, and must not panic.
+                let mut until = String::new();
+                let free =
+                    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(uploaded.saturating_add(age.as_secs())));
+                if free.is_none_or(|t| write!(until, "{}", humantime::format_rfc3339_seconds(t)).is_err()) {
+                    until = "a date too far away to write".into();
+                }
+                Err(Refusal::Held(format!(
+                    "`{}` was uploaded {} ago; this index holds new releases back for {} (min_release_age), until {until}",
+                    file.filename,
+                    humantime::format_duration(Duration::from_secs(self.now.saturating_sub(uploaded))),
+                    humantime::format_duration(age),
+                )))
+            }
             None if self.unknown == UnknownUploadTime::Hide => Err(Refusal::Held(format!(
                 "`{}` has no upload time upstream, and this index hides such files while new releases are held back (min_release_age_unknown = \"hide\")",
                 file.filename
@@ -183,7 +193,7 @@ impl Filter<'_> {
         for f in &page.files {
             let version = filename::parse(&f.filename).ok().map(|d| normalize_version(&d.version));
             let uploaded = f.upload_time.as_deref().and_then(index::parse_upload_time);
-            let refused = self.check(&page.name, f);
+            let refused = self.check(&page.name, f, None);
             if let (Some(age), Some(t)) = (self.cooldown, uploaded) {
                 let free = t.saturating_add(age.as_secs());
                 if free > self.now {
@@ -318,20 +328,33 @@ mod tests {
         let f = filter(&blocks, Some(7 * DAY), UnknownUploadTime::Show);
         let name = ProjectName::parse("lib").unwrap();
         let p = page();
-        match f.check(&name, &p.files[0]) {
+        match f.check(&name, &p.files[0], None) {
             Err(Refusal::Blocked(why)) => assert!(why.contains("CVE-2026-0001"), "{why}"),
             other => panic!("{other:?}"),
         }
-        match f.check(&name, &p.files[2]) {
+        match f.check(&name, &p.files[2], None) {
             Err(Refusal::Held(why)) => {
                 assert!(why.contains("uploaded 2days ago") && why.contains("min_release_age"), "{why}")
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(f.check(&name, &p.files[3]), Ok(()));
+        assert_eq!(f.check(&name, &p.files[3], None), Ok(()));
         let out = f.apply(&p).unwrap().page.unwrap();
         assert!(!names(&out).iter().any(|n| n.starts_with("lib-1.0")), "blocked files vanish");
         assert!(!out.versions.unwrap().contains(&"1.0".to_string()));
+    }
+
+    #[test]
+    fn an_upload_time_past_year_9999_is_refused_without_a_panic() {
+        let blocks = BlockList::default();
+        let f = filter(&blocks, Some(7 * DAY), UnknownUploadTime::Show);
+        let mut far = file("lib-9.0.tar.gz", None);
+        far.upload_time = Some("9999-12-31T23:59:59Z".into());
+        let name = ProjectName::parse("lib").unwrap();
+        assert!(matches!(f.check(&name, &far, None), Err(Refusal::Held(_))));
+        let mut p = page();
+        p.files.push(far);
+        assert!(f.apply(&p).is_some());
     }
 
     #[test]
@@ -371,10 +394,16 @@ mod tests {
             min_release_age: Some(Duration::from_secs(5 * DAY)),
             ..ScopeRules::default()
         });
-        let g = Rules::combine(9, &[a, b, Arc::new(ScopeRules::default())]);
+        let off = Arc::new(ScopeRules { min_release_age: Some(Duration::ZERO), ..ScopeRules::default() });
+        let g = Rules::combine(9, &[a, b, Arc::new(ScopeRules::default()), off.clone()]);
         assert_eq!(g.upstreams, set(&["default"]));
-        assert_eq!(g.min_release_age, Some(Duration::from_secs(5 * DAY)));
         assert!(g.uses("default") && !g.uses("vendor"));
+        let rules = Rules { min_release_age: Some(Duration::from_secs(7 * DAY)), ..Rules::default() };
+        let n = ProjectName::parse("lib").unwrap();
+        let days = |d: Option<Duration>| d.map(|d| d.as_secs() / DAY);
+        assert_eq!(days(rules.cooldown(&g, "default", &n)), Some(7), "a member without a setting inherits 7d");
+        let g2 = Rules::combine(10, &[off]);
+        assert_eq!(days(rules.cooldown(&g2, "default", &n)), None);
     }
 
     #[test]

@@ -114,6 +114,9 @@ impl From<cache::Error> for HttpError {
                 HttpError::bad_request(e.to_string()).with_reason("File already exists")
             }
             cache::Error::Rejected(private::Rejected::Store(s)) => store_failure(&s),
+            cache::Error::Rejected(e @ private::Rejected::Busy(_)) => {
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             cache::Error::Rejected(e @ private::Rejected::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
             cache::Error::Rejected(e) => HttpError::bad_request(e.to_string()),
             cache::Error::BadUpload(m) => HttpError::bad_request(m),
@@ -133,6 +136,13 @@ impl From<store::Error> for HttpError {
 /// A full store is 507 (nothing can be written until space is freed); any other store
 /// failure is an internal error.
 fn store_failure(e: &store::Error) -> HttpError {
+    if e.is_unreachable() {
+        tracing::error!(error = %e, "the shared store is unreachable");
+        return HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Larder's shared store (the bucket) is not reachable right now; retry shortly",
+        );
+    }
     if e.is_full() {
         tracing::error!(error = %e, "the store is full");
         return HttpError::new(

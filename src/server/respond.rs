@@ -42,21 +42,27 @@ pub fn not_modified(headers: &http::HeaderMap, etag: &str, modified_unix: u64) -
     let Some(since) = headers.get(header::IF_MODIFIED_SINCE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    match httpdate::parse_http_date(since) {
-        Ok(t) => modified_unix > 0 && std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified_unix) <= t,
-        Err(_) => false,
+    let modified = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(modified_unix));
+    match (httpdate::parse_http_date(since), modified) {
+        (Ok(t), Some(m)) => modified_unix > 0 && m <= t,
+        _ => false,
     }
 }
 
 /// `Last-Modified` for a time in seconds since the epoch.
 pub fn last_modified(modified_unix: u64) -> HeaderValue {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified_unix);
+    // Times come from upstream pages and records: clamped to what an HTTP date can say.
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(modified_unix.min(253_402_300_799));
     HeaderValue::from_str(&httpdate::fmt_http_date(t)).expect("an HTTP date is ASCII")
 }
 
-/// This server's origin as the client reached it: the Host header (checked), and `https`
-/// when it serves TLS or a proxy in front says `X-Forwarded-Proto: https`.
-pub fn origin(tls: bool, headers: &http::HeaderMap) -> String {
+/// This server's origin: `public_url` when configured (what an operator behind a proxy or a
+/// shared cache should set), else as the client reached it: the Host header (checked), and
+/// `https` when it serves TLS or a proxy in front says `X-Forwarded-Proto: https`.
+pub fn origin(public_url: Option<&str>, tls: bool, headers: &http::HeaderMap) -> String {
+    if let Some(url) = public_url {
+        return url.to_string();
+    }
     let forwarded_https = headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let scheme = if tls || forwarded_https { "https" } else { "http" };
     let host = headers
@@ -93,10 +99,13 @@ mod tests {
     fn origin_checks_the_host() {
         let mut h = http::HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("larder.internal:3141"));
-        assert_eq!(origin(false, &h), "http://larder.internal:3141");
+        assert_eq!(origin(None, false, &h), "http://larder.internal:3141");
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        assert_eq!(origin(false, &h), "https://larder.internal:3141");
+        assert_eq!(origin(None, false, &h), "https://larder.internal:3141");
         h.insert(header::HOST, HeaderValue::from_static("evil\"><script>"));
-        assert_eq!(origin(true, &h), "https://localhost");
+        assert_eq!(origin(None, true, &h), "https://localhost");
+        assert_eq!(origin(Some("https://pypi.corp/mirror"), false, &h), "https://pypi.corp/mirror");
+        assert!(!not_modified(&h, "\"a\"", u64::MAX), "no overflow");
+        let _ = last_modified(u64::MAX);
     }
 }

@@ -116,6 +116,7 @@ fn summary(op: &str, e: &Error) -> String {
         Error::Cache { .. } => "storage error".into(),
         Error::Integrity { .. } => "integrity check failed".into(),
         Error::InvalidKey { .. } => "invalid key".into(),
+        Error::Unreachable { .. } => "the bucket is unreachable".into(),
     };
     format!("store {op} failing ({kind})")
 }
@@ -290,6 +291,41 @@ impl Bounded {
     }
 }
 
+impl Bounded {
+    /// Keeps contents and recency for a record just written.
+    async fn account_record(&self, key: &str, sha: String, size: u64) {
+        let evictable = (self.evictable_record)(key);
+        let old = {
+            let mut contents = self.contents.lock().expect("contents lock");
+            let old = contents.of.insert(key.to_string(), sha.clone());
+            contents.add(&sha);
+            if let Some(old) = &old {
+                contents.drop_one(old);
+            }
+            if !evictable {
+                *contents.held.entry(sha.clone()).or_default() += 1;
+                if let Some(old) = &old
+                    && let Some(n) = contents.held.get_mut(old)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        contents.held.remove(old);
+                    }
+                }
+            }
+            old.filter(|old| *old != sha)
+        };
+        if evictable {
+            self.lru.lock().expect("lru lock").touch(key, size);
+            // The page's previous contents are garbage now (in cacache, where record contents
+            // are blobs; an object store keeps records apart).
+            if let Some(old) = old.filter(|_| !self.inner.is_shared()) {
+                let _ = self.inner.delete_blob(&old).await;
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Store for Bounded {
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
@@ -345,35 +381,29 @@ impl Store for Bounded {
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         let (sha, size) = (crate::digest::sha256_hex(&value), value.len() as u64);
         self.wrote(self.inner.put_record(key, value).await)?;
-        let evictable = (self.evictable_record)(key);
-        let old = {
-            let mut contents = self.contents.lock().expect("contents lock");
-            let old = contents.of.insert(key.to_string(), sha.clone());
-            contents.add(&sha);
-            if let Some(old) = &old {
-                contents.drop_one(old);
-            }
-            if !evictable {
-                *contents.held.entry(sha.clone()).or_default() += 1;
-                if let Some(old) = &old
-                    && let Some(n) = contents.held.get_mut(old)
-                {
-                    *n -= 1;
-                    if *n == 0 {
-                        contents.held.remove(old);
-                    }
-                }
-            }
-            old.filter(|old| *old != sha)
-        };
-        if evictable {
-            self.lru.lock().expect("lru lock").touch(key, size);
-            // The page's previous contents are garbage now.
-            if let Some(old) = old {
-                let _ = self.inner.delete_blob(&old).await;
-            }
-        }
+        self.account_record(key, sha, size).await;
         Ok(())
+    }
+
+    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        self.read(self.inner.get_record_versioned(key).await)
+    }
+
+    async fn get_record_if_changed(&self, key: &str, known: Option<&str>) -> Result<super::RecordRead, Error> {
+        self.read(self.inner.get_record_if_changed(key, known).await)
+    }
+
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+        let (sha, size) = (crate::digest::sha256_hex(&value), value.len() as u64);
+        let won = self.wrote(self.inner.put_record_if(key, value, expected).await)?;
+        if won {
+            self.account_record(key, sha, size).await;
+        }
+        Ok(won)
+    }
+
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
     }
 
     async fn delete_record(&self, key: &str) -> Result<(), Error> {

@@ -1,12 +1,16 @@
-//! The content store: what Larder keeps on disk (or, later, in object storage).
+//! The content store: what Larder keeps on disk or in object storage.
 //!
 //! Two kinds of things live here: **blobs** (distribution and metadata files, addressed by their
 //! sha256) and **records** (small keyed documents such as a project's page model). Nothing above
-//! this trait assumes a local disk; the cacache-backed `LocalStore` is the only backend so far,
-//! and an S3-compatible one is meant to slot in beside it through `from_config`.
+//! this trait assumes a local disk. Backends: `LocalStore` (cacache on disk), `S3Store` (an
+//! S3-compatible bucket shared by any number of Larder processes), and `Tiered` (a bounded local
+//! cache of hot blobs in front of the bucket). `bounded` wraps any of them with a size limit;
+//! `from_config` is the one place that chooses.
 
 pub mod bounded;
 mod local;
+pub mod s3;
+mod tiered;
 
 use std::path::Path;
 use std::pin::Pin;
@@ -29,9 +33,17 @@ pub enum Error {
     Integrity { expected: String },
     #[error("`{key}` is not a sha256 (64 lowercase hex digits)")]
     InvalidKey { key: String },
+    /// The shared store (a bucket) did not answer, or refused: worth retrying soon.
+    #[error("the shared store failed on {what}: {reason}")]
+    Unreachable { what: String, reason: String },
 }
 
 impl Error {
+    /// The shared store is unreachable: a 503, not a 500.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. })
+    }
+
     /// The disk (or bucket) is full: nothing can be written until space is freed.
     pub fn is_full(&self) -> bool {
         match self {
@@ -99,6 +111,15 @@ impl Blob {
     }
 }
 
+/// What a conditional record read found.
+#[derive(Debug)]
+pub enum RecordRead {
+    /// The record is still at the version the caller knows.
+    Unchanged,
+    /// The record now, with its version, or `None` when there is none.
+    Changed(Option<(Vec<u8>, String)>),
+}
+
 /// How a backend reads an opened blob.
 #[async_trait]
 pub trait BlobSource: Send {
@@ -146,12 +167,59 @@ pub trait Store: Send + Sync + 'static {
     /// everything that needs it.
     async fn list_records(&self) -> Result<Records, Error>;
 
+    /// A record with its version (compare-and-swap writes use it). The default version is the
+    /// sha256 of the contents; an object store uses its ETag.
+    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        Ok(self.get_record(key).await?.map(|b| {
+            let v = crate::digest::sha256_hex(&b);
+            (b, v)
+        }))
+    }
+
+    /// A record, unless it is still at version `known` (`None`: the caller knows of none).
+    async fn get_record_if_changed(&self, key: &str, known: Option<&str>) -> Result<RecordRead, Error> {
+        let now = self.get_record_versioned(key).await?;
+        Ok(if now.as_ref().map(|(_, v)| v.as_str()) == known {
+            RecordRead::Unchanged
+        } else {
+            RecordRead::Changed(now)
+        })
+    }
+
+    /// Writes a record only if it is still at version `expected` (`None`: only if there is
+    /// none). `Ok(false)`: somebody else wrote it first; read it again and retry. The default
+    /// checks, then writes: enough for a store only one process writes, whose writers are
+    /// serialized by the caller; a shared store must make it atomic.
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+        let now = self.get_record_versioned(key).await?;
+        if now.as_ref().map(|(_, v)| v.as_str()) != expected {
+            return Ok(false);
+        }
+        self.put_record(key, value).await.map(|()| true)
+    }
+
+    /// Do other processes write to this store? Then what one process keeps in memory about
+    /// shared records must be checked against the store before it is trusted.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Where the store lives, for logs.
     fn location(&self) -> String;
 }
 
 /// Chooses and opens the store backend from the configuration; the one place that knows which
-/// backend runs.
-pub fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    Ok(std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?))
+/// backend runs. With an S3 store, the local disk keeps a bounded cache of hot blobs
+/// (`local_cache_size`) in `<data_dir>/cache`.
+pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    match &config.s3 {
+        None => Ok(std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?)),
+        Some(settings) => {
+            let bucket = s3::S3Store::open(settings)?;
+            let local = LocalStore::open(&config.data_dir.join("cache"))?;
+            let tiered =
+                tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.data_dir.join("spool")).await?;
+            Ok(std::sync::Arc::new(tiered))
+        }
+    }
 }

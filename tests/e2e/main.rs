@@ -41,3 +41,5 @@ mod security;
 mod ui;
 // The supply-chain gateway (issue 14): routing, cooldown, block lists, provenance, status.
 mod gateway;
+// Replicas sharing one S3 bucket (issue 13), on a real S3 server (SeaweedFS).
+mod replicas;

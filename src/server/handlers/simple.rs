@@ -27,6 +27,7 @@ pub async fn root(state: &AppState, reader: &Reader, prefix: &str, headers: &Hea
     let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
+    state.cache.refresh_listing().await;
     let names = state.cache.names(reader);
     let body = match media {
         MediaType::Json => json::render_root(names.iter()),
@@ -83,7 +84,7 @@ pub async fn detail(
     // PEP 740 wants provenance URLs absolute: pages that have any are rendered for the
     // origin and route the client used (once per origin; the rest share one rendering).
     let files_base = page.has_provenance().then(|| {
-        let origin = respond::origin(state.config.tls.is_some(), headers);
+        let origin = respond::origin(state.config.public_url.as_deref(), state.config.tls.is_some(), headers);
         format!("{origin}{}files/", prefix.strip_suffix("simple/").unwrap_or(prefix))
     });
     let (body_bytes, etag) = page.answer(media, files_base.as_deref());

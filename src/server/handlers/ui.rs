@@ -64,6 +64,7 @@ pub async fn view(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Response<Body>, HttpError> {
+    state.cache.refresh_listing().await; // replicas: names claimed elsewhere (issue 13)
     let default = &state.config.default_project;
     let base = ui_base(scope, default);
     let simple = simple_base(scope, default);
@@ -111,7 +112,7 @@ pub async fn view(
 /// `scheme://host` as the browser reached this server, for the setup snippets. The Host
 /// header is the client's word: anything but a plain host[:port] becomes `localhost`.
 fn origin(state: &AppState, headers: &HeaderMap) -> String {
-    crate::server::respond::origin(state.config.tls.is_some(), headers)
+    crate::server::respond::origin(state.config.public_url.as_deref(), state.config.tls.is_some(), headers)
 }
 
 /// One `key=value` of the query string, percent-decoded (`+` is a space, as forms send it).

@@ -35,7 +35,10 @@ impl InProcess {
         let config = Arc::new(Config::merge(FileConfig::default(), &settings, token).unwrap());
         let clock = Clock::system();
         let (base, cache, tx) = runtime.block_on(async {
-            let store = store.unwrap_or_else(|| larder::store::from_config(&config).unwrap());
+            let store = match store {
+                Some(s) => s,
+                None => larder::store::from_config(&config).await.unwrap(),
+            };
             let cache = Arc::new(Cache::with_store(config.clone(), store, Mode::Serve, clock.clone()).await.unwrap());
             let state = AppState::with_cache(config.clone(), cache.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,6 +2,7 @@
 
 pub mod faulty;
 pub mod inprocess;
+pub mod s3;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,380 @@
+//! The S3 store (issue 13): blobs and records in an S3-compatible bucket, through the
+//! `object_store` crate, so that any number of Larder processes can share one store.
+//!
+//! Layout under the configured prefix: `blobs/<sha256>` (content-addressed, written once,
+//! read with streaming range GETs) and `records/<key>` (small documents; private records are
+//! written with conditional puts, `PutMode::Create` / `PutMode::Update` with the ETag read, so
+//! that two replicas never overwrite each other's upload). Nothing here caches: the tiered
+//! store (`tiered.rs`) keeps a bounded local copy of hot blobs in front of this.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    UpdateVersion,
+};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::{Blob, BlobSource, ByteStream, Error, RecordRead, Records, Store};
+
+/// Blobs up to this size are written with one PUT; larger ones as multipart uploads in parts
+/// of this size (S3's minimum part is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Small operations (HEAD, records) that take longer than this fail: a request must not hang
+/// on an unreachable bucket (issue 13: "a clear 5xx").
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A blob stream that stalls this long fails.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub use crate::config::S3Settings;
+
+pub struct S3Store {
+    bucket: Arc<dyn ObjectStore>,
+    prefix: String,
+    location: String,
+}
+
+fn os_err(what: impl Into<String>) -> impl FnOnce(object_store::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Unreachable { what, reason: e.to_string() }
+}
+
+fn timed_out(what: &str) -> Error {
+    Error::Unreachable { what: what.to_string(), reason: "the bucket did not answer in time".into() }
+}
+
+/// Runs one small bucket operation with `OP_TIMEOUT`.
+async fn op<T>(
+    what: &str,
+    fut: impl Future<Output = object_store::Result<T>>,
+) -> Result<object_store::Result<T>, Error> {
+    tokio::time::timeout(OP_TIMEOUT, fut).await.map_err(|_| timed_out(what))
+}
+
+impl S3Store {
+    pub fn open(settings: &S3Settings) -> anyhow::Result<S3Store> {
+        // Credentials and the rest from the usual AWS_* variables; the settings win.
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&settings.bucket);
+        let allow_http = settings.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+            || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1");
+        // Client options first: setting them resets allow_http (crates-notes §10 pitfall).
+        builder = builder.with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout_disabled() // large blobs stream for long; stalls are bounded per chunk
+                .with_allow_http(allow_http),
+        );
+        builder = builder.with_retry(RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(5),
+            ..RetryConfig::default()
+        });
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &settings.region {
+            builder = builder.with_region(region);
+        } else if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+            builder = builder.with_region("us-east-1");
+        }
+        builder = builder.with_virtual_hosted_style_request(settings.virtual_hosted);
+        let bucket = builder.build().map_err(|e| anyhow::anyhow!("cannot configure the S3 store: {e}"))?;
+        let location = match settings.prefix.as_str() {
+            "" => format!("s3://{}", settings.bucket),
+            p => format!("s3://{}/{p}", settings.bucket),
+        };
+        Ok(S3Store { bucket: Arc::new(bucket), prefix: settings.prefix.clone(), location })
+    }
+
+    fn path(&self, kind: &str, key: &str) -> Path {
+        let mut parts: Vec<&str> = Vec::new();
+        if !self.prefix.is_empty() {
+            parts.extend(self.prefix.split('/'));
+        }
+        parts.push(kind);
+        parts.extend(key.split('/'));
+        Path::from_iter(parts)
+    }
+
+    fn kind_prefix(&self, kind: &str) -> Path {
+        if self.prefix.is_empty() { Path::from(kind) } else { Path::from_iter(self.prefix.split('/').chain([kind])) }
+    }
+
+    fn blob(&self, sha256: &str) -> Result<Path, Error> {
+        if !crate::index::is_sha256_hex(sha256) {
+            return Err(Error::InvalidKey { key: sha256.to_string() });
+        }
+        Ok(self.path("blobs", sha256))
+    }
+
+    /// The keys (decoded) of everything under `kind`, with sizes and ETags.
+    async fn list_kind(&self, kind: &str) -> Result<Vec<(String, u64, Option<String>)>, Error> {
+        let prefix = self.kind_prefix(kind);
+        let skip = prefix.parts().count();
+        let metas: Vec<object_store::ObjectMeta> =
+            self.bucket.list(Some(&prefix)).try_collect().await.map_err(os_err(format!("listing {kind}")))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let key = m
+                    .location
+                    .parts()
+                    .skip(skip)
+                    .map(|p| percent_encoding::percent_decode_str(p.as_ref()).decode_utf8_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                (key, m.size, m.e_tag)
+            })
+            .collect())
+    }
+
+    /// Uploads a file as `sha256`: one PUT when small, a multipart upload otherwise (invisible
+    /// until complete). With `check`, the bytes are hashed as they are read and a mismatch
+    /// aborts the upload: nothing is stored.
+    async fn upload_file(&self, sha256: &str, path: &FsPath, check: bool) -> Result<(), Error> {
+        let dest = self.blob(sha256)?;
+        // Content-addressed: an existing blob has these bytes already.
+        if self.has_blob(sha256).await? {
+            return Ok(());
+        }
+        let what = format!("uploading blob {sha256}");
+        let io = |e: std::io::Error| Error::Io { what: what.clone(), source: e };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        let mut hasher = Sha256::new();
+        if len as usize <= PART_SIZE {
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf).await.map_err(io)?;
+            hasher.update(&buf);
+            if check && hex::encode(hasher.finalize()) != sha256 {
+                return Err(Error::Integrity { expected: sha256.to_string() });
+            }
+            return self.bucket.put(&dest, PutPayload::from(buf)).await.map(drop).map_err(os_err(what));
+        }
+        let mut upload = self.bucket.put_multipart(&dest).await.map_err(os_err(what.clone()))?;
+        let result: Result<(), Error> = async {
+            loop {
+                let mut part = Vec::with_capacity(PART_SIZE);
+                (&mut file).take(PART_SIZE as u64).read_to_end(&mut part).await.map_err(io)?;
+                if part.is_empty() {
+                    break;
+                }
+                hasher.update(&part);
+                upload.put_part(PutPayload::from(part)).await.map_err(os_err(what.clone()))?;
+            }
+            if check && hex::encode(hasher.finalize_reset()) != sha256 {
+                return Err(Error::Integrity { expected: sha256.to_string() });
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => upload.complete().await.map(drop).map_err(os_err(what)),
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+struct S3Source {
+    bucket: Arc<dyn ObjectStore>,
+    path: Path,
+}
+
+#[async_trait]
+impl BlobSource for S3Source {
+    async fn stream(self: Box<Self>, start: u64, len: u64) -> std::io::Result<ByteStream> {
+        if len == 0 {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        let opts = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..GetOptions::default() };
+        let got = tokio::time::timeout(OP_TIMEOUT, self.bucket.get_opts(&self.path, opts))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the bucket did not answer in time"))?
+            .map_err(std::io::Error::other)?;
+        let stream = got.into_stream().map_err(std::io::Error::other);
+        // A stalled chunk ends the stream with an error rather than hanging the client.
+        let stream = futures_util::stream::unfold(stream, |mut s| async move {
+            match tokio::time::timeout(STALL_TIMEOUT, s.next()).await {
+                Ok(Some(item)) => Some((item, s)),
+                Ok(None) => None,
+                Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the bucket stalled")), s)),
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
+        let path = self.blob(sha256)?;
+        match op("reading a blob", self.bucket.head(&path)).await? {
+            Ok(meta) => Ok(Some(Blob::new(meta.size, Box::new(S3Source { bucket: self.bucket.clone(), path })))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(os_err(format!("reading blob {sha256}"))(e)),
+        }
+    }
+
+    async fn has_blob(&self, sha256: &str) -> Result<bool, Error> {
+        let path = self.blob(sha256)?;
+        match op("checking a blob", self.bucket.head(&path)).await? {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(os_err(format!("checking blob {sha256}"))(e)),
+        }
+    }
+
+    async fn put_blob_file(&self, sha256: &str, path: &FsPath) -> Result<(), Error> {
+        self.upload_file(sha256, path, true).await
+    }
+
+    async fn put_verified_blob_file(&self, sha256: &str, path: &FsPath) -> Result<(), Error> {
+        self.upload_file(sha256, path, false).await
+    }
+
+    async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
+        let path = self.blob(sha256)?;
+        if crate::digest::sha256_hex(&bytes) != sha256 {
+            return Err(Error::Integrity { expected: sha256.to_string() });
+        }
+        op("writing a blob", self.bucket.put(&path, PutPayload::from(bytes)))
+            .await?
+            .map(drop)
+            .map_err(os_err(format!("writing blob {sha256}")))
+    }
+
+    async fn delete_blob(&self, sha256: &str) -> Result<(), Error> {
+        let path = self.blob(sha256)?;
+        match op("deleting a blob", self.bucket.delete(&path)).await? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(os_err(format!("deleting blob {sha256}"))(e)),
+        }
+    }
+
+    async fn list_blobs(&self) -> Result<Vec<(String, u64)>, Error> {
+        let all = self.list_kind("blobs").await?;
+        Ok(all.into_iter().filter(|(k, _, _)| crate::index::is_sha256_hex(k)).map(|(k, size, _)| (k, size)).collect())
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.get_record_versioned(key).await?.map(|(bytes, _)| bytes))
+    }
+
+    async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
+        let path = self.path("records", key);
+        op("writing a record", self.bucket.put(&path, PutPayload::from(value)))
+            .await?
+            .map(drop)
+            .map_err(os_err(format!("writing record {key}")))
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), Error> {
+        let path = self.path("records", key);
+        match op("deleting a record", self.bucket.delete(&path)).await? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(os_err(format!("deleting record {key}"))(e)),
+        }
+    }
+
+    async fn list_records(&self) -> Result<Records, Error> {
+        let mut records = Records::default();
+        for (key, _, _) in self.list_kind("records").await? {
+            records.keys.insert(key);
+        }
+        Ok(records)
+    }
+
+    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        match self.get_record_if_changed(key, None).await? {
+            RecordRead::Changed(found) => Ok(found),
+            RecordRead::Unchanged => unreachable!("nothing known: never unchanged"),
+        }
+    }
+
+    async fn get_record_if_changed(&self, key: &str, known: Option<&str>) -> Result<RecordRead, Error> {
+        let path = self.path("records", key);
+        let what = format!("reading record {key}");
+        let opts = GetOptions { if_none_match: known.map(str::to_string), ..GetOptions::default() };
+        let read = async {
+            let got = self.bucket.get_opts(&path, opts).await?;
+            let version = got.meta.e_tag.clone().unwrap_or_default();
+            let bytes = got.bytes().await?;
+            Ok::<_, object_store::Error>((bytes.to_vec(), version))
+        };
+        match op(&what, read).await? {
+            Ok(found) => Ok(RecordRead::Changed(Some(found))),
+            Err(object_store::Error::NotModified { .. }) => Ok(RecordRead::Unchanged),
+            Err(object_store::Error::NotFound { .. }) => Ok(RecordRead::Changed(None)),
+            Err(e) => Err(os_err(what)(e)),
+        }
+    }
+
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+        let path = self.path("records", key);
+        let mode = match expected {
+            None => PutMode::Create,
+            Some(etag) => PutMode::Update(UpdateVersion { e_tag: Some(etag.to_string()), version: None }),
+        };
+        let opts = PutOptions { mode, ..PutOptions::default() };
+        match op("writing a record", self.bucket.put_opts(&path, PutPayload::from(value), opts)).await? {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(os_err(format!("writing record {key}"))(e)),
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(S3Settings::parse_url("s3://larder/prod/pypi").unwrap(), ("larder".into(), "prod/pypi".into()));
+        assert_eq!(S3Settings::parse_url("s3://larder").unwrap(), ("larder".into(), String::new()));
+        assert_eq!(S3Settings::parse_url("s3://larder/").unwrap(), ("larder".into(), String::new()));
+        assert!(S3Settings::parse_url("s3://Bad_Bucket/x").is_err());
+        assert!(S3Settings::parse_url("s3://ab").is_err());
+        assert!(S3Settings::parse_url("s3://larder/a//b").is_err());
+        assert!(S3Settings::parse_url("http://larder").is_err());
+    }
+
+    #[test]
+    fn record_keys_round_trip_through_object_paths() {
+        let store = S3Store {
+            bucket: Arc::new(object_store::memory::InMemory::new()),
+            prefix: "p/q".into(),
+            location: String::new(),
+        };
+        let key = "private/group%2Fproj/my-pkg";
+        let path = store.path("records", key);
+        let skip = store.kind_prefix("records").parts().count();
+        let back: Vec<String> = path
+            .parts()
+            .skip(skip)
+            .map(|p| percent_encoding::percent_decode_str(p.as_ref()).decode_utf8_lossy().into_owned())
+            .collect();
+        assert_eq!(back.join("/"), key);
+    }
+}

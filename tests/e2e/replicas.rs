@@ -1,0 +1,309 @@
+//! Replicas sharing one S3 bucket (issue 13), on a real S3 server (SeaweedFS) on loopback,
+//! driven by the real pip, uv and twine: an upload on one replica is installable through
+//! another on the very next request; racing uploads of one filename store exactly one; a
+//! replica killed mid-upload or mid-fill leaves nothing half-visible; a new replica with an
+//! empty disk serves everything; the bucket briefly unreachable gives a clear 503 while
+//! local-cache hits keep working, and recovers without a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::util::s3::S3Server;
+use crate::util::upstream::{MockFile, MockUpstream};
+use crate::util::{
+    Larder, assert_ok, http, larder_cli, multipart, pip, sha256_hex, twine, uv_install, wheel, wheel_metadata,
+};
+
+const TOKEN: &str = "replica-token-123";
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// A replica on `s3` (bucket prefix `prefix`), with its own empty data dir.
+fn replica(s3: &S3Server, prefix: &str, dir: &Path, extra: &[&str]) -> Larder {
+    let mut args: Vec<String> = s3.args(prefix);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut env = s3.env();
+    env.push(("LARDER_TOKEN", TOKEN.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Larder::start_with_env(dir, &args, &env)
+}
+
+fn upload_url(larder: &Larder) -> String {
+    larder.url("/api/v4/projects/default/packages/pypi")
+}
+
+fn twine_upload(scratch: &Path, larder: &Larder, filename: &str, bytes: &[u8]) -> std::process::Output {
+    let path = scratch.join(filename);
+    std::fs::write(&path, bytes).unwrap();
+    twine(scratch, &["upload", "--repository-url", &upload_url(larder), "-u", "x", "-p", TOKEN, path.to_str().unwrap()])
+}
+
+fn page(larder: &Larder, name: &str) -> serde_json::Value {
+    let resp = http().get(larder.url(&format!("/simple/{name}/"))).header("accept", JSON).send().unwrap();
+    assert_eq!(resp.status(), 200, "{name} on {}", larder.base);
+    resp.json().unwrap()
+}
+
+fn filenames(page: &serde_json::Value) -> Vec<String> {
+    page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn an_upload_on_one_replica_is_installable_through_another_at_once() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (upstream_name, upstream_bytes) = wheel("shared-name", "1.0", &[]);
+    up.add(
+        "shared-name",
+        MockFile { metadata: Some(wheel_metadata(&upstream_bytes)), ..MockFile::new(&upstream_name, upstream_bytes) },
+    );
+    let extra = ["--upstream", &up.simple_url(), "--allow-shadowing", "shared-name"];
+    let (da, db, dc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "agree", da.path(), &extra);
+    let b = replica(&s3, "agree", db.path(), &extra);
+    let scratch = tempfile::tempdir().unwrap();
+
+    // B has the upstream's page of `shared-name` cached before anyone uploads it.
+    assert_eq!(filenames(&page(&b, "shared-name")), ["shared_name-1.0-py3-none-any.whl"]);
+
+    // A new name uploaded through A is installable through B on the very next request.
+    let (tool, tool_bytes) = wheel("team-tool", "0.1", &[]);
+    assert_ok(&twine_upload(scratch.path(), &a, &tool, &tool_bytes), "twine upload to A");
+    let target = scratch.path().join("t1");
+    assert_ok(&uv_install(scratch.path(), &b.index(), &target, "team-tool==0.1"), "uv install through B");
+
+    // Uploading a name B served from upstream: from then on B serves it from the upload alone,
+    // never from upstream again (also for a name in allow_shadowing).
+    let (mine, mine_bytes) = wheel("shared-name", "2.0", &[]);
+    assert_ok(&twine_upload(scratch.path(), &a, &mine, &mine_bytes), "twine upload of a shadowing name");
+    assert_eq!(filenames(&page(&b, "shared-name")), [mine.clone()], "B masks the upstream at once");
+    let out = pip(
+        scratch.path(),
+        &[
+            "download",
+            "--no-deps",
+            "--index-url",
+            &b.index(),
+            "-d",
+            scratch.path().join("dl").to_str().unwrap(),
+            "shared-name",
+        ],
+    );
+    assert_ok(&out, "pip download through B");
+    assert!(scratch.path().join("dl").join(&mine).exists(), "pip got the private 2.0");
+    assert_eq!(up.count("/simple/shared-name/"), 1, "B asked the upstream once, before the upload, never after");
+
+    // A yank on A shows on B at once; a delete on A is gone from B at once.
+    let env = [("LARDER_TOKEN", TOKEN)];
+    assert_ok(&larder_cli(&["yank", "--server", &a.base, "--reason", "broken", &tool], &env), "yank on A");
+    assert_eq!(page(&b, "team-tool")["files"][0]["yanked"], "broken");
+    assert_ok(&larder_cli(&["delete", "--server", &a.base, &tool], &env), "delete on A");
+    assert!(filenames(&page(&b, "team-tool")).is_empty());
+    let file_url = b.url(&format!("/files/{}/{tool}", sha256_hex(&tool_bytes)));
+    assert_eq!(http().get(&file_url).send().unwrap().status(), 404);
+
+    // Stateless: a new replica with an empty disk serves everything from the bucket, and
+    // killing the others loses nothing.
+    drop(a);
+    drop(b);
+    let c = replica(&s3, "agree", dc.path(), &extra);
+    let got = http().get(c.url(&format!("/files/{}/{mine}", sha256_hex(&mine_bytes)))).send().unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(sha256_hex(&got.bytes().unwrap()), sha256_hex(&mine_bytes));
+    assert_eq!(filenames(&page(&c, "shared-name")), [mine]);
+    assert!(filenames(&page(&c, "team-tool")).is_empty(), "the delete is remembered (tombstone)");
+}
+
+#[test]
+fn racing_uploads_of_one_filename_store_exactly_one() {
+    let s3 = S3Server::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "race", da.path(), &[]);
+    let b = replica(&s3, "race", db.path(), &[]);
+    for round in 0..4 {
+        let version = format!("1.{round}");
+        // Two different builds under one filename (different file contents, same name).
+        let (name, first) = wheel("racy", &version, &[]);
+        let (_, mut second) = wheel("racy", &version, &["extra-dep"]);
+        if second == first {
+            second.push(0);
+        }
+        let post = |larder: &Larder, bytes: Vec<u8>, name: String| {
+            let url = upload_url(larder);
+            std::thread::spawn(move || {
+                let project = name.split('-').next().unwrap().to_string();
+                let fields = [("name", project.as_str()), ("version", &version_of(&name))];
+                let (ct, body) = multipart(&fields, Some((&name, &bytes)));
+                http()
+                    .post(url)
+                    .basic_auth("x", Some(TOKEN))
+                    .header("content-type", ct)
+                    .body(body)
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        };
+        let (ta, tb) = (post(&a, first.clone(), name.clone()), post(&b, second.clone(), name.clone()));
+        let mut statuses = [ta.join().unwrap(), tb.join().unwrap()];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400], "round {round}: exactly one stored, the other `File already exists`");
+        // Both replicas serve the one stored file.
+        let listed: Vec<String> = [&a, &b]
+            .iter()
+            .map(|r| {
+                page(r, "racy")["files"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|f| f["filename"] == name.as_str())
+                        .unwrap()["hashes"]["sha256"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+            })
+            .collect();
+        assert_eq!(listed[0], listed[1]);
+        assert!(listed[0] == sha256_hex(&first) || listed[0] == sha256_hex(&second));
+
+        // Identical bytes from both at once: both 200 (a retried CI upload).
+        let (name2, same) = wheel("twin", &version, &[]);
+        let (ta, tb) = (post(&a, same.clone(), name2.clone()), post(&b, same.clone(), name2.clone()));
+        assert_eq!([ta.join().unwrap(), tb.join().unwrap()], [200, 200], "round {round}");
+    }
+}
+
+fn version_of(filename: &str) -> String {
+    filename.split('-').nth(1).unwrap().to_string()
+}
+
+#[test]
+fn a_replica_killed_mid_upload_or_mid_fill_leaves_nothing_half_visible() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    // A large upstream file, sent slowly: the fill is under way when the replica dies.
+    let big: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big_sha = sha256_hex(&big);
+    up.add("bigpkg", MockFile::new("bigpkg-1.0.tar.gz", big.clone()));
+    let extra = ["--upstream", &up.simple_url()];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "crash", da.path(), &extra);
+
+    // Mid-upload: a 20 MB wheel's body is half sent when A is killed.
+    let (name, bytes) = wheel("halfway", "1.0", &[]);
+    let mut padded = bytes.clone();
+    padded.extend(std::iter::repeat_n(0u8, 20 * 1024 * 1024));
+    let (ct, body) = multipart(&[("name", "halfway"), ("version", "1.0")], Some((&name, &padded)));
+    let addr = a.base.trim_start_matches("http://").to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    let head = format!(
+        "POST /api/v4/projects/default/packages/pypi HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("x:{TOKEN}")),
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).unwrap();
+    sock.write_all(&body[..body.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Mid-fill: a client starts downloading the big file through A.
+    let fill_url = a.url(&format!("/files/{big_sha}/bigpkg-1.0.tar.gz"));
+    up.set_delay(Duration::from_millis(100));
+    let partial = std::thread::spawn(move || {
+        let resp = http().get(fill_url).send();
+        resp.and_then(|r| r.bytes()).map(|b| b.len()).unwrap_or(0)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    std::process::Command::new("kill").args(["-9", &a.pid().to_string()]).status().unwrap();
+    let _ = partial.join();
+    drop(sock);
+    up.set_delay(Duration::ZERO);
+
+    // B, on the same bucket with an empty disk: no trace of the half upload, and the big file
+    // is fetched and stored whole, with the right bytes.
+    let b = replica(&s3, "crash", db.path(), &extra);
+    let resp = http().get(b.url("/simple/halfway/")).header("accept", JSON).send().unwrap();
+    assert_eq!(resp.status(), 404, "the half upload is not visible");
+    let got = http().get(b.url(&format!("/files/{big_sha}/bigpkg-1.0.tar.gz"))).send().unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(sha256_hex(&got.bytes().unwrap()), big_sha);
+    // And the upload goes through on B.
+    let scratch = tempfile::tempdir().unwrap();
+    assert_ok(&twine_upload(scratch.path(), &b, &name, &bytes), "the upload again, on B");
+    drop(a);
+}
+
+#[test]
+fn the_bucket_briefly_unreachable_gives_clear_503s_and_recovers_without_a_restart() {
+    let mut s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("steady", "1.0", &[]);
+    up.add("steady", MockFile::new(&name, bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&s3, "outage", dir.path(), &["--upstream", &up.simple_url()]);
+    let file_url = a.url(&format!("/files/{}/{name}", sha256_hex(&bytes)));
+    assert_eq!(http().get(&file_url).send().unwrap().status(), 200, "warm the local cache");
+    assert_eq!(page(&a, "steady")["files"].as_array().unwrap().len(), 1);
+
+    s3.stop();
+    // Hits from the local cache keep working.
+    let hit = http().get(&file_url).send().unwrap();
+    assert_eq!(hit.status(), 200);
+    assert_eq!(sha256_hex(&hit.bytes().unwrap()), sha256_hex(&bytes));
+    assert_eq!(page(&a, "steady")["files"].as_array().unwrap().len(), 1);
+    // An upload cannot be acknowledged: a clear 503, quickly.
+    let (tool, tool_bytes) = wheel("outage-tool", "0.1", &[]);
+    let (ct, body) = multipart(&[("name", "outage-tool"), ("version", "0.1")], Some((&tool, &tool_bytes)));
+    let started = std::time::Instant::now();
+    let resp = http()
+        .post(upload_url(&a))
+        .basic_auth("x", Some(TOKEN))
+        .header("content-type", ct.clone())
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.text().unwrap().contains("not reachable"));
+    assert!(started.elapsed() < Duration::from_secs(40), "{:?}", started.elapsed());
+
+    // Back: the same process takes uploads again, no restart.
+    s3.restart();
+    let resp =
+        http().post(upload_url(&a)).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    assert_eq!(filenames(&page(&a, "outage-tool")), [tool]);
+}
+
+#[test]
+fn warm_export_import_and_verify_work_against_an_s3_store() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("portable", "1.0", &[]);
+    up.add("portable", MockFile { metadata: Some(wheel_metadata(&bytes)), ..MockFile::new(&name, bytes.clone()) });
+    let scratch = tempfile::tempdir().unwrap();
+    let env_owned = s3.env();
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let with = |prefix: &str, dir: &Path, rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        v.extend(["--data-dir".to_string(), dir.to_str().unwrap().to_string()]);
+        v.extend(s3.args(prefix));
+        v
+    };
+    let d1 = tempfile::tempdir().unwrap();
+    let warm = with("connected", d1.path(), &["warm", "--upstream", &up.simple_url(), "portable==1.0"]);
+    assert_ok(&larder_cli(&warm.iter().map(String::as_str).collect::<Vec<_>>(), &env), "larder warm into S3");
+    let bundle = scratch.path().join("b.tar.zst");
+    let export = with("connected", d1.path(), &["export", "-o", bundle.to_str().unwrap()]);
+    assert_ok(&larder_cli(&export.iter().map(String::as_str).collect::<Vec<_>>(), &env), "larder export from S3");
+    let d2 = tempfile::tempdir().unwrap();
+    let import = with("airgap", d2.path(), &["import", bundle.to_str().unwrap()]);
+    assert_ok(&larder_cli(&import.iter().map(String::as_str).collect::<Vec<_>>(), &env), "larder import into S3");
+    let verify = with("airgap", d2.path(), &["verify"]);
+    assert_ok(&larder_cli(&verify.iter().map(String::as_str).collect::<Vec<_>>(), &env), "larder verify on S3");
+    // A replica on the imported prefix, offline, with an empty disk, serves it to uv.
+    let d3 = tempfile::tempdir().unwrap();
+    let r = replica(&s3, "airgap", d3.path(), &["--offline"]);
+    let target = scratch.path().join("t");
+    assert_ok(&uv_install(scratch.path(), &r.index(), &target, "portable==1.0"), "uv install from the imported bucket");
+}
