@@ -316,6 +316,13 @@ pub struct Settings {
     #[arg(long, env = "LARDER_LOCAL_CACHE_SIZE", value_name = "SIZE")]
     pub local_cache_size: Option<String>,
 
+    /// With an S3 store: how stale this replica's view of uploads, yanks and deletes made on
+    /// other replicas may be. 0s (default): they count on the very next request here, at the
+    /// cost of one batched bucket round trip per request; e.g. `1s`: at most one check per
+    /// name per second, and hits at local speed.
+    #[arg(long, env = "LARDER_REPLICA_LAG", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub replica_lag: Option<Duration>,
+
     /// Hold back upstream files uploaded more recently than this, e.g. `7d` (release cooldown:
     /// a compromised release is usually found and yanked within days). Uses the upstream's
     /// upload times (PEP 700); private uploads are never held back. [default: none]

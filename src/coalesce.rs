@@ -106,9 +106,10 @@ where
 
 /// Checks that must see everything done before the caller arrived (issue 13: an upload
 /// acknowledged by another replica is visible on the very next request), batched: a caller
-/// joins a check that started after it arrived, or waits for the one under way to end and
-/// joins the next. One check per key is under way at a time, so a hot key costs one check per
-/// round trip however many callers ask; each caller waits at most two round trips.
+/// joins a check that started after it arrived (or at most `max_age` before), or waits for the
+/// one under way to end and joins the next. One check per key is under way at a time, so a
+/// hot key costs one check per round trip however many callers ask; each caller waits at most
+/// two round trips. With `max_age` > 0, a finished check is reused while it is that young.
 pub struct Batcher<K> {
     flights: Mutex<HashMap<K, Arc<Flight>>>,
 }
@@ -118,6 +119,9 @@ struct Flight {
     done: Shared<BoxFuture<'static, ()>>,
 }
 
+/// Finished checks kept for reuse, at most (beyond, the old ones go).
+const MAX_KEPT: usize = 10_000;
+
 impl<K: Hash + Eq + Clone + Send + 'static> Default for Batcher<K> {
     fn default() -> Self {
         Batcher { flights: Mutex::new(HashMap::new()) }
@@ -126,19 +130,20 @@ impl<K: Hash + Eq + Clone + Send + 'static> Default for Batcher<K> {
 
 impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
     /// Runs `check` (as its own task, so a caller that goes away cancels nothing) unless a
-    /// check for `key` that started after this call began can be joined.
-    pub async fn run<F, Fut>(&self, key: K, check: F)
+    /// check for `key` that started after `max_age` before this call can be joined.
+    pub async fn run<F, Fut>(&self, key: K, max_age: std::time::Duration, check: F)
     where
         F: Fn() -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let arrived = std::time::Instant::now();
+        let now = std::time::Instant::now();
+        let fresh_after = now.checked_sub(max_age).unwrap_or(now);
         loop {
             let current = self.flights.lock().expect("batcher lock").get(&key).cloned();
             match current {
-                Some(f) if f.started >= arrived => return f.done.clone().await,
+                Some(f) if f.started >= fresh_after => return f.done.clone().await,
                 Some(f) => {
-                    // Started before this caller: it may have missed what the caller must see.
+                    // Started too early: it may have missed what the caller must see.
                     f.done.clone().await;
                     let mut map = self.flights.lock().expect("batcher lock");
                     if map.get(&key).is_some_and(|now| Arc::ptr_eq(now, &f)) {
@@ -151,6 +156,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
                         if map.contains_key(&key) {
                             continue; // another caller started one just now: join it
                         }
+                        if map.len() >= MAX_KEPT {
+                            map.retain(|_, f| f.started >= fresh_after && f.done.peek().is_none());
+                        }
                         let task = tokio::spawn(check());
                         let done = async move {
                             let _ = task.await;
@@ -162,9 +170,12 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
                         flight
                     };
                     flight.done.clone().await;
-                    let mut map = self.flights.lock().expect("batcher lock");
-                    if map.get(&key).is_some_and(|now| Arc::ptr_eq(now, &flight)) {
-                        map.remove(&key);
+                    // Kept for reuse only when finished checks may be reused.
+                    if max_age.is_zero() {
+                        let mut map = self.flights.lock().expect("batcher lock");
+                        if map.get(&key).is_some_and(|now| Arc::ptr_eq(now, &flight)) {
+                            map.remove(&key);
+                        }
                     }
                     return;
                 }
@@ -201,14 +212,14 @@ mod tests {
         };
         let first = {
             let (b, c) = (batcher.clone(), check.clone());
-            tokio::spawn(async move { b.run("k", c).await })
+            tokio::spawn(async move { b.run("k", std::time::Duration::ZERO, c).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         value.store(1, Ordering::SeqCst); // written (acknowledged) while the first check runs
         let mut late = Vec::new();
         for _ in 0..50 {
             let (b, c) = (batcher.clone(), check.clone());
-            late.push(tokio::spawn(async move { b.run("k", c).await }));
+            late.push(tokio::spawn(async move { b.run("k", std::time::Duration::ZERO, c).await }));
         }
         for h in late {
             h.await.unwrap();
@@ -217,6 +228,14 @@ mod tests {
         assert_eq!(checks.load(Ordering::SeqCst), 2, "50 callers shared one check");
         first.await.unwrap();
         assert!(batcher.flights.lock().unwrap().is_empty(), "finished flights are removed");
+
+        // With a max age, a finished check is reused while it is that young.
+        let hour = std::time::Duration::from_secs(3600);
+        batcher.run("k", hour, check.clone()).await;
+        batcher.run("k", hour, check.clone()).await;
+        assert_eq!(checks.load(Ordering::SeqCst), 3, "one more check, then reused");
+        batcher.run("k", std::time::Duration::ZERO, check).await;
+        assert_eq!(checks.load(Ordering::SeqCst), 4, "strict callers never reuse one");
     }
 
     #[tokio::test]

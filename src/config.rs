@@ -78,6 +78,8 @@ pub struct FileConfig {
     /// Virtual-hosted-style bucket addressing (`bucket.host`); default path style.
     pub s3_virtual_hosted: Option<bool>,
     pub local_cache_size: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub replica_lag: Option<Duration>,
 }
 
 /// `[[upstreams]]`: another index, owning the project names its patterns match.
@@ -249,6 +251,9 @@ pub struct Config {
     pub local_cache_bytes: u64,
     /// Where clients reach this server (scheme, host and any path prefix, no trailing slash).
     pub public_url: Option<String>,
+    /// With a shared store: how stale this replica's view of other replicas' private records
+    /// may be (zero: checked on every request).
+    pub replica_lag: Duration,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
@@ -450,6 +455,7 @@ impl Config {
             config_file: None,
             s3,
             local_cache_bytes,
+            replica_lag: s.replica_lag.or(file.replica_lag).unwrap_or(Duration::ZERO),
             public_url: match s.public_url.clone().or(file.public_url.clone()) {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                     Some(u.as_str().trim_end_matches('/').to_string())

@@ -191,7 +191,7 @@ impl Cache {
         // Pages of a server with an upstream advertise `.metadata` for every wheel (issue 11).
         let on_demand = mode == Mode::Serve && has_upstream;
         let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
-        let private = Arc::new(Private::load(store.clone(), &records).await?);
+        let private = Arc::new(Private::load(store.clone(), &records, config.replica_lag).await?);
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
         for sha in private.blobs().into_iter().chain(links.targets()) {
             bounded.pin(&sha).await;

@@ -118,6 +118,8 @@ pub struct Private {
     write_lock: tokio::sync::Mutex<()>,
     /// Record checks against a shared store, batched per record key (`"*"`: the list).
     checks: crate::coalesce::Batcher<String>,
+    /// How old a check may be and still count (`replica_lag`; zero: strict).
+    max_lag: std::time::Duration,
 }
 
 /// Conflicting writers on one record retry this often at most before giving up with 503.
@@ -131,7 +133,11 @@ impl Private {
     /// Loads every private record from the store. A record that is not valid is reported and
     /// skipped, never fatal; its name stays claimed, with no files (fail closed: a damaged
     /// record must not hand the name to the upstream, DC-1).
-    pub async fn load(store: Arc<dyn Store>, records: &Records) -> anyhow::Result<Private> {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        records: &Records,
+        max_lag: std::time::Duration,
+    ) -> anyhow::Result<Private> {
         let mut index = Index::default();
         for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
             let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else {
@@ -151,6 +157,7 @@ impl Private {
             index: RwLock::new(index),
             write_lock: tokio::sync::Mutex::new(()),
             checks: Default::default(),
+            max_lag,
         })
     }
 
@@ -175,7 +182,7 @@ impl Private {
                     let (this, project, name) = (this.clone(), project.clone(), name.clone());
                     async move { this.reload(&project, &name).await }
                 };
-                self.checks.run(key, check).await;
+                self.checks.run(key, self.max_lag, check).await;
             }
         }))
         .await;
@@ -234,7 +241,7 @@ impl Private {
                 }
             }
         };
-        self.checks.run("*".to_string(), check).await;
+        self.checks.run("*".to_string(), self.max_lag, check).await;
     }
 
     /// Is `name` claimed by any of `projects`?

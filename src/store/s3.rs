@@ -360,6 +360,68 @@ mod tests {
         assert!(S3Settings::parse_url("http://larder").is_err());
     }
 
+    fn in_memory() -> S3Store {
+        S3Store { bucket: Arc::new(object_store::memory::InMemory::new()), prefix: "t".into(), location: "mem".into() }
+    }
+
+    #[tokio::test]
+    async fn records_are_compare_and_swapped() {
+        let store = in_memory();
+        let key = "private/team/pkg";
+        assert!(store.put_record_if(key, b"one".to_vec(), None).await.unwrap(), "created");
+        assert!(!store.put_record_if(key, b"two".to_vec(), None).await.unwrap(), "exists: the second creator loses");
+        let (body, v1) = store.get_record_versioned(key).await.unwrap().unwrap();
+        assert_eq!(body, b"one");
+        assert!(matches!(store.get_record_if_changed(key, Some(&v1)).await.unwrap(), RecordRead::Unchanged));
+        assert!(store.put_record_if(key, b"three".to_vec(), Some(&v1)).await.unwrap());
+        assert!(!store.put_record_if(key, b"four".to_vec(), Some(&v1)).await.unwrap(), "a stale version loses");
+        match store.get_record_if_changed(key, Some(&v1)).await.unwrap() {
+            RecordRead::Changed(Some((body, _))) => assert_eq!(body, b"three"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.get_record_if_changed("private/team/none", None).await.unwrap(),
+            RecordRead::Changed(None)
+        ));
+        let listed = store.list_records().await.unwrap();
+        assert_eq!(listed.keys.into_iter().collect::<Vec<_>>(), [key]);
+    }
+
+    #[tokio::test]
+    async fn blobs_of_every_size_around_the_part_size_round_trip() {
+        let store = in_memory();
+        let dir = tempfile::tempdir().unwrap();
+        for size in [0, 1, PART_SIZE - 1, PART_SIZE, PART_SIZE + 1, 2 * PART_SIZE + 3] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
+            let sha = crate::digest::sha256_hex(&bytes);
+            let path = dir.path().join(format!("{size}"));
+            std::fs::write(&path, &bytes).unwrap();
+            // A wrong hash stores nothing, whether one PUT or a multipart upload.
+            let wrong = crate::digest::sha256_hex(b"other");
+            assert!(matches!(store.put_blob_file(&wrong, &path).await, Err(Error::Integrity { .. })), "{size}");
+            assert!(!store.has_blob(&wrong).await.unwrap(), "{size}");
+            store.put_blob_file(&sha, &path).await.unwrap();
+            let blob = store.open_blob(&sha).await.unwrap().unwrap();
+            assert_eq!(blob.len, size as u64);
+            let mut got = Vec::new();
+            let mut stream = blob.stream(0, size as u64).await.unwrap();
+            while let Some(chunk) = stream.next().await {
+                got.extend_from_slice(&chunk.unwrap());
+            }
+            assert!(got == bytes, "size {size}");
+            if size > 2 {
+                let blob = store.open_blob(&sha).await.unwrap().unwrap();
+                let mut part = Vec::new();
+                let mut stream = blob.stream(1, size as u64 - 2).await.unwrap();
+                while let Some(chunk) = stream.next().await {
+                    part.extend_from_slice(&chunk.unwrap());
+                }
+                assert!(part == bytes[1..size - 1], "range of size {size}");
+            }
+        }
+        assert_eq!(store.list_blobs().await.unwrap().len(), 6);
+    }
+
     #[test]
     fn record_keys_round_trip_through_object_paths() {
         let store = S3Store {

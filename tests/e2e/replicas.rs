@@ -183,7 +183,7 @@ fn a_replica_killed_mid_upload_or_mid_fill_leaves_nothing_half_visible() {
     let s3 = S3Server::start();
     let up = MockUpstream::start();
     // A large upstream file, sent slowly: the fill is under way when the replica dies.
-    let big: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let big: Vec<u8> = (0..96 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let big_sha = sha256_hex(&big);
     up.add("bigpkg", MockFile::new("bigpkg-1.0.tar.gz", big.clone()));
     let extra = ["--upstream", &up.simple_url()];
@@ -207,18 +207,22 @@ fn a_replica_killed_mid_upload_or_mid_fill_leaves_nothing_half_visible() {
     sock.write_all(&body[..body.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    // Mid-fill: a client starts downloading the big file through A.
+    // Mid-fill: a client starts downloading the big file through A; A dies just after the
+    // upstream started sending it (96 MB: the spool and the bucket upload take far longer).
     let fill_url = a.url(&format!("/files/{big_sha}/bigpkg-1.0.tar.gz"));
-    up.set_delay(Duration::from_millis(100));
     let partial = std::thread::spawn(move || {
         let resp = http().get(fill_url).send();
         resp.and_then(|r| r.bytes()).map(|b| b.len()).unwrap_or(0)
     });
-    std::thread::sleep(Duration::from_millis(400));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while up.count_full("GET /files/bigpkg-1.0.tar.gz") == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(30));
     std::process::Command::new("kill").args(["-9", &a.pid().to_string()]).status().unwrap();
-    let _ = partial.join();
+    let got_before_death = partial.join().unwrap();
+    assert!(got_before_death < big.len(), "the download was cut by the kill");
     drop(sock);
-    up.set_delay(Duration::ZERO);
 
     // B, on the same bucket with an empty disk: no trace of the half upload, and the big file
     // is fetched and stored whole, with the right bytes.
@@ -227,6 +231,7 @@ fn a_replica_killed_mid_upload_or_mid_fill_leaves_nothing_half_visible() {
     assert_eq!(resp.status(), 404, "the half upload is not visible");
     let got = http().get(b.url(&format!("/files/{big_sha}/bigpkg-1.0.tar.gz"))).send().unwrap();
     assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["x-cache"], "MISS", "A's half fill left nothing in the bucket");
     assert_eq!(sha256_hex(&got.bytes().unwrap()), big_sha);
     // And the upload goes through on B.
     let scratch = tempfile::tempdir().unwrap();
@@ -306,4 +311,33 @@ fn warm_export_import_and_verify_work_against_an_s3_store() {
     let r = replica(&s3, "airgap", d3.path(), &["--offline"]);
     let target = scratch.path().join("t");
     assert_ok(&uv_install(scratch.path(), &r.index(), &target, "portable==1.0"), "uv install from the imported bucket");
+}
+
+#[test]
+fn every_size_class_is_stored_in_the_bucket_and_read_back_by_a_cold_replica() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    // The local thresholds (crate::sizes), and the S3 store's part size (8 MiB) -1/=/+1.
+    let mut files = crate::sizes::files();
+    for (i, n) in [8 * 1024 * 1024 - 1, 8 * 1024 * 1024, 8 * 1024 * 1024 + 1].into_iter().enumerate() {
+        files.push((format!("sizes-1.{i}.tar.gz"), (0..n).map(|j| ((j * 17 + i) % 253) as u8).collect()));
+    }
+    for (name, bytes) in &files {
+        up.add("sizes", MockFile::new(name, bytes.clone()));
+    }
+    let extra = ["--upstream", &up.simple_url()];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "sizes", da.path(), &extra);
+    crate::sizes::get_all(&a, &files, "MISS");
+    std::thread::sleep(Duration::from_millis(500)); // commits to the bucket finish after the last byte
+    crate::sizes::get_all(&a, &files, "HIT");
+    // B has an empty local cache: every file comes from the bucket, byte for byte, then from
+    // its own disk; the upstream is never asked again.
+    let b = replica(&s3, "sizes", db.path(), &extra);
+    crate::sizes::get_all(&b, &files, "HIT");
+    std::thread::sleep(Duration::from_millis(500)); // background copies of large blobs
+    crate::sizes::get_all(&b, &files, "HIT");
+    for (name, _) in &files {
+        assert_eq!(up.count_full(&format!("GET /files/{name}")), 1, "{name} is fetched once, by A");
+    }
 }

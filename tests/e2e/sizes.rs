@@ -31,7 +31,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// `sizes-0.<i>.tar.gz` holding `SIZES[i]` bytes (the content is not read, only stored).
-fn files() -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files() -> Vec<(String, Vec<u8>)> {
     SIZES
         .iter()
         .enumerate()
@@ -39,7 +39,7 @@ fn files() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn get_all(server: &Larder, files: &[(String, Vec<u8>)], expect_cache: &str) {
+pub(crate) fn get_all(server: &Larder, files: &[(String, Vec<u8>)], expect_cache: &str) {
     for (name, bytes) in files {
         let resp = http().get(server.url(&format!("/files/{}/{name}", sha256_hex(bytes)))).send().unwrap();
         assert_eq!(resp.status(), 200, "{name}");
