@@ -76,7 +76,7 @@ fn an_upload_on_one_replica_is_installable_through_another_at_once() {
     // never from upstream again (also for a name in allow_shadowing).
     let (mine, mine_bytes) = wheel("shared-name", "2.0", &[]);
     assert_ok(&twine_upload(scratch.path(), &a, &mine, &mine_bytes), "twine upload of a shadowing name");
-    assert_eq!(filenames(&page(&b, "shared-name")), [mine.clone()], "B masks the upstream at once");
+    assert_eq!(filenames(&page(&b, "shared-name")), std::slice::from_ref(&mine), "B masks the upstream at once");
     let out = pip(
         scratch.path(),
         &[
