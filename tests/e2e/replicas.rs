@@ -341,3 +341,40 @@ fn every_size_class_is_stored_in_the_bucket_and_read_back_by_a_cold_replica() {
         assert_eq!(up.count_full(&format!("GET /files/{name}")), 1, "{name} is fetched once, by A");
     }
 }
+
+/// The compose example (`docker-compose.replicas.yml`), as Compose resolves it: two replicas on
+/// one bucket, each with its own local cache, an S3 server they wait for, a load balancer in
+/// front whose config names both; and the S3 server's keys are the ones the replicas send.
+#[test]
+fn the_compose_example_runs_two_replicas_on_one_bucket_behind_a_balancer() {
+    let python = crate::util::venv_bin("python");
+    let out = std::process::Command::new(python)
+        .args(["-c", "import compose, os; print(os.path.join(os.path.dirname(compose.__file__), 'docker-compose'))"])
+        .output()
+        .unwrap();
+    let compose = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(compose)
+        .current_dir(root)
+        .args(["-f", "docker-compose.replicas.yml", "config", "--format", "json"])
+        .env("LARDER_UPSTREAM", "https://upstream.invalid/simple/")
+        .output()
+        .unwrap();
+    assert_ok(&out, "docker compose config");
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = &config["services"];
+    let (a, b) = (&services["larder-a"], &services["larder-b"]);
+    assert_eq!(a["environment"]["LARDER_STORE"], b["environment"]["LARDER_STORE"], "one bucket");
+    assert!(a["environment"]["LARDER_STORE"].as_str().unwrap().starts_with("s3://"));
+    assert_ne!(a["volumes"][0]["source"], b["volumes"][0]["source"], "each its own local cache");
+    for r in [a, b] {
+        assert_eq!(r["depends_on"]["s3"]["condition"], "service_healthy");
+    }
+    let lb = std::fs::read_to_string(format!("{root}/config/nginx-replicas.conf")).unwrap();
+    assert!(lb.contains("server larder-a:3141") && lb.contains("server larder-b:3141"));
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/config/seaweedfs-s3.json")).unwrap()).unwrap();
+    let cred = &keys["identities"][0]["credentials"][0];
+    assert_eq!(a["environment"]["AWS_ACCESS_KEY_ID"], cred["accessKey"]);
+    assert_eq!(a["environment"]["AWS_SECRET_ACCESS_KEY"], cred["secretKey"]);
+}
