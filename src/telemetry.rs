@@ -35,6 +35,14 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!("larder_blocked_total", "Requests refused by the block list, by kind (project, file)");
     metrics::describe_gauge!("larder_block_rules", "Entries in the block list in force");
     metrics::describe_counter!("larder_held_back_total", "File requests refused because of min_release_age");
+    metrics::describe_counter!(
+        "larder_bucket_reads_total",
+        "Blobs read from the bucket on a local-cache miss (S3 store)"
+    );
+    metrics::describe_counter!(
+        "larder_record_conflicts_total",
+        "Private record writes that lost a race to another writer and were retried (S3 store)"
+    );
     metrics::describe_counter!("larder_coalesced_waits_total", "Requests that joined a download already under way");
     metrics::describe_counter!("larder_metadata_extracted_total", "Wheels whose METADATA Larder extracted itself");
     metrics::describe_counter!(

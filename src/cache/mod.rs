@@ -157,6 +157,8 @@ pub struct Cache {
     blocks: Arc<crate::policy::Blocks>,
     /// Cooldowns are measured on it.
     clock: Clock,
+    /// When each stored provenance object was last found unchanged upstream, by file sha256.
+    provenance_checked: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Provenance fetches under way, one per URL.
     provenance_flight:
         Arc<crate::coalesce::Coalescer<String, crate::coalesce::SharedResult<bytes::Bytes, fill::Error>>>,
@@ -274,6 +276,7 @@ impl Cache {
             blocks,
             clock,
             provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
+            provenance_checked: Default::default(),
         })
     }
 

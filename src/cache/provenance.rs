@@ -31,7 +31,13 @@ impl Cache {
             _ => None,
         };
         let now = self.clock.unix();
-        let fresh = |r: &ProvenanceRecord| now.saturating_sub(r.fetched_unix) < self.config.index_ttl.as_secs();
+        // When it was last confirmed upstream: the record's time, or a later check that found it
+        // unchanged (kept in memory: rewriting an unchanged record would only grow the store).
+        let confirmed = |r: &ProvenanceRecord| {
+            let checked = self.provenance_checked.lock().expect("provenance lock").get(&sha).copied();
+            checked.unwrap_or(0).max(r.fetched_unix)
+        };
+        let fresh = |r: &ProvenanceRecord| now.saturating_sub(confirmed(r)) < self.config.index_ttl.as_secs();
         // The same rules as the file itself: a blocked or held-back file has no provenance here.
         self.check_upstream_file(reader, &project, &dist, None)?;
         // Offline (or no client for it): what is stored is what there is.
@@ -49,12 +55,21 @@ impl Cache {
         match fetched {
             Ok(body) => {
                 let unchanged = stored.as_ref().is_some_and(|r| r.body.as_bytes() == &body[..]);
+                if unchanged {
+                    let mut checked = self.provenance_checked.lock().expect("provenance lock");
+                    if checked.len() >= 10_000 {
+                        checked.clear(); // a bound; forgetting only means one more write
+                    }
+                    checked.insert(sha.clone(), now);
+                    return Ok((body, Outcome::Revalidated));
+                }
+                // The body parsed as JSON, so it is UTF-8: kept byte for byte (PROV-03).
                 let record = ProvenanceRecord { fetched_unix: now, body: String::from_utf8_lossy(&body).into_owned() };
                 let bytes = serde_json::to_vec(&record).expect("a provenance record serializes");
                 if let Err(e) = self.store.put_record(&record_key, bytes).await {
                     tracing::warn!(file = %dist_name, error = %e, "cannot store the provenance; serving it anyway");
                 }
-                Ok((body, if unchanged { Outcome::Revalidated } else { Outcome::Miss }))
+                Ok((body, Outcome::Miss))
             }
             Err(e) => match stored {
                 Some(r) => {
