@@ -129,6 +129,16 @@ impl<K: Hash + Eq + Clone + Send + 'static> Default for Batcher<K> {
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
+    /// Whether a finished check for `key` is young enough (`max_age`) to stand: the caller
+    /// need not wait at all (the hit path with a replica lag takes one lock and no task).
+    pub fn is_fresh(&self, key: &K, max_age: std::time::Duration) -> bool {
+        if max_age.is_zero() {
+            return false;
+        }
+        let map = self.flights.lock().expect("batcher lock");
+        map.get(key).is_some_and(|f| f.started.elapsed() <= max_age && f.done.peek().is_some())
+    }
+
     /// Runs `check` (as its own task, so a caller that goes away cancels nothing) unless a
     /// check for `key` that started after `max_age` before this call can be joined.
     pub async fn run<F, Fut>(&self, key: K, max_age: std::time::Duration, check: F)

@@ -214,6 +214,8 @@ http {{
             ("file 100 KB", path(files[small]), f"http://127.0.0.1:{static_port}/{small}", None),
             ("file 15 MB", path(files[big]), f"http://127.0.0.1:{static_port}/{big}", None),
         ]
+        only = os.environ.get("ONLY")  # a substring of the hit row labels to run, e.g. "100 KB"
+        rows = [r for r in rows if not only or only in r[0]]
         hit_results = []
         for lag in ("0s", "1s"):
             stop(a)
@@ -221,7 +223,7 @@ http {{
             for _, p, _, accept in rows:  # fill this replica's local cache and memory
                 fetch(a_base + p, accept)
             time.sleep(1)
-            fetch(a_base + rows[2][1])
+            fetch(a_base + rows[-1][1])
             for label, p, nginx_url, accept in rows:
                 runs = {"larder": [], "nginx": []}
                 for r in range(args.rounds):
@@ -262,7 +264,7 @@ http {{
         for _, p, _, accept in rows:
             fetch(b_base + p, accept)
         lb_results = []
-        for label, p, _, accept in rows[:2]:
+        for label, p, _, accept in [r for r in rows if "15 MB" not in r[0]]:
             runs = {"two": [], "one": []}
             for r in range(args.rounds):
                 print(f"==> balancer, {label}: round {r + 1}/{args.rounds}", flush=True)

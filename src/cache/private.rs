@@ -173,8 +173,16 @@ impl Private {
         if !self.is_shared() {
             return;
         }
-        let checks = projects.iter().flat_map(|p| names.iter().map(move |n| (p.clone(), n.clone())));
-        futures_util::future::join_all(checks.map(|(project, name)| {
+        let stale: Vec<(String, ProjectName)> = projects
+            .iter()
+            .flat_map(|p| names.iter().map(move |n| (p, n)))
+            .filter(|(p, n)| !self.checks.is_fresh(&record_key(p, n), self.max_lag))
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        futures_util::future::join_all(stale.into_iter().map(|(project, name)| {
             let this = Arc::clone(self);
             async move {
                 let key = record_key(&project, &name);
