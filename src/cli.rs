@@ -316,12 +316,19 @@ pub struct Settings {
     #[arg(long, env = "LARDER_LOCAL_CACHE_SIZE", value_name = "SIZE")]
     pub local_cache_size: Option<String>,
 
-    /// With an S3 store: how stale this replica's view of uploads, yanks and deletes made on
-    /// other replicas may be. 0s (default): they count on the very next request here, at the
-    /// cost of one batched bucket round trip per request; e.g. `1s`: at most one check per
-    /// name per second, and hits at local speed.
+    /// With an S3 store: how stale this replica's pages may be about uploads, yanks and
+    /// deletes made on other replicas. 0s (default): they count on the very next request here,
+    /// at the cost of one batched bucket round trip per page request; e.g. `1s`: at most one
+    /// check per name per second.
     #[arg(long, env = "LARDER_REPLICA_LAG", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub replica_lag: Option<Duration>,
+
+    /// With an S3 store: the same for file downloads this replica can answer from what it knows
+    /// [default: 1s, never less than replica_lag]. A file it does not know is always checked at
+    /// once (an upload through another replica downloads here at once); a file deleted, or a
+    /// name claimed, on another replica stays downloadable by its URL here for up to this long.
+    #[arg(long, env = "LARDER_REPLICA_FILE_LAG", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub replica_file_lag: Option<Duration>,
 
     /// Hold back upstream files uploaded more recently than this, e.g. `7d` (release cooldown:
     /// a compromised release is usually found and yanked within days). Uses the upstream's

@@ -80,6 +80,8 @@ pub struct FileConfig {
     pub local_cache_size: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub replica_lag: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub replica_file_lag: Option<Duration>,
 }
 
 /// `[[upstreams]]`: another index, owning the project names its patterns match.
@@ -252,8 +254,10 @@ pub struct Config {
     /// Where clients reach this server (scheme, host and any path prefix, no trailing slash).
     pub public_url: Option<String>,
     /// With a shared store: how stale this replica's view of other replicas' private records
-    /// may be (zero: checked on every request).
+    /// may be for pages and listings (zero: checked on every request) …
     pub replica_lag: Duration,
+    /// … and for file requests it can answer from what it knows (never less than replica_lag).
+    pub replica_file_lag: Duration,
 }
 
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
@@ -456,6 +460,11 @@ impl Config {
             s3,
             local_cache_bytes,
             replica_lag: s.replica_lag.or(file.replica_lag).unwrap_or(Duration::ZERO),
+            replica_file_lag: s
+                .replica_file_lag
+                .or(file.replica_file_lag)
+                .unwrap_or(Duration::from_secs(1))
+                .max(s.replica_lag.or(file.replica_lag).unwrap_or(Duration::ZERO)),
             public_url: match s.public_url.clone().or(file.public_url.clone()) {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                     Some(u.as_str().trim_end_matches('/').to_string())

@@ -74,8 +74,11 @@ impl Cache {
     }
 
     /// Replicas (issue 13): the records of the names `dist_name` may belong to are checked
-    /// against the shared store first, so a claim, yank or delete made elsewhere counts now.
-    pub(super) async fn refresh_claims(&self, projects: &[String], dist_name: &str) {
+    /// against the shared store first, so a claim, yank or delete made elsewhere counts. `strict`:
+    /// within `replica_lag` (pages' freshness); else within `replica_file_lag`, for answers
+    /// this replica can give from what it knows (a "not found" is then checked strictly: a file
+    /// uploaded through another replica a moment ago must download here, behind a balancer).
+    pub(super) async fn refresh_claims(&self, projects: &[String], dist_name: &str, strict: bool) {
         if !self.private.is_shared() {
             return;
         }
@@ -84,7 +87,15 @@ impl Cache {
             .take(3)
             .filter_map(|n| ProjectName::parse(n).ok())
             .collect();
-        self.private.refresh(projects, &names).await;
+        let lag = if strict { self.config.replica_lag } else { self.config.replica_file_lag };
+        self.private.refresh(projects, &names, lag).await;
+    }
+
+    /// Whether a "not found" given under the file lag must be checked again strictly.
+    fn recheck(&self, answer: &Result<FileAnswer, Error>) -> bool {
+        self.private.is_shared()
+            && self.config.replica_file_lag > self.config.replica_lag
+            && matches!(answer, Err(Error::NotFound(_)))
     }
 
     /// The claimed name and private page `dist_name` belongs to, when it is claimed here.
@@ -136,7 +147,22 @@ impl Cache {
 
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
-        self.refresh_claims(&reader.projects, dist_name).await;
+        self.refresh_claims(&reader.projects, dist_name, false).await;
+        let answer = self.file_as_known(reader, key, dist_name, want).await;
+        if !self.recheck(&answer) {
+            return answer;
+        }
+        self.refresh_claims(&reader.projects, dist_name, true).await;
+        self.file_as_known(reader, key, dist_name, want).await
+    }
+
+    async fn file_as_known(
+        &self,
+        reader: &Reader,
+        key: &FileKey,
+        dist_name: &str,
+        want: Want,
+    ) -> Result<FileAnswer, Error> {
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some((name, page)) = self.claimed(reader, dist_name) {
             let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
@@ -225,11 +251,20 @@ impl Cache {
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
     /// (MD-03, MD-04).
     pub async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+        self.refresh_claims(&reader.projects, dist_name, false).await;
+        let answer = self.metadata_as_known(reader, key, dist_name).await;
+        if !self.recheck(&answer) {
+            return answer;
+        }
+        self.refresh_claims(&reader.projects, dist_name, true).await;
+        self.metadata_as_known(reader, key, dist_name).await
+    }
+
+    async fn metadata_as_known(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
         let no_metadata = || Error::NotFound(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
         }
-        self.refresh_claims(&reader.projects, dist_name).await;
         if let Some((name, page)) = self.claimed(reader, dist_name) {
             let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(no_metadata)?;
             self.check_project(&name)?;

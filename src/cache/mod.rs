@@ -313,7 +313,7 @@ impl Cache {
     pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
         self.check_project(name)?;
         // Replicas: what another one claimed or changed is seen now (issue 13).
-        self.private.refresh(&reader.projects, std::slice::from_ref(name)).await;
+        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
             let page = self.view(reader, name, page, views::Source::Private);

@@ -118,7 +118,8 @@ pub struct Private {
     write_lock: tokio::sync::Mutex<()>,
     /// Record checks against a shared store, batched per record key (`"*"`: the list).
     checks: crate::coalesce::Batcher<String>,
-    /// How old a check may be and still count (`replica_lag`; zero: strict).
+    /// How old a check may be and still count for pages and listings (`replica_lag`; zero:
+    /// strict).
     max_lag: std::time::Duration,
 }
 
@@ -169,14 +170,15 @@ impl Private {
     /// Brings what this process knows of `names` in `projects` up to date with the store,
     /// when the store is shared; a no-op otherwise. A check that fails (the bucket is
     /// unreachable) leaves what is known: no upload can be acknowledged meanwhile either.
-    pub async fn refresh(self: &Arc<Self>, projects: &[String], names: &[ProjectName]) {
+    /// `lag`: how old a check may be and still count.
+    pub async fn refresh(self: &Arc<Self>, projects: &[String], names: &[ProjectName], lag: std::time::Duration) {
         if !self.is_shared() {
             return;
         }
         let stale: Vec<(String, ProjectName)> = projects
             .iter()
             .flat_map(|p| names.iter().map(move |n| (p, n)))
-            .filter(|(p, n)| !self.checks.is_fresh(&record_key(p, n), self.max_lag))
+            .filter(|(p, n)| !self.checks.is_fresh(&record_key(p, n), lag))
             .map(|(p, n)| (p.clone(), n.clone()))
             .collect();
         if stale.is_empty() {
@@ -190,7 +192,7 @@ impl Private {
                     let (this, project, name) = (this.clone(), project.clone(), name.clone());
                     async move { this.reload(&project, &name).await }
                 };
-                self.checks.run(key, self.max_lag, check).await;
+                self.checks.run(key, lag, check).await;
             }
         }))
         .await;

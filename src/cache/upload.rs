@@ -128,7 +128,7 @@ impl Cache {
 
     /// Sets or clears a private file's yank (PEP 592).
     pub async fn yank(&self, project: &str, sha: &str, file: &str, yanked: Yanked) -> Result<(), Error> {
-        self.refresh_claims(&[project.to_string()], file).await;
+        self.refresh_claims(&[project.to_string()], file, true).await;
         let name = self.private_file(project, sha, file)?;
         self.private.set_yanked(project, &name, file, yanked).await.map_err(|e| match e {
             Rejected::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),
@@ -139,7 +139,7 @@ impl Cache {
     /// Deletes a private file; its name stays claimed (DC-1). Blobs are shared: metadata Larder
     /// extracted for an upstream wheel stays, and the lock keeps uploads out meanwhile.
     pub async fn delete(&self, project: &str, sha: &str, file: &str) -> Result<(), Error> {
-        self.refresh_claims(&[project.to_string()], file).await;
+        self.refresh_claims(&[project.to_string()], file, true).await;
         let name = self.private_file(project, sha, file)?;
         let (unused, _lock) = self.private.delete(project, &name, file).await.map_err(|e| match e {
             Rejected::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),

@@ -66,9 +66,16 @@ fn an_upload_on_one_replica_is_installable_through_another_at_once() {
     // B has the upstream's page of `shared-name` cached before anyone uploads it.
     assert_eq!(filenames(&page(&b, "shared-name")), ["shared_name-1.0-py3-none-any.whl"]);
 
-    // A new name uploaded through A is installable through B on the very next request.
+    // A new name uploaded through A is installable through B on the very next request, and
+    // its file downloads through B at once by its URL (a balancer may send the page request to
+    // A and the download to B), although B checked that name a moment before the upload.
     let (tool, tool_bytes) = wheel("team-tool", "0.1", &[]);
+    let tool_url_b = b.url(&format!("/files/{}/{tool}", sha256_hex(&tool_bytes)));
+    assert_eq!(http().get(&tool_url_b).send().unwrap().status(), 404);
     assert_ok(&twine_upload(scratch.path(), &a, &tool, &tool_bytes), "twine upload to A");
+    let got = http().get(&tool_url_b).send().unwrap();
+    assert_eq!(got.status(), 200, "not yet known to B, so checked at once");
+    assert_eq!(sha256_hex(&got.bytes().unwrap()), sha256_hex(&tool_bytes));
     let target = scratch.path().join("t1");
     assert_ok(&uv_install(scratch.path(), &b.index(), &target, "team-tool==0.1"), "uv install through B");
 
