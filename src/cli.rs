@@ -324,9 +324,10 @@ pub struct Settings {
     pub replica_lag: Option<Duration>,
 
     /// With an S3 store: the same for file downloads this replica can answer from what it knows
-    /// [default: 1s, never less than replica_lag]. A file it does not know is always checked at
-    /// once (an upload through another replica downloads here at once); a file deleted, or a
-    /// name claimed, on another replica stays downloadable by its URL here for up to this long.
+    /// [default: 0s, never less than replica_lag]. With e.g. `1s`, warm small-file hits run at
+    /// local speed, and a file deleted, or a name claimed, on another replica stays
+    /// downloadable by its URL here for up to that long; a file it does not know is still
+    /// checked at once (an upload through another replica downloads here at once).
     #[arg(long, env = "LARDER_REPLICA_FILE_LAG", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub replica_file_lag: Option<Duration>,
 

@@ -169,13 +169,16 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
                         if map.len() >= MAX_KEPT {
                             map.retain(|_, f| f.started >= fresh_after && f.done.peek().is_none());
                         }
+                        // Stamped before the check starts: a caller arriving later never joins
+                        // a check whose read may already have happened.
+                        let started = std::time::Instant::now();
                         let task = tokio::spawn(check());
                         let done = async move {
                             let _ = task.await;
                         }
                         .boxed()
                         .shared();
-                        let flight = Arc::new(Flight { started: std::time::Instant::now(), done });
+                        let flight = Arc::new(Flight { started, done });
                         map.insert(key.clone(), flight.clone());
                         flight
                     };

@@ -463,7 +463,7 @@ impl Config {
             replica_file_lag: s
                 .replica_file_lag
                 .or(file.replica_file_lag)
-                .unwrap_or(Duration::from_secs(1))
+                .unwrap_or(Duration::ZERO)
                 .max(s.replica_lag.or(file.replica_lag).unwrap_or(Duration::ZERO)),
             public_url: match s.public_url.clone().or(file.public_url.clone()) {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {

@@ -209,7 +209,13 @@ impl Private {
             Ok(RecordRead::Unchanged) => {}
             Ok(RecordRead::Changed(Some((bytes, version)))) => {
                 let record = decode(&key, name, &bytes);
-                self.index.write().expect("private index lock").insert(project, name.clone(), record, Some(version));
+                let mut index = self.index.write().expect("private index lock");
+                // Only over what this read started from: a write or another read that landed
+                // meanwhile knows a version at least as new.
+                let now = index.projects.get(project).and_then(|n| n.get(name)).and_then(|e| e.version.clone());
+                if now == known {
+                    index.insert(project, name.clone(), record, Some(version));
+                }
             }
             // Records are never removed (deleted files leave tombstones): keep what is known.
             Ok(RecordRead::Changed(None)) => {}
@@ -229,14 +235,14 @@ impl Private {
         let check = || {
             let this = this.clone();
             async move {
-                let records = match this.store.list_records().await {
-                    Ok(r) => r,
+                let keys = match this.store.list_record_keys(crate::cache::records::PRIVATE_PREFIX).await {
+                    Ok(k) => k,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot list private records; using what is known");
                         return;
                     }
                 };
-                for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
+                for key in &keys {
                     let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else { continue };
                     let known = this
                         .index
@@ -251,7 +257,9 @@ impl Private {
                 }
             }
         };
-        self.checks.run("*".to_string(), self.max_lag, check).await;
+        // A listing walks every private record: at most once a second, whatever replica_lag.
+        let lag = self.max_lag.max(std::time::Duration::from_secs(1));
+        self.checks.run("*".to_string(), lag, check).await;
     }
 
     /// Is `name` claimed by any of `projects`?
@@ -327,13 +335,16 @@ impl Private {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<String>, crate::store::Error>>,
     {
-        let _guard = self.write_lock.lock().await;
+        let _guard = self.lock().await;
         let mut store_blobs = Some(store_blobs);
         let mut created: Vec<String> = Vec::new();
         // Compare-and-swap on the record as stored: of two writers (two replicas) of one new
         // filename, exactly one wins; the other reads the winner's record and answers as if
         // it had come second (UPL-08).
-        for _ in 0..MAX_CAS_ATTEMPTS {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            if attempt > 0 {
+                Self::backoff(attempt).await;
+            }
             let (mut record, version) = self.current(project, name).await?;
             let refused = match record.files.iter().find(|f| f.filename == file.filename) {
                 Some(existing) if existing.sha256 == file.sha256 => Some(Ok(Added::Identical)),
@@ -384,8 +395,11 @@ impl Private {
         filename: &str,
         yanked: Yanked,
     ) -> Result<(), Rejected> {
-        let _guard = self.write_lock.lock().await;
-        for _ in 0..MAX_CAS_ATTEMPTS {
+        let _guard = self.lock().await;
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            if attempt > 0 {
+                Self::backoff(attempt).await;
+            }
             let (mut record, version) = self.current(project, name).await?;
             let i = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
             record.files[i].yanked = yanked.clone();
@@ -404,9 +418,12 @@ impl Private {
         project: &str,
         name: &ProjectName,
         filename: &str,
-    ) -> Result<(Vec<String>, tokio::sync::MutexGuard<'_, ()>), Rejected> {
-        let guard = self.write_lock.lock().await;
-        for _ in 0..MAX_CAS_ATTEMPTS {
+    ) -> Result<(Vec<String>, Option<tokio::sync::MutexGuard<'_, ()>>), Rejected> {
+        let guard = self.lock().await;
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            if attempt > 0 {
+                Self::backoff(attempt).await;
+            }
             let (mut record, version) = self.current(project, name).await?;
             let position = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
             let file = record.files.remove(position);
@@ -427,6 +444,20 @@ impl Private {
             return Ok((unused, guard));
         }
         Err(Rejected::Busy(filename.into()))
+    }
+
+    /// This process's write lock, on a store of its own. A shared store is never locked here:
+    /// its conditional writes order the writers, and one slow upload must not hold up every
+    /// other write of this replica.
+    async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.is_shared() { None } else { Some(self.write_lock.lock().await) }
+    }
+
+    /// A short random pause before retrying a lost compare-and-swap, so that writers that
+    /// collided do not collide again in step.
+    async fn backoff(attempt: usize) {
+        let ms = 5 * (attempt as u64 + 1) + rand::random::<u64>() % 20;
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(200))).await;
     }
 
     /// The record as the store has it now, with its version (a damaged one reads as empty:
@@ -452,16 +483,13 @@ impl Private {
         record.changed_unix = crate::clock::Clock::system().unix();
         let bytes = serde_json::to_vec(&record).expect("a private record serializes");
         let key = record_key(project, name);
-        if !self.store.put_record_if(&key, bytes, expected.as_deref()).await? {
+        let Some(version) = self.store.put_record_if(&key, bytes, expected.as_deref()).await? else {
             metrics::counter!("larder_record_conflicts_total").increment(1);
             tracing::info!(%key, "another writer changed the record first; retrying");
             return Ok(false);
-        }
-        // The new version is read back for conditional checks (an ETag is the store's).
-        let version = match self.store.get_record_versioned(&key).await {
-            Ok(Some((_, v))) => Some(v),
-            _ => None,
         };
+        // Known by the version this write produced (none said: the next check re-reads it).
+        let version = Some(version).filter(|v| !v.is_empty());
         self.index.write().expect("private index lock").insert(project, name.clone(), record, version);
         Ok(true)
     }

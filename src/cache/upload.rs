@@ -34,6 +34,8 @@ pub struct Upload {
 impl Cache {
     /// DC-4: a new private name must not shadow an upstream project unless the operator allows it.
     async fn check_shadowing(&self, project: &str, name: &ProjectName) -> Result<(), Error> {
+        // Replicas: a name claimed through another one counts as claimed here (issue 13).
+        self.private.refresh(&[project.to_string()], std::slice::from_ref(name), self.config.replica_lag).await;
         if self.private.is_claimed(&[project.to_string()], name) || self.config.allow_shadowing.contains(name) {
             return Ok(());
         }

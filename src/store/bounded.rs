@@ -393,13 +393,17 @@ impl Store for Bounded {
         self.read(self.inner.get_record_if_changed(key, known).await)
     }
 
-    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
         let (sha, size) = (crate::digest::sha256_hex(&value), value.len() as u64);
         let won = self.wrote(self.inner.put_record_if(key, value, expected).await)?;
-        if won {
+        if won.is_some() {
             self.account_record(key, sha, size).await;
         }
         Ok(won)
+    }
+
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        self.read(self.inner.list_record_keys(prefix).await)
     }
 
     fn is_shared(&self) -> bool {

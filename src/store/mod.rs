@@ -187,15 +187,22 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Writes a record only if it is still at version `expected` (`None`: only if there is
-    /// none). `Ok(false)`: somebody else wrote it first; read it again and retry. The default
-    /// checks, then writes: enough for a store only one process writes, whose writers are
-    /// serialized by the caller; a shared store must make it atomic.
-    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+    /// none). `Ok(None)`: somebody else wrote it first; read it again and retry. `Ok(Some(v))`:
+    /// written, now at version `v` (empty when the store did not say). The default checks, then
+    /// writes: enough for a store only one process writes, whose writers are serialized by the
+    /// caller; a shared store must make it atomic.
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
         let now = self.get_record_versioned(key).await?;
         if now.as_ref().map(|(_, v)| v.as_str()) != expected {
-            return Ok(false);
+            return Ok(None);
         }
-        self.put_record(key, value).await.map(|()| true)
+        let version = crate::digest::sha256_hex(&value);
+        self.put_record(key, value).await.map(|()| Some(version))
+    }
+
+    /// The keys of the records under `prefix` (the default filters the whole listing).
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        Ok(self.list_records().await?.with_prefix(prefix).map(str::to_string).collect())
     }
 
     /// Do other processes write to this store? Then what one process keeps in memory about

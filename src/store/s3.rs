@@ -36,6 +36,12 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A blob stream that stalls this long fails.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One PUT of up to `PART_SIZE` bytes (a whole small blob, or one part) must end within this.
+const PART_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A listing of one kind (all blobs, or all records) must end within this.
+const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub use crate::config::S3Settings;
 
 pub struct S3Store {
@@ -106,8 +112,10 @@ impl S3Store {
         Path::from_iter(parts)
     }
 
+    /// `kind` may have several segments (`records/private`).
     fn kind_prefix(&self, kind: &str) -> Path {
-        if self.prefix.is_empty() { Path::from(kind) } else { Path::from_iter(self.prefix.split('/').chain([kind])) }
+        let prefix = self.prefix.split('/').filter(|p| !p.is_empty());
+        Path::from_iter(prefix.chain(kind.split('/')))
     }
 
     fn blob(&self, sha256: &str) -> Result<Path, Error> {
@@ -121,8 +129,10 @@ impl S3Store {
     async fn list_kind(&self, kind: &str) -> Result<Vec<(String, u64, Option<String>)>, Error> {
         let prefix = self.kind_prefix(kind);
         let skip = prefix.parts().count();
-        let metas: Vec<object_store::ObjectMeta> =
-            self.bucket.list(Some(&prefix)).try_collect().await.map_err(os_err(format!("listing {kind}")))?;
+        let what = format!("listing {kind}");
+        let listing = self.bucket.list(Some(&prefix)).try_collect::<Vec<object_store::ObjectMeta>>();
+        let metas =
+            tokio::time::timeout(LIST_TIMEOUT, listing).await.map_err(|_| timed_out(&what))?.map_err(os_err(what))?;
         Ok(metas
             .into_iter()
             .map(|m| {
@@ -159,9 +169,13 @@ impl S3Store {
             if check && hex::encode(hasher.finalize()) != sha256 {
                 return Err(Error::Integrity { expected: sha256.to_string() });
             }
-            return self.bucket.put(&dest, PutPayload::from(buf)).await.map(drop).map_err(os_err(what));
+            return tokio::time::timeout(PART_TIMEOUT, self.bucket.put(&dest, PutPayload::from(buf)))
+                .await
+                .map_err(|_| timed_out(&what))?
+                .map(drop)
+                .map_err(os_err(what));
         }
-        let mut upload = self.bucket.put_multipart(&dest).await.map_err(os_err(what.clone()))?;
+        let mut upload = op(&what, self.bucket.put_multipart(&dest)).await?.map_err(os_err(what.clone()))?;
         let result: Result<(), Error> = async {
             loop {
                 let mut part = Vec::with_capacity(PART_SIZE);
@@ -170,7 +184,10 @@ impl S3Store {
                     break;
                 }
                 hasher.update(&part);
-                upload.put_part(PutPayload::from(part)).await.map_err(os_err(what.clone()))?;
+                tokio::time::timeout(PART_TIMEOUT, upload.put_part(PutPayload::from(part)))
+                    .await
+                    .map_err(|_| timed_out(&what))?
+                    .map_err(os_err(what.clone()))?;
             }
             if check && hex::encode(hasher.finalize_reset()) != sha256 {
                 return Err(Error::Integrity { expected: sha256.to_string() });
@@ -179,7 +196,7 @@ impl S3Store {
         }
         .await;
         match result {
-            Ok(()) => upload.complete().await.map(drop).map_err(os_err(what)),
+            Ok(()) => op(&what, upload.complete()).await?.map(drop).map_err(os_err(what)),
             Err(e) => {
                 let _ = upload.abort().await;
                 Err(e)
@@ -322,7 +339,7 @@ impl Store for S3Store {
         }
     }
 
-    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
         let path = self.path("records", key);
         let mode = match expected {
             None => PutMode::Create,
@@ -330,10 +347,23 @@ impl Store for S3Store {
         };
         let opts = PutOptions { mode, ..PutOptions::default() };
         match op("writing a record", self.bucket.put_opts(&path, PutPayload::from(value), opts)).await? {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            // The ETag the write produced: the version this writer knows its record by (a
+            // read-back could return another writer's, later, record under it).
+            Ok(put) => Ok(Some(put.e_tag.unwrap_or_default())),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(None),
             Err(e) => Err(os_err(format!("writing record {key}"))(e)),
         }
+    }
+
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        // Listed under the prefix itself: a private listing does not walk every page record.
+        let kind = match prefix.trim_end_matches('/') {
+            "" => "records".to_string(),
+            p => format!("records/{p}"),
+        };
+        let keys = self.list_kind(&kind).await?;
+        let base = prefix.trim_end_matches('/');
+        Ok(keys.into_iter().map(|(k, _, _)| if base.is_empty() { k } else { format!("{base}/{k}") }).collect())
     }
 
     fn is_shared(&self) -> bool {
@@ -368,13 +398,23 @@ mod tests {
     async fn records_are_compare_and_swapped() {
         let store = in_memory();
         let key = "private/team/pkg";
-        assert!(store.put_record_if(key, b"one".to_vec(), None).await.unwrap(), "created");
-        assert!(!store.put_record_if(key, b"two".to_vec(), None).await.unwrap(), "exists: the second creator loses");
+        assert!(store.put_record_if(key, b"one".to_vec(), None).await.unwrap().is_some(), "created");
+        assert!(
+            store.put_record_if(key, b"two".to_vec(), None).await.unwrap().is_none(),
+            "exists: the second creator loses"
+        );
         let (body, v1) = store.get_record_versioned(key).await.unwrap().unwrap();
         assert_eq!(body, b"one");
         assert!(matches!(store.get_record_if_changed(key, Some(&v1)).await.unwrap(), RecordRead::Unchanged));
-        assert!(store.put_record_if(key, b"three".to_vec(), Some(&v1)).await.unwrap());
-        assert!(!store.put_record_if(key, b"four".to_vec(), Some(&v1)).await.unwrap(), "a stale version loses");
+        let v2 = store.put_record_if(key, b"three".to_vec(), Some(&v1)).await.unwrap().unwrap();
+        assert!(
+            store.put_record_if(key, b"four".to_vec(), Some(&v1)).await.unwrap().is_none(),
+            "a stale version loses"
+        );
+        assert!(
+            matches!(store.get_record_if_changed(key, Some(&v2)).await.unwrap(), RecordRead::Unchanged),
+            "the version the write returned is the record's"
+        );
         match store.get_record_if_changed(key, Some(&v1)).await.unwrap() {
             RecordRead::Changed(Some((body, _))) => assert_eq!(body, b"three"),
             other => panic!("{other:?}"),
@@ -385,6 +425,8 @@ mod tests {
         ));
         let listed = store.list_records().await.unwrap();
         assert_eq!(listed.keys.into_iter().collect::<Vec<_>>(), [key]);
+        store.put_record("page/other", b"{}".to_vec()).await.unwrap();
+        assert_eq!(store.list_record_keys("private/").await.unwrap(), [key]);
     }
 
     #[tokio::test]

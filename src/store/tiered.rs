@@ -24,6 +24,9 @@ use super::{Blob, Error, LocalStore, RecordRead, Records, Store};
 /// Blobs up to this size are read whole from the bucket, checked, kept and served from memory.
 const SMALL: u64 = 1024 * 1024;
 
+/// Background copies of large blobs into the local cache under way at once.
+const MAX_COPIES: usize = 4;
+
 pub struct Tiered {
     bucket: Arc<S3Store>,
     /// The local cache, with its size limit (nothing in it is pinned: the bucket has it all).
@@ -32,6 +35,8 @@ pub struct Tiered {
     spool: PathBuf,
     /// Blobs being copied into the local cache now.
     copying: Arc<Mutex<HashSet<String>>>,
+    /// Copies under way at once (each is a second download of a large blob).
+    copy_slots: Arc<tokio::sync::Semaphore>,
     limit: u64,
 }
 
@@ -41,11 +46,24 @@ impl Tiered {
         let local: Arc<dyn Store> = Arc::new(local);
         let local = Arc::new(Bounded::new(local, limit, &Records::default(), |_| false).await?);
         local.enforce().await;
-        Ok(Tiered { bucket: Arc::new(bucket), local, spool, copying: Arc::default(), limit })
+        Ok(Tiered {
+            bucket: Arc::new(bucket),
+            local,
+            spool,
+            copying: Arc::default(),
+            copy_slots: Arc::new(tokio::sync::Semaphore::new(MAX_COPIES)),
+            limit,
+        })
     }
 
     /// Keeps a copy of a large blob in the local cache, in the background (once per blob).
-    fn copy_in_background(&self, sha256: &str) {
+    fn copy_in_background(&self, sha256: &str, len: u64) {
+        // Beyond the cache's own size it would only evict everything else; with every slot
+        // busy, the next request for it tries again.
+        if len > self.limit / 4 {
+            return;
+        }
+        let Ok(slot) = self.copy_slots.clone().try_acquire_owned() else { return };
         if !self.copying.lock().expect("copying lock").insert(sha256.to_string()) {
             return;
         }
@@ -75,6 +93,7 @@ impl Tiered {
                 tracing::warn!(sha256 = %sha, error = %e, "could not keep a local copy of a blob from the bucket");
             }
             copying.lock().expect("copying lock").remove(&sha);
+            drop(slot);
         });
     }
 
@@ -102,15 +121,16 @@ impl Store for Tiered {
         let Some(blob) = self.bucket.open_blob(sha256).await? else { return Ok(None) };
         metrics::counter!("larder_bucket_reads_total").increment(1);
         if blob.len > SMALL {
-            self.copy_in_background(sha256);
+            self.copy_in_background(sha256, blob.len);
             return Ok(Some(blob));
         }
         let len = blob.len;
         let what = format!("reading blob {sha256} from the bucket");
-        let mut stream = blob.stream(0, len).await.map_err(|e| Error::Io { what: what.clone(), source: e })?;
+        let failed = |e: std::io::Error| Error::Unreachable { what: what.clone(), reason: e.to_string() };
+        let mut stream = blob.stream(0, len).await.map_err(failed)?;
         let mut bytes = Vec::with_capacity(len as usize);
         while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk.map_err(|e| Error::Io { what: what.clone(), source: e })?);
+            bytes.extend_from_slice(&chunk.map_err(failed)?);
         }
         // Every byte served matches its sha256, also when the bucket's copy is damaged.
         if crate::digest::sha256_hex(&bytes) != sha256 {
@@ -123,10 +143,9 @@ impl Store for Tiered {
         Ok(Some(Blob::in_memory(bytes)))
     }
 
+    /// The bucket decides: uploads and `warm` skip writing what is "there", and only the
+    /// bucket's copy survives this machine.
     async fn has_blob(&self, sha256: &str) -> Result<bool, Error> {
-        if self.local.has_blob(sha256).await.unwrap_or(false) {
-            return Ok(true);
-        }
         self.bucket.has_blob(sha256).await
     }
 
@@ -184,8 +203,12 @@ impl Store for Tiered {
         self.bucket.get_record_if_changed(key, known).await
     }
 
-    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<bool, Error> {
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
         self.bucket.put_record_if(key, value, expected).await
+    }
+
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        self.bucket.list_record_keys(prefix).await
     }
 
     fn is_shared(&self) -> bool {

@@ -76,6 +76,8 @@ fn an_upload_on_one_replica_is_installable_through_another_at_once() {
     let got = http().get(&tool_url_b).send().unwrap();
     assert_eq!(got.status(), 200, "not yet known to B, so checked at once");
     assert_eq!(sha256_hex(&got.bytes().unwrap()), sha256_hex(&tool_bytes));
+    let root: serde_json::Value = http().get(b.url("/simple/")).header("accept", JSON).send().unwrap().json().unwrap();
+    assert!(root["projects"].as_array().unwrap().iter().any(|p| p["name"] == "team-tool"), "B's list has it: {root}");
     let target = scratch.path().join("t1");
     assert_ok(&uv_install(scratch.path(), &b.index(), &target, "team-tool==0.1"), "uv install through B");
 
