@@ -40,6 +40,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Blobs read from the bucket on a local-cache miss (S3 store)"
     );
     metrics::describe_counter!(
+        "larder_integrity_failures_total",
+        "Stored blobs found not to match their sha256 while served (the download is cut)"
+    );
+    metrics::describe_counter!(
         "larder_record_conflicts_total",
         "Private record writes that lost a race to another writer and were retried (S3 store)"
     );

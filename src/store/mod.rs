@@ -87,6 +87,20 @@ impl Blob {
         Blob { len, body: BlobBody::Source(source) }
     }
 
+    /// The same blob, its whole-content reads checked against `sha256` as they stream: the
+    /// last chunk is held back until the hash is known, and a mismatch ends the stream with an
+    /// error instead (the client sees a cut body, never a complete wrong one). For a backend
+    /// whose bytes are not checked on the way in (a bucket others write to).
+    pub fn verified(self, sha256: &str) -> Blob {
+        match self.body {
+            BlobBody::Memory(_) => self,
+            BlobBody::Source(inner) => {
+                let source = Verified { inner, sha256: sha256.to_string(), len: self.len };
+                Blob { len: self.len, body: BlobBody::Source(Box::new(source)) }
+            }
+        }
+    }
+
     pub fn in_memory(bytes: Bytes) -> Blob {
         Blob { len: bytes.len() as u64, body: BlobBody::Memory(bytes) }
     }
@@ -118,6 +132,72 @@ pub enum RecordRead {
     Unchanged,
     /// The record now, with its version, or `None` when there is none.
     Changed(Option<(Vec<u8>, String)>),
+}
+
+struct Verified {
+    inner: Box<dyn BlobSource>,
+    sha256: String,
+    len: u64,
+}
+
+#[async_trait]
+impl BlobSource for Verified {
+    async fn stream(self: Box<Self>, start: u64, len: u64) -> std::io::Result<ByteStream> {
+        let whole = start == 0 && len == self.len;
+        let stream = self.inner.stream(start, len).await?;
+        if !whole {
+            return Ok(stream); // a range cannot be checked on its own
+        }
+        Ok(verify_stream(stream, self.sha256))
+    }
+}
+
+/// Passes `stream` through, hashing it, one chunk behind: the last chunk goes out only once
+/// the whole content matched `sha256`.
+fn verify_stream(stream: ByteStream, sha256: String) -> ByteStream {
+    use futures_util::StreamExt;
+    use sha2::Digest;
+    struct State {
+        stream: ByteStream,
+        hasher: sha2::Sha256,
+        held: Option<Bytes>,
+        sha256: String,
+        done: bool,
+    }
+    let state = State { stream, hasher: sha2::Sha256::new(), held: None, sha256, done: false };
+    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.stream.next().await {
+                Some(Ok(chunk)) => {
+                    st.hasher.update(&chunk);
+                    if let Some(out) = st.held.replace(chunk) {
+                        return Some((Ok(out), st));
+                    }
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.done = true;
+                    let actual = hex::encode(std::mem::take(&mut st.hasher).finalize());
+                    if actual != st.sha256 {
+                        metrics::counter!("larder_integrity_failures_total").increment(1);
+                        tracing::error!(expected = %st.sha256, %actual, "a stored blob does not match its sha256; the download is cut");
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "stored content does not match its sha256",
+                        );
+                        return Some((Err(e), st));
+                    }
+                    return st.held.take().map(|last| (Ok(last), st));
+                }
+            }
+        }
+    }))
 }
 
 /// How a backend reads an opened blob.
@@ -228,5 +308,39 @@ pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<std::
                 tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.data_dir.join("spool")).await?;
             Ok(std::sync::Arc::new(tiered))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+        let items: Vec<std::io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures_util::stream::iter(items))
+    }
+
+    async fn collect(mut s: ByteStream) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(_) => return (out, false),
+            }
+        }
+        (out, true)
+    }
+
+    #[tokio::test]
+    async fn a_verified_stream_never_completes_with_wrong_bytes() {
+        let parts: &[&'static [u8]] = &[b"abc", b"def", b"ghi"];
+        let right = crate::digest::sha256_hex(b"abcdefghi");
+        assert_eq!(collect(verify_stream(chunks(parts), right)).await, (b"abcdefghi".to_vec(), true));
+        let (got, ok) = collect(verify_stream(chunks(parts), crate::digest::sha256_hex(b"other"))).await;
+        assert!(!ok, "a mismatch ends in an error");
+        assert_eq!(got, b"abcdef", "the last chunk is held back");
+        let empty = crate::digest::sha256_hex(b"");
+        assert_eq!(collect(verify_stream(chunks(&[]), empty)).await, (Vec::new(), true));
     }
 }

@@ -387,3 +387,43 @@ fn the_compose_example_runs_two_replicas_on_one_bucket_behind_a_balancer() {
     assert_eq!(a["environment"]["AWS_ACCESS_KEY_ID"], cred["accessKey"]);
     assert_eq!(a["environment"]["AWS_SECRET_ACCESS_KEY"], cred["secretKey"]);
 }
+
+/// A copy damaged in the bucket (written behind Larder's back, same size) is never served as
+/// a complete file by a replica reading it from there: small blobs are checked before they
+/// are sent (an error status), large ones as they stream (the body is cut before its end).
+#[test]
+fn a_blob_damaged_in_the_bucket_is_never_served_whole() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let small: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    for (name, bytes) in [("dmg-1.0.tar.gz", &small), ("dmg-2.0.tar.gz", &large)] {
+        up.add("dmg", MockFile::new(name, bytes.clone()));
+    }
+    let extra = ["--upstream", &up.simple_url()];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "damage", da.path(), &extra);
+    for (name, bytes) in [("dmg-1.0.tar.gz", &small), ("dmg-2.0.tar.gz", &large)] {
+        let got = http().get(a.url(&format!("/files/{}/{name}", sha256_hex(bytes)))).send().unwrap();
+        assert_eq!(sha256_hex(&got.bytes().unwrap()), sha256_hex(bytes));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for bytes in [&small, &large] {
+        let mut bad = bytes.to_vec();
+        bad[bytes.len() / 2] ^= 0xff;
+        s3.overwrite(&format!("damage/blobs/{}", sha256_hex(bytes)), bad);
+    }
+    let b = replica(&s3, "damage", db.path(), &extra);
+    for (name, bytes) in [("dmg-1.0.tar.gz", &small), ("dmg-2.0.tar.gz", &large)] {
+        let url = b.url(&format!("/files/{}/{name}", sha256_hex(bytes)));
+        let complete_and_wrong = match http().get(&url).send() {
+            Ok(resp) if resp.status() == 200 => match resp.bytes() {
+                Ok(body) => body.len() == bytes.len() && sha256_hex(&body) != sha256_hex(bytes),
+                Err(_) => false, // cut mid-body
+            },
+            _ => false,
+        };
+        assert!(!complete_and_wrong, "{name}: a damaged copy was served whole");
+    }
+    assert!(b.log().contains("does not match its sha256"), "{}", b.log());
+}

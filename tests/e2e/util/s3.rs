@@ -90,12 +90,17 @@ impl S3Server {
         self.wait_ready();
     }
 
-    /// Ready when a signed listing of the bucket succeeds (the gateway answers unsigned
-    /// requests before the bucket exists).
-    fn wait_ready(&self) {
-        use object_store::ObjectStore;
+    /// Overwrites an object in the bucket (a damaged copy, written behind Larder's back).
+    pub fn overwrite(&self, key: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        let bucket = self.client();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(bucket.put(&object_store::path::Path::from(key), bytes.into())).unwrap();
+    }
+
+    fn client(&self) -> object_store::aws::AmazonS3 {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let bucket = object_store::aws::AmazonS3Builder::new()
+        object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(BUCKET)
             .with_endpoint(self.endpoint())
             .with_allow_http(true)
@@ -103,7 +108,14 @@ impl S3Server {
             .with_access_key_id(ACCESS_KEY)
             .with_secret_access_key(SECRET_KEY)
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Ready when a signed listing of the bucket succeeds (the gateway answers unsigned
+    /// requests before the bucket exists).
+    fn wait_ready(&self) {
+        use object_store::ObjectStore;
+        let bucket = self.client();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
