@@ -163,6 +163,8 @@ impl Cache {
         dist_name: &str,
         want: Want,
     ) -> Result<FileAnswer, Error> {
+        // Replicas: which blobs are other projects' private files, as of a second ago at most.
+        self.private.refresh_names().await;
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some((name, page)) = self.claimed(reader, dist_name) {
             let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
@@ -261,6 +263,7 @@ impl Cache {
     }
 
     async fn metadata_as_known(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+        self.private.refresh_names().await; // as in `file_as_known`
         let no_metadata = || Error::NotFound(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());

@@ -121,6 +121,8 @@ pub struct Private {
     /// How old a check may be and still count for pages and listings (`replica_lag`; zero:
     /// strict).
     max_lag: std::time::Duration,
+    /// The batcher key of the whole listing.
+    all_key: String,
 }
 
 /// Conflicting writers on one record retry this often at most before giving up with 503.
@@ -159,6 +161,7 @@ impl Private {
             write_lock: tokio::sync::Mutex::new(()),
             checks: Default::default(),
             max_lag,
+            all_key: "*".to_string(),
         })
     }
 
@@ -214,6 +217,7 @@ impl Private {
                 // meanwhile knows a version at least as new.
                 let now = index.projects.get(project).and_then(|n| n.get(name)).and_then(|e| e.version.clone());
                 if now == known {
+                    tracing::debug!(%key, "private record changed in the store; reloaded");
                     index.insert(project, name.clone(), record, Some(version));
                 }
             }
@@ -226,10 +230,14 @@ impl Private {
         }
     }
 
-    /// Learns the names other processes claimed since start-up (for listings).
+    /// Brings every private record up to date with the store (at most once a second): names
+    /// other processes claimed since start-up (for listings), and records they changed, so
+    /// that which blobs are private (and whose) is known before an upstream page may name one.
     pub async fn refresh_names(self: &Arc<Self>) {
-        if !self.is_shared() {
-            return;
+        // A listing walks every private record: at most once a second, whatever replica_lag.
+        let lag = self.max_lag.max(std::time::Duration::from_secs(1));
+        if !self.is_shared() || self.checks.is_fresh(&self.all_key, lag) {
+            return; // the common case on a file hit: one lock, no task
         }
         let this = Arc::clone(self);
         let check = || {
@@ -242,24 +250,26 @@ impl Private {
                         return;
                     }
                 };
-                for key in &keys {
+                let bare = |v: &str| v.trim_matches('"').to_string();
+                for (key, listed) in &keys {
                     let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else { continue };
-                    let known = this
-                        .index
-                        .read()
-                        .expect("private index lock")
-                        .projects
-                        .get(&project)
-                        .is_some_and(|n| n.contains_key(&name));
-                    if !known {
+                    let known = {
+                        let index = this.index.read().expect("private index lock");
+                        index.projects.get(&project).and_then(|n| n.get(&name)).map(|e| e.version.clone())
+                    };
+                    let changed = match (&known, listed) {
+                        (None, _) => true,                              // a name claimed elsewhere
+                        (Some(Some(k)), Some(l)) => bare(k) != bare(l), // changed elsewhere
+                        (Some(None), _) => true,                        // version unknown
+                        (Some(Some(_)), None) => false,
+                    };
+                    if changed {
                         this.reload(&project, &name).await;
                     }
                 }
             }
         };
-        // A listing walks every private record: at most once a second, whatever replica_lag.
-        let lag = self.max_lag.max(std::time::Duration::from_secs(1));
-        self.checks.run("*".to_string(), lag, check).await;
+        self.checks.run(self.all_key.clone(), lag, check).await;
     }
 
     /// Is `name` claimed by any of `projects`?

@@ -402,7 +402,7 @@ impl Store for Bounded {
         Ok(won)
     }
 
-    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>, Error> {
         self.read(self.inner.list_record_keys(prefix).await)
     }
 

@@ -280,9 +280,10 @@ pub trait Store: Send + Sync + 'static {
         self.put_record(key, value).await.map(|()| Some(version))
     }
 
-    /// The keys of the records under `prefix` (the default filters the whole listing).
-    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
-        Ok(self.list_records().await?.with_prefix(prefix).map(str::to_string).collect())
+    /// The keys of the records under `prefix`, with their versions when the listing says
+    /// (the default filters the whole listing, without versions).
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>, Error> {
+        Ok(self.list_records().await?.with_prefix(prefix).map(|k| (k.to_string(), None)).collect())
     }
 
     /// Do other processes write to this store? Then what one process keeps in memory about

@@ -355,7 +355,7 @@ impl Store for S3Store {
         }
     }
 
-    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>, Error> {
         // Listed under the prefix itself: a private listing does not walk every page record.
         let kind = match prefix.trim_end_matches('/') {
             "" => "records".to_string(),
@@ -363,7 +363,10 @@ impl Store for S3Store {
         };
         let keys = self.list_kind(&kind).await?;
         let base = prefix.trim_end_matches('/');
-        Ok(keys.into_iter().map(|(k, _, _)| if base.is_empty() { k } else { format!("{base}/{k}") }).collect())
+        Ok(keys
+            .into_iter()
+            .map(|(k, _, etag)| (if base.is_empty() { k } else { format!("{base}/{k}") }, etag))
+            .collect())
     }
 
     fn is_shared(&self) -> bool {
@@ -426,7 +429,9 @@ mod tests {
         let listed = store.list_records().await.unwrap();
         assert_eq!(listed.keys.into_iter().collect::<Vec<_>>(), [key]);
         store.put_record("page/other", b"{}".to_vec()).await.unwrap();
-        assert_eq!(store.list_record_keys("private/").await.unwrap(), [key]);
+        let listed = store.list_record_keys("private/").await.unwrap();
+        assert_eq!(listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), [key]);
+        assert_eq!(listed[0].1.as_deref(), Some(v2.as_str()), "the listing's version is the write's");
     }
 
     #[tokio::test]

@@ -208,7 +208,7 @@ impl Store for Tiered {
         self.bucket.put_record_if(key, value, expected).await
     }
 
-    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+    async fn list_record_keys(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>, Error> {
         self.bucket.list_record_keys(prefix).await
     }
 

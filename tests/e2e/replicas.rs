@@ -78,6 +78,18 @@ fn an_upload_on_one_replica_is_installable_through_another_at_once() {
     assert_eq!(sha256_hex(&got.bytes().unwrap()), sha256_hex(&tool_bytes));
     let root: serde_json::Value = http().get(b.url("/simple/")).header("accept", JSON).send().unwrap().json().unwrap();
     assert!(root["projects"].as_array().unwrap().iter().any(|p| p["name"] == "team-tool"), "B's list has it: {root}");
+    // B's periodic sync of every private record (which blobs are private) does not re-read a
+    // record it already has: ETags from writes, reads and listings agree.
+    for _ in 0..15 {
+        assert_eq!(http().get(&tool_url_b).send().unwrap().status(), 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rereads = b
+        .log()
+        .lines()
+        .filter(|l| l.contains("private record changed in the store") && l.ends_with("key=private/default/team-tool"))
+        .count();
+    assert_eq!(rereads, 1, "B read the record once (when it learnt it), then never again unchanged:\n{}", b.log());
     let target = scratch.path().join("t1");
     assert_ok(&uv_install(scratch.path(), &b.index(), &target, "team-tool==0.1"), "uv install through B");
 
@@ -426,4 +438,35 @@ fn a_blob_damaged_in_the_bucket_is_never_served_whole() {
         assert!(!complete_and_wrong, "{name}: a damaged copy was served whole");
     }
     assert!(b.log().contains("does not match its sha256"), "{}", b.log());
+}
+
+/// A hostile upstream page naming another project's private file (uploaded through another
+/// replica after this one started) gets nothing from this replica either: the private records
+/// are synced (at most a second old) before an upstream answer may use a blob.
+#[test]
+fn an_upstream_page_cannot_name_a_private_file_uploaded_through_another_replica() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "hostile", da.path(), &extra);
+    let b = replica(&s3, "hostile", db.path(), &extra);
+    let (pname, pbytes) = wheel("victim-tool", "1.0", &[]);
+    let (ct, body) = multipart(&[("name", "victim-tool"), ("version", "1.0")], Some((&pname, &pbytes)));
+    let team = a.url("/api/v4/projects/team/packages/pypi");
+    let resp = http().post(team).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let private_sha = sha256_hex(&pbytes);
+    let files = serde_json::json!([
+        {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": private_sha}},
+    ]);
+    let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
+    up.state.lock().unwrap().raw.insert(
+        "/simple/attacker/".into(),
+        (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], page.into_bytes()),
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // past any sync B made before the upload
+    let file = http().get(b.url(&format!("/files/{private_sha}/attacker-1.0.tar.gz"))).send().unwrap();
+    assert_eq!(file.status(), 404, "another project's private file, named by an upstream page");
+    drop(a);
 }
