@@ -77,6 +77,18 @@ def wrk(url, accept, duration, conns, threads):
     return {"rps": rps, "mbs": mbs, "p50": lat["50"], "p99": lat["99"]}
 
 
+def stop_all(procs, work):
+    """Stops every process started (SIGTERM, then SIGKILL after 10 s) and removes `work`."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
@@ -103,14 +115,7 @@ def main():
     procs = []
 
     def cleanup(*_):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
     signal.signal(signal.SIGINT, lambda *a: (cleanup(), sys.exit(130)))
     try:

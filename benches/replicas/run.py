@@ -17,7 +17,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -32,7 +31,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD = os.path.join(HERE, "..", "load")
 sys.path.insert(0, LOAD)
-from run import fetch, free_port, median_of, rss_kb, wait_http, wrk  # noqa: E402
+from run import fetch, free_port, median_of, rss_kb, stop_all, wait_http, wrk  # noqa: E402
 
 JSON = "application/vnd.pypi.simple.v1+json"
 TOKEN = "bench-token-123"
@@ -129,14 +128,7 @@ def main():
     procs = []
 
     def cleanup(*_):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
     signal.signal(signal.SIGINT, lambda *a: (cleanup(), sys.exit(130)))
     try:
