@@ -316,7 +316,7 @@ impl Cache {
         self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
-            let page = self.view(reader, name, page, views::Source::Private);
+            let page = self.view(reader, name, page, views::Source::Private).await;
             return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
         }
         self.routed_page(reader, name).await
@@ -330,7 +330,7 @@ impl Cache {
         Ok(match self.upstream_page(name).await? {
             PageAnswer::Found { page, outcome, private_upload } => {
                 let source = views::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
-                PageAnswer::Found { page: self.view(reader, name, page, source), outcome, private_upload }
+                PageAnswer::Found { page: self.view(reader, name, page, source).await, outcome, private_upload }
             }
             PageAnswer::NotFound => PageAnswer::NotFound,
         })
@@ -343,6 +343,11 @@ impl Cache {
             PageState::Found(r) => PageAnswer::Found { page: r.clone(), outcome, private_upload: false },
             PageState::NotFound => PageAnswer::NotFound,
         })
+    }
+
+    /// Weighs an upstream page in memory again, after it grew a rendering.
+    pub async fn reweigh_page(&self, name: &ProjectName) {
+        self.pages.reweigh(name).await;
     }
 
     /// Before a listing: learns the names other replicas claimed (a no-op on a local store).

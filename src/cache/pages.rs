@@ -179,6 +179,13 @@ impl Pages {
         self.memory.insert(name.clone(), entry).await;
     }
 
+    /// Weighs a page in memory again (it keeps views that count toward the page budget).
+    pub async fn reweigh(&self, name: &ProjectName) {
+        if let Some(entry) = self.memory.get(name).await {
+            self.memory.insert(name.clone(), entry).await;
+        }
+    }
+
     /// Names Larder has pages for.
     pub fn known_names(&self) -> Vec<ProjectName> {
         self.known.read().expect("known-names lock").iter().cloned().collect()

@@ -73,12 +73,12 @@ impl Cache {
     }
 
     /// What `reader` sees of `page`.
-    pub(crate) fn view(
+    pub(crate) async fn view(
         &self,
         reader: &Reader,
         name: &ProjectName,
         page: Arc<RenderedPage>,
-        source: Source,
+        source: Source<'_>,
     ) -> Arc<RenderedPage> {
         // The common case, no rule for this scope and name at all: no lock, no copy.
         let status = matches!(source, Source::Private) && reader.rules.status.is_some();
@@ -110,6 +110,10 @@ impl Cache {
             Some(p) => Some(Arc::new(RenderedPage::new(p, modified))),
         };
         page.keep_view(key, filtered.until, made.clone());
+        // The view lives on the page: the page cache weighs it again, so that its memory counts.
+        if made.is_some() && matches!(source, Source::Upstream(_)) {
+            self.pages.reweigh(name).await;
+        }
         made.unwrap_or(page)
     }
 

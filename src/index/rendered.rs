@@ -103,12 +103,14 @@ impl RenderedPage {
     /// The body and ETag for a client of the scope whose `files/` route is at `files_base`
     /// (an absolute URL): pages with provenance link to it absolutely (PEP 740), rendered once
     /// per base; every other page is the one shared rendering.
-    pub fn answer(&self, media: MediaType, files_base: Option<&str>) -> (Bytes, String) {
+    /// The third value says a rendering was made (the page's weight grew).
+    pub fn answer(&self, media: MediaType, files_base: Option<&str>) -> (Bytes, String, bool) {
         let Some(base) = files_base.filter(|_| self.provenance) else {
-            return (self.plain.body(media), self.plain.etag(media));
+            return (self.plain.body(media), self.plain.etag(media), false);
         };
         let found =
             self.absolute.read().expect("renderings lock").iter().find(|(b, _)| b == base).map(|(_, r)| r.clone());
+        let made = found.is_none();
         let r = found.unwrap_or_else(|| {
             let r = Arc::new(Renderings::new(&self.page, Some(base)));
             let mut all = self.absolute.write().expect("renderings lock");
@@ -118,7 +120,7 @@ impl RenderedPage {
             all.push((base.to_string(), r.clone()));
             r
         });
-        (r.body(media), r.etag(media))
+        (r.body(media), r.etag(media), made)
     }
 
     /// Whether this page's renderings depend on the client's host (provenance links).
@@ -152,9 +154,66 @@ impl RenderedPage {
     /// about as much again as its two renderings, so both count (page_cache_mib is real memory);
     /// each entry also costs about 1.5 KiB of its own (cache entry, key, validators, maps), which
     /// is most of a one-file page (the 1,000-client load's misses).
+    ///
+    /// What a page grows later counts too: its per-origin renderings and policy views, at their
+    /// size (the engine weighs the page again when it keeps one).
     pub fn weight(&self) -> u32 {
         const PER_PAGE: usize = 1536;
         let files: usize = self.page.files.iter().map(|f| 2 * (f.url.len() + f.filename.len()) + 400).sum();
-        (PER_PAGE + 2 * (self.plain.html.len() + self.plain.json.len()) + files).try_into().unwrap_or(u32::MAX)
+        let renderings = self.plain.html.len() + self.plain.json.len();
+        let absolute: usize = self
+            .absolute
+            .read()
+            .expect("renderings lock")
+            .iter()
+            .map(|(b, r)| b.len() + r.html.len() + r.json.len())
+            .sum();
+        let views: usize = self
+            .views
+            .read()
+            .expect("views lock")
+            .iter()
+            .filter_map(|v| v.page.as_ref())
+            .map(|p| p.weight() as usize)
+            .sum();
+        (PER_PAGE + 2 * renderings + files + absolute + views).try_into().unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{DistFile, ProjectName};
+
+    #[test]
+    fn renderings_and_views_kept_later_count_in_the_weight() {
+        let file = DistFile {
+            filename: "p-1.0-py3-none-any.whl".into(),
+            url: "http://up/p-1.0-py3-none-any.whl".into(),
+            hashes: [("sha256".to_string(), "ab".repeat(32))].into(),
+            requires_python: None,
+            yanked: Default::default(),
+            core_metadata: None,
+            size: Some(1),
+            upload_time: None,
+            metadata_on_demand: false,
+            provenance: Some("http://up/p/provenance".into()),
+        };
+        let page = ProjectPage {
+            name: ProjectName::parse("p").unwrap(),
+            files: vec![file],
+            versions: Some(vec!["1.0".into()]),
+            status: None,
+        };
+        let rendered = RenderedPage::new(page.clone(), 0);
+        let bare = rendered.weight();
+        let (_, _, made) = rendered.answer(MediaType::Json, Some("https://a.example/files/"));
+        assert!(made);
+        let with_origin = rendered.weight();
+        assert!(with_origin > bare, "{with_origin} > {bare}");
+        let (_, _, made) = rendered.answer(MediaType::Json, Some("https://a.example/files/"));
+        assert!(!made, "made once per origin");
+        rendered.keep_view(ViewKey { rules: 1, blocks: 1 }, u64::MAX, Some(Arc::new(RenderedPage::new(page, 0))));
+        assert!(rendered.weight() > with_origin, "a kept view counts");
     }
 }

@@ -87,7 +87,10 @@ pub async fn detail(
         let origin = respond::origin(state.config.public_url.as_deref(), state.config.tls.is_some(), headers);
         format!("{origin}{}files/", prefix.strip_suffix("simple/").unwrap_or(prefix))
     });
-    let (body_bytes, etag) = page.answer(media, files_base.as_deref());
+    let (body_bytes, etag, made) = page.answer(media, files_base.as_deref());
+    if made && !private_upload {
+        state.cache.reweigh_page(&name).await; // the new rendering counts toward the page budget
+    }
     let mut resp = if respond::not_modified(headers, &etag, page.modified_unix) {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
