@@ -318,8 +318,10 @@ fn provenance_and_project_status_are_passed_through() {
         st.status.insert("bad-lib".into(), ("quarantined".into(), None));
     }
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        write_config(dir.path(), "[projects.legacy]\nstatus = \"archived\"\nstatus_reason = \"moved to team\"\n");
+    let config = write_config(
+        dir.path(),
+        "[projects.legacy]\nstatus = \"archived\"\nstatus_reason = \"moved to team\"\n[projects.old]\nstatus = \"deprecated\"\n",
+    );
     let larder = Larder::start_with_env(
         dir.path(),
         &["--config", &config, "--upstream", &up.simple_url()],
@@ -373,6 +375,16 @@ fn provenance_and_project_status_are_passed_through() {
     let resp = http().post(&upload).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().unwrap().contains("archived and takes no uploads: moved to team"));
+
+    // A deprecated private project takes uploads, and its pages say it is deprecated.
+    let (oname, obytes) = wheel("old-tool", "0.1", &[]);
+    let (ct, body) = multipart(&[("name", "old-tool"), ("version", "0.1")], Some((&oname, &obytes)));
+    let old = larder.url("/api/v4/projects/old/packages/pypi");
+    let resp = http().post(&old).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let page = json_page(&format!("{old}/simple/old-tool/"));
+    assert_eq!(page["project-status"]["status"], "deprecated");
+    assert_eq!(page["meta"]["api-version"], "1.4");
 }
 
 #[test]
