@@ -77,6 +77,33 @@ def wrk(url, accept, duration, conns, threads):
     return {"rps": rps, "mbs": mbs, "p50": lat["50"], "p99": lat["99"]}
 
 
+def start_nginx(work, servers, procs):
+    """nginx on loopback for a benchmark: the same tuning for every driver (2 workers, sendfile,
+    no access log), with `servers` (nginx text inside `http {}`). Returns the process."""
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 2;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    default_type application/octet-stream;
+    types {{ text/html html; }}
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+{servers}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", conf, "-p", work, "-g", "daemon off;"])
+    procs.append(p)
+    return p
+
+
 def stop_all(procs, work):
     """Stops every process started (SIGTERM, then SIGKILL after 10 s) and removes `work`."""
     for p in procs:
@@ -127,28 +154,9 @@ def main():
         os.makedirs(static)
 
         up_port, static_port, larder_port = free_port(), free_port(), free_port()
-        conf = os.path.join(work, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes 2;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    default_type application/octet-stream;
-    types {{ text/html html; }}
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
+        nginx = start_nginx(work, f"""
     server {{ listen 127.0.0.1:{up_port}; root {up_dir}; index index.html; }}
-    server {{ listen 127.0.0.1:{static_port}; root {static}; }}
-}}
-""")
-        nginx = subprocess.Popen(["nginx", "-c", conf, "-p", work, "-g", "daemon off;"])
-        procs.append(nginx)
+    server {{ listen 127.0.0.1:{static_port}; root {static}; }}""", procs)
         upstream = f"http://127.0.0.1:{up_port}/simple/"
         wait_http(upstream + "bigproj/")
 

@@ -7,16 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-    echo "==> installing nginx and wrk"
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -q nginx-light wrk >/dev/null; else sudo apt-get install -y -q nginx-light wrk >/dev/null; fi
-fi
-VENV="${LARDER_E2E_VENV:-$PWD/.venv-e2e}"
-if [ ! -x "$VENV/bin/uv" ]; then
-    echo "==> installing pip and uv into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-fi
-echo "==> cargo build --release"
-cargo build --release --quiet
+. benches/lib.sh
+need_nginx_and_wrk
+need_venv uv
+release_build
 exec python3 benches/load/run.py --venv "$VENV" --larder target/release/larder "$@"

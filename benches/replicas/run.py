@@ -31,7 +31,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOAD = os.path.join(HERE, "..", "load")
 sys.path.insert(0, LOAD)
-from run import fetch, free_port, median_of, rss_kb, stop_all, wait_http, wrk  # noqa: E402
+from run import fetch, free_port, median_of, rss_kb, start_nginx, stop_all, wait_http, wrk  # noqa: E402
 
 JSON = "application/vnd.pypi.simple.v1+json"
 TOKEN = "bench-token-123"
@@ -76,7 +76,7 @@ def start_weed(venv, work, procs):
         except Exception:
             time.sleep(0.2)
     time.sleep(2)  # the bucket is created just after the gateway answers
-    return endpoint, p
+    return endpoint
 
 
 def wheel(name, version):
@@ -133,41 +133,22 @@ def main():
     signal.signal(signal.SIGINT, lambda *a: (cleanup(), sys.exit(130)))
     try:
         print("==> S3 server, upstream tree, nginx", flush=True)
-        endpoint, _weed = start_weed(args.venv, work, procs)
+        endpoint = start_weed(args.venv, work, procs)
         up_dir = os.path.join(work, "up")
         subprocess.run([sys.executable, os.path.join(LOAD, "make_upstream.py"), up_dir], check=True)
         static = os.path.join(work, "static")
         os.makedirs(static)
         up_port, static_port, lb2_port, lb1_port = free_port(), free_port(), free_port(), free_port()
-        ports = {name: free_port() for name in ("a", "b", "s0", "s1")}
+        ports = {name: free_port() for name in ("a", "b", "s0")}
 
-        def nginx_conf(extra=""):
-            conf = os.path.join(work, "nginx.conf")
-            open(conf, "w").write(f"""
-worker_processes 2;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    default_type application/octet-stream;
-    types {{ text/html html; }}
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
+        proxy = 'proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_buffering off;'
+        start_nginx(work, f"""
     server {{ listen 127.0.0.1:{up_port}; root {up_dir}; index index.html; }}
     server {{ listen 127.0.0.1:{static_port}; root {static}; }}
     upstream two {{ server 127.0.0.1:{ports['a']}; server 127.0.0.1:{ports['b']}; keepalive 64; }}
     upstream one {{ server 127.0.0.1:{ports['a']}; keepalive 64; }}
-    server {{ listen 127.0.0.1:{lb2_port}; location / {{ proxy_pass http://two; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_buffering off; }} }}
-    server {{ listen 127.0.0.1:{lb1_port}; location / {{ proxy_pass http://one; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_buffering off; }} }}
-}}
-""")
-            return conf
-
-        nginx = subprocess.Popen(["nginx", "-c", nginx_conf(), "-p", work, "-g", "daemon off;"])
-        procs.append(nginx)
+    server {{ listen 127.0.0.1:{lb2_port}; location / {{ proxy_pass http://two; {proxy} }} }}
+    server {{ listen 127.0.0.1:{lb1_port}; location / {{ proxy_pass http://one; {proxy} }} }}""", procs)
         upstream = f"http://127.0.0.1:{up_port}/simple/"
         wait_http(upstream + "bigproj/")
 

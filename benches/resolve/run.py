@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "load"))
+from run import free_port, start_nginx, wait_http  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 WORK = os.path.join(ROOT, "target", "bench-resolve")
 TREE = os.path.join(WORK, "tree")
@@ -37,23 +38,6 @@ REQS = os.environ.get("REQS", "jupyter pandas scikit-learn requests fastapi sqla
 DELAY_MS = int(os.environ.get("DELAY_MS", "20"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 JSON = "application/vnd.pypi.simple.v1+json"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except Exception:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
 
 
 def normalize(name):
@@ -136,22 +120,7 @@ def main():
     signal.signal(signal.SIGINT, lambda *a: (stop(), sys.exit(130)))
     try:
         nginx_port, proxy_port = free_port(), free_port()
-        conf = os.path.join(run, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-worker_processes 2;
-pid {run}/nginx.pid;
-error_log {run}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    types {{ text/html html; }}
-    access_log off;
-    sendfile on;
-    server {{ listen 127.0.0.1:{nginx_port}; root {TREE}; index index.html; }}
-}}
-""")
-        procs.append(subprocess.Popen(["nginx", "-c", conf, "-p", run, "-g", "daemon off;"]))
+        start_nginx(run, f"    server {{ listen 127.0.0.1:{nginx_port}; root {TREE}; index index.html; }}", procs)
         procs.append(subprocess.Popen([sys.executable, os.path.join(HERE, "range_proxy.py"), str(proxy_port),
                                        f"http://127.0.0.1:{nginx_port}", str(DELAY_MS)]))
         upstream = f"http://127.0.0.1:{proxy_port}/simple/"
