@@ -151,7 +151,13 @@ impl Private {
             let (record, version) = match store.get_record_versioned(key).await {
                 Ok(Some((bytes, version))) => (decode(key, &name, &bytes), Some(version)),
                 Ok(None) => continue,
-                Err(e) => (decode(key, &name, e.to_string().as_bytes()), None),
+                // Unreadable now: the name stays claimed with no files (fail closed), as for a
+                // damaged record; a later check against the store reads it again.
+                Err(e) => {
+                    tracing::error!(%key, error = %e, "cannot read a private record; its name stays private with no files");
+                    metrics::counter!("larder_bad_records_total").increment(1);
+                    (PrivateRecord::default(), None)
+                }
             };
             index.insert(&project, name, record, version);
         }

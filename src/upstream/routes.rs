@@ -62,11 +62,6 @@ impl Upstreams {
         self.all().any(|r| r.client.is_some())
     }
 
-    /// The default upstream's client.
-    pub fn default_client(&self) -> Option<&Upstream> {
-        self.default.as_ref()?.client.as_ref()
-    }
-
     pub fn all(&self) -> impl Iterator<Item = &Route> {
         self.default.iter().chain(&self.routes)
     }
