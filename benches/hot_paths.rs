@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use larder::index::RenderedPage;
+use larder::index::rendered::Bodies;
 use larder::index::{DistFile, MediaType, ProjectName, ProjectPage, Yanked};
 use larder::store::{LocalStore, Store};
 
@@ -48,7 +48,14 @@ fn big_page() -> ProjectPage {
 #[divan::bench]
 fn render_10k_file_page(bencher: divan::Bencher) {
     let page = big_page();
-    bencher.with_inputs(|| page.clone()).bench_values(|p| RenderedPage::new(p, 0));
+    bencher.with_inputs(|| page.clone()).bench_values(|p| Bodies::render(&p, None, 0));
+}
+
+/// What a page change costs once in the background (issue 21): gzip and zstd of both bodies.
+#[divan::bench]
+fn compress_10k_file_page(bencher: divan::Bencher) {
+    let bodies = Bodies::render(&big_page(), None, 0);
+    bencher.bench(|| bodies.compressed().unwrap());
 }
 
 #[divan::bench]

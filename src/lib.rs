@@ -17,7 +17,7 @@
 //!   and schema, validated before use).
 //! - `store`: the `Store` trait, `local` (cacache on disk) and `bounded` (the size limit, as a
 //!   wrapper). `upstream`: the upstream index client; `guard` (redirects, addresses, redaction).
-//! - `index`: the page model, rendered to PEP 503 HTML and PEP 691 JSON (`RenderedPage`);
+//! - `index`: the page model, rendered to PEP 503 HTML and PEP 691 JSON (`PageModel`);
 //!   `name`, `filename` (the one distribution-filename parser), `media_type`.
 //! - `policy`: what a scope may be given of the upstreams: per-project upstreams, release
 //!   cooldown, block lists (reloadable), project status; a pure page filter the engine caches.

@@ -29,6 +29,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Page and file answers by cache outcome (HIT, MISS, STALE, REVALIDATED)"
     );
     metrics::describe_counter!("larder_bytes_served_total", "Response body bytes by where they came from");
+    metrics::describe_counter!(
+        "larder_page_bodies_total",
+        "Project pages served, by content coding (identity, gzip, zstd)"
+    );
     metrics::describe_counter!("larder_upstream_requests_total", "Requests sent upstream, by kind and upstream");
     metrics::describe_histogram!("larder_upstream_seconds", "Upstream response time (headers), by kind and upstream");
     metrics::describe_counter!("larder_upstream_bytes_total", "File bytes downloaded from upstream, by upstream");

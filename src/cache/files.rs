@@ -13,7 +13,7 @@ use super::private::Visibility;
 use super::records::{self, RecordKey};
 use super::views::Source;
 use super::{Cache, Error, Outcome, Reader};
-use crate::index::{DistFile, FileKey, ProjectName, RenderedPage};
+use crate::index::{DistFile, FileKey, PageModel, ProjectName};
 use crate::store::Blob;
 use crate::upstream::Upstream;
 
@@ -99,7 +99,7 @@ impl Cache {
     }
 
     /// The claimed name and private page `dist_name` belongs to, when it is claimed here.
-    fn claimed(&self, reader: &Reader, dist_name: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
+    fn claimed(&self, reader: &Reader, dist_name: &str) -> Option<(ProjectName, Arc<PageModel>)> {
         self.private.claimed_by_file(&reader.projects, dist_name)
     }
 
@@ -117,6 +117,27 @@ impl Cache {
         let owner = self.owner_for(reader, name)?;
         let owner = owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT);
         self.check_file(reader, name, file, resolved_sha, Source::Upstream(owner))
+    }
+
+    /// `check_upstream_file` for a file a stored page lists: the page's model is read only
+    /// when a rule needs the file's entry (the hit path with no rules reads none).
+    async fn check_listed(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        key: &FileKey,
+        dist_name: &str,
+        sha: &str,
+    ) -> Result<(), Error> {
+        self.check_project(name)?;
+        let owner = self.owner_for(reader, name)?;
+        let owner = owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT);
+        if self.blocks.is_empty() && self.config.rules.cooldown(&reader.rules, owner, name).is_none() {
+            return Ok(());
+        }
+        let model = self.pages.stored_model(name).await.ok_or_else(|| not_listed(dist_name, key))?;
+        let file = model.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
+        self.check_file(reader, name, file, Some(sha), Source::Upstream(owner))
     }
 
     /// `check_upstream_file`, and the client of the upstream to fetch it from.
@@ -189,10 +210,9 @@ impl Cache {
                 return Err(not_listed(dist_name, key));
             }
             // Hit: an upstream page Larder has lists it; no upstream request.
-            if let Some((name, page)) = self.pages.listed_locally(key, dist_name).await {
-                let file = page.file(key).expect("listed under this key");
-                self.check_upstream_file(reader, &name, file, Some(sha))?;
-                if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded(file)).await? {
+            if let Some((name, uploaded)) = self.pages.listed_locally(key, dist_name).await {
+                self.check_listed(reader, &name, key, dist_name, sha).await?;
+                if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded).await? {
                     return Ok(answer);
                 }
             }

@@ -386,7 +386,10 @@ impl Fills {
         let url = upstream::guard::redact(&req.url);
         // The permit is held for the whole download: it bounds upstream connections.
         let (resp, _permit) = req.upstream.fetch_file(&req.url).await?;
-        let total = resp.content_length();
+        // Without a Content-Length (chunked), the page's size is the length clients are
+        // promised (HDR-2, ROUTE-06: pip's progress bar has a total); a body of another size
+        // is then refused as truncated or too large.
+        let total = resp.content_length().or(req.expected_size);
         // A hostile upstream must not fill the disk: the page's size, else Content-Length,
         // else the configured maximum, bounds what is written (issue 9).
         let (limit, why) = match (req.expected_size, total) {

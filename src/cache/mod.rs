@@ -11,6 +11,7 @@
 //! - `Cache::upload`, `yank`, `delete`: private packages (`upload.rs`).
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
+mod bodies;
 mod files;
 pub mod fill;
 pub mod links;
@@ -33,7 +34,9 @@ pub use upload::{Spooled, Upload};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::index::{ProjectName, RenderedPage};
+use crate::index::rendered::{Bodies, Encoding};
+use crate::index::{MediaType, PageModel, ProjectName};
+use crate::store::Blob;
 use crate::store::{self, Store, bounded::Bounded};
 use crate::upstream::Upstreams;
 use fill::Fills;
@@ -117,10 +120,41 @@ pub enum Error {
 /// The answer for a project page.
 pub enum PageAnswer {
     Found {
-        page: Arc<RenderedPage>,
+        page: Arc<PageModel>,
         outcome: Outcome,
         private_upload: bool,
     },
+    /// The upstream has no such project.
+    NotFound,
+}
+
+/// What a client asked of a page: the media type negotiated, the codings it accepts, the
+/// absolute `files/` base of its origin (for provenance links), and whether its copy is current.
+pub struct PageWant<'a> {
+    pub media: MediaType,
+    pub accepted: [bool; 3],
+    pub files_base: Option<&'a str>,
+    /// `is_current(etag, modified_unix)`: the client's validators match (304).
+    pub is_current: &'a (dyn Fn(&str, u64) -> bool + Sync),
+    /// HEAD: headers only.
+    pub head: bool,
+}
+
+/// A page body chosen for a client.
+pub struct ServedPage {
+    pub etag: String,
+    pub encoding: Encoding,
+    pub len: u64,
+    pub modified_unix: u64,
+    /// The bytes; `None` for HEAD and when the client's copy is current.
+    pub body: Option<Blob>,
+    pub not_modified: bool,
+    pub outcome: Outcome,
+    pub private_upload: bool,
+}
+
+pub enum PageReply {
+    Found(ServedPage),
     /// The upstream has no such project.
     NotFound,
 }
@@ -206,6 +240,7 @@ impl Cache {
         let (announce_tx, announce_rx) = mpsc::channel(256);
         let (relink_tx, mut relink_rx) = mpsc::unbounded_channel::<ProjectName>();
         let settings = PageSettings {
+            journal: Some(config.data_dir.join("pages-confirmed")),
             ttl: config.index_ttl,
             stale_if_error: config.stale_if_error,
             not_found_ttl: config.not_found_ttl,
@@ -234,12 +269,30 @@ impl Cache {
                 demand.clone(),
             )));
         }
+        // Relinks come in bursts (a prefetch finds several wheels of one page): each page is
+        // rendered again once per burst.
         let relinker = pages.clone();
         loops.push(tokio::spawn(async move {
-            while let Some(name) = relink_rx.recv().await {
-                relinker.relink(&name).await;
+            while let Some(first) = relink_rx.recv().await {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let mut names = BTreeSet::from([first]);
+                while let Ok(n) = relink_rx.try_recv() {
+                    names.insert(n);
+                }
+                for name in names {
+                    relinker.relink(&name).await;
+                }
             }
         }));
+        if mode == Mode::Serve {
+            let journal = pages.clone();
+            loops.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    journal.flush_journal().await;
+                }
+            }));
+        }
         let fills = match has_upstream {
             true => {
                 let spool = config.data_dir.join("spool");
@@ -289,6 +342,7 @@ impl Cache {
         for l in &self.loops {
             l.abort();
         }
+        self.pages.flush_journal().await;
     }
 
     /// What is degraded, if anything: the store failing its writes (a full disk) or its reads.
@@ -307,7 +361,7 @@ impl Cache {
 
     /// One project's page as `reader` sees it: its private uploads when the name is claimed in
     /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
-    /// upstream's.
+    /// upstream's, as a model (the pages for people, `larder warm`, the upload checks).
     /// Blocked projects, and names whose upstream the scope does not use, are not found,
     /// with the reason (issue 14); the rest is filtered by the scope's rules (`views`).
     pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
@@ -316,10 +370,83 @@ impl Cache {
         self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
-            let page = self.view(reader, name, page, views::Source::Private).await;
+            let page = self.view(reader, name, page, views::Source::Private);
             return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
         }
         self.routed_page(reader, name).await
+    }
+
+    /// The same page as `page`, rendered for a client of the simple API: the body in the
+    /// coding it accepts, streamed from the store like a file (issue 21).
+    pub async fn page_body(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        want: &PageWant<'_>,
+    ) -> Result<PageReply, Error> {
+        self.check_project(name)?;
+        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await;
+        if let Some((model, shared)) = self.private.page_with_bodies(&reader.projects, name) {
+            let bodies = self.private_bodies(reader, name, model, shared);
+            let served = self.serve_bodies(&bodies, want, Outcome::Hit, true).await;
+            return served
+                .map(PageReply::Found)
+                .ok_or_else(|| Error::Unavailable("a private page body could not be read".into()));
+        }
+        let owner = self.owner_for(reader, name)?;
+        let source = views::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
+        let (mut cached, mut outcome) = self.pages.get(name).await.map_err(Error::Page)?;
+        for attempt in 0..3 {
+            let head = match &cached.state {
+                PageState::Found(head) => head.clone(),
+                PageState::NotFound => return Ok(PageReply::NotFound),
+            };
+            if let Some(bodies) = self.upstream_bodies(reader, name, &head, source, want.files_base).await
+                && let Some(served) = self.serve_bodies(&bodies, want, outcome, false).await
+            {
+                return Ok(PageReply::Found(served));
+            }
+            // A body missing or damaged on disk: render the page again from its model; no
+            // model either: fetch the page again.
+            if attempt == 0 && self.pages.repair(name).await.is_some() {
+                (cached, _) = self.pages.get(name).await.map_err(Error::Page)?;
+                continue;
+            }
+            self.pages.forget(name).await;
+            (cached, outcome) = self.pages.get(name).await.map_err(Error::Page)?;
+        }
+        Err(Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry")))
+    }
+
+    /// Picks the body for `want` and opens it (unless the client needs no bytes).
+    /// `None`: the stored body could not be read.
+    async fn serve_bodies(
+        &self,
+        bodies: &Bodies,
+        want: &PageWant<'_>,
+        outcome: Outcome,
+        private_upload: bool,
+    ) -> Option<ServedPage> {
+        let (encoding, body, etag) = bodies.choose(want.media, want.accepted)?;
+        let modified_unix = bodies.modified_unix;
+        // A copy in any coding of these bytes is current; the 304 names the copy the client has.
+        let current = bodies.etags(want.media).find(|t| (want.is_current)(t, modified_unix));
+        let not_modified = current.is_some();
+        let etag = current.unwrap_or(etag);
+        let blob = match not_modified || want.head {
+            true => None,
+            false => Some(self.pages.read_body(body).await?),
+        };
+        Some(ServedPage {
+            etag,
+            encoding,
+            len: body.len,
+            modified_unix,
+            body: blob,
+            not_modified,
+            outcome,
+            private_upload,
+        })
     }
 
     /// The upstream page for `name` as `reader` sees it: from the name's owner, if the scope
@@ -330,7 +457,7 @@ impl Cache {
         Ok(match self.upstream_page(name).await? {
             PageAnswer::Found { page, outcome, private_upload } => {
                 let source = views::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
-                PageAnswer::Found { page: self.view(reader, name, page, source).await, outcome, private_upload }
+                PageAnswer::Found { page: self.view(reader, name, page, source), outcome, private_upload }
             }
             PageAnswer::NotFound => PageAnswer::NotFound,
         })
@@ -340,14 +467,23 @@ impl Cache {
     pub async fn upstream_page(&self, name: &ProjectName) -> Result<PageAnswer, Error> {
         let (cached, outcome) = self.pages.get(name).await.map_err(Error::Page)?;
         Ok(match &cached.state {
-            PageState::Found(r) => PageAnswer::Found { page: r.clone(), outcome, private_upload: false },
+            PageState::Found(head) => {
+                let page = match self.pages.model(name, head).await {
+                    Some(m) => m,
+                    None => {
+                        // The record went away under the head: fetch it again.
+                        self.pages.forget(name).await;
+                        let (cached, _) = self.pages.get(name).await.map_err(Error::Page)?;
+                        let PageState::Found(head) = &cached.state else { return Ok(PageAnswer::NotFound) };
+                        self.pages.model(name, head).await.ok_or_else(|| {
+                            Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry"))
+                        })?
+                    }
+                };
+                PageAnswer::Found { page, outcome, private_upload: false }
+            }
             PageState::NotFound => PageAnswer::NotFound,
         })
-    }
-
-    /// Weighs an upstream page in memory again, after it grew a rendering.
-    pub async fn reweigh_page(&self, name: &ProjectName) {
-        self.pages.reweigh(name).await;
     }
 
     /// Before a listing: learns the names other replicas claimed (a no-op on a local store).

@@ -1,11 +1,15 @@
-//! Project pages: the in-memory cache in front of the store and the upstream.
+//! Upstream project pages: a small in-memory index of page heads in front of the store and
+//! the upstream (issue 21).
 //!
-//! A request for a page is answered from memory while the page is fresh (`index_ttl`). After
-//! that, one coalesced refresh revalidates it upstream (`If-None-Match`/`If-Modified-Since`,
-//! UP-05); when the upstream fails, the old page is served, for up to `stale_if_error`
-//! (ROUTE-08). Pages are kept on disk as records, so they survive a restart: a page loaded from
-//! disk counts as stale and is revalidated on first use. Each page is rendered once per format
-//! into shared `Bytes` with its ETag, so a hit copies nothing.
+//! A page's head is what serving it needs: its validators, when it was confirmed upstream, the
+//! descriptors of its rendered bodies (stored as blobs, served like files) and a compact file
+//! index for the file route. Models (the files with their URLs) are loaded only when a miss,
+//! a policy view or a re-render needs them, into a bounded cache of their own; bodies never
+//! stay in memory once stored. A request is answered from the head while the page is fresh
+//! (`index_ttl`), counted from when it was last confirmed, which the record and the freshness
+//! journal keep across eviction and restarts. After that, one coalesced refresh revalidates it
+//! upstream (`If-None-Match`/`If-Modified-Since`, UP-05); when the upstream fails, the old page
+//! is served for up to `stale_if_error` (ROUTE-08).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -15,17 +19,19 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::Outcome;
+use crate::cache::bodies::{BodyStore, Journal};
 use crate::cache::links::MetadataLinks;
-use crate::cache::records::{self, PageRecord, RecordKey};
+use crate::cache::records::{self, PageRecord, PageRecordHead, RecordKey};
 use crate::coalesce::Coalescer;
-use crate::index::{self, DistFile, FileKey, ProjectName, ProjectPage, RenderedPage};
+use crate::index::rendered::{Bodies, Body, Listing, VariantKey, Variants};
+use crate::index::{self, DistFile, FileKey, PageModel, ProjectName, ProjectPage};
 use crate::store::bounded::Bounded;
-use crate::store::{Records, Store};
+use crate::store::{Blob, Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Upstreams, Validators};
 
 /// A file miss looks at this many candidate projects at most (legacy sdist names such as
 /// `foo-bar-1.0.tar.gz` may belong to `foo-bar` or `foo`).
-const MAX_CANDIDATES: usize = 3;
+pub(crate) const MAX_CANDIDATES: usize = 3;
 
 /// While the upstream is failing, retry it at most this often per page.
 const STALE_RETRY: Duration = Duration::from_secs(30);
@@ -35,11 +41,14 @@ pub struct PageSettings {
     pub ttl: Duration,
     pub stale_if_error: Duration,
     pub not_found_ttl: Duration,
+    /// Memory for page heads and models together (`page_cache_mib`).
     pub memory_bytes: u64,
     /// Larder is offline on purpose (the error message says so).
     pub offline: bool,
     /// Freshness is measured on this clock (tests move it forward).
     pub clock: crate::clock::Clock,
+    /// Where the freshness journal lives (`None`: memory only).
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// Why no page could be produced.
@@ -57,8 +66,54 @@ pub enum Error {
     Internal(#[from] crate::coalesce::Panicked),
 }
 
+/// What serving one upstream page needs, without its model.
+pub struct PageHead {
+    plain: RwLock<Arc<Bodies>>,
+    /// Renderings depend on the client's origin (provenance links, PEP 740).
+    pub provenance: bool,
+    pub listing: Listing,
+    /// Per-origin renderings and policy views, made on first use.
+    pub variants: Variants,
+    /// The model, held until the page is stored (the record may be older, or missing).
+    pending: RwLock<Option<Arc<PageModel>>>,
+}
+
+impl PageHead {
+    fn new(plain: Bodies, provenance: bool, listing: Listing, pending: Option<Arc<PageModel>>) -> PageHead {
+        PageHead {
+            plain: RwLock::new(Arc::new(plain)),
+            provenance,
+            listing,
+            variants: Variants::default(),
+            pending: RwLock::new(pending),
+        }
+    }
+
+    fn of_model(model: Arc<PageModel>) -> PageHead {
+        let mut plain = Bodies::render(&model.page, None, model.modified_unix);
+        plain.modified_unix = model.modified_unix;
+        PageHead::new(plain, model.has_provenance(), model.listing(), Some(model))
+    }
+
+    /// The plain rendering (no policy view, relative links).
+    pub fn plain(&self) -> Arc<Bodies> {
+        self.plain.read().expect("page head lock").clone()
+    }
+
+    fn pending(&self) -> Option<Arc<PageModel>> {
+        self.pending.read().expect("page head lock").clone()
+    }
+
+    fn weight(&self) -> usize {
+        256 + self.plain().weight()
+            + self.listing.weight()
+            + self.variants.weight()
+            + self.pending().map_or(0, |m| m.weight() as usize)
+    }
+}
+
 pub enum PageState {
-    Found(Arc<RenderedPage>),
+    Found(Arc<PageHead>),
     /// The upstream has no such project (cached briefly, UP-09).
     NotFound,
 }
@@ -77,6 +132,23 @@ pub struct CachedPage {
     stale: bool,
 }
 
+impl CachedPage {
+    fn again(&self, fresh_until: Instant, confirmed_unix: u64, stale: bool) -> CachedPage {
+        let state = match &self.state {
+            PageState::Found(h) => PageState::Found(h.clone()),
+            PageState::NotFound => PageState::NotFound,
+        };
+        CachedPage {
+            state,
+            fresh_until,
+            confirmed_unix,
+            changed_unix: self.changed_unix,
+            validators: self.validators.clone(),
+            stale,
+        }
+    }
+}
+
 fn record_key(name: &ProjectName) -> String {
     RecordKey::Page(name.clone()).to_string()
 }
@@ -84,13 +156,16 @@ fn record_key(name: &ProjectName) -> String {
 pub type Lookup = (Arc<CachedPage>, Outcome);
 
 pub struct Pages {
-    memory: moka::future::Cache<ProjectName, Arc<CachedPage>>,
+    heads: moka::future::Cache<ProjectName, Arc<CachedPage>>,
+    models: moka::future::Cache<ProjectName, Arc<PageModel>>,
+    bodies: BodyStore,
+    journal: Journal,
     /// Metadata Larder extracted itself, advertised on the pages it renders (issue 6).
     links: Arc<MetadataLinks>,
     /// Where fetched pages are announced to the metadata prefetcher, when it runs.
     announce: Option<mpsc::Sender<Announced>>,
     flight: Arc<Coalescer<ProjectName, Refresh>>,
-    /// The store, bounded: page records count toward its size limit and are evicted like files.
+    /// The store, bounded: page records and bodies count toward its size limit.
     store: Arc<Bounded>,
     upstreams: Arc<Upstreams>,
     settings: PageSettings,
@@ -103,7 +178,7 @@ pub struct Pages {
 }
 
 /// A page fetched from an upstream, for the metadata prefetcher: it reads from that upstream.
-pub type Announced = (ProjectName, Arc<RenderedPage>, Upstream);
+pub type Announced = (ProjectName, Arc<PageModel>, Upstream);
 
 /// How many page writes may wait for the disk at once.
 const MAX_PAGE_WRITES: usize = 64;
@@ -129,16 +204,28 @@ impl Pages {
                 _ => None,
             })
             .collect();
-        let memory = moka::future::Cache::builder()
-            .max_capacity(settings.memory_bytes)
-            .weigher(|k: &ProjectName, v: &Arc<CachedPage>| match &v.state {
-                PageState::Found(r) => r.weight(),
-                // Weighed by what it holds, so that many long not-found names fill the budget.
-                PageState::NotFound => (k.as_str().len() + 128) as u32,
+        // The budget: a quarter for heads, half for models, a quarter for hot bodies.
+        let quarter = (settings.memory_bytes / 4).max(1);
+        let heads = moka::future::Cache::builder()
+            .max_capacity(quarter)
+            .weigher(|k: &ProjectName, v: &Arc<CachedPage>| {
+                let w = match &v.state {
+                    PageState::Found(h) => h.weight(),
+                    // Weighed by what it holds, so that many long not-found names fill the budget.
+                    PageState::NotFound => k.as_str().len() + 128,
+                };
+                w.try_into().unwrap_or(u32::MAX)
             })
             .build();
+        let models = moka::future::Cache::builder()
+            .max_capacity(2 * quarter)
+            .weigher(|_k: &ProjectName, v: &Arc<PageModel>| v.weight())
+            .build();
         Pages {
-            memory,
+            heads,
+            models,
+            bodies: BodyStore::new(store.clone(), quarter),
+            journal: Journal::open(settings.journal.clone()),
             links,
             announce,
             flight: Coalescer::new(tasks.clone()),
@@ -151,39 +238,41 @@ impl Pages {
         }
     }
 
-    fn announce(&self, name: &ProjectName, page: &Arc<CachedPage>, upstream: &Upstream) {
-        if let (Some(tx), PageState::Found(r)) = (&self.announce, &page.state) {
+    fn announce(&self, name: &ProjectName, model: &Arc<PageModel>, upstream: &Upstream) {
+        if let Some(tx) = &self.announce {
             // Background work: dropped when the queue is full.
-            let _ = tx.try_send((name.clone(), r.clone(), upstream.clone()));
+            let _ = tx.try_send((name.clone(), model.clone(), upstream.clone()));
         }
     }
 
-    /// Renders a page with the metadata links applied; `changed_unix` is its Last-Modified.
-    fn render(&self, mut page: ProjectPage, changed_unix: u64) -> Arc<RenderedPage> {
+    /// The model of a page fetched now, with the metadata links applied.
+    fn model_of(&self, mut page: ProjectPage, changed_unix: u64) -> Arc<PageModel> {
         self.links.apply(&mut page);
-        Arc::new(RenderedPage::new(page, changed_unix))
+        Arc::new(PageModel::new(page, changed_unix))
     }
 
-    /// Re-renders a page in memory after new metadata links appeared for its files.
-    pub async fn relink(&self, name: &ProjectName) {
-        let Some(old) = self.memory.get(name).await else { return };
-        let PageState::Found(r) = &old.state else { return };
-        let entry = Arc::new(CachedPage {
-            state: PageState::Found(self.render(r.page.clone(), old.changed_unix)),
-            fresh_until: old.fresh_until,
-            confirmed_unix: old.confirmed_unix,
-            changed_unix: old.changed_unix,
-            validators: old.validators.clone(),
-            stale: old.stale,
-        });
-        self.memory.insert(name.clone(), entry).await;
-    }
-
-    /// Weighs a page in memory again (it keeps views that count toward the page budget).
-    pub async fn reweigh(&self, name: &ProjectName) {
-        if let Some(entry) = self.memory.get(name).await {
-            self.memory.insert(name.clone(), entry).await;
+    /// Renders a page again after new metadata links appeared for its files.
+    pub async fn relink(self: &Arc<Self>, name: &ProjectName) {
+        let Some(old) = self.heads.get(name).await else { return };
+        let PageState::Found(head) = &old.state else { return };
+        let Some(model) = self.model(name, head).await else { return };
+        let model = self.model_of(model.page.clone(), old.changed_unix);
+        let fresh = PageHead::of_model(model.clone());
+        if fresh.plain().fingerprint() == head.plain().fingerprint() {
+            return;
         }
+        self.install(name, &old, fresh, model).await;
+    }
+
+    /// Makes `head` the page's head (same times as `old`), and stores it in the background.
+    async fn install(self: &Arc<Self>, name: &ProjectName, old: &CachedPage, head: PageHead, model: Arc<PageModel>) {
+        let head = Arc::new(head);
+        let mut entry = old.again(old.fresh_until, old.confirmed_unix, old.stale);
+        entry.state = PageState::Found(head.clone());
+        let entry = Arc::new(entry);
+        self.models.insert(name.clone(), model.clone()).await;
+        self.heads.insert(name.clone(), entry.clone()).await;
+        self.persist(name, &entry, head, model);
     }
 
     /// Names Larder has pages for.
@@ -194,7 +283,7 @@ impl Pages {
     /// The page for `name`, from memory, disk or upstream.
     pub async fn get(self: &Arc<Self>, name: &ProjectName) -> Result<Lookup, Arc<Error>> {
         self.store.touch_record(&record_key(name));
-        if let Some(p) = self.memory.get(name).await
+        if let Some(p) = self.heads.get(name).await
             && self.settings.clock.now() < p.fresh_until
         {
             let status = if p.stale { Outcome::Stale } else { Outcome::Hit };
@@ -205,26 +294,107 @@ impl Pages {
         self.flight.run(name.clone(), move || async move { this.refresh(key).await }).await
     }
 
-    /// The page Larder already has that lists `filename` under `key`. Asks no upstream: memory
-    /// first (however old), then the stored page record, which is then kept in memory. The
-    /// file route serves a stored blob only when this says yes (issue 9).
-    pub async fn listed_locally(&self, key: &FileKey, filename: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
+    /// The page's model: kept in memory, or read from its record.
+    pub async fn model(&self, name: &ProjectName, head: &PageHead) -> Option<Arc<PageModel>> {
+        if let Some(m) = head.pending() {
+            return Some(m);
+        }
+        if let Some(m) = self.models.get(name).await {
+            return Some(m);
+        }
+        let bytes = self.store.get_record(&record_key(name)).await.ok()??;
+        let record = match records::decode_page(name, &bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(project = %name, error = %e, "stored page is not valid; treating it as missing");
+                return None;
+            }
+        };
+        let changed = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
+        let model = self.model_of(record.page, changed);
+        self.models.insert(name.clone(), model.clone()).await;
+        Some(model)
+    }
+
+    /// The stored bytes of a body (`None`: missing or damaged; render the page again).
+    pub async fn read_body(&self, body: &Body) -> Option<Blob> {
+        self.bodies.read(body).await
+    }
+
+    /// Renders the plain page again from its model, after a body could not be read.
+    pub async fn repair(self: &Arc<Self>, name: &ProjectName) -> Option<Arc<PageHead>> {
+        let old = self.heads.get(name).await?;
+        let PageState::Found(head) = &old.state else { return None };
+        let model = self.model(name, head).await?;
+        let fresh = PageHead::of_model(model.clone());
+        self.install(name, &old, fresh, model).await;
+        match &self.heads.get(name).await?.state {
+            PageState::Found(h) => Some(h.clone()),
+            PageState::NotFound => None,
+        }
+    }
+
+    /// Keeps a variant rendering of a page, and stores its bodies in the background.
+    pub fn keep_variant(
+        &self,
+        head: &Arc<PageHead>,
+        key: VariantKey,
+        until: u64,
+        bodies: Option<Bodies>,
+    ) -> Option<Arc<Bodies>> {
+        let bodies = bodies.map(Arc::new);
+        head.variants.keep(key.clone(), until, bodies.clone());
+        let kept = bodies.clone()?;
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else { return Some(kept) };
+        let (head, store) = (head.clone(), self.bodies.clone());
+        self.tasks.spawn(async move {
+            match store.put(kept).await {
+                Ok(stored) => head.variants.settle(&key, Arc::new(stored)),
+                Err(e) => tracing::warn!(error = %e, "cannot store a page rendering; it stays in memory"),
+            }
+            drop(permit);
+        });
+        bodies
+    }
+
+    /// The model of a page Larder has, without asking the upstream.
+    pub async fn stored_model(self: &Arc<Self>, name: &ProjectName) -> Option<Arc<PageModel>> {
+        let cached = match self.heads.get(name).await {
+            Some(p) => p,
+            None => self.load_record(name).await?,
+        };
+        match &cached.state {
+            PageState::Found(head) => self.model(name, head).await,
+            PageState::NotFound => None,
+        }
+    }
+
+    /// Drops a page from memory (its model could not be read: the next request refetches).
+    pub async fn forget(&self, name: &ProjectName) {
+        self.heads.invalidate(name).await;
+        self.models.invalidate(name).await;
+    }
+
+    /// The page Larder already has that lists `filename` under `key`, and that file's upload
+    /// time. Asks no upstream: the head in memory (however old), else the stored record's head.
+    /// The file route serves a stored blob only when this says yes (issue 9).
+    pub async fn listed_locally(self: &Arc<Self>, key: &FileKey, filename: &str) -> Option<(ProjectName, Option<u64>)> {
         for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
             let Ok(name) = ProjectName::parse(&candidate) else { continue };
-            let cached = match self.memory.get(&name).await {
+            let cached = match self.heads.get(&name).await {
                 Some(p) => p,
                 None => match self.load_record(&name).await {
                     Some(p) => {
-                        self.memory.insert(name.clone(), p.clone()).await;
+                        self.heads.insert(name.clone(), p.clone()).await;
                         p
                     }
                     None => continue,
                 },
             };
-            if let PageState::Found(r) = &cached.state
-                && r.file(key).is_some_and(|f| f.filename == filename)
+            if let PageState::Found(head) = &cached.state
+                && let Some(uploaded) = head.listing.find(key, filename)
             {
-                return Some((name, r.clone()));
+                return Some((name, uploaded));
             }
         }
         None
@@ -245,8 +415,10 @@ impl Pages {
             };
             match self.get(&name).await {
                 Ok((cached, _)) => {
-                    if let PageState::Found(r) = &cached.state
-                        && let Some(f) = r.file(key).filter(|f| f.filename == filename)
+                    if let PageState::Found(head) = &cached.state
+                        && head.listing.find(key, filename).is_some()
+                        && let Some(model) = self.model(&name, head).await
+                        && let Some(f) = model.file(key).filter(|f| f.filename == filename)
                     {
                         return Ok(Some((name, f.clone())));
                     }
@@ -260,27 +432,39 @@ impl Pages {
         }
     }
 
+    /// Writes the freshness journal when it changed (a loop calls it every few seconds).
+    pub async fn flush_journal(&self) {
+        let keep = (self.settings.ttl + self.settings.stale_if_error).as_secs();
+        self.journal.flush(self.settings.clock.unix().saturating_sub(keep)).await;
+    }
+
+    /// An entry fresh for what is left of the TTL since `confirmed_unix`.
+    fn fresh_from(&self, confirmed_unix: u64) -> Instant {
+        let age = Duration::from_secs(self.settings.clock.unix().saturating_sub(confirmed_unix));
+        self.settings.clock.now() + self.settings.ttl.saturating_sub(age)
+    }
+
     async fn refresh(self: Arc<Self>, name: ProjectName) -> Result<Lookup, Error> {
         let now = self.settings.clock.now();
-        let current = match self.memory.get(&name).await {
+        let current = match self.heads.get(&name).await {
             Some(p) if now < p.fresh_until => return Ok((p, Outcome::Hit)),
             Some(p) => Some(p),
-            None => self.load_record(&name).await,
+            None => match self.load_record(&name).await {
+                // Read back within its TTL (after eviction or a restart): a hit.
+                Some(p) if now < p.fresh_until => {
+                    self.heads.insert(name.clone(), p.clone()).await;
+                    return Ok((p, Outcome::Hit));
+                }
+                other => other,
+            },
         };
         let Some(upstream) = self.upstreams.client(&name) else {
             // Nothing to revalidate against: what is stored is what there is.
             return match current.as_deref() {
-                Some(CachedPage { state: PageState::Found(r), confirmed_unix, changed_unix, validators, .. }) => {
+                Some(old @ CachedPage { state: PageState::Found(_), .. }) => {
                     // Fresh for a TTL, so that hits skip this path (offline pages never expire).
-                    let entry = Arc::new(CachedPage {
-                        state: PageState::Found(r.clone()),
-                        fresh_until: now + self.settings.ttl,
-                        confirmed_unix: *confirmed_unix,
-                        changed_unix: *changed_unix,
-                        validators: validators.clone(),
-                        stale: false,
-                    });
-                    self.memory.insert(name, entry.clone()).await;
+                    let entry = Arc::new(old.again(now + self.settings.ttl, old.confirmed_unix, false));
+                    self.heads.insert(name, entry.clone()).await;
                     Ok((entry, Outcome::Hit))
                 }
                 _ if self.settings.offline => Err(Error::Offline(name)),
@@ -288,71 +472,49 @@ impl Pages {
             };
         };
         let found = current.as_ref().filter(|p| matches!(p.state, PageState::Found(_)));
+        let unix = self.settings.clock.unix();
         match upstream.fetch_page(&name, found.map(|p| &p.validators)).await {
             Ok(PageFetch::Modified(page, validators)) => {
-                let mut rendered = self.render(page.clone(), self.settings.clock.unix());
-                // Compared with links applied on both sides, as the cached copy has them.
-                let unchanged = matches!(found.map(|p| &p.state), Some(PageState::Found(r)) if r.page == rendered.page);
-                let changed_unix = match found {
-                    Some(old) if unchanged => {
-                        let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
-                        rendered = r.clone(); // same content: same Last-Modified, same views
-                        old.changed_unix
-                    }
-                    _ => self.settings.clock.unix(),
-                };
-                let entry = Arc::new(CachedPage {
-                    fresh_until: now + self.settings.ttl,
-                    confirmed_unix: self.settings.clock.unix(),
-                    changed_unix,
-                    validators: validators.clone(),
-                    stale: false,
-                    state: PageState::Found(rendered),
+                let model = self.model_of(page, unix);
+                let head = PageHead::of_model(model.clone());
+                let old_head = found.and_then(|p| match &p.state {
+                    PageState::Found(h) => Some(h.clone()),
+                    PageState::NotFound => None,
                 });
-                // Write only real changes: cacache's index is append-only (crates-notes §9.2).
-                // In the background: the client does not wait for the disk.
-                if !unchanged {
-                    self.known.write().expect("known-names lock").insert(name.clone());
-                    // Bounded: when the disk is slower than the misses, a page is served from
-                    // memory and not kept, rather than queue without limit (1,000-client load).
-                    match self.writes.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let record = PageRecord {
-                                page,
-                                validators,
-                                confirmed_unix: entry.confirmed_unix,
-                                changed_unix,
-                                upstream: Some(upstream.name().to_string()).filter(|n| n != upstream::routes::DEFAULT),
-                            };
-                            let write = Arc::clone(&self).persist(name.clone(), record);
-                            self.tasks.spawn(async move {
-                                write.await;
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            metrics::counter!("larder_page_writes_skipped_total").increment(1);
-                            tracing::debug!(project = %name, "page writes are backed up; this page is not stored");
-                        }
-                    }
+                // Same bytes as the cached copy: same head, same Last-Modified, same views.
+                if let (Some(old), Some(old_head)) = (found, old_head)
+                    && old_head.plain().fingerprint() == head.plain().fingerprint()
+                {
+                    let mut entry = old.again(now + self.settings.ttl, unix, false);
+                    entry.validators = validators;
+                    let entry = Arc::new(entry);
+                    self.journal.confirmed(&name, unix);
+                    self.heads.insert(name.clone(), entry.clone()).await;
+                    self.announce(&name, &model, upstream);
+                    return Ok((entry, Outcome::Revalidated));
                 }
-                self.memory.insert(name.clone(), entry.clone()).await;
-                self.announce(&name, &entry, upstream);
+                let head = Arc::new(head);
+                let entry = Arc::new(CachedPage {
+                    state: PageState::Found(head.clone()),
+                    fresh_until: now + self.settings.ttl,
+                    confirmed_unix: unix,
+                    changed_unix: unix,
+                    validators,
+                    stale: false,
+                });
+                self.known.write().expect("known-names lock").insert(name.clone());
+                self.journal.confirmed(&name, unix);
+                self.models.insert(name.clone(), model.clone()).await;
+                self.heads.insert(name.clone(), entry.clone()).await;
+                self.persist(&name, &entry, head, model.clone());
+                self.announce(&name, &model, upstream);
                 Ok((entry, Outcome::Miss))
             }
             Ok(PageFetch::NotModified) if found.is_some() => {
                 let old = found.expect("checked");
-                let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
-                let entry = Arc::new(CachedPage {
-                    state: PageState::Found(r.clone()),
-                    fresh_until: now + self.settings.ttl,
-                    confirmed_unix: self.settings.clock.unix(),
-                    changed_unix: old.changed_unix,
-                    validators: old.validators.clone(),
-                    stale: false,
-                });
-                self.memory.insert(name.clone(), entry.clone()).await;
-                self.announce(&name, &entry, upstream);
+                let entry = Arc::new(old.again(now + self.settings.ttl, unix, false));
+                self.journal.confirmed(&name, unix);
+                self.heads.insert(name.clone(), entry.clone()).await;
                 Ok((entry, Outcome::Revalidated))
             }
             Ok(PageFetch::NotModified) => Err(upstream::Error::BadPage {
@@ -364,29 +526,22 @@ impl Pages {
                 let entry = Arc::new(CachedPage {
                     state: PageState::NotFound,
                     fresh_until: now + self.settings.not_found_ttl,
-                    confirmed_unix: self.settings.clock.unix(),
-                    changed_unix: self.settings.clock.unix(),
+                    confirmed_unix: unix,
+                    changed_unix: unix,
                     validators: Validators::default(),
                     stale: false,
                 });
-                self.memory.insert(name, entry.clone()).await;
+                self.heads.insert(name, entry.clone()).await;
                 Ok((entry, Outcome::Miss))
             }
             Err(e) => {
                 let limit = (self.settings.ttl + self.settings.stale_if_error).as_secs();
                 match found {
-                    Some(old) if self.settings.clock.unix().saturating_sub(old.confirmed_unix) <= limit => {
+                    Some(old) if unix.saturating_sub(old.confirmed_unix) <= limit => {
                         tracing::warn!(project = %name, error = %e, "upstream failed; serving the cached page stale");
-                        let PageState::Found(r) = &old.state else { unreachable!("filtered to Found") };
-                        let entry = Arc::new(CachedPage {
-                            state: PageState::Found(r.clone()),
-                            fresh_until: now + STALE_RETRY.min(self.settings.ttl),
-                            confirmed_unix: old.confirmed_unix,
-                            changed_unix: old.changed_unix,
-                            validators: old.validators.clone(),
-                            stale: true,
-                        });
-                        self.memory.insert(name, entry.clone()).await;
+                        let entry =
+                            Arc::new(old.again(now + STALE_RETRY.min(self.settings.ttl), old.confirmed_unix, true));
+                        self.heads.insert(name, entry.clone()).await;
                         Ok((entry, Outcome::Stale))
                     }
                     _ => Err(e.into()),
@@ -395,7 +550,9 @@ impl Pages {
         }
     }
 
-    async fn load_record(&self, name: &ProjectName) -> Option<Arc<CachedPage>> {
+    /// A page's head from its record: no model is parsed (a record from before heads is
+    /// upgraded: rendered once and written again).
+    async fn load_record(self: &Arc<Self>, name: &ProjectName) -> Option<Arc<CachedPage>> {
         let bytes = match self.store.get_record(&record_key(name)).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,
@@ -405,38 +562,115 @@ impl Pages {
                 return None;
             }
         };
-        let record = match records::decode_page(name, &bytes) {
-            Ok(r) => r,
+        let stored = match records::decode_page_head(&bytes) {
+            Ok(Some(head)) => Some(head),
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "stored page is not valid; treating it as missing");
                 return None;
             }
         };
+        let (head, confirmed, changed, validators, upstream_name, upgrade) = match stored {
+            Some(h) => {
+                let bodies = Bodies::from_stored(&h.bodies)?;
+                let listing = Listing::from_hex(&h.listing).ok()?;
+                let head = PageHead::new(bodies, h.provenance, listing, None);
+                (head, h.confirmed_unix, h.changed_unix, h.validators, h.upstream, None)
+            }
+            None => {
+                let record = match records::decode_page(name, &bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(project = %name, error = %e, "stored page is not valid; treating it as missing");
+                        return None;
+                    }
+                };
+                let changed = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
+                let model = self.model_of(record.page, changed);
+                let head = PageHead::of_model(model.clone());
+                (head, record.confirmed_unix, changed, record.validators, record.upstream, Some(model))
+            }
+        };
         // Routing changed since it was stored: the name's owner now is another upstream, whose
         // page this is not (issue 14: never serve one upstream's files under another's name).
         let owner = self.upstreams.owner(name).map(|r| r.name.as_str());
-        let stored_from = record.upstream.as_deref().unwrap_or(upstream::routes::DEFAULT);
+        let stored_from = upstream_name.as_deref().unwrap_or(upstream::routes::DEFAULT);
         if owner.is_some_and(|o| o != stored_from) {
             tracing::info!(project = %name, stored_from, owner = owner.unwrap_or_default(), "stored page is from another upstream than the name's owner; not used");
             return None;
         }
-        let changed_unix = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
-        Some(Arc::new(CachedPage {
-            state: PageState::Found(self.render(record.page, changed_unix)),
-            fresh_until: self.settings.clock.now(), // stale: revalidate on first use
-            confirmed_unix: record.confirmed_unix,
-            changed_unix,
-            validators: record.validators,
+        let confirmed = confirmed.max(self.journal.get(name).unwrap_or(0));
+        let head = Arc::new(head);
+        let entry = Arc::new(CachedPage {
+            state: PageState::Found(head.clone()),
+            fresh_until: self.fresh_from(confirmed),
+            confirmed_unix: confirmed,
+            changed_unix: changed,
+            validators,
             stale: false,
-        }))
+        });
+        if let Some(model) = upgrade {
+            self.persist(name, &entry, head, model);
+        }
+        Some(entry)
     }
 
-    async fn persist(self: Arc<Self>, name: ProjectName, record: PageRecord) {
-        let bytes = serde_json::to_vec(&record).expect("a page record serializes");
-        if let Err(e) = self.store.put_record(&record_key(&name), bytes).await {
+    /// Stores a page in the background: its bodies as blobs, then its record (head line and
+    /// model); then the head in memory drops the bytes and the model. Bounded: when the disk
+    /// is slower than the misses, a page stays in memory and is not kept, rather than queue
+    /// without limit (1,000-client load).
+    fn persist(self: &Arc<Self>, name: &ProjectName, entry: &CachedPage, head: Arc<PageHead>, model: Arc<PageModel>) {
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+            metrics::counter!("larder_page_writes_skipped_total").increment(1);
+            tracing::debug!(project = %name, "page writes are backed up; this page is not stored");
+            return;
+        };
+        let upstream = self.upstreams.owner(name).map(|r| r.name.clone()).filter(|n| n != upstream::routes::DEFAULT);
+        let record = PageRecord {
+            page: model.page.clone(),
+            validators: entry.validators.clone(),
+            confirmed_unix: entry.confirmed_unix,
+            changed_unix: entry.changed_unix,
+            upstream,
+        };
+        let (this, name) = (Arc::clone(self), name.clone());
+        self.tasks.spawn(async move {
+            this.write(&name, head, record).await;
+            drop(permit);
+        });
+    }
+
+    async fn write(&self, name: &ProjectName, head: Arc<PageHead>, record: PageRecord) {
+        let plain = head.plain();
+        let stored = match self.bodies.put(plain.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(project = %name, error = %e, "cannot store the page's bodies; it will not survive a restart");
+                return;
+            }
+        };
+        let record_head = PageRecordHead {
+            confirmed_unix: record.confirmed_unix,
+            changed_unix: record.changed_unix,
+            validators: record.validators.clone(),
+            upstream: record.upstream.clone(),
+            bodies: stored.to_stored(),
+            listing: head.listing.to_hex(),
+            provenance: head.provenance,
+        };
+        let bytes = records::encode_page(&record_head, &record);
+        if let Err(e) = self.store.put_record(&record_key(name), bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
             return;
         }
+        // In memory, the bytes give way to the stored blobs (unless the page changed meanwhile).
+        {
+            let mut current = head.plain.write().expect("page head lock");
+            if current.fingerprint() == stored.fingerprint() {
+                *current = Arc::new(stored);
+            }
+        }
+        *head.pending.write().expect("page head lock") = None;
         self.store.enforce().await;
     }
 }

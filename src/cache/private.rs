@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::cache::records::{PrivateFile, PrivateRecord, RecordKey};
-use crate::index::RenderedPage;
+use crate::index::PageModel;
+use crate::index::rendered::Bodies;
 use crate::index::{ProjectName, Yanked};
 use crate::store::{RecordRead, Records, Store};
 
@@ -25,15 +26,27 @@ struct Entry {
     record: PrivateRecord,
     /// The record's version in the store (its ETag on S3), for conditional reads.
     version: Option<String>,
-    rendered: std::sync::OnceLock<Arc<RenderedPage>>,
+    rendered: std::sync::OnceLock<Arc<PageModel>>,
+    /// Its bodies in every coding, made on first read (private pages stay in memory: they are
+    /// never blobs another page could name).
+    bodies: std::sync::OnceLock<Arc<Bodies>>,
 }
 
 impl Entry {
-    fn rendered(&self, name: &ProjectName) -> Arc<RenderedPage> {
+    fn rendered(&self, name: &ProjectName) -> Arc<PageModel> {
         self.rendered
-            .get_or_init(|| Arc::new(RenderedPage::new(self.record.to_page(name), self.record.changed_unix)))
+            .get_or_init(|| Arc::new(PageModel::new(self.record.to_page(name), self.record.changed_unix)))
             .clone()
     }
+
+    fn bodies(&self, name: &ProjectName) -> Arc<Bodies> {
+        self.bodies.get_or_init(|| Arc::new(bodies_of(&self.rendered(name)))).clone()
+    }
+}
+
+fn bodies_of(model: &PageModel) -> Bodies {
+    let plain = Bodies::render(&model.page, None, model.modified_unix);
+    plain.compressed().unwrap_or(plain)
 }
 
 #[derive(Default)]
@@ -56,11 +69,10 @@ impl Index {
         for sha in blobs_of(&record) {
             *self.owners.entry(sha.clone()).or_default().entry(project.to_string()).or_default() += 1;
         }
-        let old = self
-            .projects
-            .entry(project.to_string())
-            .or_default()
-            .insert(name, Arc::new(Entry { record, version, rendered: Default::default() }));
+        let old = self.projects.entry(project.to_string()).or_default().insert(
+            name,
+            Arc::new(Entry { record, version, rendered: Default::default(), bodies: Default::default() }),
+        );
         for sha in old.iter().flat_map(|e| blobs_of(&e.record)) {
             if let Some(projects) = self.owners.get_mut(sha) {
                 if let Some(n) = projects.get_mut(project) {
@@ -285,7 +297,7 @@ impl Private {
     }
 
     /// The page for a claimed name: one project's files, or the union over a group's projects.
-    pub fn page(&self, projects: &[String], name: &ProjectName) -> Option<Arc<RenderedPage>> {
+    pub fn page(&self, projects: &[String], name: &ProjectName) -> Option<Arc<PageModel>> {
         let index = self.index.read().expect("private index lock");
         let entries: Vec<&Arc<Entry>> = projects.iter().filter_map(|p| index.projects.get(p)?.get(name)).collect();
         match entries.as_slice() {
@@ -297,14 +309,31 @@ impl Private {
                     record.files.extend(e.record.files.iter().cloned());
                     record.changed_unix = record.changed_unix.max(e.record.changed_unix);
                 }
-                Some(Arc::new(RenderedPage::new(record.to_page(name), record.changed_unix)))
+                Some(Arc::new(PageModel::new(record.to_page(name), record.changed_unix)))
+            }
+        }
+    }
+
+    /// The page of a claimed name with its bodies.
+    pub fn page_with_bodies(&self, projects: &[String], name: &ProjectName) -> Option<(Arc<PageModel>, Arc<Bodies>)> {
+        let index = self.index.read().expect("private index lock");
+        let entries: Vec<&Arc<Entry>> = projects.iter().filter_map(|p| index.projects.get(p)?.get(name)).collect();
+        match entries.as_slice() {
+            [] => None,
+            [one] => Some((one.rendered(name), one.bodies(name))),
+            _ => {
+                drop(entries);
+                drop(index);
+                let model = self.page(projects, name)?;
+                let bodies = Arc::new(bodies_of(&model));
+                Some((model, bodies))
             }
         }
     }
 
     /// The claimed name (and its page) that distribution `filename` belongs to in `projects`,
     /// trying the names the filename can belong to (FN-5).
-    pub fn claimed_by_file(&self, projects: &[String], filename: &str) -> Option<(ProjectName, Arc<RenderedPage>)> {
+    pub fn claimed_by_file(&self, projects: &[String], filename: &str) -> Option<(ProjectName, Arc<PageModel>)> {
         crate::index::filename::candidate_projects(filename)
             .iter()
             .filter_map(|n| ProjectName::parse(n).ok())

@@ -36,6 +36,42 @@ pub struct PageRecord {
     pub upstream: Option<String>,
 }
 
+/// The first line of a page record: what serving the page needs, without its model (issue
+/// 21). A record is `<head JSON>\n<PageRecord JSON>`; records from before have no head line.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PageRecordHead {
+    pub confirmed_unix: u64,
+    pub changed_unix: u64,
+    pub validators: Validators,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The plain rendering's bodies, as blobs.
+    pub bodies: crate::index::rendered::StoredBodies,
+    /// The compact file index (`Listing::to_hex`).
+    pub listing: String,
+    /// Renderings depend on the client's origin (provenance links).
+    #[serde(default)]
+    pub provenance: bool,
+}
+
+/// A page record as stored: the head line, then the model.
+pub fn encode_page(head: &PageRecordHead, record: &PageRecord) -> Vec<u8> {
+    let mut out = serde_json::to_vec(head).expect("a page head serializes");
+    out.push(b'\n');
+    serde_json::to_writer(&mut out, record).expect("a page record serializes");
+    out
+}
+
+/// The head line of a page record, checked; `Ok(None)` for a record from before heads.
+pub fn decode_page_head(body: &[u8]) -> Result<Option<PageRecordHead>, String> {
+    let Some(end) = body.iter().position(|&b| b == b'\n') else { return Ok(None) };
+    let head: PageRecordHead =
+        serde_json::from_slice(&body[..end]).map_err(|e| format!("page record head does not parse: {e}"))?;
+    crate::index::rendered::Bodies::from_stored(&head.bodies).ok_or("page record head names bad bodies")?;
+    crate::index::rendered::Listing::from_hex(&head.listing)?;
+    Ok(Some(head))
+}
+
 /// One uploaded file (EX-6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrivateFile {
@@ -187,7 +223,9 @@ impl RecordKey {
 
 /// Parses and validates a page record of `name`.
 pub fn decode_page(name: &ProjectName, body: &[u8]) -> Result<PageRecord, String> {
-    let record: PageRecord = serde_json::from_slice(body).map_err(|e| format!("page record does not parse: {e}"))?;
+    decode_page_head(body)?;
+    let model = body.iter().position(|&b| b == b'\n').map_or(body, |end| &body[end + 1..]);
+    let record: PageRecord = serde_json::from_slice(model).map_err(|e| format!("page record does not parse: {e}"))?;
     if &record.page.name != name {
         return Err(format!("page record of `{name}` names `{}`", record.page.name));
     }

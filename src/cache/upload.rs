@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::private::{Added, Rejected};
 use super::records::PrivateFile;
-use super::{Cache, Error, PageAnswer};
+use super::{Cache, Error};
 use crate::archive::ArchiveLimits;
 use crate::index::filename::{self, DistKind};
 use crate::index::{FileKey, ProjectName, Yanked};
@@ -39,14 +39,16 @@ impl Cache {
         if self.private.is_claimed(&[project.to_string()], name) || self.config.allow_shadowing.contains(name) {
             return Ok(());
         }
-        if self.config.upstream.is_none() {
+        // The router says who owns the name: the default upstream or an `[[upstreams]]` entry
+        // (issue 22: with only `[[upstreams]]`, asking for the default one skipped the check).
+        if self.upstreams.owner(name).is_none() {
             return Ok(());
         }
-        match self.upstream_page(name).await {
-            Ok(PageAnswer::Found { .. }) => Err(Error::Shadowing(format!(
+        match self.pages.get(name).await.map(|(cached, _)| matches!(cached.state, super::pages::PageState::Found(_))) {
+            Ok(true) => Err(Error::Shadowing(format!(
                 "`{name}` exists upstream; a private upload would hide it for every user of this project. An operator can allow it with allow_shadowing (LARDER_ALLOW_SHADOWING)"
             ))),
-            Ok(PageAnswer::NotFound) => Ok(()),
+            Ok(false) => Ok(()),
             Err(e) => Err(Error::Unavailable(format!(
                 "cannot check whether `{name}` exists upstream ({e}); retry later, or allow shadowing it"
             ))),

@@ -1,14 +1,17 @@
 //! The policy applied (issue 14): which upstream a scope may be served a name from, and what
 //! it sees of a page or may download, under the cooldown, the block list and project status.
-//! Filtered pages are made once per rule set and kept on the page they came from, until a
-//! held-back file comes out of its cooldown or the block list is reloaded; a scope whose
-//! rules change nothing on a page gets the shared page itself, at no cost.
+//! Filtered renderings are made once per rule set and kept on the page head they came from
+//! (their bodies stored like the page's own), until a held-back file comes out of its
+//! cooldown or the block list is reloaded; a scope whose rules change nothing on a page gets
+//! the shared rendering itself, at no cost.
 
 use std::sync::Arc;
 
+use super::pages::PageHead;
 use super::{Cache, Error, Reader};
-use crate::index::{DistFile, ProjectName, RenderedPage, ViewKey};
-use crate::policy::{BlockList, Filter, Refusal};
+use crate::index::rendered::{Bodies, VariantKey};
+use crate::index::{DistFile, PageModel, ProjectName, ViewKey};
+use crate::policy::{BlockList, Filter, Filtered, Refusal};
 
 /// Where a page or file comes from, for the rules that differ: private uploads are never
 /// held back; upstream files follow their upstream's cooldown.
@@ -72,49 +75,110 @@ impl Cache {
         }
     }
 
-    /// What `reader` sees of `page`.
-    pub(crate) async fn view(
-        &self,
-        reader: &Reader,
-        name: &ProjectName,
-        page: Arc<RenderedPage>,
-        source: Source<'_>,
-    ) -> Arc<RenderedPage> {
-        // The common case, no rule for this scope and name at all: no lock, no copy.
+    /// Whether any rule can change what `reader` sees of `name` (the hit path with no rules
+    /// takes no lock).
+    fn rules_apply(&self, reader: &Reader, name: &ProjectName, source: Source) -> bool {
         let status = matches!(source, Source::Private) && reader.rules.status.is_some();
         let cooldown = match source {
             Source::Upstream(upstream) => self.config.rules.cooldown(&reader.rules, upstream, name).is_some(),
             Source::Private => false,
         };
-        if !status && !cooldown && self.blocks.is_empty() {
+        status || cooldown || !self.blocks.is_empty()
+    }
+
+    /// What `reader` sees of `page`, as a model (the pages for people, `larder warm`).
+    pub(crate) fn view(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        page: Arc<PageModel>,
+        source: Source<'_>,
+    ) -> Arc<PageModel> {
+        if !self.rules_apply(reader, name, source) {
             return page;
         }
-        let (blocks, generation) = self.blocks.current();
+        let (blocks, _) = self.blocks.current();
         let filter = self.filter(reader, &blocks, name, source);
-        if !filter.may_change(name) {
-            return page;
+        match filter.apply(&page.page) {
+            Some(Filtered { page: Some(p), released, .. }) => {
+                Arc::new(PageModel::new(p, page.modified_unix.max(released)))
+            }
+            _ => page,
         }
-        let key = ViewKey { rules: reader.rules.id, blocks: generation };
-        if let Some(kept) = page.view(key, filter.now) {
-            return kept.unwrap_or(page);
+    }
+
+    /// The rendering of a private page `reader` gets: the shared one, or its view under the
+    /// scope's status rule.
+    pub(crate) fn private_bodies(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        model: Arc<PageModel>,
+        shared: Arc<Bodies>,
+    ) -> Arc<Bodies> {
+        let viewed = self.view(reader, name, model.clone(), Source::Private);
+        if Arc::ptr_eq(&viewed, &model) {
+            return shared;
         }
-        let Some(filtered) = filter.apply(&page.page) else { return page };
-        if filtered.shown_unknown > 0 {
-            tracing::info!(project = %name, files = filtered.shown_unknown, "files without an upload time are shown although new releases are held back (min_release_age_unknown = \"show\")");
+        Arc::new(Bodies::render(&viewed.page, None, viewed.modified_unix))
+    }
+
+    /// The rendering of an upstream page `reader` gets: the plain one, or the policy view
+    /// and per-origin rendering it needs, each made once and kept (stored as blobs) until the
+    /// rules change or a held-back file comes out of its cooldown. `None`: the page's model
+    /// could not be read.
+    pub(crate) async fn upstream_bodies(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        head: &Arc<PageHead>,
+        source: Source<'_>,
+        files_base: Option<&str>,
+    ) -> Option<Arc<Bodies>> {
+        let blocks = self.rules_apply(reader, name, source).then(|| self.blocks.current());
+        let filter = blocks.as_ref().map(|(b, _)| self.filter(reader, b, name, source)).filter(|f| f.may_change(name));
+        let view =
+            filter.as_ref().map(|_| ViewKey { rules: reader.rules.id, blocks: blocks.as_ref().map_or(0, |b| b.1) });
+        let mut key = VariantKey { view, files_base: files_base.filter(|_| head.provenance).map(str::to_string) };
+        let now = self.clock.unix();
+        loop {
+            if key.view.is_none() && key.files_base.is_none() {
+                return Some(head.plain());
+            }
+            match head.variants.get(&key, now) {
+                Some(Some(bodies)) => return Some(bodies),
+                Some(None) => {
+                    key.view = None; // the rules change nothing here
+                    continue;
+                }
+                None => {}
+            }
+            let model = self.pages.model(name, head).await?;
+            let (page, until, modified) = match (&key.view, &filter) {
+                (Some(_), Some(filter)) => match filter.apply(&model.page) {
+                    Some(filtered) => {
+                        if filtered.shown_unknown > 0 {
+                            tracing::info!(project = %name, files = filtered.shown_unknown, "files without an upload time are shown although new releases are held back (min_release_age_unknown = \"show\")");
+                        }
+                        // A file coming out of its cooldown changes the page then (Last-Modified, HDR-1).
+                        let modified = model.modified_unix.max(filtered.released);
+                        match filtered.page {
+                            None if modified == model.modified_unix => {
+                                self.pages.keep_variant(head, key.clone(), filtered.until, None);
+                                key.view = None;
+                                continue;
+                            }
+                            page => (page, filtered.until, modified),
+                        }
+                    }
+                    None => (None, u64::MAX, model.modified_unix),
+                },
+                _ => (None, u64::MAX, model.modified_unix),
+            };
+            let page = page.as_ref().unwrap_or(&model.page);
+            let bodies = Bodies::render(page, key.files_base.as_deref(), modified);
+            return self.pages.keep_variant(head, key, until, Some(bodies));
         }
-        // A file coming out of its cooldown changes the page then (Last-Modified, HDR-1).
-        let modified = page.modified_unix.max(filtered.released);
-        let made = match filtered.page {
-            None if modified == page.modified_unix => None,
-            None => Some(Arc::new(RenderedPage::new(page.page.clone(), modified))),
-            Some(p) => Some(Arc::new(RenderedPage::new(p, modified))),
-        };
-        page.keep_view(key, filtered.until, made.clone());
-        // The view lives on the page: the page cache weighs it again, so that its memory counts.
-        if made.is_some() && matches!(source, Source::Upstream(_)) {
-            self.pages.reweigh(name).await;
-        }
-        made.unwrap_or(page)
     }
 
     /// May `reader` download `file` of project `name`? Blocked: 403 with the reason; held

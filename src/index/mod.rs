@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use media_type::MediaType;
 pub use name::{InvalidName, NamePattern, ProjectName};
-pub use rendered::{RenderedPage, ViewKey};
+pub use rendered::{PageModel, ViewKey};
 
 /// One project's page: every file Larder can serve under that name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -96,7 +96,8 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
         }
         Route::SimpleDetail { scope, prefix, name, trailing_slash } if is_read => {
             let reader = auth::reader(config, headers, &scope)?;
-            handlers::simple::detail(state, &reader, &prefix, &name, trailing_slash, headers).await
+            handlers::simple::detail(state, &reader, &prefix, &name, trailing_slash, headers, method == Method::HEAD)
+                .await
         }
         Route::File { scope, key, filename } if is_read => {
             let reader = auth::reader(config, headers, &scope)?;

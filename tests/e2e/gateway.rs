@@ -457,3 +457,36 @@ fn a_release_comes_out_of_its_cooldown_on_time_with_a_new_etag() {
     assert_eq!(conditional.send().unwrap().status(), 200, "the old ETag no longer matches");
     assert_eq!(up.count("/simple/timed/"), 1, "all of it from the one page fetched");
 }
+
+/// Issue 22, item 3 (DC-4): with only `[[upstreams]]` and no default upstream, an upload must
+/// still not claim a name an upstream owns; the router is asked, not the default upstream.
+/// Red before: the check looked at `upstream` alone and twine's upload of `corp-tools` got 200.
+#[test]
+fn uploads_cannot_shadow_a_routed_upstream_without_a_default_one() {
+    let vendor = MockUpstream::start();
+    add_wheel(&vendor, "corp-tools", "1.0", &[], None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("[[upstreams]]\nname = \"vendor\"\nurl = \"{}\"\nprojects = [\"corp-*\"]\n", vendor.simple_url()),
+    );
+    let larder = Larder::start_with_env(dir.path(), &["--config", &config], &[("LARDER_TOKEN", TOKEN)]);
+    let scratch = tempfile::tempdir().unwrap();
+    let upload_url = larder.url("/api/v4/projects/team/packages/pypi");
+    let upload = |name: &str| {
+        let (filename, bytes) = wheel(name, "9.9", &[]);
+        let path = scratch.path().join(&filename);
+        std::fs::write(&path, bytes).unwrap();
+        twine(
+            scratch.path(),
+            &["upload", "--repository-url", &upload_url, "-u", "__token__", "-p", TOKEN, path.to_str().unwrap()],
+        )
+    };
+    let out = upload("corp-tools");
+    assert!(!out.status.success(), "a routed upstream's name is not claimed by an upload");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("403"), "{said}");
+    // A name no upstream owns is free to claim.
+    assert_ok(&upload("corp-free-but-unlisted-elsewhere"), "an upload of a name the vendor lacks");
+    assert_ok(&upload("mine"), "an upload of a name no upstream owns");
+}

@@ -8,6 +8,8 @@ mod util;
 
 // Pages: negotiation, headers, redirects, bad input.
 mod simple_api;
+// Pages served like files (issue 21): compressed, fresh across eviction and restarts.
+mod page_store;
 // Files: HEAD, Range, ETag, bad keys and names.
 mod files_api;
 // Pull-through with pip and uv: zero upstream requests when warm, coalescing, hash mismatch,

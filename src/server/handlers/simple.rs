@@ -2,7 +2,8 @@
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use crate::cache::{PageAnswer, Reader};
+use crate::cache::{PageReply, PageWant, Reader};
+use crate::index::rendered::Encoding;
 use crate::index::{MediaType, ProjectName, html, json};
 use crate::server::error::HttpError;
 use crate::server::{body, body::Body, respond};
@@ -50,6 +51,7 @@ pub async fn detail(
     raw_name: &str,
     trailing_slash: bool,
     headers: &HeaderMap,
+    head: bool,
 ) -> Result<Response<Body>, HttpError> {
     let name = ProjectName::parse(raw_name).map_err(|e| HttpError::bad_request(e.to_string()))?;
     // ROUTE-02 / ROUTE-03: one canonical URL per project, always with its slash.
@@ -59,9 +61,16 @@ pub async fn detail(
     let Some(media) = negotiate(headers) else {
         return Ok(not_acceptable());
     };
-    let (page, outcome, private_upload) = match state.cache.page(reader, &name).await? {
-        PageAnswer::Found { page, outcome, private_upload } => (page, outcome, private_upload),
-        PageAnswer::NotFound => {
+    // PEP 740 wants provenance URLs absolute: pages that have any are rendered for the
+    // origin and route the client used (once per origin; the rest share one rendering).
+    let origin = respond::origin(state.config.public_url.as_deref(), state.config.tls.is_some(), headers);
+    let files_base = format!("{origin}{}files/", prefix.strip_suffix("simple/").unwrap_or(prefix));
+    let accepted = Encoding::accepted(headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()));
+    let is_current = |etag: &str, modified: u64| respond::not_modified(headers, etag, modified);
+    let want = PageWant { media, accepted, files_base: Some(&files_base), is_current: &is_current, head };
+    let served = match state.cache.page_body(reader, &name, &want).await? {
+        PageReply::Found(served) => served,
+        PageReply::NotFound => {
             let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
             // UP-09: a new upstream project must become visible soon.
             let max_age = state.config.not_found_ttl.as_secs();
@@ -69,53 +78,57 @@ pub async fn detail(
             return Ok(resp);
         }
     };
-    if !private_upload && !reader.private {
+    if !served.private_upload && !reader.private {
         state.stats.requested(&name);
     }
+    metrics::counter!("larder_page_bodies_total", "encoding" => served.encoding.label()).increment(1);
     // UP-06: an upload is visible at once, so clients revalidate private pages every time. A
     // private scope's answers are for its token holders: never kept by a shared cache.
-    let cache_control = match (private_upload, reader.private) {
+    let cache_control = match (served.private_upload, reader.private) {
         (true, _) => "private, no-cache".to_string(),
         (false, private) => {
             let visibility = if private { "private" } else { "public" };
             format!("max-age={}, {visibility}", state.config.index_ttl.as_secs())
         }
     };
-    // PEP 740 wants provenance URLs absolute: pages that have any are rendered for the
-    // origin and route the client used (once per origin; the rest share one rendering).
-    let files_base = page.has_provenance().then(|| {
-        let origin = respond::origin(state.config.public_url.as_deref(), state.config.tls.is_some(), headers);
-        format!("{origin}{}files/", prefix.strip_suffix("simple/").unwrap_or(prefix))
-    });
-    let (body_bytes, etag, made) = page.answer(media, files_base.as_deref());
-    if made && !private_upload {
-        state.cache.reweigh_page(&name).await; // the new rendering counts toward the page budget
-    }
-    let mut resp = if respond::not_modified(headers, &etag, page.modified_unix) {
+    let mut resp = if served.not_modified {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(body::full(body_bytes));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+        let stream = match served.body {
+            Some(blob) => body::stream(blob.stream(0, served.len).await.map_err(|e| {
+                tracing::warn!(project = %name, error = %e, "cannot read a stored page body");
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "the page could not be read from the store; retry")
+            })?),
+            None => body::empty(),
+        };
+        let mut r = Response::new(stream);
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media.content_type()));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(served.len));
+        if let Some(coding) = served.encoding.header() {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+        }
         r
     };
     // HDR-1, repeated on 304.
     let h = resp.headers_mut();
-    h.insert(header::ETAG, header_value(&etag));
-    if page.modified_unix > 0 {
-        h.insert(header::LAST_MODIFIED, respond::last_modified(page.modified_unix));
+    h.insert(header::ETAG, header_value(&served.etag));
+    if served.modified_unix > 0 {
+        h.insert(header::LAST_MODIFIED, respond::last_modified(served.modified_unix));
     }
     h.insert(header::VARY, vary(reader.private));
     h.insert(header::CACHE_CONTROL, header_value(&cache_control));
-    h.insert("x-cache", HeaderValue::from_static(outcome.as_str()));
-    resp.extensions_mut().insert(outcome);
+    h.insert("x-cache", HeaderValue::from_static(served.outcome.as_str()));
+    resp.extensions_mut().insert(served.outcome);
     Ok(resp)
 }
 
-/// NEG-07's `Vary: Accept`, plus `Authorization` where the answer depends on the token.
+/// NEG-07's `Vary: Accept`, with `Accept-Encoding` (pages are compressed, issue 21), plus
+/// `Authorization` where the answer depends on the token.
 fn vary(private: bool) -> HeaderValue {
-    HeaderValue::from_static(if private { "Accept, Authorization" } else { "Accept" })
+    HeaderValue::from_static(if private { "Accept, Accept-Encoding, Authorization" } else { "Accept, Accept-Encoding" })
 }
 
 fn header_value(s: &str) -> HeaderValue {

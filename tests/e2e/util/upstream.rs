@@ -196,6 +196,9 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         let mut st = state.lock().unwrap();
         match &range {
             Some(r) => st.requests.push(format!("{} {} range={r}", req.method(), path)),
+            None if req.headers().contains_key("if-none-match") => {
+                st.requests.push(format!("{} {} conditional", req.method(), path))
+            }
             None => st.requests.push(format!("{} {}", req.method(), path)),
         }
         if req.headers().contains_key("authorization") {

@@ -1,0 +1,156 @@
+//! Page bodies in the store (issue 21): each rendering of an upstream page is written once per
+//! change as immutable blobs (identity, gzip, zstd) and read back the way file hits are, hash
+//! checked on the way from the disk into the small hot-body memory; and the journal of when
+//! each page was last confirmed upstream, so that freshness survives eviction and restarts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+use crate::index::ProjectName;
+use crate::index::rendered::{Bodies, Body};
+use crate::store::bounded::Bounded;
+use crate::store::{Blob, Store};
+
+#[derive(Clone)]
+pub struct BodyStore {
+    store: Arc<Bounded>,
+    /// Small bodies read recently, checked against their sha256 when they came from the disk.
+    hot: moka::future::Cache<String, Bytes>,
+}
+
+impl BodyStore {
+    pub fn new(store: Arc<Bounded>, hot_bytes: u64) -> BodyStore {
+        let hot = moka::future::Cache::builder()
+            .max_capacity(hot_bytes)
+            .weigher(|_k, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .build();
+        BodyStore { store, hot }
+    }
+
+    /// Compresses `bodies` (on a blocking thread: a big page takes tens of milliseconds) and
+    /// writes every body as a blob; the result holds descriptors only.
+    pub async fn put(&self, bodies: Arc<Bodies>) -> Result<Bodies, crate::store::Error> {
+        let compressed = tokio::task::spawn_blocking(move || bodies.compressed())
+            .await
+            .map_err(|e| io("compressing a page", std::io::Error::other(e)))?
+            .map_err(|e| io("compressing a page", e))?;
+        for body in compressed.inline() {
+            let bytes = body.inline.clone().expect("inline");
+            self.store.put_blob_bytes(&body.sha256, bytes).await?;
+        }
+        Ok(compressed.stored())
+    }
+
+    /// The bytes of `body`: from memory, or its blob, checked against its sha256 (a damaged or
+    /// missing blob is `None`: the caller renders the page again, never serves it).
+    pub async fn read(&self, body: &Body) -> Option<Blob> {
+        if let Some(bytes) = &body.inline {
+            return Some(Blob::in_memory(bytes.clone()));
+        }
+        if let Some(bytes) = self.hot.get(&body.sha256).await {
+            self.store.touch(&body.sha256, bytes.len() as u64);
+            return Some(Blob::in_memory(bytes));
+        }
+        let blob = match self.store.open_blob(&body.sha256).await {
+            Ok(Some(b)) if b.len == body.len => b,
+            Ok(Some(_)) => return self.damaged(&body.sha256, "its length changed").await,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(sha256 = %body.sha256, error = %e, "cannot read a stored page body; rendering it again");
+                return None;
+            }
+        };
+        match blob.bytes() {
+            Some(bytes) => {
+                if crate::digest::sha256_hex(bytes) != body.sha256 {
+                    return self.damaged(&body.sha256, "it does not match its sha256").await;
+                }
+                self.hot.insert(body.sha256.clone(), bytes.clone()).await;
+                Some(blob)
+            }
+            // Large: checked as it streams (the last chunk waits for the hash).
+            None => Some(blob.verified(&body.sha256)),
+        }
+    }
+
+    async fn damaged(&self, sha: &str, why: &str) -> Option<Blob> {
+        metrics::counter!("larder_integrity_failures_total").increment(1);
+        tracing::error!(sha256 = %sha, why, "a stored page body is damaged; it is removed and the page rendered again");
+        let _ = self.store.delete_blob(sha).await;
+        None
+    }
+}
+
+fn io(what: &str, source: std::io::Error) -> crate::store::Error {
+    crate::store::Error::Io { what: what.to_string(), source }
+}
+
+/// When each page was last confirmed upstream, kept in `<data_dir>/pages-confirmed` (one
+/// `name unix` line each), rewritten whole at most every few seconds. Not in the record
+/// store: its index is append-only, and a rewrite per revalidation would grow it without
+/// bound (crates-notes §9.2). Lost lines only cost a revalidation.
+pub struct Journal {
+    path: Option<PathBuf>,
+    times: std::sync::Mutex<HashMap<ProjectName, u64>>,
+    dirty: AtomicBool,
+}
+
+impl Journal {
+    /// Reads the journal at `path` (`None`: kept in memory only); bad lines are skipped.
+    pub fn open(path: Option<PathBuf>) -> Journal {
+        let mut times = HashMap::new();
+        if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            for line in text.lines() {
+                let Some((name, t)) = line.split_once(' ') else { continue };
+                if let (Ok(name), Ok(t)) = (ProjectName::parse(name), t.parse::<u64>()) {
+                    times.insert(name, t);
+                }
+            }
+        }
+        Journal { path, times: std::sync::Mutex::new(times), dirty: AtomicBool::new(false) }
+    }
+
+    pub fn get(&self, name: &ProjectName) -> Option<u64> {
+        self.times.lock().expect("journal lock").get(name).copied()
+    }
+
+    pub fn confirmed(&self, name: &ProjectName, unix: u64) {
+        self.times.lock().expect("journal lock").insert(name.clone(), unix);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes the journal when it changed, dropping times older than `oldest` (no use any
+    /// more: such pages are revalidated whatever the journal says).
+    pub async fn flush(&self, oldest: u64) {
+        let Some(path) = self.path.clone() else { return };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let text = {
+            let mut times = self.times.lock().expect("journal lock");
+            times.retain(|_, t| *t >= oldest);
+            let mut text = String::with_capacity(times.len() * 32);
+            for (name, t) in times.iter() {
+                text.push_str(name.as_str());
+                text.push(' ');
+                text.push_str(&t.to_string());
+                text.push('\n');
+            }
+            text
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = result.map_err(std::io::Error::other) {
+            tracing::warn!(error = %e, "cannot write the page freshness journal; pages will be revalidated after a restart");
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+}

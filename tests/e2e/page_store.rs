@@ -1,0 +1,206 @@
+//! Pages served like files (issue 21): bodies stored once per change as blobs, compressed
+//! (gzip for pip, zstd for uv), fresh across eviction and restarts, and never served damaged.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::util::upstream::upstream_with_app;
+use crate::util::{Larder, assert_ok, hashes_in, pip_download, uv_install};
+
+/// A client that sends exactly the headers given: no automatic Accept-Encoding, no decoding.
+fn raw() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder().no_gzip().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+fn get(url: &str, accept_encoding: Option<&str>) -> reqwest::blocking::Response {
+    let mut req = raw().get(url).header("accept", "application/vnd.pypi.simple.v1+json");
+    if let Some(ae) = accept_encoding {
+        req = req.header("accept-encoding", ae);
+    }
+    req.send().unwrap()
+}
+
+fn coding(resp: &reqwest::blocking::Response) -> String {
+    resp.headers().get("content-encoding").map(|v| v.to_str().unwrap().to_string()).unwrap_or("identity".into())
+}
+
+/// Waits until the page's compressed bodies are stored (they are made in the background).
+fn wait_compressed(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while coding(&get(url, Some("zstd"))) != "zstd" {
+        assert!(Instant::now() < deadline, "the page was never compressed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn decode(coding: &str, body: &[u8]) -> Vec<u8> {
+    match coding {
+        "gzip" => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+            out
+        }
+        "zstd" => zstd::decode_all(body).unwrap(),
+        _ => body.to_vec(),
+    }
+}
+
+#[test]
+fn each_coding_has_its_body_etag_304_and_head() {
+    let (up, _) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    let url = larder.url("/simple/app/");
+    let first = get(&url, Some("gzip, deflate, zstd"));
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["vary"], "Accept, Accept-Encoding");
+    wait_compressed(&url);
+
+    let identity = get(&url, None).bytes().unwrap().to_vec();
+    let mut etags = std::collections::HashSet::new();
+    for (ae, want) in [
+        (None, "identity"),
+        (Some("identity"), "identity"),
+        (Some("gzip, deflate, br"), "gzip"),   // pip
+        (Some("gzip, deflate, zstd"), "zstd"), // uv
+        (Some("zstd;q=0, gzip"), "gzip"),
+        (Some("br"), "identity"),
+    ] {
+        let resp = get(&url, ae);
+        assert_eq!((resp.status().as_u16(), coding(&resp)), (200, want.to_string()), "Accept-Encoding {ae:?}");
+        let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+        assert!(!etag.starts_with("W/"), "strong ETag per coding");
+        let len: usize = resp.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        let body = resp.bytes().unwrap();
+        assert_eq!(body.len(), len);
+        assert_eq!(decode(want, &body), identity, "{want} decodes to the identity body");
+        if want != "identity" {
+            assert!(body.len() < identity.len(), "{want} is smaller");
+        }
+        // HEAD: the GET's length for this coding.
+        let mut head = raw().head(&url).header("accept", "application/vnd.pypi.simple.v1+json");
+        if let Some(ae) = ae {
+            head = head.header("accept-encoding", ae);
+        }
+        let head = head.send().unwrap();
+        assert_eq!(head.headers()["content-length"], len.to_string().as_str(), "HEAD {want}");
+        assert_eq!(head.headers()["etag"], etag.as_str());
+        // 304 for this coding's ETag, naming it again.
+        let mut again =
+            raw().get(&url).header("accept", "application/vnd.pypi.simple.v1+json").header("if-none-match", &etag);
+        if let Some(ae) = ae {
+            again = again.header("accept-encoding", ae);
+        }
+        let again = again.send().unwrap();
+        assert_eq!(again.status(), 304, "{want}");
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        etags.insert(etag);
+    }
+    assert_eq!(etags.len(), 3, "one ETag per coding: {etags:?}");
+    assert_eq!(up.count("GET /simple/app/"), 1, "one upstream fetch for every coding");
+}
+
+#[test]
+fn pip_and_uv_resolve_from_stored_pages_after_eviction_and_restart() {
+    let (up, expected) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    // No memory for pages at all: every page comes back from the store.
+    let larder = Larder::start_with_env(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url(), "--index-ttl", "600s"],
+        &[("LARDER_PAGE_CACHE_MIB", "0")],
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    assert_ok(&uv_install(scratch.path(), &larder.index(), &scratch.path().join("t1"), "app==1.0"), "uv, cold");
+    let pages = || up.count("GET /simple/");
+    let cold = pages();
+    assert!(cold >= 2, "app and its dependency: {:?}", up.requests());
+    let dl = scratch.path().join("dl");
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app==1.0"), "pip, warm");
+    assert_eq!(hashes_in(&dl), expected);
+    assert_ok(&uv_install(scratch.path(), &larder.index(), &scratch.path().join("t2"), "app==1.0"), "uv, warm");
+    assert_eq!(pages(), cold, "within index_ttl, pages read back from the store are hits: {:?}", up.requests());
+
+    std::thread::sleep(Duration::from_millis(2500)); // the page writes and the journal are on disk
+    let larder = larder.restart();
+    let dl2 = scratch.path().join("dl2");
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl2, "app==1.0"), "pip after a restart");
+    assert_eq!(hashes_in(&dl2), expected);
+    assert_ok(
+        &uv_install(scratch.path(), &larder.index(), &scratch.path().join("t3"), "app==1.0"),
+        "uv after a restart",
+    );
+    assert_eq!(pages(), cold, "a restart keeps the cache warm: {:?}", up.requests());
+    let metrics = reqwest::blocking::get(larder.url("/metrics")).unwrap().text().unwrap();
+    for coding in ["gzip", "zstd"] {
+        assert!(
+            metrics.contains(&format!("larder_page_bodies_total{{encoding=\"{coding}\"}}")),
+            "{coding} served:\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn past_the_ttl_one_conditional_request_per_page_and_the_journal_survives_a_restart() {
+    let (up, _) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--index-ttl", "3s"]);
+    let scratch = tempfile::tempdir().unwrap();
+    assert_ok(&uv_install(scratch.path(), &larder.index(), &scratch.path().join("t1"), "app==1.0"), "uv, cold");
+    let cold = up.count("GET /simple/");
+    std::thread::sleep(Duration::from_millis(3200));
+    up.clear_requests();
+    assert_ok(&uv_install(scratch.path(), &larder.index(), &scratch.path().join("t2"), "app==1.0"), "uv past the TTL");
+    let asked: Vec<String> = up.requests().into_iter().filter(|r| r.contains("/simple/")).collect();
+    assert_eq!(asked.len(), cold, "one request per page: {asked:?}");
+    assert!(asked.iter().all(|r| r.ends_with(" conditional")), "each one conditional: {asked:?}");
+    // Revalidated just now: a restart (kill -9, after the journal's flush) keeps them fresh.
+    std::thread::sleep(Duration::from_millis(2200));
+    up.clear_requests();
+    let larder = larder.restart();
+    assert_ok(
+        &uv_install(scratch.path(), &larder.index(), &scratch.path().join("t3"), "app==1.0"),
+        "uv after a restart",
+    );
+    assert_eq!(up.count("/simple/"), 0, "fresh from the journal: {:?}", up.requests());
+}
+
+#[test]
+fn a_damaged_page_body_is_never_served() {
+    let (up, _) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let larder = Larder::start(&data, &["--upstream", &up.simple_url()]);
+    let url = larder.url("/simple/app/");
+    assert_eq!(get(&url, None).status(), 200);
+    wait_compressed(&url);
+    let resp = get(&url, None);
+    let etag = resp.headers()["etag"].to_str().unwrap().trim_matches('"').to_string();
+    let identity = resp.bytes().unwrap().to_vec();
+    // The identity body's blob: its sha256 starts with the ETag's digest.
+    let prefix = etag.split('-').next().unwrap().to_string();
+    let content = data.join("store/content-v2/sha256").join(&prefix[..2]).join(&prefix[2..4]);
+    let blob = std::fs::read_dir(&content)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&prefix[4..]))
+        .expect("the page body is a blob in the store");
+    let mut damaged = std::fs::read(&blob).unwrap();
+    damaged[10] ^= 0x20;
+    std::fs::write(&blob, &damaged).unwrap();
+
+    // A new process (nothing in memory) reads it from the disk, finds it damaged, and renders
+    // the page again from its record.
+    std::thread::sleep(Duration::from_millis(300));
+    let larder = larder.restart();
+    let url = larder.url("/simple/app/");
+    let resp = get(&url, None);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().unwrap().to_vec(), identity, "the right bytes, never the damaged ones");
+    assert!(larder.log().contains("damaged"), "the operator sees it: {}", larder.log());
+    assert_eq!(up.count("GET /simple/app/"), 1, "rendered again from the stored model, no upstream request");
+    // And it is stored again, whole.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read(&blob).unwrap(), identity);
+}
