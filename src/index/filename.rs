@@ -93,6 +93,22 @@ pub fn parse(filename: &str) -> Result<DistFilename, String> {
     Ok(DistFilename { name, version: version.to_string(), kind: DistKind::Sdist, tags: None })
 }
 
+/// The version of `filename` as a file of project `name`, read as pip reads it: a wheel's
+/// second field; an sdist's name part is the page's project name (matched normalized) and the
+/// rest is the version, so `lib-2.0.3-1.tar.gz` is `2.0.3-1` (2.0.3.post1), not `1` (issue 22:
+/// splitting at the last dash let it slip past a version block).
+pub fn version_of(name: &super::ProjectName, filename: &str) -> Option<String> {
+    if filename.ends_with(".whl") {
+        return parse(filename).ok().map(|d| d.version);
+    }
+    let ext = SDIST_EXTENSIONS.iter().find(|e| filename.ends_with(*e))?;
+    let stem = &filename[..filename.len() - ext.len()];
+    stem.match_indices('-')
+        .find(|(i, _)| super::ProjectName::parse(&stem[..*i]).is_ok_and(|n| &n == name))
+        .map(|(i, _)| stem[i + 1..].to_string())
+        .or_else(|| parse(filename).ok().map(|d| d.version))
+}
+
 const SDIST_EXTENSIONS: &[&str] =
     &[".tar.gz", ".zip", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tgz", ".tar"];
 
@@ -142,6 +158,12 @@ mod tests {
         assert_eq!(candidate_projects("My_Pkg-1.0-py3-none-any.whl"), vec!["my-pkg"]);
         assert_eq!(candidate_projects("my_pkg-1.0.tar.gz"), vec!["my-pkg"]);
         assert_eq!(candidate_projects("foo-bar-1.0.tar.gz"), vec!["foo-bar", "foo"]);
+        let lib = crate::index::ProjectName::parse("lib").unwrap();
+        assert_eq!(version_of(&lib, "lib-2.0.3-1.tar.gz").as_deref(), Some("2.0.3-1"));
+        assert_eq!(version_of(&lib, "Lib-2.0.zip").as_deref(), Some("2.0"));
+        let foo_bar = crate::index::ProjectName::parse("foo-bar").unwrap();
+        assert_eq!(version_of(&foo_bar, "foo_bar-1.0.tar.gz").as_deref(), Some("1.0"));
+        assert_eq!(version_of(&foo_bar, "foo-bar-1.0.tar.gz").as_deref(), Some("1.0"));
         assert_eq!(candidate_projects("Foo.Bar-1.0.zip"), vec!["foo-bar"]);
     }
 

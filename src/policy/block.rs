@@ -106,7 +106,7 @@ impl BlockList {
         let rules = self.versions.get(name)?;
         // A file whose version cannot be read might be any version: blocked when the project
         // has version rules (fail closed).
-        let version = filename::parse(&file.filename).ok().and_then(|f| Version::from_str(&f.version).ok());
+        let version = filename::version_of(name, &file.filename).and_then(|v| Version::from_str(&v).ok());
         let Some(version) = version else { return rules.first().map(|r| r.reason.as_str()) };
         rules.iter().find(|r| r.versions.contains(&version)).map(|r| r.reason.as_str())
     }
@@ -196,6 +196,8 @@ mod tests {
         let other = "cd".repeat(32);
         assert!(list.file(&name("lib"), &file("lib-2.0.3-py3-none-any.whl", &other)).is_some());
         assert!(list.file(&name("lib"), &file("lib-2.0.4.tar.gz", &other)).is_none());
+        // Issue 22, item 8: read as pip reads it, 2.0.3.post1, not `1` (the split at the last dash).
+        assert!(list.file(&name("lib"), &file("lib-2.0.3-1.tar.gz", &other)).is_some());
         assert!(list.file(&name("lib"), &file("lib-1.9-py3-none-any.whl", &other)).is_none());
         assert!(list.file(&name("x"), &file("x-1.0.tar.gz", &sha)).is_some(), "by sha256, any name");
         assert!(list.touches(&name("x")), "a sha256 rule may hide a file on any page");

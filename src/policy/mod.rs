@@ -191,7 +191,7 @@ impl Filter<'_> {
         let mut hidden_versions = HashSet::new();
         let mut kept_versions = HashSet::new();
         for f in &page.files {
-            let version = filename::parse(&f.filename).ok().map(|d| normalize_version(&d.version));
+            let version = filename::version_of(&page.name, &f.filename).map(|v| normalize_version(&v));
             let uploaded = f.upload_time.as_deref().and_then(index::parse_upload_time);
             let refused = self.check(&page.name, f, None);
             if let (Some(age), Some(t)) = (self.cooldown, uploaded) {
