@@ -240,7 +240,7 @@ pub struct Settings {
     #[arg(long, env = "LARDER_UPSTREAM_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Option<Duration>,
 
-    /// Memory for project pages, in MiB [default: 32]: a quarter for page heads, half for page
+    /// Memory for project pages, in MiB [default: 32]: half for page heads, a quarter for page
     /// models, a quarter for hot page bodies. Bodies themselves are blobs in the store.
     #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<u64>,

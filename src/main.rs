@@ -13,6 +13,14 @@ use larder::config::Config;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+// Freed memory goes back to the system within a second (a background thread purges it, and
+// MADV_DONTNEED, not MADV_FREE, so RSS shows it): a cold resolve's transient page buffers must
+// not stay in RSS (issue 21's memory target).
+#[cfg(unix)]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     larder::telemetry::init_logging(cli.log_format);

@@ -133,11 +133,13 @@ def main():
             p, base = larder(data, log)
             cold = uv(base + "/simple/")
             cold_misses = misses(log, 0)
-            time.sleep(3)
+            # Background writes end, and jemalloc returns freed pages (its decay is ~10 s).
+            time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             cold_rss = rss_mb(p.pid)
             mark = os.path.getsize(log)
             warm = uv(base + "/simple/")
             warm_misses = misses(log, mark)
+            time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             warm_rss = rss_mb(p.pid)
             tree = os.path.join(work, f"tree-{r}")
             served = floor_tree(base, log, mark, tree)
@@ -148,6 +150,7 @@ def main():
             mark = os.path.getsize(log)
             restart = uv(base + "/simple/")
             restart_misses = misses(log, mark)
+            time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             restart_rss = rss_mb(p.pid)
             p.terminate()
             p.wait()
@@ -158,7 +161,8 @@ def main():
             os.chmod(tree, 0o755)
             start_nginx(ng, f"""    server {{ listen 127.0.0.1:{nginx_port}; root {tree};
         location /simple/ {{ types {{ }} default_type {JSON}; index index.json; gzip_static on; }} }}""", procs)
-            wait_http(f"http://127.0.0.1:{nginx_port}/simple/")
+            first = sorted(os.listdir(os.path.join(tree, "simple")))[0]
+            wait_http(f"http://127.0.0.1:{nginx_port}/simple/{first}/")
             floor = uv(f"http://127.0.0.1:{nginx_port}/simple/")
             procs[-1].terminate()
             procs[-1].wait()
@@ -182,7 +186,8 @@ def main():
         print(f"| {label} | {med(k):.2f} | {med(k) / d:.2f} | {med(k) / fl:.2f} | {med(m)} | {med(rss):.0f} |")
     print(f"| nginx floor (the warm run's bytes) | {fl:.2f} | {fl / d:.2f} | 1.00 | | |")
     print(f"\ndata dir after the resolve: {med('store')} MB")
-    shutil.rmtree(work, ignore_errors=True)
+    if not os.environ.get("KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ use crate::store::{Blob, Store};
 #[derive(Clone)]
 pub struct BodyStore {
     store: Arc<Bounded>,
+    /// One page compressed at a time: background work takes one core at most, never both
+    /// from the clients (issue 21: a cold resolve must not wait behind it).
+    compressing: Arc<tokio::sync::Semaphore>,
     /// Small bodies read recently, checked against their sha256 when they came from the disk.
     hot: moka::future::Cache<String, Bytes>,
 }
@@ -28,16 +31,25 @@ impl BodyStore {
             .max_capacity(hot_bytes)
             .weigher(|_k, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        BodyStore { store, hot }
+        BodyStore { store, hot, compressing: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 
     /// Compresses `bodies` (on a blocking thread: a big page takes tens of milliseconds) and
     /// writes every body as a blob; the result holds descriptors only.
-    pub async fn put(&self, bodies: Arc<Bodies>) -> Result<Bodies, crate::store::Error> {
-        let compressed = tokio::task::spawn_blocking(move || bodies.compressed())
-            .await
-            .map_err(|e| io("compressing a page", std::io::Error::other(e)))?
-            .map_err(|e| io("compressing a page", e))?;
+    /// `model`: renders the HTML body first, when `bodies` has none yet (a miss rendered JSON only).
+    pub async fn put(
+        &self,
+        bodies: Arc<Bodies>,
+        model: Option<Arc<crate::index::PageModel>>,
+    ) -> Result<Bodies, crate::store::Error> {
+        let _turn = self.compressing.acquire().await.map_err(|e| io("compressing a page", std::io::Error::other(e)))?;
+        let compressed = tokio::task::spawn_blocking(move || match model {
+            Some(m) => bodies.with_html(&m.page, None).compressed(),
+            None => bodies.compressed(),
+        })
+        .await
+        .map_err(|e| io("compressing a page", std::io::Error::other(e)))?
+        .map_err(|e| io("compressing a page", e))?;
         for body in compressed.inline() {
             let bytes = body.inline.clone().expect("inline");
             self.store.put_blob_bytes(&body.sha256, bytes).await?;

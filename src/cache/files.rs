@@ -210,9 +210,9 @@ impl Cache {
                 return Err(not_listed(dist_name, key));
             }
             // Hit: an upstream page Larder has lists it; no upstream request.
-            if let Some((name, uploaded)) = self.pages.listed_locally(key, dist_name).await {
-                self.check_listed(reader, &name, key, dist_name, sha).await?;
-                if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded).await? {
+            if let Some(listed) = self.pages.listed_locally(key, dist_name).await {
+                self.check_listed(reader, &listed.name, key, dist_name, sha).await?;
+                if let Some(answer) = self.answer_stored(sha, Outcome::Hit, listed.uploaded).await? {
                     return Ok(answer);
                 }
             }
@@ -296,6 +296,18 @@ impl Cache {
             return self.answer_stored(&md_sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(no_metadata);
         }
         self.demand.saw(dist_name);
+        // Hit: a stored page names this file's metadata, and it is stored; no model is read.
+        if let FileKey::Sha256(sha) = key
+            && !self.hidden(reader, sha)
+            && let Some(listed) = self.pages.listed_locally(key, dist_name).await
+            && let Some(md_sha) = &listed.metadata
+            && !self.hidden(reader, md_sha)
+        {
+            self.check_listed(reader, &listed.name, key, dist_name, sha).await?;
+            if let Some(answer) = self.answer_stored(md_sha, Outcome::Hit, listed.uploaded).await? {
+                return Ok(answer);
+            }
+        }
         let (project, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
             Error::NotFound(_) => no_metadata(),
             e => e,

@@ -16,7 +16,7 @@ mod files;
 pub mod fill;
 pub mod links;
 pub mod pages;
-mod prefetch;
+pub(crate) mod prefetch;
 pub mod private;
 mod provenance;
 pub mod records;
@@ -241,6 +241,7 @@ impl Cache {
         let (relink_tx, mut relink_rx) = mpsc::unbounded_channel::<ProjectName>();
         let settings = PageSettings {
             journal: Some(config.data_dir.join("pages-confirmed")),
+            prefetch_versions: config.metadata_prefetch_versions,
             ttl: config.index_ttl,
             stale_if_error: config.stale_if_error,
             not_found_ttl: config.not_found_ttl,
@@ -260,7 +261,7 @@ impl Cache {
         ));
         let demand = Arc::new(prefetch::Demand::default());
         if prefetching {
-            let settings = prefetch::Settings { versions: config.metadata_prefetch_versions, concurrency: 4 };
+            let settings = prefetch::Settings { concurrency: 4 };
             loops.push(tokio::spawn(prefetch::run(
                 announce_rx,
                 links.clone(),
@@ -401,10 +402,17 @@ impl Cache {
                 PageState::Found(head) => head.clone(),
                 PageState::NotFound => return Ok(PageReply::NotFound),
             };
-            if let Some(bodies) = self.upstream_bodies(reader, name, &head, source, want.files_base).await
-                && let Some(served) = self.serve_bodies(&bodies, want, outcome, false).await
-            {
-                return Ok(PageReply::Found(served));
+            if let Some(mut bodies) = self.upstream_bodies(reader, name, &head, source, want.files_base).await {
+                // Fetched a moment ago and its HTML not written yet (a miss renders JSON only):
+                // rendered for this request from the model.
+                if !bodies.has(want.media)
+                    && let Some(model) = self.pages.model(name, &head).await
+                {
+                    bodies = Arc::new(bodies.with_html(&model.page, None));
+                }
+                if let Some(served) = self.serve_bodies(&bodies, want, outcome, false).await {
+                    return Ok(PageReply::Found(served));
+                }
             }
             // A body missing or damaged on disk: render the page again from its model; no
             // model either: fetch the page again.

@@ -49,6 +49,8 @@ pub struct PageSettings {
     pub clock: crate::clock::Clock,
     /// Where the freshness journal lives (`None`: memory only).
     pub journal: Option<std::path::PathBuf>,
+    /// How many newest versions' wheels the metadata prefetcher is told about.
+    pub prefetch_versions: usize,
 }
 
 /// Why no page could be produced.
@@ -90,8 +92,7 @@ impl PageHead {
     }
 
     fn of_model(model: Arc<PageModel>) -> PageHead {
-        let mut plain = Bodies::render(&model.page, None, model.modified_unix);
-        plain.modified_unix = model.modified_unix;
+        let plain = Bodies::render_json(&model.page, None, model.modified_unix);
         PageHead::new(plain, model.has_provenance(), model.listing(), Some(model))
     }
 
@@ -155,6 +156,13 @@ fn record_key(name: &ProjectName) -> String {
 
 pub type Lookup = (Arc<CachedPage>, Outcome);
 
+/// A file a stored page lists: the page, the file's upload time and its metadata's sha256.
+pub struct Listed {
+    pub name: ProjectName,
+    pub uploaded: Option<u64>,
+    pub metadata: Option<String>,
+}
+
 pub struct Pages {
     heads: moka::future::Cache<ProjectName, Arc<CachedPage>>,
     models: moka::future::Cache<ProjectName, Arc<PageModel>>,
@@ -177,11 +185,12 @@ pub struct Pages {
     writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// A page fetched from an upstream, for the metadata prefetcher: it reads from that upstream.
-pub type Announced = (ProjectName, Arc<PageModel>, Upstream);
+/// A page fetched from an upstream, for the metadata prefetcher: the wheels whose metadata it
+/// may read, from that upstream.
+pub type Announced = (ProjectName, Vec<DistFile>, Upstream);
 
 /// How many page writes may wait for the disk at once.
-const MAX_PAGE_WRITES: usize = 64;
+const MAX_PAGE_WRITES: usize = 128;
 
 /// A page refresh under way, shared by every caller asking meanwhile.
 type Refresh = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<Lookup, Arc<Error>>>>;
@@ -204,10 +213,11 @@ impl Pages {
                 _ => None,
             })
             .collect();
-        // The budget: a quarter for heads, half for models, a quarter for hot bodies.
+        // The budget: half for heads (what decides every request), a quarter for models (what
+        // misses and views need), a quarter for hot bodies.
         let quarter = (settings.memory_bytes / 4).max(1);
         let heads = moka::future::Cache::builder()
-            .max_capacity(quarter)
+            .max_capacity(2 * quarter)
             .weigher(|k: &ProjectName, v: &Arc<CachedPage>| {
                 let w = match &v.state {
                     PageState::Found(h) => h.weight(),
@@ -218,7 +228,7 @@ impl Pages {
             })
             .build();
         let models = moka::future::Cache::builder()
-            .max_capacity(2 * quarter)
+            .max_capacity(quarter)
             .weigher(|_k: &ProjectName, v: &Arc<PageModel>| v.weight())
             .build();
         Pages {
@@ -240,8 +250,11 @@ impl Pages {
 
     fn announce(&self, name: &ProjectName, model: &Arc<PageModel>, upstream: &Upstream) {
         if let Some(tx) = &self.announce {
-            // Background work: dropped when the queue is full.
-            let _ = tx.try_send((name.clone(), model.clone(), upstream.clone()));
+            let files = crate::cache::prefetch::candidates(&model.page, self.settings.prefetch_versions);
+            if !files.is_empty() {
+                // Background work: dropped when the queue is full.
+                let _ = tx.try_send((name.clone(), files, upstream.clone()));
+            }
         }
     }
 
@@ -348,7 +361,7 @@ impl Pages {
         let Ok(permit) = self.writes.clone().try_acquire_owned() else { return Some(kept) };
         let (head, store) = (head.clone(), self.bodies.clone());
         self.tasks.spawn(async move {
-            match store.put(kept).await {
+            match store.put(kept, None).await {
                 Ok(stored) => head.variants.settle(&key, Arc::new(stored)),
                 Err(e) => tracing::warn!(error = %e, "cannot store a page rendering; it stays in memory"),
             }
@@ -378,7 +391,7 @@ impl Pages {
     /// The page Larder already has that lists `filename` under `key`, and that file's upload
     /// time. Asks no upstream: the head in memory (however old), else the stored record's head.
     /// The file route serves a stored blob only when this says yes (issue 9).
-    pub async fn listed_locally(self: &Arc<Self>, key: &FileKey, filename: &str) -> Option<(ProjectName, Option<u64>)> {
+    pub async fn listed_locally(self: &Arc<Self>, key: &FileKey, filename: &str) -> Option<Listed> {
         for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
             let Ok(name) = ProjectName::parse(&candidate) else { continue };
             let cached = match self.heads.get(&name).await {
@@ -394,7 +407,8 @@ impl Pages {
             if let PageState::Found(head) = &cached.state
                 && let Some(uploaded) = head.listing.find(key, filename)
             {
-                return Some((name, uploaded));
+                let metadata = head.listing.metadata(key, filename);
+                return Some(Listed { name, uploaded, metadata });
             }
         }
         None
@@ -573,7 +587,7 @@ impl Pages {
         let (head, confirmed, changed, validators, upstream_name, upgrade) = match stored {
             Some(h) => {
                 let bodies = Bodies::from_stored(&h.bodies)?;
-                let listing = Listing::from_hex(&h.listing).ok()?;
+                let listing = Listing::from_hex(&h.listing, &h.metadata_listing).ok()?;
                 let head = PageHead::new(bodies, h.provenance, listing, None);
                 (head, h.confirmed_unix, h.changed_unix, h.validators, h.upstream, None)
             }
@@ -642,7 +656,7 @@ impl Pages {
 
     async fn write(&self, name: &ProjectName, head: Arc<PageHead>, record: PageRecord) {
         let plain = head.plain();
-        let stored = match self.bodies.put(plain.clone()).await {
+        let stored = match self.bodies.put(plain.clone(), head.pending()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "cannot store the page's bodies; it will not survive a restart");
@@ -656,6 +670,7 @@ impl Pages {
             upstream: record.upstream.clone(),
             bodies: stored.to_stored(),
             listing: head.listing.to_hex(),
+            metadata_listing: head.listing.metadata_hex(),
             provenance: head.provenance,
         };
         let bytes = records::encode_page(&record_head, &record);

@@ -18,8 +18,6 @@ use crate::metadata::{self, CoreMetadata};
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// How many of a project's newest versions to cover.
-    pub versions: usize,
     /// Range fetches under way at once, across all projects.
     pub concurrency: usize,
 }
@@ -36,12 +34,12 @@ pub async fn run(
 ) {
     let mut attempted: HashSet<String> = HashSet::new();
     // Each page comes with the upstream it was fetched from: its wheels are read from there.
-    while let Some((name, rendered, upstream)) = announced.recv().await {
+    while let Some((name, files, upstream)) = announced.recv().await {
         // Failed attempts are not retried soon, but the memory for them is bounded.
         if attempted.len() > 100_000 {
             attempted.clear();
         }
-        let jobs: Vec<_> = newest_wheels_without_metadata(&rendered.page, settings.versions, &demand)
+        let jobs: Vec<_> = wanted(&files, &demand)
             .into_iter()
             .filter(|(sha, _, _)| links.get(sha).is_none() && attempted.insert(sha.clone()))
             .collect();
@@ -152,11 +150,10 @@ impl Demand {
 
 /// `(sha256, url, size)` of the wheels of the `versions` newest versions that have no metadata
 /// and that the clients seen so far would want.
-fn newest_wheels_without_metadata(
-    page: &ProjectPage,
-    versions: usize,
-    demand: &Demand,
-) -> Vec<(String, String, Option<u64>)> {
+/// The wheels of `page`'s newest `versions` final releases that lack known metadata: what a
+/// page announces to the prefetcher (only these, never the whole page: the queue must not
+/// hold big models in memory while the prefetcher works).
+pub fn candidates(page: &ProjectPage, versions: usize) -> Vec<crate::index::DistFile> {
     let version_of = |filename: &str| {
         crate::index::filename::parse(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
     };
@@ -167,7 +164,14 @@ fn newest_wheels_without_metadata(
     page.files
         .iter()
         .filter(|f| f.filename.ends_with(".whl") && f.core_metadata.is_none() && !f.url.is_empty())
-        .filter(|f| version_of(&f.filename).is_some_and(|v| newest.contains(&v)))
+        .filter(|f| f.sha256().is_some() && version_of(&f.filename).is_some_and(|v| newest.contains(&v)))
+        .cloned()
+        .collect()
+}
+
+fn wanted(files: &[crate::index::DistFile], demand: &Demand) -> Vec<(String, String, Option<u64>)> {
+    files
+        .iter()
         .filter(|f| demand.wants(&f.filename))
         .filter_map(|f| Some((f.sha256()?.to_string(), f.url.clone(), f.size)))
         .collect()

@@ -47,8 +47,10 @@ pub struct PageRecordHead {
     pub upstream: Option<String>,
     /// The plain rendering's bodies, as blobs.
     pub bodies: crate::index::rendered::StoredBodies,
-    /// The compact file index (`Listing::to_hex`).
+    /// The compact file index (`Listing::to_hex`, `Listing::metadata_hex`).
     pub listing: String,
+    #[serde(default)]
+    pub metadata_listing: String,
     /// Renderings depend on the client's origin (provenance links).
     #[serde(default)]
     pub provenance: bool,
@@ -68,7 +70,7 @@ pub fn decode_page_head(body: &[u8]) -> Result<Option<PageRecordHead>, String> {
     let head: PageRecordHead =
         serde_json::from_slice(&body[..end]).map_err(|e| format!("page record head does not parse: {e}"))?;
     crate::index::rendered::Bodies::from_stored(&head.bodies).ok_or("page record head names bad bodies")?;
-    crate::index::rendered::Listing::from_hex(&head.listing)?;
+    crate::index::rendered::Listing::from_hex(&head.listing, &head.metadata_listing)?;
     Ok(Some(head))
 }
 

@@ -65,7 +65,19 @@ impl PageModel {
             })
             .collect();
         entries.sort_unstable();
-        Listing { entries }
+        let mut metadata: Vec<(u128, [u8; 32])> = self
+            .page
+            .files
+            .iter()
+            .filter_map(|f| {
+                let md = f.core_metadata.as_deref()?;
+                let mut sha = [0u8; 32];
+                hex::decode_to_slice(md, &mut sha).ok()?;
+                Some((Listing::hash(&f.key(), &f.filename), sha))
+            })
+            .collect();
+        metadata.sort_unstable();
+        Listing { entries, metadata }
     }
 }
 
@@ -75,6 +87,9 @@ impl PageModel {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Listing {
     entries: Vec<(u128, u64)>,
+    /// The PEP 658 metadata sha256 of the files that have one (48 bytes each): a `.metadata`
+    /// hit needs no model either.
+    metadata: Vec<(u128, [u8; 32])>,
 }
 
 impl Listing {
@@ -96,8 +111,25 @@ impl Listing {
         Some((t != u64::MAX).then_some(t))
     }
 
+    /// The metadata sha256 of `filename` under `key`, when the page names one.
+    pub fn metadata(&self, key: &FileKey, filename: &str) -> Option<String> {
+        let h = Listing::hash(key, filename);
+        let i = self.metadata.binary_search_by(|(e, _)| e.cmp(&h)).ok()?;
+        Some(hex::encode(self.metadata[i].1))
+    }
+
     pub fn weight(&self) -> usize {
-        self.entries.len() * 24
+        self.entries.len() * 24 + self.metadata.len() * 48
+    }
+
+    /// The metadata part, as hex (96 digits per file), kept beside `to_hex`.
+    pub fn metadata_hex(&self) -> String {
+        let mut out = String::with_capacity(self.metadata.len() * 96);
+        for (h, sha) in &self.metadata {
+            out.push_str(&format!("{h:032x}"));
+            out.push_str(&hex::encode(sha));
+        }
+        out
     }
 
     /// Kept in the page record's head as hex: 48 digits per file.
@@ -109,7 +141,25 @@ impl Listing {
         out
     }
 
-    pub fn from_hex(s: &str) -> Result<Listing, String> {
+    pub fn from_hex(s: &str, metadata: &str) -> Result<Listing, String> {
+        let mut listing = Listing::entries_from_hex(s)?;
+        if !metadata.len().is_multiple_of(96) || !metadata.is_ascii() {
+            return Err("a page's metadata listing is not a whole number of entries".into());
+        }
+        for chunk in metadata.as_bytes().chunks(96) {
+            let text = std::str::from_utf8(chunk).map_err(|e| e.to_string())?;
+            let h = u128::from_str_radix(&text[..32], 16).map_err(|e| format!("bad listing entry: {e}"))?;
+            let mut sha = [0u8; 32];
+            hex::decode_to_slice(&text[32..], &mut sha).map_err(|e| format!("bad listing entry: {e}"))?;
+            listing.metadata.push((h, sha));
+        }
+        if !listing.metadata.is_sorted() {
+            return Err("a page's metadata listing is not sorted".into());
+        }
+        Ok(listing)
+    }
+
+    fn entries_from_hex(s: &str) -> Result<Listing, String> {
         if !s.len().is_multiple_of(48) || !s.is_ascii() {
             return Err("a page listing is not a whole number of entries".into());
         }
@@ -123,7 +173,7 @@ impl Listing {
         if !entries.is_sorted() {
             return Err("a page listing is not sorted".into());
         }
-        Ok(Listing { entries })
+        Ok(Listing { entries, metadata: Vec::new() })
     }
 }
 
@@ -226,15 +276,18 @@ fn body_of(bytes: Vec<u8>) -> Body {
     Body { sha256, len: bytes.len() as u64, inline: Some(Bytes::from(bytes)) }
 }
 
-/// zstd level 9: measured on a 1.9 MB JSON page, about a third of gzip's size at -6 and still
-/// under 30 ms; made once per change, in the background.
-const ZSTD_LEVEL: i32 = 9;
+/// Levels for the background compression of every changed page: cheap enough that a cold
+/// resolve of a hundred big pages (60 MB of bodies) costs well under a second of one core,
+/// and still a tenth (zstd) or a fifth (gzip) of a JSON page's size.
+const ZSTD_LEVEL: i32 = 3;
+const GZIP_LEVEL: u32 = 3;
 
 fn compress(encoding: Encoding, data: &[u8]) -> std::io::Result<Vec<u8>> {
     match encoding {
         Encoding::Identity => Ok(data.to_vec()),
         Encoding::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::new(6));
+            let mut e =
+                flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::new(GZIP_LEVEL));
             e.write_all(data)?;
             e.finish()
         }
@@ -249,6 +302,27 @@ impl Bodies {
         let html = body_of(super::html::render_project(page, files_base).into_bytes());
         let json = body_of(super::json::render_project(page, files_base));
         Bodies { modified_unix, html: [Some(html), None, None], json: [Some(json), None, None] }
+    }
+
+    /// The JSON body alone (what pip and uv ask for): a miss answers without rendering HTML,
+    /// which the background write adds (`with_html`).
+    pub fn render_json(page: &ProjectPage, files_base: Option<&str>, modified_unix: u64) -> Bodies {
+        let json = body_of(super::json::render_project(page, files_base));
+        Bodies { modified_unix, html: [None, None, None], json: [Some(json), None, None] }
+    }
+
+    /// Whether a body in `media` was made.
+    pub fn has(&self, media: MediaType) -> bool {
+        if media.is_json() { self.json[0].is_some() } else { self.html[0].is_some() }
+    }
+
+    /// The same bodies with the HTML one rendered, if it was missing.
+    pub fn with_html(&self, page: &ProjectPage, files_base: Option<&str>) -> Bodies {
+        let mut out = self.clone();
+        if out.html[0].is_none() {
+            out.html[0] = Some(body_of(super::html::render_project(page, files_base).into_bytes()));
+        }
+        out
     }
 
     /// The same bodies with gzip and zstd made from the identity bytes (CPU work: run it on a
@@ -277,9 +351,10 @@ impl Bodies {
         Bodies { modified_unix: self.modified_unix, html: strip(&self.html), json: strip(&self.json) }
     }
 
-    /// The identity sha256 of each media type: equal fingerprints, equal pages.
-    pub fn fingerprint(&self) -> (Option<&str>, Option<&str>) {
-        (self.html[0].as_ref().map(|b| b.sha256.as_str()), self.json[0].as_ref().map(|b| b.sha256.as_str()))
+    /// The identity JSON body's sha256: both media types render the same model, and the JSON
+    /// carries every field of it, so equal fingerprints are equal pages.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.json[0].as_ref().map(|b| b.sha256.as_str())
     }
 
     /// The body to send for `media` to a client accepting `accepted` (from
@@ -421,7 +496,7 @@ mod tests {
             hashes: [("sha256".to_string(), "ab".repeat(32))].into(),
             requires_python: None,
             yanked: Default::default(),
-            core_metadata: None,
+            core_metadata: Some("ef".repeat(32)),
             size: Some(1),
             upload_time: Some("2024-01-01T00:00:00Z".into()),
             metadata_on_demand: false,
@@ -474,7 +549,9 @@ mod tests {
         assert_eq!(listing.find(&key, "p-1.0-py3-none-any.whl"), Some(Some(1_704_067_200)));
         assert_eq!(listing.find(&key, "p-1.1-py3-none-any.whl"), None);
         assert_eq!(listing.find(&FileKey::Sha256("cd".repeat(32)), "p-1.0-py3-none-any.whl"), None);
-        assert_eq!(Listing::from_hex(&listing.to_hex()).unwrap(), listing);
-        assert!(Listing::from_hex("zz").is_err());
+        assert_eq!(listing.metadata(&key, "p-1.0-py3-none-any.whl").as_deref(), Some("ef".repeat(32).as_str()));
+        assert_eq!(listing.metadata(&key, "p-1.1-py3-none-any.whl"), None);
+        assert_eq!(Listing::from_hex(&listing.to_hex(), &listing.metadata_hex()).unwrap(), listing);
+        assert!(Listing::from_hex("zz", "").is_err());
     }
 }
