@@ -130,10 +130,37 @@ impl std::fmt::Display for FileKey {
     }
 }
 
-/// A PEP 700 upload time (`yyyy-mm-ddThh:mm:ss[.ffffff]Z`) as seconds since the Unix epoch.
+/// A PEP 700 upload time (`yyyy-mm-ddThh:mm:ss[.ffffff]Z`) as seconds since the Unix epoch;
+/// an RFC 3339 offset (`+00:00`, `-05:00`) is read too, so that an upstream writing one does
+/// not switch a cooldown off for its files (issue 22).
 pub fn parse_upload_time(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(s).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+    let s = s.trim();
+    let tail = s.len().checked_sub(6).and_then(|i| s.get(i..));
+    let (base, offset) = match tail {
+        Some(t) if (t.starts_with('+') || t.starts_with('-')) && t.as_bytes()[3] == b':' => {
+            let hours: i64 = t[1..3].parse().ok()?;
+            let minutes: i64 = t[4..6].parse().ok()?;
+            let sign = if t.starts_with('-') { -1 } else { 1 };
+            (&s[..s.len() - 6], sign * (hours * 3600 + minutes * 60))
+        }
+        _ => (s, 0),
+    };
+    let t = humantime::parse_rfc3339_weak(base).ok()?;
+    let unix = i64::try_from(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()).ok()?;
+    u64::try_from(unix.checked_sub(offset)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upload_times_with_offsets_are_read() {
+        let z = super::parse_upload_time("2024-05-01T12:00:00Z").unwrap();
+        assert_eq!(super::parse_upload_time("2024-05-01T12:00:00.123456Z"), Some(z));
+        assert_eq!(super::parse_upload_time("2024-05-01T12:00:00+00:00"), Some(z));
+        assert_eq!(super::parse_upload_time("2024-05-01T14:00:00+02:00"), Some(z));
+        assert_eq!(super::parse_upload_time("2024-05-01T07:00:00-05:00"), Some(z));
+        assert_eq!(super::parse_upload_time("yesterday"), None);
+    }
 }
 
 /// True when `s` is 64 lowercase hex digits.

@@ -16,13 +16,14 @@ use serde::Deserialize;
 use crate::index::{self, DistFile, NamePattern, ProjectName, ProjectPage, ProjectStatus, filename};
 pub use block::{BlockConfig, BlockList, Blocks};
 
-/// Files an upstream lists without an upload time, under a cooldown: shown (the default,
-/// and logged) or hidden.
+/// Files an upstream lists without an upload time, under a cooldown: hidden (the default:
+/// an HTML upstream, which gives no times, must not switch the cooldown off, issue 22) or
+/// shown (logged).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownUploadTime {
-    #[default]
     Show,
+    #[default]
     Hide,
 }
 

@@ -490,3 +490,33 @@ fn uploads_cannot_shadow_a_routed_upstream_without_a_default_one() {
     assert_ok(&upload("corp-free-but-unlisted-elsewhere"), "an upload of a name the vendor lacks");
     assert_ok(&upload("mine"), "an upload of a name no upstream owns");
 }
+
+/// Issue 22, item 11: a cooldown is not switched off by an upstream without upload times (an
+/// HTML index) nor by one writing RFC 3339 offsets. Red before: the default was "show", and
+/// `+00:00` did not parse, so both files counted as old enough.
+#[test]
+fn a_cooldown_holds_back_files_without_a_readable_upload_time() {
+    let json = MockUpstream::start();
+    add_wheel(&json, "offset-lib", "1.0", &[], Some(ago(30 * 86_400).replace('Z', "+00:00")));
+    add_wheel(&json, "offset-lib", "2.0", &[], Some(ago(3600).replace('Z', "+00:00")));
+    let html = MockUpstream::start();
+    html.state.lock().unwrap().html_only = true;
+    add_wheel(&html, "timeless", "1.0", &[], None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "min_release_age = \"7d\"\n[[upstreams]]\nname = \"html\"\nurl = \"{}\"\nprojects = [\"timeless\"]\n",
+            html.simple_url()
+        ),
+    );
+    let larder = Larder::start(dir.path(), &["--config", &config, "--upstream", &json.simple_url()]);
+    let scratch = tempfile::tempdir().unwrap();
+    let out = uv_compile(scratch.path(), &larder.index(), "offset-lib");
+    assert_ok(&out, "uv pip compile offset-lib");
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert!(lines.contains("offset-lib==1.0"), "the fresh 2.0 (+00:00) is held back: {lines}");
+    assert!(filenames(&json_page(&larder.url("/simple/timeless/"))).is_empty(), "no upload time: hidden");
+    assert!(!uv_compile(scratch.path(), &larder.index(), "timeless").status.success(), "uv cannot install it");
+    assert!(pip_resolve(scratch.path(), &larder.index(), "timeless").is_err(), "nor pip");
+}
