@@ -150,19 +150,6 @@ pub fn parse_upload_time(s: &str) -> Option<u64> {
     u64::try_from(unix.checked_sub(offset)?).ok()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn upload_times_with_offsets_are_read() {
-        let z = super::parse_upload_time("2024-05-01T12:00:00Z").unwrap();
-        assert_eq!(super::parse_upload_time("2024-05-01T12:00:00.123456Z"), Some(z));
-        assert_eq!(super::parse_upload_time("2024-05-01T12:00:00+00:00"), Some(z));
-        assert_eq!(super::parse_upload_time("2024-05-01T14:00:00+02:00"), Some(z));
-        assert_eq!(super::parse_upload_time("2024-05-01T07:00:00-05:00"), Some(z));
-        assert_eq!(super::parse_upload_time("yesterday"), None);
-    }
-}
-
 /// True when `s` is 64 lowercase hex digits.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -252,5 +239,18 @@ impl ProjectPage {
     pub fn sort(&mut self) {
         self.files.sort_by(|a, b| a.filename.cmp(&b.filename));
         self.files.dedup_by(|a, b| a.filename == b.filename);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upload_times_with_offsets_are_read() {
+        let z = super::parse_upload_time("2024-05-01T12:00:00Z").unwrap();
+        assert_eq!(super::parse_upload_time("2024-05-01T12:00:00.123456Z"), Some(z));
+        assert_eq!(super::parse_upload_time("2024-05-01T12:00:00+00:00"), Some(z));
+        assert_eq!(super::parse_upload_time("2024-05-01T14:00:00+02:00"), Some(z));
+        assert_eq!(super::parse_upload_time("2024-05-01T07:00:00-05:00"), Some(z));
+        assert_eq!(super::parse_upload_time("yesterday"), None);
     }
 }
