@@ -198,8 +198,9 @@ pub struct Settings {
     #[arg(long, env = "LARDER_UPSTREAM_PASSWORD", value_name = "SECRET", hide_env_values = true)]
     pub upstream_password: Option<String>,
 
-    /// Upstream requests and downloads under way at once, for all clients together; more
-    /// wait [default: 32].
+    /// Upstream file requests and downloads under way at once, for all clients together; more
+    /// wait up to 30 s. Page fetches and revalidations have as many slots of their own (a page
+    /// waits up to 5 s, then is served stale) [default: 32].
     #[arg(long, env = "LARDER_MAX_UPSTREAM_CONNECTIONS", value_name = "N")]
     pub max_upstream_connections: Option<usize>,
 

@@ -30,6 +30,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_counter!("larder_bytes_served_total", "Response body bytes by where they came from");
     metrics::describe_counter!(
+        "larder_upstream_permit_timeouts_total",
+        "Upstream requests that waited too long for a connection slot (pages then serve stale)"
+    );
+    metrics::describe_counter!(
         "larder_page_bodies_total",
         "Project pages served, by content coding (identity, gzip, zstd)"
     );

@@ -116,6 +116,11 @@ impl Error {
 }
 
 /// An upstream simple index and the two HTTP clients that talk to it.
+/// The longest a page request waits for a permit before the stale page is served instead.
+const PAGE_PERMIT_WAIT: Duration = Duration::from_secs(5);
+/// The longest a file request waits for one (then 504: retry).
+const FILE_PERMIT_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Upstream {
     /// The `[[upstreams]]` name (`default` for `upstream = …`): metrics and logs say which.
@@ -127,9 +132,15 @@ pub struct Upstream {
     files: reqwest::Client,
     credentials: Option<Credentials>,
     policy: AddressPolicy,
-    /// One permit per request under way: anonymous clients cannot multiply upstream traffic
-    /// past this (issue 9).
+    /// One permit per file request under way (downloads, ranges, metadata): anonymous clients
+    /// cannot multiply upstream traffic past this (issue 9).
     permits: Arc<Semaphore>,
+    /// Pages and revalidations have permits of their own: they never wait behind downloads,
+    /// however many slow ones anonymous clients started (issue 22).
+    page_permits: Arc<Semaphore>,
+    /// How long a request waits for a permit before it fails as a timeout (a page then falls
+    /// back to its stale copy).
+    permit_wait: Duration,
     max_page_bytes: u64,
     max_file_bytes: u64,
 }
@@ -167,6 +178,8 @@ impl Upstream {
             credentials: settings.credentials,
             policy,
             permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            page_permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+            permit_wait: timeout.min(PAGE_PERMIT_WAIT),
             max_page_bytes: settings.max_page_bytes,
             max_file_bytes: settings.max_file_bytes,
         })
@@ -185,9 +198,24 @@ impl Upstream {
         self.max_file_bytes
     }
 
-    /// Waits for a free upstream slot.
-    async fn permit(&self) -> OwnedSemaphorePermit {
-        self.permits.clone().acquire_owned().await.expect("the upstream semaphore is never closed")
+    /// Waits for a free slot for a file request, for a bounded time.
+    async fn permit(&self, url: &str) -> Result<OwnedSemaphorePermit, Error> {
+        Self::acquire(&self.permits, self.permit_wait.max(FILE_PERMIT_WAIT), url).await
+    }
+
+    /// Waits for a free slot for a page request (its own pool), for a bounded time.
+    async fn page_permit(&self, url: &str) -> Result<OwnedSemaphorePermit, Error> {
+        Self::acquire(&self.page_permits, self.permit_wait, url).await
+    }
+
+    async fn acquire(pool: &Arc<Semaphore>, wait: Duration, url: &str) -> Result<OwnedSemaphorePermit, Error> {
+        match tokio::time::timeout(wait, pool.clone().acquire_owned()).await {
+            Ok(permit) => Ok(permit.expect("the upstream semaphores are never closed")),
+            Err(_) => {
+                metrics::counter!("larder_upstream_permit_timeouts_total").increment(1);
+                Err(Error::Timeout { url: redact(url) })
+            }
+        }
     }
 
     fn get(&self, client: &reqwest::Client, url: &str) -> Result<reqwest::RequestBuilder, Error> {
@@ -224,7 +252,7 @@ impl Upstream {
                 req = req.header(header::IF_MODIFIED_SINCE, lm);
             }
         }
-        let _permit = self.permit().await;
+        let _permit = self.page_permit(url.as_str()).await?;
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e));
         record(&self.name, "page", started);
@@ -273,7 +301,7 @@ impl Upstream {
         let req = self
             .get(&self.pages, url)?
             .header(header::ACCEPT, "application/vnd.pypi.integrity.v1+json, application/json;q=0.9");
-        let _permit = self.permit().await;
+        let _permit = self.page_permit(url).await?;
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url, e));
         record(&self.name, "provenance", started);
@@ -297,7 +325,7 @@ impl Upstream {
     /// Starts downloading a file; the caller streams the body, holding the permit until done.
     pub async fn fetch_file(&self, url: &str) -> Result<(reqwest::Response, OwnedSemaphorePermit), Error> {
         let req = self.get(&self.files, url)?.header(header::ACCEPT_ENCODING, "identity");
-        let permit = self.permit().await;
+        let permit = self.permit(url).await?;
         let started = std::time::Instant::now();
         let resp = req.send().await;
         record(&self.name, "file", started);
@@ -310,19 +338,19 @@ impl Upstream {
 
     /// Reads a wheel's METADATA with range requests only (no whole-wheel download).
     pub async fn fetch_wheel_metadata(&self, url: &str, size: Option<u64>) -> Result<Vec<u8>, Error> {
-        let _permit = self.permit().await;
+        let _permit = self.permit(url).await?;
         ranges::fetch_wheel_metadata(self, url, size).await
     }
 
     /// A file's length, by a HEAD request.
     pub async fn file_len(&self, url: &str) -> Result<u64, Error> {
-        let _permit = self.permit().await;
+        let _permit = self.permit(url).await?;
         ranges::file_size(self, url).await
     }
 
     /// One byte range of a file (inclusive); an upstream without range support is an error.
     pub async fn file_range(&self, url: &str, start: u64, end: u64) -> Result<bytes::Bytes, Error> {
-        let _permit = self.permit().await;
+        let _permit = self.permit(url).await?;
         ranges::get_range(self, url, start, end).await
     }
 

@@ -39,6 +39,8 @@ mod crash;
 mod hostile;
 // Attacks from the security review (issue 9), each reproduced against a running Larder.
 mod security;
+// The attacker's review, round three (issue 22).
+mod attacks;
 // The pages for people (issue 15), with a real headless Chromium.
 mod ui;
 // The supply-chain gateway (issue 14): routing, cooldown, block lists, provenance, status.

@@ -62,6 +62,8 @@ pub struct MockState {
     pub odd_content_type: bool,
     /// Delay before answering file and page requests.
     pub delay: Duration,
+    /// Delay before answering file requests only (a slow file host).
+    pub file_delay: Duration,
     /// Answer 401 unless the request carries exactly this Authorization header.
     pub require_authorization: Option<String>,
     /// path → Location: answer 302 (a redirect chain, or one to somewhere else).
@@ -208,6 +210,10 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    let file_delay = state.lock().unwrap().file_delay;
+    if !file_delay.is_zero() && path.starts_with("/files/") {
+        tokio::time::sleep(file_delay).await;
     }
     if down {
         return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down for maintenance");

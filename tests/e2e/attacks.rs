@@ -1,0 +1,54 @@
+//! The attacker's review, round three (issue 22), each attack against a running Larder.
+
+use std::time::{Duration, Instant};
+
+use crate::util::upstream::{MockFile, MockUpstream};
+use crate::util::{Larder, http, sha256_hex, wheel};
+
+/// Item 1: a few anonymous GETs of slow files must not stall every miss and every expired
+/// page. Red before: with `--max-upstream-connections 2`, two hung-up downloads held both
+/// permits and the expired page and the new page waited behind them (30 s here).
+#[test]
+fn slow_downloads_never_hold_pages_back() {
+    let up = MockUpstream::start();
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    up.add("big", MockFile::new("big-1.0.tar.gz", big.clone()));
+    up.add("big", MockFile::new("big-1.1.tar.gz", [&big[..], b"1"].concat()));
+    up.add("big", MockFile::new("big-1.2.tar.gz", [&big[..], b"2"].concat()));
+    let (a, a_bytes) = wheel("page-a", "1.0", &[]);
+    up.add("page-a", MockFile::new(&a, a_bytes));
+    let (b, b_bytes) = wheel("page-b", "1.0", &[]);
+    up.add("page-b", MockFile::new(&b, b_bytes));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url(), "--max-upstream-connections", "2", "--index-ttl", "1s"],
+    );
+    assert_eq!(http().get(larder.url("/simple/page-a/")).send().unwrap().status(), 200);
+    assert_eq!(http().get(larder.url("/simple/big/")).send().unwrap().status(), 200);
+
+    // The file host stalls; anonymous clients start downloads and hang up at once.
+    up.state.lock().unwrap().file_delay = Duration::from_secs(30);
+    let impatient = reqwest::blocking::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    for (name, bytes) in [
+        ("big-1.0.tar.gz", big.clone()),
+        ("big-1.1.tar.gz", [&big[..], b"1"].concat()),
+        ("big-1.2.tar.gz", [&big[..], b"2"].concat()),
+    ] {
+        let _ = impatient.get(larder.url(&format!("/files/{}/{name}", sha256_hex(&bytes)))).send();
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // page-a is past its TTL
+
+    let started = Instant::now();
+    let resp = http().get(larder.url("/simple/page-a/")).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let expired = started.elapsed();
+    let started = Instant::now();
+    assert_eq!(http().get(larder.url("/simple/page-b/")).send().unwrap().status(), 200);
+    let new = started.elapsed();
+    assert!(
+        expired < Duration::from_secs(5) && new < Duration::from_secs(5),
+        "expired page {expired:?}, new page {new:?}"
+    );
+    up.state.lock().unwrap().file_delay = Duration::ZERO;
+}
