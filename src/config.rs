@@ -67,6 +67,9 @@ pub struct FileConfig {
     pub min_release_age: Option<Duration>,
     pub min_release_age_exempt: Option<Vec<String>>,
     pub min_release_age_unknown: Option<crate::policy::UnknownUploadTime>,
+    /// Files listed without a sha256: "allow" or "refuse" (unset: refuse while sha256 block
+    /// rules exist).
+    pub unhashed_files: Option<crate::policy::UnhashedFiles>,
     /// Block list entries; reloaded on SIGHUP.
     #[serde(default)]
     pub block: Vec<crate::policy::BlockConfig>,
@@ -487,6 +490,7 @@ fn resolve_rules(file: &FileConfig, s: &Settings) -> anyhow::Result<crate::polic
         min_release_age: s.min_release_age.or(file.min_release_age),
         exempt: patterns("min_release_age_exempt", file.min_release_age_exempt.as_deref().unwrap_or_default())?,
         unknown_upload_time: file.min_release_age_unknown.unwrap_or_default(),
+        unhashed_files: file.unhashed_files,
         upstream_ages: file.upstreams.iter().filter_map(|u| Some((u.name.clone(), u.min_release_age?))).collect(),
         ..Rules::default()
     };

@@ -132,7 +132,10 @@ impl Cache {
         self.check_project(name)?;
         let owner = self.owner_for(reader, name)?;
         let owner = owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT);
-        if self.blocks.is_empty() && self.config.rules.cooldown(&reader.rules, owner, name).is_none() {
+        if self.blocks.is_empty()
+            && !self.refuses_unhashed()
+            && self.config.rules.cooldown(&reader.rules, owner, name).is_none()
+        {
             return Ok(());
         }
         let model = self.pages.stored_model(name).await.ok_or_else(|| not_listed(dist_name, key))?;

@@ -11,7 +11,7 @@ use super::pages::PageHead;
 use super::{Cache, Error, Reader};
 use crate::index::rendered::{Bodies, VariantKey};
 use crate::index::{DistFile, PageModel, ProjectName, ViewKey};
-use crate::policy::{BlockList, Filter, Filtered, Refusal};
+use crate::policy::{BlockList, Filter, Filtered, Refusal, UnhashedFiles};
 
 /// Where a page or file comes from, for the rules that differ: private uploads are never
 /// held back; upstream files follow their upstream's cooldown.
@@ -57,7 +57,11 @@ impl Cache {
             Source::Private => (None, reader.rules.status.as_ref()),
             Source::Upstream(upstream) => (rules.cooldown(&reader.rules, upstream, name), None),
         };
-        Filter { cooldown, unknown: rules.unknown_upload_time, blocks, status, now: self.clock.unix() }
+        let refuse_unhashed = match rules.unhashed_files {
+            Some(setting) => setting == UnhashedFiles::Refuse,
+            None => blocks.has_sha_rules(),
+        };
+        Filter { cooldown, unknown: rules.unknown_upload_time, blocks, status, now: self.clock.unix(), refuse_unhashed }
     }
 
     /// A whole project on the block list: its page is not found, with the reason.
@@ -83,7 +87,13 @@ impl Cache {
             Source::Upstream(upstream) => self.config.rules.cooldown(&reader.rules, upstream, name).is_some(),
             Source::Private => false,
         };
-        status || cooldown || !self.blocks.is_empty()
+        status || cooldown || !self.blocks.is_empty() || self.refuses_unhashed()
+    }
+
+    /// `unhashed_files = "refuse"` set explicitly (with sha256 rules it is the default, and
+    /// the block list is not empty then).
+    pub(crate) fn refuses_unhashed(&self) -> bool {
+        self.config.rules.unhashed_files == Some(UnhashedFiles::Refuse)
     }
 
     /// What `reader` sees of `page`, as a model (the pages for people, `larder warm`).
@@ -195,7 +205,7 @@ impl Cache {
             Source::Upstream(upstream) => self.config.rules.cooldown(&reader.rules, upstream, name),
             Source::Private => None,
         };
-        if cooldown.is_none() && self.blocks.is_empty() {
+        if cooldown.is_none() && self.blocks.is_empty() && !self.refuses_unhashed() {
             return Ok(()); // the hit path with no rules: no lock
         }
         let (blocks, _) = self.blocks.current();

@@ -93,6 +93,11 @@ impl BlockList {
         self.projects.get(name).map(String::as_str)
     }
 
+    /// Whether some rule names files by sha256.
+    pub fn has_sha_rules(&self) -> bool {
+        !self.files.is_empty()
+    }
+
     /// Whether some rule may hide files on `name`'s page.
     pub fn touches(&self, name: &ProjectName) -> bool {
         !self.files.is_empty() || self.versions.contains_key(name)

@@ -27,6 +27,16 @@ pub enum UnknownUploadTime {
     Hide,
 }
 
+/// Files an upstream lists without a sha256: served (their hash is learned on download), or
+/// refused and hidden. Unset: refused whenever the block list has sha256 rules, since such a
+/// file cannot be checked against them before its bytes go out (issue 22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnhashedFiles {
+    Allow,
+    Refuse,
+}
+
 /// The rules of one scope: a project, or a group of projects.
 #[derive(Debug, Default)]
 pub struct ScopeRules {
@@ -55,6 +65,8 @@ pub struct Rules {
     pub min_release_age: Option<Duration>,
     pub exempt: Vec<NamePattern>,
     pub unknown_upload_time: UnknownUploadTime,
+    /// `None`: refuse unhashed files while sha256 rules are in force.
+    pub unhashed_files: Option<UnhashedFiles>,
     /// Per-upstream cooldowns, by upstream name.
     pub upstream_ages: BTreeMap<String, Duration>,
     /// By project id.
@@ -115,6 +127,8 @@ pub struct Filter<'a> {
     pub status: Option<&'a ProjectStatus>,
     /// Seconds since the epoch.
     pub now: u64,
+    /// Files listed without a sha256 are refused (`unhashed_files`).
+    pub refuse_unhashed: bool,
 }
 
 /// Why a file is not served.
@@ -144,6 +158,12 @@ impl Filter<'_> {
     /// `resolved_sha` is the file's sha256 when the page lists none (a `u-` key, resolved
     /// after a download): a sha256 block applies to it too.
     pub fn check(&self, name: &ProjectName, file: &DistFile, resolved_sha: Option<&str>) -> Result<(), Refusal> {
+        if self.refuse_unhashed && file.sha256().is_none() {
+            return Err(Refusal::Blocked(format!(
+                "`{}` is listed upstream without a sha256, and this index refuses such files: they cannot be checked against its sha256 block rules (unhashed_files = \"refuse\")",
+                file.filename
+            )));
+        }
         let by_resolved = resolved_sha.filter(|_| file.sha256().is_none()).and_then(|sha| self.blocks.sha256(sha));
         if let Some(reason) = by_resolved.or_else(|| self.blocks.file(name, file)) {
             return Err(Refusal::Blocked(format!("`{}` is blocked on this index: {reason}", file.filename)));
@@ -176,7 +196,7 @@ impl Filter<'_> {
 
     /// Whether this filter can change `page` at all (no page copy is made otherwise).
     pub fn may_change(&self, name: &ProjectName) -> bool {
-        self.cooldown.is_some() || self.blocks.touches(name) || self.status.is_some()
+        self.cooldown.is_some() || self.blocks.touches(name) || self.status.is_some() || self.refuse_unhashed
     }
 
     /// The page as this scope sees it: blocked and held-back files gone, and with them the
@@ -283,7 +303,14 @@ mod tests {
     }
 
     fn filter(blocks: &BlockList, cooldown: Option<u64>, unknown: UnknownUploadTime) -> Filter<'_> {
-        Filter { cooldown: cooldown.map(Duration::from_secs), unknown, blocks, status: None, now: NOW }
+        Filter {
+            cooldown: cooldown.map(Duration::from_secs),
+            unknown,
+            blocks,
+            status: None,
+            now: NOW,
+            refuse_unhashed: false,
+        }
     }
 
     fn names(p: &ProjectPage) -> Vec<&str> {

@@ -52,3 +52,64 @@ fn slow_downloads_never_hold_pages_back() {
     );
     up.state.lock().unwrap().file_delay = Duration::ZERO;
 }
+
+/// Item 2: a `[[block]] sha256` rule is not bypassed by the same file listed without a hash
+/// (a `u-` key: its sha256 is only learned on download). Red before: the first download of
+/// each such URL was served whole. Now such files are refused while sha256 rules exist
+/// (`unhashed_files` unset), and gone from the page; `unhashed_files = "allow"` lists them.
+#[test]
+fn a_sha256_block_is_not_bypassed_by_an_unhashed_listing() {
+    let up = MockUpstream::start();
+    let (bad, bad_bytes) = wheel("sneaky", "1.0", &[]);
+    up.add("sneaky", MockFile { no_hash: true, ..MockFile::new(&bad, bad_bytes.clone()) });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!("{extra}[[block]]\nsha256 = \"{}\"\nreason = \"known bad\"\n", sha256_hex(&bad_bytes)),
+        )
+        .unwrap()
+    };
+    write("");
+    let url_digest = sha256_hex(format!("{}{bad}", up.simple_url().replace("/simple/", "/files/")).as_bytes());
+    let file = format!("/files/u-{url_digest}/{bad}");
+    let larder = Larder::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--upstream", &up.simple_url()],
+    );
+    let page = http()
+        .get(larder.url("/simple/sneaky/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap();
+    let page: serde_json::Value = page.json().unwrap();
+    assert_eq!(page["files"], serde_json::json!([]), "an unhashed file is not listed: {page}");
+    for range in [None, Some("bytes=0-99")] {
+        let mut req = http().get(larder.url(&file));
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status(), 403, "range {range:?}");
+        assert!(resp.text().unwrap().contains("unhashed_files"), "the reason names the setting");
+    }
+    assert_eq!(http().head(larder.url(&file)).send().unwrap().status(), 403);
+    assert_eq!(up.count(&format!("/files/{bad}")), 0, "never fetched");
+    drop(larder);
+
+    // Allowed explicitly: listed again (the operator chose to trust unhashed listings).
+    write("unhashed_files = \"allow\"\n");
+    let larder = Larder::start(
+        &dir.path().join("data2"),
+        &["--config", config.to_str().unwrap(), "--upstream", &up.simple_url()],
+    );
+    let page: serde_json::Value = http()
+        .get(larder.url("/simple/sneaky/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(page["files"].as_array().unwrap().len(), 1, "{page}");
+}
