@@ -311,18 +311,37 @@ pub(crate) fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Man
 }
 
 /// Merges one record: private records unite their files (the local file wins a conflict) and
-/// their tombstones; pages keep the newer copy; key-only links are simply written.
+/// their tombstones; pages keep the newer copy; key-only links are simply written. Every write
+/// is a compare-and-swap against the record as read (retried on conflict): a replica's upload
+/// acknowledged during a live import into a shared bucket is never overwritten (issue 22).
 async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> anyhow::Result<()> {
-    let Some(local) = store.get_record(key).await? else {
-        store.put_record(key, incoming).await?;
-        return Ok(());
-    };
+    for attempt in 0..20u64 {
+        let current = store.get_record_versioned(key).await?;
+        let merged = match &current {
+            None => incoming.clone(),
+            Some((local, _)) => match merged_record(key, local, &incoming)? {
+                Some(m) => m,
+                None => return Ok(()), // the local record stays as it is
+            },
+        };
+        let expected = current.as_ref().map(|(_, v)| v.as_str());
+        if store.put_record_if(key, merged, expected).await?.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5 * (attempt + 1))).await;
+    }
+    anyhow::bail!("record `{key}` kept changing while it was imported; run the import again")
+}
+
+/// What `local` becomes with `incoming` merged in; `None`: unchanged.
+fn merged_record(key: &str, local: &[u8], incoming: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
     if local == incoming {
-        return Ok(());
+        return Ok(None);
     }
     if key.starts_with(records::PRIVATE_PREFIX) {
-        let mut mine: PrivateRecord = serde_json::from_slice(&local)?;
-        let theirs: PrivateRecord = serde_json::from_slice(&incoming)?;
+        let mut mine: PrivateRecord = serde_json::from_slice(local)?;
+        let theirs: PrivateRecord = serde_json::from_slice(incoming)?;
+        let before = (mine.files.len(), mine.deleted.len());
         for f in theirs.files {
             if !mine.files.iter().any(|m| m.filename == f.filename) && !mine.deleted.contains(&f.filename) {
                 mine.files.push(f);
@@ -333,19 +352,59 @@ async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> a
                 mine.deleted.push(d);
             }
         }
-        store.put_record(key, serde_json::to_vec(&mine)?).await?;
-    } else if let Ok(RecordKey::Page(name)) = RecordKey::parse(key) {
-        let confirmed = |b: &[u8]| records::decode_page(&name, b).ok().map(|r| r.confirmed_unix);
-        if confirmed(&incoming) > confirmed(&local) {
-            store.put_record(key, incoming).await?;
+        if (mine.files.len(), mine.deleted.len()) == before {
+            return Ok(None);
         }
-    } else {
-        store.put_record(key, incoming).await?;
+        return Ok(Some(serde_json::to_vec(&mine)?));
     }
-    Ok(())
+    if let Ok(RecordKey::Page(name)) = RecordKey::parse(key) {
+        let confirmed = |b: &[u8]| records::decode_page(&name, b).ok().map(|r| r.confirmed_unix);
+        return Ok((confirmed(incoming) > confirmed(local)).then(|| incoming.to_vec()));
+    }
+    Ok(Some(incoming.to_vec()))
 }
 
 /// The staging directory for an import into `data_dir`.
 pub fn staging_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("spool").join(format!("import-{:016x}", rand::random::<u64>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::records::PrivateFile;
+
+    fn file(name: &str) -> PrivateFile {
+        PrivateFile {
+            filename: name.into(),
+            version: "1.0".into(),
+            sha256: "ab".repeat(32),
+            md5: String::new(),
+            blake2_256: String::new(),
+            size: 1,
+            upload_time: "2024-01-01T00:00:00Z".into(),
+            requires_python: None,
+            metadata_sha256: None,
+            yanked: Default::default(),
+        }
+    }
+
+    /// An import merges into what the store has now, by compare-and-swap: files uploaded
+    /// meanwhile stay, tombstones win, and an unchanged record is not written again.
+    #[tokio::test]
+    async fn an_import_merges_private_records_without_losing_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::LocalStore::open(dir.path()).unwrap());
+        let key = "private/team/corp-lib";
+        let local = PrivateRecord { files: vec![file("a.whl")], deleted: vec!["gone.whl".into()], changed_unix: 1 };
+        store.put_record(key, serde_json::to_vec(&local).unwrap()).await.unwrap();
+        let incoming = PrivateRecord { files: vec![file("b.whl"), file("gone.whl")], deleted: vec![], changed_unix: 2 };
+        merge_record(&store, key, serde_json::to_vec(&incoming).unwrap()).await.unwrap();
+        let now: PrivateRecord = serde_json::from_slice(&store.get_record(key).await.unwrap().unwrap()).unwrap();
+        let names: Vec<_> = now.files.iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(names, ["a.whl", "b.whl"], "the local upload stays; the deleted file does not come back");
+        let before = store.get_record_versioned(key).await.unwrap().unwrap().1;
+        merge_record(&store, key, serde_json::to_vec(&incoming).unwrap()).await.unwrap();
+        assert_eq!(store.get_record_versioned(key).await.unwrap().unwrap().1, before, "nothing new: not rewritten");
+    }
 }
