@@ -83,9 +83,9 @@ fn parse_upstream_html_10k(bencher: divan::Bencher) {
     let html = upstream_html();
     let name = ProjectName::parse("numpy").unwrap();
     let url = url::Url::parse("https://up.example/simple/numpy/").unwrap();
-    bencher
-        .counter(divan::counter::BytesCount::new(html.len()))
-        .bench(|| larder::upstream::html::parse_project(divan::black_box(html.as_bytes()), &name, &url).unwrap());
+    bencher.counter(divan::counter::BytesCount::new(html.len())).bench(|| {
+        larder::upstream::html::parse_project(divan::black_box(html.as_bytes()), &name, &url, usize::MAX).unwrap()
+    });
 }
 
 #[divan::bench]
@@ -97,7 +97,7 @@ fn parse_upstream_json_10k(bencher: divan::Bencher) {
     let url = url::Url::parse("https://up.example/simple/numpy/").unwrap();
     bencher
         .counter(divan::counter::BytesCount::new(json.len()))
-        .bench(|| larder::index::json::parse_project(divan::black_box(&json), &name, &url).unwrap());
+        .bench(|| larder::index::json::parse_project(divan::black_box(&json), &name, &url, usize::MAX).unwrap());
 }
 
 fn serve_from_store(bencher: divan::Bencher, size: usize) {

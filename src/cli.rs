@@ -208,6 +208,11 @@ pub struct Settings {
     #[arg(long, env = "LARDER_MAX_PAGE_SIZE", value_name = "SIZE")]
     pub max_page_size: Option<String>,
 
+    /// Most files one upstream project page may list; a page with more is refused with a 502
+    /// naming this setting (the largest real pages list tens of thousands) [default: 100000].
+    #[arg(long, env = "LARDER_MAX_PAGE_FILES", value_name = "N")]
+    pub max_page_files: Option<usize>,
+
     /// Largest upstream file accepted when neither its page nor the upstream announces its size
     /// (a file is never allowed past the size announced) [default: 20GiB].
     #[arg(long, env = "LARDER_MAX_FILE_SIZE", value_name = "SIZE")]

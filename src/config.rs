@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub max_archive_members: Option<u64>,
     pub max_archive_unpacked: Option<String>,
     pub max_page_size: Option<String>,
+    pub max_page_files: Option<usize>,
     pub max_file_size: Option<String>,
     pub offline: Option<bool>,
     pub tls_cert: Option<PathBuf>,
@@ -212,6 +213,8 @@ pub struct Config {
     pub upstream_credentials: Option<crate::upstream::Credentials>,
     pub max_upstream_connections: usize,
     pub max_page_bytes: u64,
+    /// Most files one upstream page may list (issue 22: a hostile page's memory).
+    pub max_page_files: usize,
     pub max_file_bytes: u64,
     /// Never contact the upstream (air gap): cached pages are served however old.
     pub offline: bool,
@@ -348,6 +351,7 @@ impl Config {
         };
         let max_page_bytes = size("max_page_size", &s.max_page_size, file.max_page_size.clone(), "64MiB")?;
         let max_file_bytes = size("max_file_size", &s.max_file_size, file.max_file_size.clone(), "20GiB")?;
+        let max_page_files = s.max_page_files.or(file.max_page_files).unwrap_or(100_000);
         let mut upstream_routes = Vec::new();
         for u in &file.upstreams {
             let at = |what: String| anyhow::anyhow!("[[upstreams]] `{}`: {what}", u.name);
@@ -388,6 +392,7 @@ impl Config {
                     timeout: upstream_timeout,
                     max_connections: max_upstream_connections,
                     max_page_bytes,
+                    max_page_files,
                     max_file_bytes,
                 },
             });
@@ -419,6 +424,7 @@ impl Config {
             upstream_credentials,
             max_upstream_connections,
             max_page_bytes,
+            max_page_files,
             max_file_bytes,
             offline: s.offline.or(file.offline).unwrap_or(false),
             tls: match (s.tls_cert.clone().or(file.tls_cert), s.tls_key.clone().or(file.tls_key)) {
@@ -576,6 +582,7 @@ impl Config {
             timeout: self.upstream_timeout,
             max_connections: self.max_upstream_connections,
             max_page_bytes: self.max_page_bytes,
+            max_page_files: self.max_page_files,
             max_file_bytes: self.max_file_bytes,
         })
     }

@@ -232,15 +232,15 @@ proptest! {
     fn upstream_pages_parse_or_refuse(body in prop::collection::vec(any::<u8>(), 0..2048)) {
         let name = ProjectName::parse("demo").unwrap();
         let base = url::Url::parse("https://up.example/simple/demo/").unwrap();
-        let _ = crate::upstream::html::parse_project(&body, &name, &base);
-        let _ = crate::index::json::parse_project(&body, &name, &base);
+        let _ = crate::upstream::html::parse_project(&body, &name, &base, usize::MAX);
+        let _ = crate::index::json::parse_project(&body, &name, &base, usize::MAX);
     }
 
     #[test]
     fn html_like_pages_parse_or_refuse(body in "(<a href=\"[ -~]{0,40}\"( data-[a-z-]{1,20}=\"[ -~]{0,20}\")*>[ -~]{0,10}</a>|<base href=\"[ -~]{0,30}\">|[ -~]{0,20}){0,20}") {
         let name = ProjectName::parse("demo").unwrap();
         let base = url::Url::parse("https://up.example/simple/demo/").unwrap();
-        if let Ok(page) = crate::upstream::html::parse_project(body.as_bytes(), &name, &base) {
+        if let Ok(page) = crate::upstream::html::parse_project(body.as_bytes(), &name, &base, usize::MAX) {
             for f in &page.files {
                 prop_assert!(crate::cache::records::validate_dist_file(f).is_ok(), "{f:?}");
             }
@@ -254,10 +254,10 @@ proptest! {
         let name = page.name.clone();
         let base = url::Url::parse("https://larder.example/simple/demo/").unwrap();
         let html = crate::index::html::render_project(&page, Some("https://h/files/"));
-        let from_html = crate::upstream::html::parse_project(html.as_bytes(), &name, &base).unwrap();
+        let from_html = crate::upstream::html::parse_project(html.as_bytes(), &name, &base, usize::MAX).unwrap();
         prop_assert_eq!(essentials(&from_html), essentials(&page));
         let json = crate::index::json::render_project(&page, Some("https://h/files/"));
-        let from_json = crate::index::json::parse_project(&json, &name, &base).unwrap();
+        let from_json = crate::index::json::parse_project(&json, &name, &base, usize::MAX).unwrap();
         prop_assert_eq!(essentials(&from_json), essentials(&page));
         for f in from_html.files.iter().chain(&from_json.files) {
             prop_assert!(f.url.starts_with("https://larder.example/files/"), "a link leaves Larder: {}", f.url);
@@ -367,9 +367,13 @@ fn bundle_seed() -> Vec<u8> {
 fn regression_non_http_file_urls_are_dropped() {
     let name = ProjectName::parse("demo").unwrap();
     let base = url::Url::parse("https://up.example/simple/demo/").unwrap();
-    let page =
-        crate::upstream::html::parse_project(br#"<a href="a:/0"></a><a href="javascript:x">y</a>"#, &name, &base);
+    let page = crate::upstream::html::parse_project(
+        br#"<a href="a:/0"></a><a href="javascript:x">y</a>"#,
+        &name,
+        &base,
+        usize::MAX,
+    );
     assert!(page.unwrap().files.is_empty());
     let json = br#"{"files":[{"filename":"demo-1.0.tar.gz","url":"file:///etc/passwd","hashes":{}}]}"#;
-    assert!(crate::index::json::parse_project(json, &name, &base).unwrap().files.is_empty());
+    assert!(crate::index::json::parse_project(json, &name, &base, usize::MAX).unwrap().files.is_empty());
 }

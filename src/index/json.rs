@@ -149,8 +149,19 @@ struct UpstreamFile {
 
 /// Parses an upstream PEP 691 detail page. `base` resolves relative file URLs.
 /// A file entry that cannot be understood is dropped on its own, never the page (UP-07).
-pub fn parse_project(body: &[u8], name: &ProjectName, base: &url::Url) -> Result<ProjectPage, serde_json::Error> {
-    let detail: UpstreamDetail = serde_json::from_slice(body)?;
+/// `max_files` bounds the files it lists (`max_page_files`): checked on the raw entries,
+/// before any is turned into a model (a hostile page of millions of links costs its bytes,
+/// not tens of times them; issue 22).
+pub fn parse_project(
+    body: &[u8],
+    name: &ProjectName,
+    base: &url::Url,
+    max_files: usize,
+) -> Result<ProjectPage, String> {
+    let detail: UpstreamDetail = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if detail.files.len() > max_files {
+        return Err(too_many_files(max_files));
+    }
     let mut files = Vec::with_capacity(detail.files.len());
     for raw in detail.files {
         let Ok(f) = serde_json::from_str::<UpstreamFile>(raw.get()) else {
@@ -230,6 +241,11 @@ fn metadata_sha256(v: &Value) -> Option<String> {
     super::is_sha256_hex(&sha).then_some(sha)
 }
 
+/// The reason a page with too many files is refused, naming the setting.
+pub fn too_many_files(max_files: usize) -> String {
+    format!("the page lists more than {max_files} files; raise max_page_files if it is genuine")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,7 +264,11 @@ mod tests {
         );
         let name = ProjectName::parse("demo").unwrap();
         let base = url::Url::parse("https://up.example/simple/demo/").unwrap();
-        let page = parse_project(body.as_bytes(), &name, &base).unwrap();
+        let page = parse_project(body.as_bytes(), &name, &base, usize::MAX).unwrap();
+        // The bound counts the entries as listed (four), before bad ones are dropped.
+        assert!(parse_project(body.as_bytes(), &name, &base, 4).is_ok(), "exactly at the bound");
+        let err = parse_project(body.as_bytes(), &name, &base, 3).unwrap_err();
+        assert!(err.contains("max_page_files"), "{err}");
         assert_eq!(page.files.len(), 2, "bad entries are dropped one by one (UP-07)");
         let whl = &page.files[1];
         assert_eq!(whl.url, "https://up.example/files/demo-1.0-py3-none-any.whl");

@@ -18,10 +18,20 @@ struct Anchor {
 }
 
 /// Parses an upstream HTML page. Anchors that cannot be understood are dropped one by one (UP-07).
-pub fn parse_project(
+/// `max_files` bounds the links it collects (`max_page_files`): counted as they are found,
+/// so a hostile page stops early (issue 22).
+pub fn parse_project(body: &[u8], name: &ProjectName, page_url: &Url, max_files: usize) -> Result<ProjectPage, String> {
+    parse_links(body, name, page_url, max_files).map_err(|e| match e {
+        lol_html::errors::RewritingError::ContentHandlerError(inner) => inner.to_string(),
+        other => other.to_string(),
+    })
+}
+
+fn parse_links(
     body: &[u8],
     name: &ProjectName,
     page_url: &Url,
+    max_files: usize,
 ) -> Result<ProjectPage, lol_html::errors::RewritingError> {
     let base: RefCell<Option<String>> = RefCell::new(None);
     let anchors: RefCell<Vec<Anchor>> = RefCell::new(Vec::new());
@@ -47,6 +57,9 @@ pub fn parse_project(
                     Ok(())
                 }))
                 .append_element_content_handler(element!("a[href]", |el| {
+                    if anchors.borrow().len() >= max_files {
+                        return Err(crate::index::json::too_many_files(max_files).into());
+                    }
                     let attr = |n: &str| el.get_attribute(n).map(|v| decode(&v));
                     anchors.borrow_mut().push(Anchor {
                         href: attr("href").unwrap_or_default(),
@@ -157,7 +170,11 @@ mod tests {
         );
         let name = ProjectName::parse("demo").unwrap();
         let page_url = Url::parse("https://up/simple/demo/").unwrap();
-        let page = parse_project(html.as_bytes(), &name, &page_url).unwrap();
+        let page = parse_project(html.as_bytes(), &name, &page_url, usize::MAX).unwrap();
+        let links = html.matches("<a ").count();
+        assert!(parse_project(html.as_bytes(), &name, &page_url, links).is_ok(), "exactly at the bound");
+        let err = parse_project(html.as_bytes(), &name, &page_url, links - 1).unwrap_err();
+        assert!(err.contains("max_page_files"), "{err}");
         let names: Vec<_> = page.files.iter().map(|f| f.filename.as_str()).collect();
         assert_eq!(names, ["demo+-0.8.zip", "demo-0.9.tar.gz", "demo-1.0-py3-none-any.whl"]);
         let whl = &page.files[2];

@@ -62,6 +62,8 @@ pub struct UpstreamSettings {
     pub max_connections: usize,
     /// Largest page body accepted, after decompression.
     pub max_page_bytes: u64,
+    /// Most files a page may list.
+    pub max_page_files: usize,
     /// Largest file accepted when the page and headers announce no size.
     pub max_file_bytes: u64,
 }
@@ -142,6 +144,7 @@ pub struct Upstream {
     /// back to its stale copy).
     permit_wait: Duration,
     max_page_bytes: u64,
+    max_page_files: usize,
     max_file_bytes: u64,
 }
 
@@ -181,6 +184,7 @@ impl Upstream {
             page_permits: Arc::new(Semaphore::new(settings.max_connections.max(1))),
             permit_wait: timeout.min(PAGE_PERMIT_WAIT),
             max_page_bytes: settings.max_page_bytes,
+            max_page_files: settings.max_page_files,
             max_file_bytes: settings.max_file_bytes,
         })
     }
@@ -284,11 +288,11 @@ impl Upstream {
         }
         let bad = |reason: String| Error::BadPage { url: redact(final_url.as_str()), reason };
         let page = if content_type.starts_with("application/vnd.pypi.simple.v1+json") {
-            json::parse_project(&body, name, &final_url).map_err(|e| bad(e.to_string()))?
+            json::parse_project(&body, name, &final_url, self.max_page_files).map_err(bad)?
         } else if content_type.starts_with("text/html")
             || content_type.starts_with("application/vnd.pypi.simple.v1+html")
         {
-            html::parse_project(&body, name, &final_url).map_err(|e| bad(e.to_string()))?
+            html::parse_project(&body, name, &final_url, self.max_page_files).map_err(bad)?
         } else {
             return Err(bad(format!("unsupported Content-Type `{content_type}`; expected JSON or HTML")));
         };

@@ -81,6 +81,7 @@ mod tests {
                 timeout: std::time::Duration::from_secs(1),
                 max_connections: 1,
                 max_page_bytes: 1,
+                max_page_files: 1,
                 max_file_bytes: 1,
             },
         }

@@ -113,3 +113,42 @@ fn a_sha256_block_is_not_bypassed_by_an_unhashed_listing() {
         .unwrap();
     assert_eq!(page["files"].as_array().unwrap().len(), 1, "{page}");
 }
+
+/// Item 5: one hostile page of many links costs its bytes, not tens of times them: the links
+/// are counted as they are parsed, and past `max_page_files` the page is refused with a 502
+/// that names the setting (HTML and JSON alike).
+#[test]
+fn a_page_of_too_many_links_is_refused_while_it_is_parsed() {
+    let up = MockUpstream::start();
+    let links: String =
+        (0..5000).map(|i| format!("<a href=\"/files/bomb-{i}.tar.gz\">bomb-{i}.tar.gz</a>\n")).collect();
+    let files: Vec<String> = (0..5000)
+        .map(|i| format!(r#"{{"filename":"bomb-{i}.tar.gz","url":"/files/bomb-{i}.tar.gz","hashes":{{}}}}"#))
+        .collect();
+    let json = format!(r#"{{"meta":{{"api-version":"1.0"}},"name":"bomb-json","files":[{}]}}"#, files.join(","));
+    {
+        let mut st = up.state.lock().unwrap();
+        st.raw.insert("/simple/bomb/".into(), (vec![("content-type", "text/html".into())], links.into_bytes()));
+        st.raw.insert(
+            "/simple/bomb-json/".into(),
+            (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], json.into_bytes()),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--max-page-files", "1000"]);
+    for name in ["bomb", "bomb-json"] {
+        let resp = http().get(larder.url(&format!("/simple/{name}/"))).send().unwrap();
+        assert_eq!(resp.status(), 502, "{name}");
+        let why = resp.text().unwrap();
+        assert_eq!(why.trim_end().lines().count(), 1, "one line: {why}");
+        assert!(why.contains("max_page_files"), "{why}");
+    }
+    // A page within the bound is served.
+    drop(larder);
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    assert_eq!(
+        http().get(larder.url("/simple/bomb/")).send().unwrap().status(),
+        200,
+        "5,000 links are fine by default"
+    );
+}
