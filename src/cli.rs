@@ -354,6 +354,12 @@ pub struct Settings {
     #[arg(long, env = "LARDER_METADATA_PREFETCH", value_name = "BOOL", action = clap::ArgAction::Set)]
     pub metadata_prefetch: Option<bool>,
 
+    /// When a wheel's metadata passes through, fetch its requirements' pages before the client
+    /// asks (bounded: 6 at once, 64 per wheel). Off by default: against a real index it did
+    /// not make a cold resolve faster (benches/README.md) [default: false].
+    #[arg(long, env = "LARDER_FETCH_AHEAD", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub fetch_ahead: Option<bool>,
+
     /// How many of a project's newest versions the metadata prefetch covers [default: 3].
     #[arg(long, env = "LARDER_METADATA_PREFETCH_VERSIONS", value_name = "N")]
     pub metadata_prefetch_versions: Option<usize>,

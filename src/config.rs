@@ -54,6 +54,7 @@ pub struct FileConfig {
     pub max_upload_mib: Option<u64>,
     pub allow_shadowing: Option<Vec<String>>,
     pub metadata_prefetch: Option<bool>,
+    pub fetch_ahead: Option<bool>,
     pub metadata_prefetch_versions: Option<usize>,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
@@ -239,6 +240,8 @@ pub struct Config {
     pub archive_limits: crate::archive::ArchiveLimits,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
     pub metadata_prefetch: bool,
+    /// Requirements' pages fetched ahead of the clients (issue 21).
+    pub fetch_ahead: bool,
     pub metadata_prefetch_versions: usize,
     /// Names that may be uploaded although they exist upstream (DC-4).
     pub allow_shadowing: BTreeSet<crate::index::ProjectName>,
@@ -457,6 +460,7 @@ impl Config {
                 max_unpacked: size("max_archive_unpacked", &s.max_archive_unpacked, file.max_archive_unpacked, "4GiB")?,
             },
             metadata_prefetch: s.metadata_prefetch.or(file.metadata_prefetch).unwrap_or(true),
+            fetch_ahead: s.fetch_ahead.or(file.fetch_ahead).unwrap_or(false),
             metadata_prefetch_versions: s.metadata_prefetch_versions.or(file.metadata_prefetch_versions).unwrap_or(3),
             allow_shadowing,
             tokens,

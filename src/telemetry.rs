@@ -29,6 +29,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Page and file answers by cache outcome (HIT, MISS, STALE, REVALIDATED)"
     );
     metrics::describe_counter!("larder_bytes_served_total", "Response body bytes by where they came from");
+    metrics::describe_counter!("larder_ahead_total", "Pages and metadata fetched ahead of the clients, by kind");
     metrics::describe_counter!(
         "larder_upstream_permit_timeouts_total",
         "Upstream requests that waited too long for a connection slot (pages then serve stale)"

@@ -276,6 +276,27 @@ impl Cache {
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
     /// (MD-03, MD-04).
     pub async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+        let answer = self.metadata_checked(reader, key, dist_name).await;
+        // Ahead of the client (issue 21): the requirements of an upstream wheel's metadata.
+        if let Some(ahead) = &self.ahead
+            && self.claimed(reader, dist_name).is_none()
+        {
+            match &answer {
+                Ok(FileAnswer::Stored { blob, .. }) => {
+                    if let Some(raw) = blob.bytes() {
+                        ahead.follow(raw.clone(), 1);
+                    }
+                }
+                Ok(FileAnswer::Filling { fill, sha256: Some(md), .. }) => {
+                    ahead.follow_fill(fill.clone(), md.clone(), 1)
+                }
+                _ => {}
+            }
+        }
+        answer
+    }
+
+    async fn metadata_checked(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
         self.refresh_claims(&reader.projects, dist_name, false).await;
         let answer = self.metadata_as_known(reader, key, dist_name).await;
         if !self.recheck(&answer) {

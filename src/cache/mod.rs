@@ -11,6 +11,7 @@
 //! - `Cache::upload`, `yank`, `delete`: private packages (`upload.rs`).
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
+mod ahead;
 mod bodies;
 mod files;
 pub mod fill;
@@ -187,6 +188,8 @@ pub struct Cache {
     loops: Vec<tokio::task::JoinHandle<()>>,
     /// Which upstream owns which name (issue 14).
     upstreams: Arc<Upstreams>,
+    /// Pages and metadata fetched ahead of the clients (a server with an upstream only).
+    ahead: Option<Arc<ahead::Ahead>>,
     /// The block list in force (reloaded on SIGHUP).
     blocks: Arc<crate::policy::Blocks>,
     /// Cooldowns are measured on it.
@@ -309,6 +312,21 @@ impl Cache {
         let blocks = Arc::new(crate::policy::Blocks::new(
             crate::policy::BlockList::parse(&config.block).map_err(|e| anyhow::anyhow!(e))?,
         ));
+        let ahead = match (&fills, mode, config.fetch_ahead) {
+            (Some(fills), Mode::Serve, true) => Some(Arc::new(ahead::Ahead {
+                pages: pages.clone(),
+                fills: fills.clone(),
+                demand: demand.clone(),
+                upstreams: upstreams.clone(),
+                private: private.clone(),
+                blocks: blocks.clone(),
+                store: bounded.clone(),
+                tasks: tasks.clone(),
+                permits: Arc::new(tokio::sync::Semaphore::new(ahead::MAX_AHEAD)),
+                walks: Arc::new(tokio::sync::Semaphore::new(ahead::MAX_WALKS)),
+            })),
+            _ => None,
+        };
         let tasks_for_flights = tasks.clone();
         let hot_files = moka::future::Cache::builder()
             .max_capacity(config.file_cache_bytes)
@@ -327,6 +345,7 @@ impl Cache {
             tasks,
             loops,
             upstreams,
+            ahead,
             blocks,
             clock,
             provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),

@@ -290,6 +290,12 @@ impl Private {
         self.checks.run(self.all_key.clone(), lag, check).await;
     }
 
+    /// Is `name` claimed in any project at all?
+    pub fn is_claimed_anywhere(&self, name: &ProjectName) -> bool {
+        let index = self.index.read().expect("private index lock");
+        index.projects.values().any(|names| names.contains_key(name))
+    }
+
     /// Is `name` claimed by any of `projects`?
     pub fn is_claimed(&self, projects: &[String], name: &ProjectName) -> bool {
         let index = self.index.read().expect("private index lock");

@@ -204,3 +204,45 @@ fn a_damaged_page_body_is_never_served() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(std::fs::read(&blob).unwrap(), identity);
 }
+
+/// Item 4: once a wheel's metadata passes through Larder, its requirements' pages (and their
+/// newest wheels' metadata) are fetched before the client asks; bounded per metadata file and
+/// in concurrency, and nothing more once the client stops asking.
+#[test]
+fn requirements_are_fetched_ahead_of_the_client_within_a_budget() {
+    use crate::util::upstream::{MockFile, MockUpstream};
+    use crate::util::{sha256_hex, wheel, wheel_metadata};
+    let up = MockUpstream::start();
+    let deps: Vec<String> = (0..100).map(|i| format!("dep-{i}")).collect();
+    let dep_refs: Vec<&str> = deps.iter().map(String::as_str).collect();
+    let (app, app_bytes) = wheel("app", "1.0", &dep_refs);
+    up.add("app", MockFile { metadata: Some(wheel_metadata(&app_bytes)), ..MockFile::new(&app, app_bytes.clone()) });
+    for d in &deps {
+        let (name, bytes) = wheel(d, "1.0", &[]);
+        up.add(d, MockFile { metadata: Some(wheel_metadata(&bytes)), ..MockFile::new(&name, bytes) });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url(), "--fetch-ahead", "true"]);
+    assert_eq!(get(&larder.url("/simple/app/"), None).status(), 200);
+    let md = raw().get(larder.url(&format!("/files/{}/{app}.metadata", sha256_hex(&app_bytes)))).send().unwrap();
+    assert_eq!(md.status(), 200);
+    let pages = || up.requests().iter().filter(|r| r.starts_with("GET /simple/dep-")).count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pages() == 0 {
+        assert!(Instant::now() < deadline, "no requirement page was fetched ahead: {:?}", up.requests());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let ahead = pages();
+    assert!(ahead > 6 && ahead <= 64, "more than one batch, at most 64 requirements per metadata file: {ahead}");
+    assert!(up.state.lock().unwrap().max_inflight <= 6 + 2, "bounded concurrency");
+    assert!(up.count(".whl.metadata") > 1, "the newest wheels' metadata too: {:?}", up.requests());
+    // A requirement fetched ahead is a hit when the client asks.
+    let first = up.requests().iter().find(|r| r.starts_with("GET /simple/dep-")).unwrap().clone();
+    let name = first.trim_start_matches("GET /simple/").trim_end_matches('/').to_string();
+    let resp = get(&larder.url(&format!("/simple/{name}/")), None);
+    assert_eq!(resp.headers()["x-cache"], "HIT");
+    // Nobody asks any more: nothing more goes upstream.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(pages(), ahead, "the walk stops with the clients");
+}
