@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::Outcome;
 use crate::cache::bodies::{BodyStore, Journal};
 use crate::cache::links::MetadataLinks;
+use crate::cache::prefetch::{self, Announced};
 use crate::cache::records::{self, PageRecord, PageRecordHead, RecordKey};
 use crate::coalesce::Coalescer;
 use crate::index::rendered::{Bodies, Body, Listing, VariantKey, Variants};
@@ -185,10 +186,6 @@ pub struct Pages {
     writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// A page fetched from an upstream, for the metadata prefetcher: the wheels whose metadata it
-/// may read, from that upstream.
-pub type Announced = (ProjectName, Vec<DistFile>, Upstream);
-
 /// How many page writes may wait for the disk at once.
 const MAX_PAGE_WRITES: usize = 128;
 
@@ -250,7 +247,7 @@ impl Pages {
 
     fn announce(&self, name: &ProjectName, model: &Arc<PageModel>, upstream: &Upstream) {
         if let Some(tx) = &self.announce {
-            let files = crate::cache::prefetch::candidates(&model.page, self.settings.prefetch_versions);
+            let files = prefetch::candidates(&model.page, self.settings.prefetch_versions);
             if !files.is_empty() {
                 // Background work: dropped when the queue is full.
                 let _ = tx.try_send((name.clone(), files, upstream.clone()));

@@ -16,6 +16,10 @@ use super::links::MetadataLinks;
 use crate::index::{ProjectName, ProjectPage};
 use crate::metadata::{self, CoreMetadata};
 
+/// A page fetched from an upstream, for the prefetcher: the wheels whose metadata it may read
+/// (`candidates`), from that upstream.
+pub type Announced = (ProjectName, Vec<crate::index::DistFile>, crate::upstream::Upstream);
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Range fetches under way at once, across all projects.
@@ -26,7 +30,7 @@ pub struct Settings {
 /// requests, with bounded concurrency; projects that gained links are reported on
 /// `relinked`. Runs until the announcing side (the pages) is gone, or the engine stops it.
 pub async fn run(
-    mut announced: mpsc::Receiver<super::pages::Announced>,
+    mut announced: mpsc::Receiver<Announced>,
     links: Arc<MetadataLinks>,
     settings: Settings,
     relinked: mpsc::UnboundedSender<ProjectName>,
