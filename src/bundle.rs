@@ -315,6 +315,15 @@ pub(crate) fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Man
 /// is a compare-and-swap against the record as read (retried on conflict): a replica's upload
 /// acknowledged during a live import into a shared bucket is never overwritten (issue 22).
 async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> anyhow::Result<()> {
+    // A page record's head names blobs as the page's bodies: a bundle's is not trusted (it
+    // could name another project's private file); the page is rendered again from its model.
+    let incoming = match RecordKey::parse(key) {
+        Ok(RecordKey::Page(_)) => match incoming.iter().position(|&b| b == b'\n') {
+            Some(end) => incoming[end + 1..].to_vec(),
+            None => incoming,
+        },
+        _ => incoming,
+    };
     for attempt in 0..20u64 {
         let current = store.get_record_versioned(key).await?;
         let merged = match &current {

@@ -64,12 +64,13 @@ impl BodyStore {
             return Some(Blob::in_memory(bytes.clone()));
         }
         if let Some(bytes) = self.hot.get(&body.sha256).await {
-            self.store.touch(&body.sha256, bytes.len() as u64);
+            self.store.touch_blob_known(&body.sha256);
             return Some(Blob::in_memory(bytes));
         }
         let blob = match self.store.open_blob(&body.sha256).await {
             Ok(Some(b)) if b.len == body.len => b,
-            Ok(Some(_)) => return self.damaged(&body.sha256, "its length changed").await,
+            // The descriptor is wrong, not necessarily the blob: render again, delete nothing.
+            Ok(Some(_)) => return None,
             Ok(None) => return None,
             Err(e) => {
                 tracing::warn!(sha256 = %body.sha256, error = %e, "cannot read a stored page body; rendering it again");

@@ -121,6 +121,7 @@ impl Cache {
 
     /// `check_upstream_file` for a file a stored page lists: the page's model is read only
     /// when a rule needs the file's entry (the hit path with no rules reads none).
+    /// `Ok(false)`: the model could not be read; the caller takes the miss path.
     async fn check_listed(
         &self,
         reader: &Reader,
@@ -128,7 +129,7 @@ impl Cache {
         key: &FileKey,
         dist_name: &str,
         sha: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         self.check_project(name)?;
         let owner = self.owner_for(reader, name)?;
         let owner = owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT);
@@ -136,11 +137,14 @@ impl Cache {
             && !self.refuses_unhashed()
             && self.config.rules.cooldown(&reader.rules, owner, name).is_none()
         {
-            return Ok(());
+            return Ok(true);
         }
-        let model = self.pages.stored_model(name).await.ok_or_else(|| not_listed(dist_name, key))?;
+        let Some(model) = self.pages.stored_model(name).await else {
+            self.pages.forget(name).await;
+            return Ok(false);
+        };
         let file = model.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
-        self.check_file(reader, name, file, Some(sha), Source::Upstream(owner))
+        self.check_file(reader, name, file, Some(sha), Source::Upstream(owner)).map(|()| true)
     }
 
     /// `check_upstream_file`, and the client of the upstream to fetch it from.
@@ -213,11 +217,11 @@ impl Cache {
                 return Err(not_listed(dist_name, key));
             }
             // Hit: an upstream page Larder has lists it; no upstream request.
-            if let Some(listed) = self.pages.listed_locally(key, dist_name).await {
-                self.check_listed(reader, &listed.name, key, dist_name, sha).await?;
-                if let Some(answer) = self.answer_stored(sha, Outcome::Hit, listed.uploaded).await? {
-                    return Ok(answer);
-                }
+            if let Some(listed) = self.pages.listed_locally(key, dist_name).await
+                && self.check_listed(reader, &listed.name, key, dist_name, sha).await?
+                && let Some(answer) = self.answer_stored(sha, Outcome::Hit, listed.uploaded).await?
+            {
+                return Ok(answer);
             }
         }
         // Miss: find the file on its project's page, then fill. Misses tell the prefetcher
@@ -326,11 +330,10 @@ impl Cache {
             && let Some(listed) = self.pages.listed_locally(key, dist_name).await
             && let Some(md_sha) = &listed.metadata
             && !self.hidden(reader, md_sha)
+            && self.check_listed(reader, &listed.name, key, dist_name, sha).await?
+            && let Some(answer) = self.answer_stored(md_sha, Outcome::Hit, listed.uploaded).await?
         {
-            self.check_listed(reader, &listed.name, key, dist_name, sha).await?;
-            if let Some(answer) = self.answer_stored(md_sha, Outcome::Hit, listed.uploaded).await? {
-                return Ok(answer);
-            }
+            return Ok(answer);
         }
         let (project, dist) = self.find_upstream(key, dist_name).await.map_err(|e| match e {
             Error::NotFound(_) => no_metadata(),

@@ -166,7 +166,9 @@ pub struct Listed {
 
 pub struct Pages {
     heads: moka::future::Cache<ProjectName, Arc<CachedPage>>,
-    models: moka::future::Cache<ProjectName, Arc<PageModel>>,
+    /// Models, each with the fingerprint of the page it renders to: a model is used only for
+    /// the head it belongs to (a slow read of an older record must not serve a newer head).
+    models: moka::future::Cache<ProjectName, (String, Arc<PageModel>)>,
     bodies: BodyStore,
     journal: Journal,
     /// Metadata Larder extracted itself, advertised on the pages it renders (issue 6).
@@ -226,7 +228,7 @@ impl Pages {
             .build();
         let models = moka::future::Cache::builder()
             .max_capacity(quarter)
-            .weigher(|_k: &ProjectName, v: &Arc<PageModel>| v.weight())
+            .weigher(|_k: &ProjectName, v: &(String, Arc<PageModel>)| v.1.weight())
             .build();
         Pages {
             heads,
@@ -275,12 +277,24 @@ impl Pages {
     }
 
     /// Makes `head` the page's head (same times as `old`), and stores it in the background.
-    async fn install(self: &Arc<Self>, name: &ProjectName, old: &CachedPage, head: PageHead, model: Arc<PageModel>) {
+    /// Only while `old` is still the page's entry (a refresh may have replaced it meanwhile).
+    async fn install(
+        self: &Arc<Self>,
+        name: &ProjectName,
+        old: &Arc<CachedPage>,
+        head: PageHead,
+        model: Arc<PageModel>,
+    ) {
+        let still = self.heads.get(name).await.is_some_and(|now| Arc::ptr_eq(&now, old));
+        if !still {
+            return;
+        }
         let head = Arc::new(head);
         let mut entry = old.again(old.fresh_until, old.confirmed_unix, old.stale);
         entry.state = PageState::Found(head.clone());
         let entry = Arc::new(entry);
-        self.models.insert(name.clone(), model.clone()).await;
+        let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
+        self.models.insert(name.clone(), (fingerprint, model.clone())).await;
         self.heads.insert(name.clone(), entry.clone()).await;
         self.persist(name, &entry, head, model);
     }
@@ -309,10 +323,18 @@ impl Pages {
         if let Some(m) = head.pending() {
             return Some(m);
         }
-        if let Some(m) = self.models.get(name).await {
+        let fingerprint = head.plain().fingerprint().map(str::to_string).unwrap_or_default();
+        if let Some((f, m)) = self.models.get(name).await
+            && f == fingerprint
+        {
             return Some(m);
         }
         let bytes = self.store.get_record(&record_key(name)).await.ok()??;
+        // The record must be the head's own page (it may have changed since).
+        let stored = records::decode_page_head(&bytes).ok()?.and_then(|h| Bodies::from_stored(&h.bodies));
+        if stored.as_ref().and_then(Bodies::fingerprint) != Some(fingerprint.as_str()) {
+            return None;
+        }
         let record = match records::decode_page(name, &bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -322,7 +344,7 @@ impl Pages {
         };
         let changed = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
         let model = self.model_of(record.page, changed);
-        self.models.insert(name.clone(), model.clone()).await;
+        self.models.insert(name.clone(), (fingerprint, model.clone())).await;
         Some(model)
     }
 
@@ -345,8 +367,11 @@ impl Pages {
     }
 
     /// Keeps a variant rendering of a page, and stores its bodies in the background.
-    pub fn keep_variant(
+    /// Per-origin renderings (a Host header's choice, so anyone's) are kept in memory only,
+    /// four per page at most, and weighed with the page; never written to the store.
+    pub async fn keep_variant(
         &self,
+        name: &ProjectName,
         head: &Arc<PageHead>,
         key: VariantKey,
         until: u64,
@@ -354,7 +379,13 @@ impl Pages {
     ) -> Option<Arc<Bodies>> {
         let bodies = bodies.map(Arc::new);
         head.variants.keep(key.clone(), until, bodies.clone());
+        if let Some(entry) = self.heads.get(name).await {
+            self.heads.insert(name.clone(), entry).await; // weighed again with its variants
+        }
         let kept = bodies.clone()?;
+        if key.files_base.is_some() {
+            return Some(kept);
+        }
         let Ok(permit) = self.writes.clone().try_acquire_owned() else { return Some(kept) };
         let (head, store) = (head.clone(), self.bodies.clone());
         self.tasks.spawn(async move {
@@ -393,11 +424,9 @@ impl Pages {
             let Ok(name) = ProjectName::parse(&candidate) else { continue };
             let cached = match self.heads.get(&name).await {
                 Some(p) => p,
+                // Never over a head a refresh installed meanwhile.
                 None => match self.load_record(&name).await {
-                    Some(p) => {
-                        self.heads.insert(name.clone(), p.clone()).await;
-                        p
-                    }
+                    Some(p) => self.heads.entry(name.clone()).or_insert(p).await.into_value(),
                     None => continue,
                 },
             };
@@ -463,7 +492,7 @@ impl Pages {
             None => match self.load_record(&name).await {
                 // Read back within its TTL (after eviction or a restart): a hit.
                 Some(p) if now < p.fresh_until => {
-                    self.heads.insert(name.clone(), p.clone()).await;
+                    let p = self.heads.entry(name.clone()).or_insert(p).await.into_value();
                     return Ok((p, Outcome::Hit));
                 }
                 other => other,
@@ -514,8 +543,10 @@ impl Pages {
                     stale: false,
                 });
                 self.known.write().expect("known-names lock").insert(name.clone());
-                self.journal.confirmed(&name, unix);
-                self.models.insert(name.clone(), model.clone()).await;
+                // The journal learns this confirmation once the record is written (`write`):
+                // never an old record with a new time.
+                let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
+                self.models.insert(name.clone(), (fingerprint, model.clone())).await;
                 self.heads.insert(name.clone(), entry.clone()).await;
                 self.persist(&name, &entry, head, model.clone());
                 self.announce(&name, &model, upstream);
@@ -675,6 +706,7 @@ impl Pages {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
             return;
         }
+        self.journal.confirmed(name, record.confirmed_unix);
         // In memory, the bytes give way to the stored blobs (unless the page changed meanwhile).
         {
             let mut current = head.plain.write().expect("page head lock");

@@ -330,8 +330,9 @@ impl Private {
             _ => {
                 drop(entries);
                 drop(index);
+                // A group's union, made per request: identity only (no compression on a worker).
                 let model = self.page(projects, name)?;
-                let bodies = Arc::new(bodies_of(&model));
+                let bodies = Arc::new(Bodies::render(&model.page, None, model.modified_unix));
                 Some((model, bodies))
             }
         }

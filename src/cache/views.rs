@@ -174,7 +174,7 @@ impl Cache {
                         let modified = model.modified_unix.max(filtered.released);
                         match filtered.page {
                             None if modified == model.modified_unix => {
-                                self.pages.keep_variant(head, key.clone(), filtered.until, None);
+                                self.pages.keep_variant(name, head, key.clone(), filtered.until, None).await;
                                 key.view = None;
                                 continue;
                             }
@@ -187,7 +187,7 @@ impl Cache {
             };
             let page = page.as_ref().unwrap_or(&model.page);
             let bodies = Bodies::render(page, key.files_base.as_deref(), modified);
-            return self.pages.keep_variant(head, key, until, Some(bodies));
+            return self.pages.keep_variant(name, head, key, until, Some(bodies)).await;
         }
     }
 

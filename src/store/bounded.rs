@@ -217,6 +217,12 @@ impl Bounded {
         self.lru.lock().expect("lru lock").touch(sha, size);
     }
 
+    /// Records a use of a blob served from memory above the store, if the store still has it
+    /// (an evicted blob must not be counted again).
+    pub fn touch_blob_known(&self, sha: &str) {
+        self.lru.lock().expect("lru lock").touch_known(sha);
+    }
+
     /// Records a use of an evictable record served from memory above the store.
     pub fn touch_record(&self, key: &str) {
         self.lru.lock().expect("lru lock").touch_known(key);

@@ -305,7 +305,8 @@ impl Upstream {
         let req = self
             .get(&self.pages, url)?
             .header(header::ACCEPT, "application/vnd.pypi.integrity.v1+json, application/json;q=0.9");
-        let _permit = self.page_permit(url).await?;
+        // Per file, as anonymous as a download: the file pool, never the pages' own.
+        let _permit = self.permit(url).await?;
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url, e));
         record(&self.name, "provenance", started);
