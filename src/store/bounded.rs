@@ -140,10 +140,15 @@ impl Bounded {
                 *contents.held.entry(sha.clone()).or_default() += 1;
             }
         }
-        let record_contents: HashSet<&String> = contents.of.values().collect();
-        for (sha, size) in inner.list_blobs().await? {
-            if !record_contents.contains(&sha) {
-                lru.touch(&sha, size);
+        // A shared bucket is not listed at start (issue 22: start-up must not depend on its
+        // size, and a listing of millions of objects outlived its timeout); there the size
+        // gauge counts what this replica has written and read since it started.
+        if !inner.is_shared() {
+            let record_contents: HashSet<&String> = contents.of.values().collect();
+            for (sha, size) in inner.list_blobs().await? {
+                if !record_contents.contains(&sha) {
+                    lru.touch(&sha, size);
+                }
             }
         }
         Ok(Bounded {
