@@ -335,17 +335,29 @@ impl Pages {
         if stored.as_ref().and_then(Bodies::fingerprint) != Some(fingerprint.as_str()) {
             return None;
         }
-        let record = match records::decode_page(name, &bytes) {
+        let (model, _) = self.record_model(name, &bytes)?;
+        self.models.insert(name.clone(), (fingerprint, model.clone())).await;
+        Some(model)
+    }
+
+    /// A page record's model (links applied) and the rest of the record; `None`, logged, when
+    /// it does not decode (a broken record is a miss: the upstream refills it).
+    fn record_model(&self, name: &ProjectName, bytes: &[u8]) -> Option<(Arc<PageModel>, PageRecord)> {
+        let mut record = match records::decode_page(name, bytes) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "stored page is not valid; treating it as missing");
                 return None;
             }
         };
-        let changed = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
-        let model = self.model_of(record.page, changed);
-        self.models.insert(name.clone(), (fingerprint, model.clone())).await;
-        Some(model)
+        if record.changed_unix == 0 {
+            record.changed_unix = record.confirmed_unix; // records from before changed_unix
+        }
+        let page = std::mem::replace(
+            &mut record.page,
+            ProjectPage { name: name.clone(), files: Vec::new(), versions: None, status: None },
+        );
+        Some((self.model_of(page, record.changed_unix), record))
     }
 
     /// The stored bytes of a body (`None`: missing or damaged; render the page again).
@@ -620,17 +632,9 @@ impl Pages {
                 (head, h.confirmed_unix, h.changed_unix, h.validators, h.upstream, None)
             }
             None => {
-                let record = match records::decode_page(name, &bytes) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(project = %name, error = %e, "stored page is not valid; treating it as missing");
-                        return None;
-                    }
-                };
-                let changed = if record.changed_unix == 0 { record.confirmed_unix } else { record.changed_unix };
-                let model = self.model_of(record.page, changed);
+                let (model, r) = self.record_model(name, &bytes)?;
                 let head = PageHead::of_model(model.clone());
-                (head, record.confirmed_unix, changed, record.validators, record.upstream, Some(model))
+                (head, r.confirmed_unix, r.changed_unix, r.validators, r.upstream, Some(model))
             }
         };
         // Routing changed since it was stored: the name's owner now is another upstream, whose
