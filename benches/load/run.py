@@ -104,8 +104,9 @@ http {{
     return p
 
 
-def stop_all(procs, work):
-    """Stops every process started (SIGTERM, then SIGKILL after 10 s) and removes `work`."""
+def stop_all(procs, work=None):
+    """Stops every process started (SIGTERM, then SIGKILL after 10 s) and removes `work`
+    (when given)."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -113,7 +114,8 @@ def stop_all(procs, work):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    shutil.rmtree(work, ignore_errors=True)
+    if work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def median_of(runs, key):

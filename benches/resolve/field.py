@@ -29,7 +29,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "load"))
-from run import free_port, start_nginx, wait_http  # noqa: E402
+from run import free_port, rss_kb, start_nginx, stop_all, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -40,11 +40,7 @@ JSON = "application/vnd.pypi.simple.v1+json"
 
 
 def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_kb(pid) / 1024
 
 
 def main():
@@ -58,16 +54,7 @@ def main():
         f.write("\n".join(REQS) + "\n")
     procs = []
 
-    def stop():
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-    signal.signal(signal.SIGINT, lambda *a: (stop(), sys.exit(130)))
+    signal.signal(signal.SIGINT, lambda *a: (stop_all(procs), sys.exit(130)))
 
     def uv(index):
         cache = tempfile.mkdtemp(prefix="uv-cache.", dir=work)
@@ -172,7 +159,7 @@ def main():
                              served=served))
             print(rows[-1], flush=True)
     finally:
-        stop()
+        stop_all(procs)
     med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]  # noqa: E731
     print(f"\n`uv pip compile {' '.join(REQS)}`, cold uv cache, medians of {ROUNDS} rounds; "
           f"{med('served')} pages and metadata files served warm.\n")

@@ -28,7 +28,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "load"))
-from run import free_port, start_nginx, wait_http  # noqa: E402
+from run import free_port, rss_kb, start_nginx, stop_all, wait_http  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(HERE))
 WORK = os.path.join(ROOT, "target", "bench-resolve")
 TREE = os.path.join(WORK, "tree")
@@ -91,11 +91,7 @@ def setup():
 
 
 def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_kb(pid) / 1024
 
 
 def main():
@@ -108,16 +104,7 @@ def main():
         os.chmod(d, 0o755)
     procs = []
 
-    def stop():
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-
-    signal.signal(signal.SIGINT, lambda *a: (stop(), sys.exit(130)))
+    signal.signal(signal.SIGINT, lambda *a: (stop_all(procs), sys.exit(130)))
     try:
         nginx_port, proxy_port = free_port(), free_port()
         start_nginx(run, f"    server {{ listen 127.0.0.1:{nginx_port}; root {TREE}; index index.html; }}", procs)
@@ -185,7 +172,7 @@ def main():
             print(f"| {label} | {d:.2f} | {c:.2f} | {w:.2f} | {c / d:.2f} | {w / d:.2f} | {db / 1e6:.1f} | {cb / 1e6:.1f} | "
                   f"{cb / max(db, 1):.2f} | {fr:.1f} → {cr:.1f} MB | {st} |")
     finally:
-        stop()
+        stop_all(procs)
         shutil.rmtree(run, ignore_errors=True)
 
 
