@@ -112,17 +112,25 @@ impl S3Server {
     }
 
     /// Ready when a signed listing of the bucket succeeds (the gateway answers unsigned
-    /// requests before the bucket exists).
+    /// requests before the bucket exists) and an object can be written and removed: after a
+    /// restart SeaweedFS lists before its volume server has registered, and a write in that
+    /// window fails (the outage test once saw its "back again" upload refused so).
     fn wait_ready(&self) {
-        use object_store::ObjectStore;
+        use object_store::{ObjectStore, ObjectStoreExt};
         let bucket = self.client();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let probe = object_store::path::Path::from("ready-probe");
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let listed = rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(2), bucket.list_with_delimiter(None)).await
+            let ready = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    bucket.list_with_delimiter(None).await?;
+                    bucket.put(&probe, b"ok".to_vec().into()).await?;
+                    bucket.delete(&probe).await
+                })
+                .await
             });
-            if matches!(listed, Ok(Ok(_))) {
+            if matches!(ready, Ok(Ok(_))) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
