@@ -88,6 +88,14 @@ pub fn headers(raw: &[u8]) -> Vec<(String, String)> {
     fields
 }
 
+/// The body of core metadata, after the headers: the description (Metadata 2.1).
+pub fn description(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    let (_, body) = text.split_once("\n\n")?;
+    let body = body.trim_end_matches('\n');
+    (!body.trim().is_empty()).then(|| body.to_string())
+}
+
 /// Reads `<single top-level>.dist-info/METADATA` from a wheel (EX-1), through the zip's
 /// central directory.
 pub fn read_wheel_metadata(path: &Path, limits: &ArchiveLimits) -> Result<CoreMetadata, String> {

@@ -300,6 +300,31 @@ impl Cache {
         answer
     }
 
+    /// The core metadata of a file `reader` sees, read exactly as `.metadata` is (stored, or
+    /// fetched as the upstream's PEP 658 file or by ranges: never the whole distribution), for
+    /// the JSON API's `info`. `None` when no metadata is known for it.
+    pub async fn core_metadata(&self, reader: &Reader, file: &DistFile) -> Result<Option<bytes::Bytes>, Error> {
+        let limit = crate::metadata::MAX_METADATA;
+        let blob = match self.metadata(reader, &file.key(), &file.filename).await {
+            Ok(FileAnswer::Stored { blob, .. }) => blob,
+            Ok(FileAnswer::Filling { fill, sha256, .. }) => match fill.finished().await {
+                FillState::Failed(e) => return Err(Error::Fill(e)),
+                _ => match sha256 {
+                    Some(sha) => match self.stored(&sha).await? {
+                        Some(blob) => blob,
+                        None => return Ok(None),
+                    },
+                    None => return Ok(None),
+                },
+            },
+            Ok(FileAnswer::Upstream { .. }) | Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let what = format!("the core metadata of `{}`", file.filename);
+        let raw = blob.read_to_bytes(limit).await.map_err(|source| crate::store::Error::Io { what, source })?;
+        Ok(Some(raw))
+    }
+
     async fn metadata_checked(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
         self.refresh_claims(&reader.projects, dist_name, false).await;
         let answer = self.metadata_as_known(reader, key, dist_name).await;

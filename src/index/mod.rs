@@ -9,6 +9,7 @@ pub mod html;
 pub mod json;
 pub mod media_type;
 pub mod name;
+pub mod pypi_json;
 pub mod rendered;
 
 use std::collections::BTreeMap;

@@ -4,7 +4,9 @@
 //! - `/api/v4/projects/:id/packages/pypi/simple[/]`, `…/simple/:name[/]`, `…/files/:sha256/:file`,
 //!   and `…/packages/pypi[/]` for uploads;
 //! - `/api/v4/groups/:id/-/packages/pypi/…` for the read-only group views;
-//! - `/simple/…` and `/files/…` as aliases for the default project.
+//! - `/simple/…` and `/files/…` as aliases for the default project;
+//! - `…/pypi/:name/json` and `…/pypi/:name/:version/json` beside each `simple/` (PyPI's JSON
+//!   API, issue 24): `/pypi/…` for the default project, `…/packages/pypi/pypi/…` for the rest.
 
 use percent_encoding::percent_decode_str;
 
@@ -40,6 +42,18 @@ pub enum Route {
         scope: Scope,
         key: String,
         filename: String,
+    },
+    /// PyPI's JSON API (issue 24): `<base>/pypi/<name>/json` and `…/<name>/<version>/json`.
+    /// `base` is the absolute path of `pypi/` and `prefix` the scope's `simple/`, both with
+    /// their slashes; the name and version as requested (decoded); `canonical` unless the URL
+    /// had a trailing slash (warehouse redirects those).
+    PypiJson {
+        scope: Scope,
+        base: String,
+        prefix: String,
+        name: String,
+        version: Option<String>,
+        canonical: bool,
     },
     /// The legacy upload endpoint.
     Upload {
@@ -118,7 +132,7 @@ fn parse_ui(rest: &str, default_project: &str) -> Route {
         _ => match rest.strip_prefix("packages/").map(|n| n.strip_suffix('/').unwrap_or(n)) {
             Some(name) if !name.is_empty() && !name.contains('/') => match decode(name) {
                 Ok(name) => UiView::Package(name),
-                Err(r) => return r,
+                Err(r) => return *r,
             },
             _ => return Route::NotFound("unknown page"),
         },
@@ -137,6 +151,7 @@ impl Route {
             Route::SimpleDetail { .. } => "simple_detail",
             Route::File { .. } => "file",
             Route::Yank { .. } => "yank",
+            Route::PypiJson { .. } => "pypi_json",
             Route::Upload { .. } => "upload",
             Route::Ui { .. } | Route::UiAsset(_) | Route::UiSlash => "ui",
             Route::NotFound(_) => "not_found",
@@ -151,6 +166,7 @@ impl Route {
             | Route::SimpleDetail { scope, .. }
             | Route::File { scope, .. }
             | Route::Yank { scope, .. }
+            | Route::PypiJson { scope, .. }
             | Route::Upload { scope }
             | Route::Ui { scope, .. } => match scope {
                 Scope::Project(id) | Scope::Group(id) => id,
@@ -197,7 +213,7 @@ impl Route {
                 return Route::BadPath(format!("invalid group id `{id}`"));
             }
             (Scope::Group(id.to_string()), format!("/api/v4/groups/{id}/-/packages/pypi"), rest)
-        } else if path.starts_with("/simple") || path.starts_with("/files/") {
+        } else if path.starts_with("/simple") || path.starts_with("/files/") || path.starts_with("/pypi/") {
             (Scope::Project(default_project.to_string()), String::new(), path)
         } else if path == "/" || path == "/legacy" || path == "/legacy/" {
             return Route::Upload { scope: Scope::Project(default_project.to_string()) };
@@ -224,8 +240,11 @@ impl Route {
                         Ok(name) => {
                             Route::SimpleDetail { scope, prefix: format!("{base}/simple/"), name, trailing_slash }
                         }
-                        Err(r) => r,
+                        Err(r) => *r,
                     };
+                }
+                if let Some(tail) = rest.strip_prefix("/pypi/") {
+                    return parse_pypi_json(scope, &base, tail);
                 }
                 if let Some(file) = rest.strip_prefix("/files/") {
                     let Some((key, filename)) = file.split_once('/') else {
@@ -242,7 +261,7 @@ impl Route {
                     return match decode(filename) {
                         Ok(filename) if yank => Route::Yank { scope, key, filename },
                         Ok(filename) => Route::File { scope, key, filename },
-                        Err(r) => r,
+                        Err(r) => *r,
                     };
                 }
                 Route::NotFound("unknown route")
@@ -251,11 +270,41 @@ impl Route {
     }
 }
 
-fn decode(segment: &str) -> Result<String, Route> {
+/// `<name>/json` or `<name>/<version>/json`, maybe with a trailing slash.
+fn parse_pypi_json(scope: Scope, base: &str, tail: &str) -> Route {
+    let (tail, canonical) = match tail.strip_suffix('/') {
+        Some(t) => (t, false),
+        None => (tail, true),
+    };
+    let parts: Vec<&str> = tail.split('/').collect();
+    let (name, version) = match parts.as_slice() {
+        [name, "json"] if !name.is_empty() => (*name, None),
+        [name, version, "json"] if !name.is_empty() && !version.is_empty() => (*name, Some(*version)),
+        _ => return Route::NotFound("JSON API URLs are pypi/<name>/json and pypi/<name>/<version>/json"),
+    };
+    let name = match decode(name) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let version = match version.map(decode).transpose() {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    Route::PypiJson {
+        scope,
+        base: format!("{base}/pypi/"),
+        prefix: format!("{base}/simple/"),
+        name,
+        version,
+        canonical,
+    }
+}
+
+fn decode(segment: &str) -> Result<String, Box<Route>> {
     percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Route::BadPath("path is not valid UTF-8 after percent-decoding".into()))
+        .map_err(|_| Box::new(Route::BadPath("path is not valid UTF-8 after percent-decoding".into())))
 }
 
 #[cfg(test)]
@@ -314,6 +363,25 @@ mod tests {
             Route::parse("/files/k/f.whl/yank", "d"),
             Route::Yank { scope: p("d"), key: "k".into(), filename: "f.whl".into() }
         );
+        let json = |scope, base: &str, name: &str, version: Option<&str>, canonical| Route::PypiJson {
+            scope,
+            base: format!("{base}/pypi/"),
+            prefix: format!("{base}/simple/"),
+            name: name.into(),
+            version: version.map(str::to_string),
+            canonical,
+        };
+        assert_eq!(Route::parse("/pypi/My_Pkg/json", "d"), json(p("d"), "", "My_Pkg", None, true));
+        assert_eq!(Route::parse("/pypi/x/1.0%2Blocal/json/", "d"), json(p("d"), "", "x", Some("1.0+local"), false));
+        assert_eq!(Route::parse(&format!("{base}/pypi/json/json"), "d"), json(p("42"), base, "json", None, true));
+        assert_eq!(
+            Route::parse("/api/v4/groups/7/-/packages/pypi/pypi/x/2/json", "d"),
+            json(Scope::Group("7".into()), "/api/v4/groups/7/-/packages/pypi", "x", Some("2"), true)
+        );
+        assert!(matches!(Route::parse("/pypi/x", "d"), Route::NotFound(_)));
+        assert!(matches!(Route::parse("/pypi/x/1/2/json", "d"), Route::NotFound(_)));
+        assert!(matches!(Route::parse("/pypi//json", "d"), Route::NotFound(_)));
+        assert!(matches!(Route::parse("/pypi/%ff/json", "d"), Route::BadPath(_)));
         assert!(matches!(Route::parse("/nope", "d"), Route::NotFound(_)));
         assert!(matches!(Route::parse("/simple/a/b/", "d"), Route::NotFound(_)));
         assert!(

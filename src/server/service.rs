@@ -33,7 +33,7 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     });
     // Static label values: no allocation per request on the hot path.
     metrics::counter!("larder_requests_total", "route" => route_name, "status" => status_label(status)).increment(1);
-    if matches!(route_name, "simple_detail" | "file") && matches!(status, 502 | 504) {
+    if matches!(route_name, "simple_detail" | "pypi_json" | "file") && matches!(status, 502 | 504) {
         state.stats.upstream_failed(status);
     }
     if let Some(outcome) = outcome {
@@ -98,6 +98,18 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
             let reader = auth::reader(config, headers, &scope)?;
             handlers::simple::detail(state, &reader, &prefix, &name, trailing_slash, headers, method == Method::HEAD)
                 .await
+        }
+        Route::PypiJson { scope, base, prefix, name, version, canonical } if is_read => {
+            let reader = auth::reader(config, headers, &scope)?;
+            let ask = handlers::pypi_json::Ask {
+                scope: &scope,
+                base: &base,
+                prefix: &prefix,
+                name: &name,
+                version: version.as_deref(),
+                canonical,
+            };
+            handlers::pypi_json::json(state, &reader, ask, headers).await
         }
         Route::File { scope, key, filename } if is_read => {
             let reader = auth::reader(config, headers, &scope)?;

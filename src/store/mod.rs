@@ -113,6 +113,21 @@ impl Blob {
         }
     }
 
+    /// The first `limit` bytes (all of a small blob) in one buffer: for the few small things
+    /// Larder reads whole (core metadata), never for files it serves.
+    pub async fn read_to_bytes(self, limit: u64) -> std::io::Result<Bytes> {
+        let len = self.len.min(limit);
+        if let Some(b) = self.bytes() {
+            return Ok(b.slice(..len as usize));
+        }
+        let mut out = bytes::BytesMut::with_capacity(len as usize);
+        let mut stream = self.stream(0, len).await?;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
+    }
+
     /// Streams `len` bytes starting at `start`; callers have checked the range against `self.len`.
     pub async fn stream(self, start: u64, len: u64) -> std::io::Result<ByteStream> {
         match self.body {

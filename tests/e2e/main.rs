@@ -15,6 +15,8 @@ mod files_api;
 // Pull-through with pip and uv: zero upstream requests when warm, coalescing, hash mismatch,
 // stale pages, restart.
 mod pull_through;
+// PyPI's JSON API (issue 24), read by Dependabot-style and library clients.
+mod json_api;
 // Private packages: uploads with twine and uv, masking, tokens, yank and delete.
 mod private;
 // Core metadata for every wheel: extraction, range prefetch, uv without wheel downloads.

@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::cache::{PageAnswer, Reader};
@@ -294,9 +293,8 @@ async fn package(
 /// never fetches anything for a person's look).
 async fn stored_metadata(state: &AppState, reader: &Reader, sha: &str) -> Option<Vec<(String, String)>> {
     let blob = state.cache.stored_for(reader, sha).await.ok()??;
-    let len = blob.len.min(METADATA_READ_LIMIT);
-    let chunks: Vec<bytes::Bytes> = blob.stream(0, len).await.ok()?.try_collect().await.ok()?;
-    Some(crate::metadata::headers(&chunks.concat()))
+    let raw = blob.read_to_bytes(METADATA_READ_LIMIT).await.ok()?;
+    Some(crate::metadata::headers(&raw))
 }
 
 #[cfg(test)]
