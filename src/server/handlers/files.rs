@@ -301,8 +301,9 @@ impl Request<'_> {
             // In memory: one frame hyper can send together with the head.
             body::full(bytes.slice(start as usize..(start + count) as usize))
         } else {
-            let stream = blob.stream(start, count).await.map_err(|e| {
-                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read stored file: {e}"))
+            // The OS's words (paths, errno) go to the log only, like every store failure (issue 22).
+            let stream = blob.stream(start, count).await.map_err(|source| {
+                HttpError::from(crate::store::Error::Io { what: format!("the stored file {sha}"), source })
             })?;
             body::stream(stream)
         };
