@@ -350,7 +350,7 @@ fn merged_record(key: &str, local: &[u8], incoming: &[u8]) -> anyhow::Result<Opt
     if key.starts_with(records::PRIVATE_PREFIX) {
         let mut mine: PrivateRecord = serde_json::from_slice(local)?;
         let theirs: PrivateRecord = serde_json::from_slice(incoming)?;
-        let before = (mine.files.len(), mine.deleted.len());
+        let before = (mine.files.len(), mine.deleted.len(), mine.deleted_sha256.len());
         for f in theirs.files {
             if !mine.files.iter().any(|m| m.filename == f.filename) && !mine.deleted.contains(&f.filename) {
                 mine.files.push(f);
@@ -361,7 +361,12 @@ fn merged_record(key: &str, local: &[u8], incoming: &[u8]) -> anyhow::Result<Opt
                 mine.deleted.push(d);
             }
         }
-        if (mine.files.len(), mine.deleted.len()) == before {
+        for sha in theirs.deleted_sha256 {
+            if !mine.deleted_sha256.contains(&sha) {
+                mine.deleted_sha256.push(sha);
+            }
+        }
+        if (mine.files.len(), mine.deleted.len(), mine.deleted_sha256.len()) == before {
             return Ok(None);
         }
         return Ok(Some(serde_json::to_vec(&mine)?));
@@ -405,9 +410,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(crate::store::LocalStore::open(dir.path()).unwrap());
         let key = "private/team/corp-lib";
-        let local = PrivateRecord { files: vec![file("a.whl")], deleted: vec!["gone.whl".into()], changed_unix: 1 };
+        let local = PrivateRecord {
+            files: vec![file("a.whl")],
+            deleted: vec!["gone.whl".into()],
+            changed_unix: 1,
+            ..Default::default()
+        };
         store.put_record(key, serde_json::to_vec(&local).unwrap()).await.unwrap();
-        let incoming = PrivateRecord { files: vec![file("b.whl"), file("gone.whl")], deleted: vec![], changed_unix: 2 };
+        let incoming =
+            PrivateRecord { files: vec![file("b.whl"), file("gone.whl")], changed_unix: 2, ..Default::default() };
         merge_record(&store, key, serde_json::to_vec(&incoming).unwrap()).await.unwrap();
         let now: PrivateRecord = serde_json::from_slice(&store.get_record(key).await.unwrap().unwrap()).unwrap();
         let names: Vec<_> = now.files.iter().map(|f| f.filename.as_str()).collect();

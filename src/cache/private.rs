@@ -56,6 +56,9 @@ struct Index {
     /// sha256 of every private file and metadata file → the projects holding it, with how many
     /// of their files use it.
     owners: HashMap<String, HashMap<String, usize>>,
+    /// sha256s of deleted private files (records keep them): hidden from every scope, since
+    /// a shared bucket may still hold the bytes (issue 22).
+    tombstones: std::collections::HashSet<String>,
 }
 
 fn blobs_of(record: &PrivateRecord) -> impl Iterator<Item = &String> {
@@ -69,6 +72,7 @@ impl Index {
         for sha in blobs_of(&record) {
             *self.owners.entry(sha.clone()).or_default().entry(project.to_string()).or_default() += 1;
         }
+        self.tombstones.extend(record.deleted_sha256.iter().cloned());
         let old = self.projects.entry(project.to_string()).or_default().insert(
             name,
             Arc::new(Entry { record, version, rendered: Default::default(), bodies: Default::default() }),
@@ -366,6 +370,7 @@ impl Private {
     pub fn visibility(&self, sha256: &str, projects: &[String]) -> Visibility {
         let index = self.index.read().expect("private index lock");
         match index.owners.get(sha256) {
+            None if index.tombstones.contains(sha256) => Visibility::Hidden,
             None => Visibility::Public,
             Some(owners) if projects.iter().any(|p| owners.contains_key(p)) => Visibility::InScope,
             Some(_) => Visibility::Hidden,
@@ -480,6 +485,9 @@ impl Private {
             let position = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
             let file = record.files.remove(position);
             record.deleted.push(file.filename.clone());
+            if !record.deleted_sha256.contains(&file.sha256) {
+                record.deleted_sha256.push(file.sha256.clone());
+            }
             if !self.save_if(project, name, record, version).await? {
                 continue;
             }

@@ -98,6 +98,10 @@ pub struct PrivateRecord {
     /// Filenames once used and since deleted: never reused with other content.
     #[serde(default)]
     pub deleted: Vec<String>,
+    /// The sha256s of deleted files (tombstones, issue 22): on a shared bucket their blobs may
+    /// stay, and an upstream page naming one must not make it public by hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_sha256: Vec<String>,
     /// When this record last changed (seconds since the epoch); 0 in records from before.
     #[serde(default)]
     pub changed_unix: u64,
@@ -289,6 +293,9 @@ pub fn decode_private(name: &ProjectName, body: &[u8]) -> Result<PrivateRecord, 
         serde_json::from_slice(body).map_err(|e| format!("private record does not parse: {e}"))?;
     for f in &record.files {
         validate_private_file(name, f)?;
+    }
+    if let Some(bad) = record.deleted_sha256.iter().find(|s| !crate::index::is_sha256_hex(s)) {
+        return Err(format!("deleted sha256 `{}` is not 64 lowercase hex digits", bad.escape_debug()));
     }
     if let Some(bad) = record.deleted.iter().find(|f| !filename::is_safe(f)) {
         return Err(format!("unsafe deleted filename `{}`", bad.escape_debug()));

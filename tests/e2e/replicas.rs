@@ -470,3 +470,37 @@ fn an_upstream_page_cannot_name_a_private_file_uploaded_through_another_replica(
     assert_eq!(file.status(), 404, "another project's private file, named by an upstream page");
     drop(a);
 }
+
+/// Issue 22, item 9: a deleted private file's blob stays in the bucket (another replica's
+/// records may use it); an upstream page naming its sha must not make it public by hash.
+#[test]
+fn a_deleted_private_file_stays_hidden_from_upstream_pages_naming_its_sha() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "tombstone", da.path(), &extra);
+    let b = replica(&s3, "tombstone", db.path(), &extra);
+    let (pname, pbytes) = wheel("gone-tool", "1.0", &[]);
+    let (ct, body) = multipart(&[("name", "gone-tool"), ("version", "1.0")], Some((&pname, &pbytes)));
+    let team = a.url("/api/v4/projects/team/packages/pypi");
+    let resp = http().post(team).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    let private_sha = sha256_hex(&pbytes);
+    let file_url = a.url(&format!("/api/v4/projects/team/packages/pypi/files/{private_sha}/{pname}"));
+    let resp = http().delete(&file_url).basic_auth("x", Some(TOKEN)).send().unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let files = serde_json::json!([
+        {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": private_sha}},
+    ]);
+    let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
+    up.state.lock().unwrap().raw.insert(
+        "/simple/attacker/".into(),
+        (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], page.into_bytes()),
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // past any sync B made before the delete
+    for (replica, what) in [(&a, "the replica that deleted it"), (&b, "another replica")] {
+        let file = http().get(replica.url(&format!("/files/{private_sha}/attacker-1.0.tar.gz"))).send().unwrap();
+        assert_eq!(file.status(), 404, "{what} served a deleted private file named by an upstream page");
+    }
+}
