@@ -16,6 +16,16 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     resp
 }
 
+/// 404 for a project the upstream does not have (the simple API and the JSON API say the
+/// same); clients may cache it for `not_found_ttl` only (UP-09: a new upstream project must
+/// become visible soon).
+pub fn project_not_found(name: &crate::index::ProjectName, not_found_ttl: std::time::Duration) -> Response<Body> {
+    let mut resp = text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
+    let max_age = HeaderValue::from_str(&format!("max-age={}", not_found_ttl.as_secs())).expect("ascii");
+    resp.headers_mut().insert(header::CACHE_CONTROL, max_age);
+    resp
+}
+
 /// A permanent redirect; used only for URLs whose canonical form never changes (ROUTE-03).
 pub fn moved_permanently(location: &str) -> Response<Body> {
     let mut resp = text(StatusCode::MOVED_PERMANENTLY, format!("moved to {location}"));

@@ -42,12 +42,7 @@ pub async fn json(
     }
     let (page, outcome, private_upload) = match state.cache.page(reader, &name).await? {
         PageAnswer::Found { page, outcome, private_upload } => (page, outcome, private_upload),
-        PageAnswer::NotFound => {
-            let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
-            let max_age = state.config.not_found_ttl.as_secs();
-            resp.headers_mut().insert(header::CACHE_CONTROL, header_value(&format!("max-age={max_age}")));
-            return Ok(resp);
-        }
+        PageAnswer::NotFound => return Ok(respond::project_not_found(&name, state.config.not_found_ttl)),
     };
     let releases = pypi_json::releases(&page.page);
     let release = match ask.version {

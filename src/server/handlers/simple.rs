@@ -70,13 +70,7 @@ pub async fn detail(
     let want = PageWant { media, accepted, files_base: Some(&files_base), is_current: &is_current, head };
     let served = match state.cache.page_body(reader, &name, &want).await? {
         PageReply::Found(served) => served,
-        PageReply::NotFound => {
-            let mut resp = respond::text(StatusCode::NOT_FOUND, format!("project `{name}` not found upstream"));
-            // UP-09: a new upstream project must become visible soon.
-            let max_age = state.config.not_found_ttl.as_secs();
-            resp.headers_mut().insert(header::CACHE_CONTROL, header_value(&format!("max-age={max_age}")));
-            return Ok(resp);
-        }
+        PageReply::NotFound => return Ok(respond::project_not_found(&name, state.config.not_found_ttl)),
     };
     if !served.private_upload && !reader.private {
         state.stats.requested(&name);
