@@ -440,6 +440,30 @@ fn a_blob_damaged_in_the_bucket_is_never_served_whole() {
     assert!(b.log().contains("does not match its sha256"), "{}", b.log());
 }
 
+/// Uploads a one-file wheel of `name` to project `team` through `larder`; its filename and sha256.
+fn upload_to_team(larder: &Larder, name: &str) -> (String, String) {
+    let (filename, bytes) = wheel(name, "1.0", &[]);
+    let (ct, body) = multipart(&[("name", name), ("version", "1.0")], Some((&filename, &bytes)));
+    let team = larder.url("/api/v4/projects/team/packages/pypi");
+    let resp = http().post(team).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    (filename, sha256_hex(&bytes))
+}
+
+/// A hostile upstream page for `attacker` that lists one file under `sha` (someone's private
+/// file), then a pause past any private-record sync made before.
+fn attacker_page_naming(up: &MockUpstream, sha: &str) {
+    let files = serde_json::json!([
+        {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": sha}},
+    ]);
+    let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
+    up.state.lock().unwrap().raw.insert(
+        "/simple/attacker/".into(),
+        (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], page.into_bytes()),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
 /// A hostile upstream page naming another project's private file (uploaded through another
 /// replica after this one started) gets nothing from this replica either: the private records
 /// are synced (at most a second old) before an upstream answer may use a blob.
@@ -451,21 +475,8 @@ fn an_upstream_page_cannot_name_a_private_file_uploaded_through_another_replica(
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = replica(&s3, "hostile", da.path(), &extra);
     let b = replica(&s3, "hostile", db.path(), &extra);
-    let (pname, pbytes) = wheel("victim-tool", "1.0", &[]);
-    let (ct, body) = multipart(&[("name", "victim-tool"), ("version", "1.0")], Some((&pname, &pbytes)));
-    let team = a.url("/api/v4/projects/team/packages/pypi");
-    let resp = http().post(team).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
-    assert_eq!(resp.status(), 200);
-    let private_sha = sha256_hex(&pbytes);
-    let files = serde_json::json!([
-        {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": private_sha}},
-    ]);
-    let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
-    up.state.lock().unwrap().raw.insert(
-        "/simple/attacker/".into(),
-        (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], page.into_bytes()),
-    );
-    std::thread::sleep(Duration::from_millis(1100)); // past any sync B made before the upload
+    let (_, private_sha) = upload_to_team(&a, "victim-tool");
+    attacker_page_naming(&up, &private_sha);
     let file = http().get(b.url(&format!("/files/{private_sha}/attacker-1.0.tar.gz"))).send().unwrap();
     assert_eq!(file.status(), 404, "another project's private file, named by an upstream page");
     drop(a);
@@ -481,24 +492,11 @@ fn a_deleted_private_file_stays_hidden_from_upstream_pages_naming_its_sha() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = replica(&s3, "tombstone", da.path(), &extra);
     let b = replica(&s3, "tombstone", db.path(), &extra);
-    let (pname, pbytes) = wheel("gone-tool", "1.0", &[]);
-    let (ct, body) = multipart(&[("name", "gone-tool"), ("version", "1.0")], Some((&pname, &pbytes)));
-    let team = a.url("/api/v4/projects/team/packages/pypi");
-    let resp = http().post(team).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
-    assert_eq!(resp.status(), 200);
-    let private_sha = sha256_hex(&pbytes);
-    let file_url = a.url(&format!("/api/v4/projects/team/packages/pypi/files/{private_sha}/{pname}"));
+    let (filename, private_sha) = upload_to_team(&a, "gone-tool");
+    let file_url = a.url(&format!("/api/v4/projects/team/packages/pypi/files/{private_sha}/{filename}"));
     let resp = http().delete(&file_url).basic_auth("x", Some(TOKEN)).send().unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    let files = serde_json::json!([
-        {"filename": "attacker-1.0.tar.gz", "url": "/files/attacker-1.0.tar.gz", "hashes": {"sha256": private_sha}},
-    ]);
-    let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": "attacker", "files": files}).to_string();
-    up.state.lock().unwrap().raw.insert(
-        "/simple/attacker/".into(),
-        (vec![("content-type", "application/vnd.pypi.simple.v1+json".into())], page.into_bytes()),
-    );
-    std::thread::sleep(Duration::from_millis(1100)); // past any sync B made before the delete
+    attacker_page_naming(&up, &private_sha);
     for (replica, what) in [(&a, "the replica that deleted it"), (&b, "another replica")] {
         let file = http().get(replica.url(&format!("/files/{private_sha}/attacker-1.0.tar.gz"))).send().unwrap();
         assert_eq!(file.status(), 404, "{what} served a deleted private file named by an upstream page");
