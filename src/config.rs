@@ -87,6 +87,8 @@ pub struct FileConfig {
     pub replica_lag: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub replica_file_lag: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub replica_absent_lag: Option<Duration>,
 }
 
 /// `[[upstreams]]`: another index, owning the project names its patterns match.
@@ -265,9 +267,15 @@ pub struct Config {
     /// With a shared store: how stale this replica's view of other replicas' private records
     /// may be for pages and listings (zero: checked on every request) …
     pub replica_lag: Duration,
-    /// … and for file requests it can answer from what it knows (never less than replica_lag).
+    /// … and for file requests it can answer from what it knows (never less than replica_lag);
     pub replica_file_lag: Duration,
+    /// … and how long a check that found a name unclaimed everywhere stands (negative caching).
+    pub replica_absent_lag: Duration,
 }
+
+/// A name no replica had claimed a second ago is taken as still unclaimed: random or repeated
+/// names then cost at most one bucket read a second each (issue 22).
+const DEFAULT_REPLICA_ABSENT_LAG: Duration = Duration::from_secs(1);
 
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
 
@@ -478,6 +486,7 @@ impl Config {
                 .or(file.replica_file_lag)
                 .unwrap_or(Duration::ZERO)
                 .max(s.replica_lag.or(file.replica_lag).unwrap_or(Duration::ZERO)),
+            replica_absent_lag: s.replica_absent_lag.or(file.replica_absent_lag).unwrap_or(DEFAULT_REPLICA_ABSENT_LAG),
             public_url: match s.public_url.clone().or(file.public_url.clone()) {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                     Some(u.as_str().trim_end_matches('/').to_string())

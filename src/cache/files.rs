@@ -78,9 +78,15 @@ impl Cache {
     /// within `replica_lag` (pages' freshness); else within `replica_file_lag`, for answers
     /// this replica can give from what it knows (a "not found" is then checked strictly: a file
     /// uploaded through another replica a moment ago must download here, behind a balancer).
-    pub(super) async fn refresh_claims(&self, projects: &[String], dist_name: &str, strict: bool) {
+    /// `Err`: a name the store could not be asked about (fail closed).
+    pub(super) async fn refresh_claims(
+        &self,
+        projects: &[String],
+        dist_name: &str,
+        strict: bool,
+    ) -> Result<(), super::private::Unchecked> {
         if !self.private.is_shared() {
-            return;
+            return Ok(());
         }
         let names: Vec<ProjectName> = crate::index::filename::candidate_projects(dist_name)
             .iter()
@@ -88,7 +94,7 @@ impl Cache {
             .filter_map(|n| ProjectName::parse(n).ok())
             .collect();
         let lag = if strict { self.config.replica_lag } else { self.config.replica_file_lag };
-        self.private.refresh(projects, &names, lag).await;
+        self.private.refresh(projects, &names, lag).await
     }
 
     /// Whether a "not found" given under the file lag must be checked again strictly.
@@ -175,12 +181,12 @@ impl Cache {
 
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
-        self.refresh_claims(&reader.projects, dist_name, false).await;
+        self.refresh_claims(&reader.projects, dist_name, false).await?;
         let answer = self.file_as_known(reader, key, dist_name, want).await;
         if !self.recheck(&answer) {
             return answer;
         }
-        self.refresh_claims(&reader.projects, dist_name, true).await;
+        self.refresh_claims(&reader.projects, dist_name, true).await?;
         self.file_as_known(reader, key, dist_name, want).await
     }
 
@@ -191,8 +197,6 @@ impl Cache {
         dist_name: &str,
         want: Want,
     ) -> Result<FileAnswer, Error> {
-        // Replicas: which blobs are other projects' private files, as of a second ago at most.
-        self.private.refresh_names().await;
         // DC-2: a name claimed by a private upload is served from its private files alone.
         if let Some((name, page)) = self.claimed(reader, dist_name) {
             let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
@@ -203,6 +207,8 @@ impl Cache {
                 Error::NotFound(format!("`{dist_name}` is a private file missing from the store; upload it again"))
             });
         }
+        // Replicas: which blobs are other projects' private files, as of a second ago at most.
+        self.private.refresh_names().await?;
         let sha = match key {
             FileKey::Sha256(sha) => Some(sha.clone()),
             // The alias body becomes a path: only a valid sha256 is used (issue 9).
@@ -326,17 +332,16 @@ impl Cache {
     }
 
     async fn metadata_checked(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
-        self.refresh_claims(&reader.projects, dist_name, false).await;
+        self.refresh_claims(&reader.projects, dist_name, false).await?;
         let answer = self.metadata_as_known(reader, key, dist_name).await;
         if !self.recheck(&answer) {
             return answer;
         }
-        self.refresh_claims(&reader.projects, dist_name, true).await;
+        self.refresh_claims(&reader.projects, dist_name, true).await?;
         self.metadata_as_known(reader, key, dist_name).await
     }
 
     async fn metadata_as_known(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
-        self.private.refresh_names().await; // as in `file_as_known`
         let no_metadata = || Error::NotFound(format!("no core metadata is known for `{dist_name}`"));
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
@@ -348,6 +353,7 @@ impl Cache {
             let md_sha = file.core_metadata.clone().ok_or_else(no_metadata)?;
             return self.answer_stored(&md_sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(no_metadata);
         }
+        self.private.refresh_names().await?; // as in `file_as_known`
         self.demand.saw(dist_name);
         // Hit: a stored page names this file's metadata, and it is stored; no model is read.
         if let FileKey::Sha256(sha) = key

@@ -104,6 +104,9 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Rejected(#[from] private::Rejected),
+    /// Replicas: a name the shared store could not be asked about (fail closed, issue 22).
+    #[error(transparent)]
+    Unchecked(#[from] private::Unchecked),
     /// An upload that breaks the upload API's rules (Warehouse's wording where clients match it).
     #[error("{0}")]
     BadUpload(String),
@@ -230,7 +233,8 @@ impl Cache {
         // Pages of a server with an upstream advertise `.metadata` for every wheel (issue 11).
         let on_demand = mode == Mode::Serve && has_upstream;
         let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
-        let private = Arc::new(Private::load(store.clone(), &records, config.replica_lag).await?);
+        let private =
+            Arc::new(Private::load(store.clone(), &records, config.replica_lag, config.replica_absent_lag).await?);
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
         for sha in private.blobs().into_iter().chain(links.targets()) {
             bounded.pin(&sha).await;
@@ -387,7 +391,7 @@ impl Cache {
     pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
         self.check_project(name)?;
         // Replicas: what another one claimed or changed is seen now (issue 13).
-        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await;
+        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
             let page = self.view(reader, name, page, views::Source::Private);
@@ -405,7 +409,7 @@ impl Cache {
         want: &PageWant<'_>,
     ) -> Result<PageReply, Error> {
         self.check_project(name)?;
-        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await;
+        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
         if let Some((model, shared)) = self.private.page_with_bodies(&reader.projects, name) {
             let bodies = self.private_bodies(reader, name, model, shared);
             let served = self.serve_bodies(&bodies, want, Outcome::Hit, true).await;
@@ -515,7 +519,8 @@ impl Cache {
 
     /// Before a listing: learns the names other replicas claimed (a no-op on a local store).
     pub async fn refresh_listing(&self) {
-        self.private.refresh_names().await;
+        // A listing shows what is known when the store does not answer (it serves no files).
+        let _ = self.private.refresh_names().await;
     }
 
     /// The private names of `reader`'s projects.

@@ -12,6 +12,11 @@
 //! the record as the store has it (retried on conflict; nothing relies on this process's
 //! lock), and every read first checks the records it is about against the store (`refresh`,
 //! batched): an upload another replica acknowledged is seen on the very next request.
+//!
+//! Those checks fail closed (issue 22): a name this replica cannot show to be unclaimed as of
+//! `replica_lag` (or `replica_absent_lag`, for names no replica has claimed) is answered with a
+//! 503 while the bucket does not answer, never from the upstream. A claimed name keeps being
+//! served from its record as last read (its private files, never the upstream's).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -137,8 +142,70 @@ pub struct Private {
     /// How old a check may be and still count for pages and listings (`replica_lag`; zero:
     /// strict).
     max_lag: std::time::Duration,
+    /// How long a check that found no record may keep showing a name unclaimed once the
+    /// budget of reads is spent (negative caching under a flood of requests).
+    absent_lag: std::time::Duration,
+    /// When each record key was last checked against the store successfully (the check's
+    /// start: what it read is at least that new). Keys not in the index were absent then.
+    confirmed: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// When the last complete listing (every changed record re-read) started.
+    listed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Reads for unclaimed names: within it, every request checks; beyond, the absent lag.
+    budget: Budget,
     /// The batcher key of the whole listing.
     all_key: String,
+}
+
+/// A name whose private records could not be checked against the shared store, and that
+/// this replica cannot show to be unclaimed recently enough: answered with 503 (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum Unchecked {
+    #[error(
+        "the shared store did not answer whether `{0}` has private uploads made through another replica; \
+         retry when the bucket is reachable"
+    )]
+    Name(ProjectName),
+    #[error(
+        "the shared store did not answer which files are private uploads of other replicas; \
+         retry when the bucket is reachable"
+    )]
+    Listing,
+}
+
+/// Confirmations kept at most (beyond, the oldest go: a flood of random names costs memory once).
+const MAX_CONFIRMED: usize = 50_000;
+
+/// Over budget, more unclaimed names than this to check at once (a group scope's projects ×
+/// the names a filename may belong to): one listing answers for all of them.
+const LIST_INSTEAD_OF: usize = 3;
+
+/// Bucket reads a second, at most, for names no replica has claimed (with a burst as large):
+/// what a flood of requests for random names can cost the bucket per replica.
+const UNCLAIMED_READS_PER_SECOND: f64 = 200.0;
+
+/// A token bucket: `take(n)` succeeds while `n` reads fit the rate.
+struct Budget {
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+    rate: f64,
+}
+
+impl Budget {
+    fn new(rate: f64) -> Budget {
+        Budget { state: std::sync::Mutex::new((rate, std::time::Instant::now())), rate }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let mut state = self.state.lock().expect("budget lock");
+        let (tokens, last) = &mut *state;
+        *tokens = (*tokens + last.elapsed().as_secs_f64() * self.rate).min(self.rate);
+        *last = std::time::Instant::now();
+        let n = n as f64;
+        if *tokens >= n {
+            *tokens -= n;
+            return true;
+        }
+        false
+    }
 }
 
 /// Conflicting writers on one record retry this often at most before giving up with 503.
@@ -156,7 +223,11 @@ impl Private {
         store: Arc<dyn Store>,
         records: &Records,
         max_lag: std::time::Duration,
+        absent_lag: std::time::Duration,
     ) -> anyhow::Result<Private> {
+        // `records` is a complete listing made just now: it shows every other name unclaimed.
+        let listed_at = std::time::Instant::now();
+        let mut complete = true;
         let mut index = Index::default();
         for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
             let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else {
@@ -172,6 +243,7 @@ impl Private {
                 Err(e) => {
                     tracing::error!(%key, error = %e, "cannot read a private record; its name stays private with no files");
                     metrics::counter!("larder_bad_records_total").increment(1);
+                    complete = false;
                     (PrivateRecord::default(), None)
                 }
             };
@@ -183,6 +255,10 @@ impl Private {
             write_lock: tokio::sync::Mutex::new(()),
             checks: Default::default(),
             max_lag,
+            absent_lag,
+            confirmed: Default::default(),
+            listed: std::sync::Mutex::new(complete.then_some(listed_at)),
+            budget: Budget::new(UNCLAIMED_READS_PER_SECOND),
             all_key: "*".to_string(),
         })
     }
@@ -193,44 +269,101 @@ impl Private {
     }
 
     /// Brings what this process knows of `names` in `projects` up to date with the store,
-    /// when the store is shared; a no-op otherwise. A check that fails (the bucket is
-    /// unreachable) leaves what is known: no upload can be acknowledged meanwhile either.
-    /// `lag`: how old a check may be and still count.
-    pub async fn refresh(self: &Arc<Self>, projects: &[String], names: &[ProjectName], lag: std::time::Duration) {
+    /// when the store is shared; a no-op otherwise. `lag`: how old a check may be and still
+    /// count. `Err` (fail closed): a name not claimed here whose check failed, and that no
+    /// successful check shows unclaimed within `lag` (`replica_absent_lag` if longer). A claimed
+    /// name whose check fails stays served from its record as last read.
+    pub async fn refresh(
+        self: &Arc<Self>,
+        projects: &[String],
+        names: &[ProjectName],
+        lag: std::time::Duration,
+    ) -> Result<(), Unchecked> {
         if !self.is_shared() {
-            return;
+            return Ok(());
         }
-        let stale: Vec<(String, ProjectName)> = projects
+        let asked = std::time::Instant::now();
+        let absent_window = lag.max(self.absent_lag);
+        let keys: Vec<(String, ProjectName, String)> =
+            projects.iter().flat_map(|p| names.iter().map(move |n| (p.clone(), n.clone(), record_key(p, n)))).collect();
+        let claimed = |p: &String, n: &ProjectName| self.is_claimed(std::slice::from_ref(p), n);
+        let mut stale: Vec<&(String, ProjectName, String)> = keys
             .iter()
-            .flat_map(|p| names.iter().map(move |n| (p, n)))
-            .filter(|(p, n)| !self.checks.is_fresh(&record_key(p, n), lag))
-            .map(|(p, n)| (p.clone(), n.clone()))
+            .filter(|(p, n, key)| match claimed(p, n) {
+                true => !self.checks.is_fresh(key, lag),
+                false => !self.shown_unclaimed(key, asked, lag),
+            })
             .collect();
-        if stale.is_empty() {
-            return;
+        // Unclaimed names cost a bucket read each while the budget lasts (strict: a claim made
+        // through another replica counts on the next request here). Beyond it (a flood of
+        // random names, a group of many projects), recent answers stand for up to the absent
+        // lag, and several names at once are answered by one listing.
+        let unclaimed = stale.iter().filter(|(p, n, _)| !claimed(p, n)).count();
+        if unclaimed > 0 && !self.budget.take(unclaimed) {
+            stale.retain(|(p, n, key)| claimed(p, n) || !self.shown_unclaimed(key, asked, absent_window));
+            let unclaimed = stale.iter().filter(|(p, n, _)| !claimed(p, n)).count();
+            if unclaimed > LIST_INSTEAD_OF && absent_window >= std::time::Duration::from_secs(1) {
+                self.list_all(absent_window).await;
+                stale.retain(|(p, n, key)| claimed(p, n) || !self.shown_unclaimed(key, asked, absent_window));
+            }
         }
-        futures_util::future::join_all(stale.into_iter().map(|(project, name)| {
+        futures_util::future::join_all(stale.into_iter().map(|(project, name, key)| {
             let this = Arc::clone(self);
             async move {
-                let key = record_key(&project, &name);
                 let check = || {
                     let (this, project, name) = (this.clone(), project.clone(), name.clone());
-                    async move { this.reload(&project, &name).await }
+                    async move {
+                        this.reload(&project, &name).await;
+                    }
                 };
-                self.checks.run(key, lag, check).await;
+                self.checks.run(key.clone(), lag, check).await;
             }
         }))
         .await;
+        for (project, name, key) in &keys {
+            if !claimed(project, name) && !self.shown_unclaimed(key, asked, absent_window) {
+                metrics::counter!("larder_replica_checks_total", "result" => "unchecked").increment(1);
+                return Err(Unchecked::Name(name.clone()));
+            }
+        }
+        Ok(())
     }
 
-    /// Re-reads one record if it changed in the store.
-    async fn reload(&self, project: &str, name: &ProjectName) {
+    /// Whether a successful check (of this key, or a complete listing) that started no more
+    /// than `window` before `asked` found `key` absent. The caller knows it is not claimed.
+    fn shown_unclaimed(&self, key: &str, asked: std::time::Instant, window: std::time::Duration) -> bool {
+        let since = asked.checked_sub(window);
+        let counts = |at: std::time::Instant| since.is_none_or(|since| at >= since);
+        let listed = *self.listed.lock().expect("listing stamp lock");
+        listed.is_some_and(counts)
+            || self.confirmed.lock().expect("confirmations lock").get(key).is_some_and(|at| counts(*at))
+    }
+
+    fn confirm(&self, key: &str, started: std::time::Instant) {
+        let mut confirmed = self.confirmed.lock().expect("confirmations lock");
+        if confirmed.len() >= MAX_CONFIRMED {
+            let keep = self.absent_lag.max(self.max_lag).max(std::time::Duration::from_secs(1));
+            confirmed.retain(|_, at| at.elapsed() <= keep);
+            if confirmed.len() >= MAX_CONFIRMED {
+                confirmed.clear();
+            }
+        }
+        let at = confirmed.entry(key.to_string()).or_insert(started);
+        *at = (*at).max(started);
+    }
+
+    /// Re-reads one record if it changed in the store; whether the store answered.
+    async fn reload(&self, project: &str, name: &ProjectName) -> bool {
         let key = record_key(project, name);
+        let started = std::time::Instant::now();
         let known = {
             let index = self.index.read().expect("private index lock");
             index.projects.get(project).and_then(|n| n.get(name)).and_then(|e| e.version.clone())
         };
-        match self.store.get_record_if_changed(&key, known.as_deref()).await {
+        let read = self.store.get_record_if_changed(&key, known.as_deref()).await;
+        metrics::counter!("larder_replica_checks_total", "result" => if read.is_ok() { "read" } else { "failed" })
+            .increment(1);
+        match read {
             Ok(RecordRead::Unchanged) => {}
             Ok(RecordRead::Changed(Some((bytes, version)))) => {
                 let record = decode(&key, name, &bytes);
@@ -247,32 +380,57 @@ impl Private {
             Ok(RecordRead::Changed(None)) => {}
             Err(e) => {
                 metrics::counter!("larder_store_errors_total", "op" => "check").increment(1);
-                tracing::warn!(%key, error = %e, "cannot check a private record against the store; using what is known");
+                tracing::warn!(%key, error = %e, "cannot check a private record against the store");
+                return false;
             }
         }
+        self.confirm(&key, started);
+        true
     }
 
     /// Brings every private record up to date with the store (at most once a second): names
     /// other processes claimed since start-up (for listings), and records they changed, so
     /// that which blobs are private (and whose) is known before an upstream page may name one.
-    pub async fn refresh_names(self: &Arc<Self>) {
-        // A listing walks every private record: at most once a second, whatever replica_lag.
-        let lag = self.max_lag.max(std::time::Duration::from_secs(1));
-        if !self.is_shared() || self.checks.is_fresh(&self.all_key, lag) {
-            return; // the common case on a file hit: one lock, no task
+    /// `Err` (fail closed): no complete listing within that second, the store not answering.
+    pub async fn refresh_names(self: &Arc<Self>) -> Result<(), Unchecked> {
+        if !self.is_shared() {
+            return Ok(());
         }
+        // A listing walks every private record: at most once a second, whatever replica_lag.
+        let window = self.max_lag.max(std::time::Duration::from_secs(1));
+        let asked = std::time::Instant::now();
+        let fresh = |at: Option<std::time::Instant>| {
+            at.is_some_and(|at| asked.checked_sub(window).is_none_or(|since| at >= since))
+        };
+        if fresh(*self.listed.lock().expect("listing stamp lock")) {
+            return Ok(()); // the common case on a file hit: two locks, no task
+        }
+        self.list_all(window).await;
+        match fresh(*self.listed.lock().expect("listing stamp lock")) {
+            true => Ok(()),
+            false => Err(Unchecked::Listing),
+        }
+    }
+
+    /// One listing of every private record (joined when one started within `max_age`), each
+    /// changed one re-read; stamps `listed` when all of it succeeded.
+    async fn list_all(self: &Arc<Self>, max_age: std::time::Duration) {
         let this = Arc::clone(self);
         let check = || {
             let this = this.clone();
             async move {
+                let started = std::time::Instant::now();
                 let keys = match this.store.list_record_keys(crate::cache::records::PRIVATE_PREFIX).await {
                     Ok(k) => k,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot list private records; using what is known");
+                        metrics::counter!("larder_replica_checks_total", "result" => "failed").increment(1);
+                        tracing::warn!(error = %e, "cannot list private records");
                         return;
                     }
                 };
+                metrics::counter!("larder_replica_checks_total", "result" => "listed").increment(1);
                 let bare = |v: &str| v.trim_matches('"').to_string();
+                let mut complete = true;
                 for (key, listed) in &keys {
                     let Ok(RecordKey::Private { project, name }) = RecordKey::parse(key) else { continue };
                     let known = {
@@ -286,12 +444,18 @@ impl Private {
                         (Some(Some(_)), None) => false,
                     };
                     if changed {
-                        this.reload(&project, &name).await;
+                        complete &= this.reload(&project, &name).await;
                     }
+                }
+                // A listed record that could not be read may be a claim unknown here: then the
+                // listing shows nothing unclaimed.
+                if complete {
+                    let mut listed = this.listed.lock().expect("listing stamp lock");
+                    *listed = Some(listed.map_or(started, |at| at.max(started)));
                 }
             }
         };
-        self.checks.run(self.all_key.clone(), lag, check).await;
+        self.checks.run(self.all_key.clone(), max_age, check).await;
     }
 
     /// Is `name` claimed in any project at all?

@@ -14,7 +14,7 @@ impl Cache {
     /// The provenance object of `dist_name` (listed under `key`), and how it was produced.
     pub async fn provenance(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<(Bytes, Outcome), Error> {
         let none = || Error::NotFound(format!("no provenance is known for `{dist_name}`"));
-        self.refresh_claims(&reader.projects, dist_name, true).await;
+        self.refresh_claims(&reader.projects, dist_name, true).await?;
         // PROV-05: private uploads get none (Larder verifies no attestations).
         if !matches!(key, FileKey::Sha256(_)) || self.private.claimed_by_file(&reader.projects, dist_name).is_some() {
             return Err(none());

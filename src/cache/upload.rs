@@ -35,7 +35,7 @@ impl Cache {
     /// DC-4: a new private name must not shadow an upstream project unless the operator allows it.
     async fn check_shadowing(&self, project: &str, name: &ProjectName) -> Result<(), Error> {
         // Replicas: a name claimed through another one counts as claimed here (issue 13).
-        self.private.refresh(&[project.to_string()], std::slice::from_ref(name), self.config.replica_lag).await;
+        self.private.refresh(&[project.to_string()], std::slice::from_ref(name), self.config.replica_lag).await?;
         if self.private.is_claimed(&[project.to_string()], name) || self.config.allow_shadowing.contains(name) {
             return Ok(());
         }
@@ -132,7 +132,7 @@ impl Cache {
 
     /// Sets or clears a private file's yank (PEP 592).
     pub async fn yank(&self, project: &str, sha: &str, file: &str, yanked: Yanked) -> Result<(), Error> {
-        self.refresh_claims(&[project.to_string()], file, true).await;
+        self.refresh_claims(&[project.to_string()], file, true).await?;
         let name = self.private_file(project, sha, file)?;
         self.private.set_yanked(project, &name, file, yanked).await.map_err(|e| match e {
             Rejected::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),
@@ -143,7 +143,7 @@ impl Cache {
     /// Deletes a private file; its name stays claimed (DC-1). Blobs are shared: metadata Larder
     /// extracted for an upstream wheel stays, and the lock keeps uploads out meanwhile.
     pub async fn delete(&self, project: &str, sha: &str, file: &str) -> Result<(), Error> {
-        self.refresh_claims(&[project.to_string()], file, true).await;
+        self.refresh_claims(&[project.to_string()], file, true).await?;
         let name = self.private_file(project, sha, file)?;
         let (unused, _lock) = self.private.delete(project, &name, file).await.map_err(|e| match e {
             Rejected::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),

@@ -123,6 +123,7 @@ impl From<cache::Error> for HttpError {
             cache::Error::Gone(m) => HttpError::new(StatusCode::GONE, m),
             cache::Error::Shadowing(m) => HttpError::new(StatusCode::FORBIDDEN, m),
             cache::Error::Unavailable(m) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            cache::Error::Unchecked(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! driven by the real pip, uv and twine: an upload on one replica is installable through
 //! another on the very next request; racing uploads of one filename store exactly one; a
 //! replica killed mid-upload or mid-fill leaves nothing half-visible; a new replica with an
-//! empty disk serves everything; the bucket briefly unreachable gives a clear 503 while
-//! local-cache hits keep working, and recovers without a restart.
+//! empty disk serves everything; the bucket briefly unreachable gives a clear 503 (fail
+//! closed: never the upstream's page for a name another replica may have claimed), and
+//! recovers without a restart.
 
 use std::path::Path;
 use std::time::Duration;
@@ -260,6 +261,11 @@ fn a_replica_killed_mid_upload_or_mid_fill_leaves_nothing_half_visible() {
     drop(a);
 }
 
+/// While the bucket does not answer, a replica fails closed (issue 22 item 4): a name it cannot
+/// show unclaimed (within `replica_absent_lag`) gets a clear 503, even one it served a moment
+/// ago from its local cache, since another replica may have claimed it meanwhile; a name
+/// claimed here keeps being served from its record; uploads get a quick 503; and the same
+/// process recovers when the bucket is back, without a restart.
 #[test]
 fn the_bucket_briefly_unreachable_gives_clear_503s_and_recovers_without_a_restart() {
     let mut s3 = S3Server::start();
@@ -271,13 +277,20 @@ fn the_bucket_briefly_unreachable_gives_clear_503s_and_recovers_without_a_restar
     let file_url = a.url(&format!("/files/{}/{name}", sha256_hex(&bytes)));
     assert_eq!(http().get(&file_url).send().unwrap().status(), 200, "warm the local cache");
     assert_eq!(page(&a, "steady")["files"].as_array().unwrap().len(), 1);
+    let scratch = tempfile::tempdir().unwrap();
+    let (own, own_bytes) = wheel("outage-own", "1.0", &[]);
+    assert_ok(&twine_upload(scratch.path(), &a, &own, &own_bytes), "a private upload before the outage");
 
     s3.stop();
-    // Hits from the local cache keep working.
-    let hit = http().get(&file_url).send().unwrap();
-    assert_eq!(hit.status(), 200);
-    assert_eq!(sha256_hex(&hit.bytes().unwrap()), sha256_hex(&bytes));
-    assert_eq!(page(&a, "steady")["files"].as_array().unwrap().len(), 1);
+    std::thread::sleep(Duration::from_millis(1100)); // past replica_absent_lag (1 s)
+    for url in [a.url("/simple/steady/"), file_url.clone()] {
+        let resp = http().get(&url).send().unwrap();
+        assert_eq!(resp.status(), 503, "{url}: an unclaimed name the bucket cannot confirm");
+        let text = resp.text().unwrap();
+        assert!(text.contains("did not answer whether `steady`"), "{text}");
+    }
+    // A name claimed here is served from its record as last read: never from upstream anyway.
+    assert_eq!(filenames(&page(&a, "outage-own")), [own]);
     // An upload cannot be acknowledged: a clear 503, quickly.
     let (tool, tool_bytes) = wheel("outage-tool", "0.1", &[]);
     let (ct, body) = multipart(&[("name", "outage-tool"), ("version", "0.1")], Some((&tool, &tool_bytes)));
@@ -290,15 +303,98 @@ fn the_bucket_briefly_unreachable_gives_clear_503s_and_recovers_without_a_restar
         .send()
         .unwrap();
     assert_eq!(resp.status(), 503);
-    assert!(resp.text().unwrap().contains("not reachable"));
+    assert!(resp.text().unwrap().contains("retry when the bucket is reachable"));
     assert!(started.elapsed() < Duration::from_secs(40), "{:?}", started.elapsed());
 
-    // Back: the same process takes uploads again, no restart.
+    // Back: the same process serves and takes uploads again, no restart.
     s3.restart();
+    let hit = http().get(&file_url).send().unwrap();
+    assert_eq!(hit.status(), 200);
+    assert_eq!(sha256_hex(&hit.bytes().unwrap()), sha256_hex(&bytes));
     let resp =
         http().post(upload_url(&a)).basic_auth("x", Some(TOKEN)).header("content-type", ct).body(body).send().unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
     assert_eq!(filenames(&page(&a, "outage-tool")), [tool]);
+}
+
+/// Issue 22 item 4, the attack: a name is claimed through replica B while an attacker's
+/// `internal-two 99.0` sits on the upstream; the bucket then stops answering. Replica A,
+/// which never saw the claim, must not fall back to the upstream's page: 503 for the page,
+/// the attacker's file and pip, and the private page once the bucket is back.
+#[test]
+fn a_replica_whose_bucket_fails_never_serves_the_upstream_for_a_name_claimed_elsewhere() {
+    let mut s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (evil, evil_bytes) = wheel("internal-two", "99.0", &[]);
+    up.add("internal-two", MockFile::new(&evil, evil_bytes.clone()));
+    let extra = ["--upstream", &up.simple_url(), "--allow-shadowing", "internal-two", "--metadata-prefetch", "false"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "failclosed", da.path(), &extra);
+    let b = replica(&s3, "failclosed", db.path(), &extra);
+    let scratch = tempfile::tempdir().unwrap();
+    let (own, own_bytes) = wheel("internal-two", "1.0", &[]);
+    assert_ok(&twine_upload(scratch.path(), &b, &own, &own_bytes), "the claim, through B");
+
+    s3.stop();
+    std::thread::sleep(Duration::from_millis(1100)); // past A's start-up listing and any check
+    let resp = http().get(a.url("/simple/internal-two/")).send().unwrap();
+    assert_eq!(resp.status(), 503, "A fell back to the upstream's page for a name claimed through B");
+    let evil_url = a.url(&format!("/files/{}/{evil}", sha256_hex(&evil_bytes)));
+    assert_eq!(http().get(&evil_url).send().unwrap().status(), 503, "the attacker's file");
+    let target = scratch.path().join("target");
+    let out = pip(
+        scratch.path(),
+        &["install", "--target", target.to_str().unwrap(), "--index-url", &a.url("/simple/"), "internal-two"],
+    );
+    assert!(!out.status.success(), "pip installed something for a name it could not check");
+    assert!(!target.join("internal_two-99.0.dist-info").exists(), "the attacker's release was installed");
+
+    s3.restart();
+    assert_eq!(filenames(&page(&a, "internal-two")), [own], "A, once the bucket answers: B's upload alone");
+}
+
+fn counter(larder: &Larder, line: &str) -> u64 {
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    metrics.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok()).unwrap_or(0)
+}
+
+const READS: &str = r#"larder_replica_checks_total{result="read"}"#;
+const LISTINGS: &str = r#"larder_replica_checks_total{result="listed"}"#;
+
+/// Issue 22 item 4, negative caching: a name no replica claimed costs one bucket read per
+/// request while reads are cheap (strict: a claim through another replica counts at once),
+/// but a flood (here a group of 60 projects, 60 reads per page) cannot multiply bucket calls:
+/// beyond 200 reads a second, answers up to `replica_absent_lag` old stand, and one listing
+/// answers for many names.
+#[test]
+fn unclaimed_names_cost_bounded_bucket_reads_under_a_flood() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("plain", "1.0", &[]);
+    up.add("plain", MockFile::new(&name, bytes));
+    let dir = tempfile::tempdir().unwrap();
+    let projects: Vec<String> = (0..60).map(|i| format!("\"p{i}\"")).collect();
+    let config = dir.path().join("larder.toml");
+    std::fs::write(&config, format!("[groups.many]\nprojects = [{}]\n", projects.join(", "))).unwrap();
+    let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--config", config.to_str().unwrap()];
+    let larder = replica(&s3, "negative", &dir.path().join("data"), &extra);
+
+    let before = counter(&larder, READS);
+    for _ in 0..20 {
+        assert_eq!(filenames(&page(&larder, "plain")), std::slice::from_ref(&name));
+    }
+    let reads = counter(&larder, READS) - before;
+    assert!(reads >= 20, "{reads} bucket reads for 20 page requests: unclaimed names are checked every time");
+
+    let (before, listings) = (counter(&larder, READS), counter(&larder, LISTINGS));
+    let group = |n: usize| larder.url(&format!("/api/v4/groups/many/-/packages/pypi/simple/random-{n}/"));
+    for n in 0..40 {
+        let status = http().get(group(n)).send().unwrap().status();
+        assert!(status == 200 || status == 404, "{status}");
+    }
+    let reads = counter(&larder, READS) - before;
+    assert!(reads < 1000, "{reads} bucket reads for 40 requests × 60 projects");
+    assert!(counter(&larder, LISTINGS) > listings, "one listing answers for many names");
 }
 
 #[test]
