@@ -277,6 +277,18 @@ pub struct Settings {
     #[arg(long, env = "LARDER_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
+    /// On SIGTERM (or SIGINT), first go on serving everything while /-/ready answers 503 for
+    /// this long, so that a load balancer or Kubernetes stops sending clients here [default:
+    /// 5s]. A second signal skips what is left of it.
+    #[arg(long, env = "LARDER_DRAIN_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub drain_delay: Option<Duration>,
+
+    /// Then stop accepting connections, and give open requests (downloads included), page
+    /// writes and fills under way this long to finish before exiting [default: 30s]. Set the
+    /// orchestrator's grace period above drain_delay + shutdown_timeout.
+    #[arg(long, env = "LARDER_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+
     /// Client connections served at once; more wait in the listen backlog [default: 8192].
     /// Larder raises its open-file limit to fit, as far as the system allows.
     #[arg(long, env = "LARDER_MAX_CONNECTIONS", value_name = "N")]

@@ -28,6 +28,10 @@ pub struct FileConfig {
     pub header_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
     pub metrics_token: Option<String>,
     pub max_archive_members: Option<u64>,
@@ -236,6 +240,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Timeouts and the connection cap of the server.
     pub connection_limits: ConnectionLimits,
+    /// How a stop goes (SIGTERM): readiness first, then the open requests (issue 27).
+    pub stopping: Stopping,
     /// `/metrics` needs this token (Bearer or Basic password) when set.
     pub metrics_token: Option<String>,
     /// Bounds on reading uploaded and upstream archives.
@@ -462,6 +468,10 @@ impl Config {
                 idle_timeout: s.idle_timeout.or(file.idle_timeout).unwrap_or(Duration::from_secs(60)),
                 max_connections: s.max_connections.or(file.max_connections).unwrap_or(8192),
             },
+            stopping: Stopping {
+                drain_delay: s.drain_delay.or(file.drain_delay).unwrap_or(Duration::from_secs(5)),
+                shutdown_timeout: s.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
+            },
             metrics_token: s.metrics_token.clone().or(file.metrics_token).filter(|t| !t.is_empty()),
             archive_limits: crate::archive::ArchiveLimits {
                 max_members: s.max_archive_members.or(file.max_archive_members).unwrap_or(100_000),
@@ -612,6 +622,17 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+}
+
+/// A stop (SIGTERM, SIGINT) in two steps, so that a load balancer takes the replica out of
+/// rotation before it stops accepting: nothing a client started is lost.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopping {
+    /// How long `/-/ready` answers 503 while everything is still served.
+    pub drain_delay: Duration,
+    /// Then, with no new connections: how long open requests (downloads included) and
+    /// background work (page writes, fills) may take to finish.
+    pub shutdown_timeout: Duration,
 }
 
 /// Parses a size such as `500MiB`, `2 GiB`, `100KB` or `1048576`.

@@ -15,6 +15,9 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// What the pages for people show about the cache at work.
     pub stats: Arc<Stats>,
+    /// Set on SIGTERM: `/-/ready` answers 503 and HTTP/1 connections close after their
+    /// response, while everything is still served (issue 27).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -22,11 +25,11 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<AppState> {
         let config = Arc::new(config);
         let cache = Arc::new(Cache::open(config.clone(), Mode::Serve).await?);
-        Ok(AppState { config, cache, metrics: None, stats: Arc::default() })
+        Ok(AppState { config, cache, metrics: None, stats: Arc::default(), draining: Arc::default() })
     }
 
     /// The same around a given engine (tests build one on a failing store).
     pub fn with_cache(config: Arc<Config>, cache: Arc<Cache>) -> AppState {
-        AppState { config, cache, metrics: None, stats: Arc::default() }
+        AppState { config, cache, metrics: None, stats: Arc::default(), draining: Arc::default() }
     }
 }

@@ -1,4 +1,6 @@
-//! `larder serve`: open the store, bind, and serve until SIGINT or SIGTERM.
+//! `larder serve`: open the store, bind, and serve until SIGINT or SIGTERM; then drain
+//! (`/-/ready` 503 for `drain_delay`), stop accepting, and let open requests and background
+//! work finish within `shutdown_timeout` (issue 27).
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -49,13 +51,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("listening on {scheme}://{addr}");
     let cache = state.cache.clone();
     let reloader = tokio::spawn(reload_on_sighup(hangups, state.config.clone(), cache.clone()));
-    crate::server::serve(listener, state, tls, shutdown_signal()).await;
+    let stopping = state.config.stopping;
+    let mut signals = Signals::install();
+    let draining = state.draining.clone();
+    let drained = async move {
+        let signal = signals.next().await;
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            signal,
+            drain_delay = %humantime::format_duration(stopping.drain_delay),
+            "stopping: /-/ready answers 503 while everything is still served; then no new connections"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(stopping.drain_delay) => {}
+            signal = signals.next() => tracing::info!(signal, "a second signal: skipping the rest of the drain"),
+        }
+    };
+    let deadline = crate::server::serve(listener, state, tls, drained, stopping.shutdown_timeout).await;
     reloader.abort();
     // Page writes, downloads and metadata extraction under way finish before the process ends,
-    // for a bounded time: a stop must not wait for a multi-GB download.
-    if tokio::time::timeout(std::time::Duration::from_secs(30), cache.shutdown()).await.is_err() {
-        tracing::warn!("background work did not finish in 30 s; stopping anyway (unfinished downloads are not stored)");
+    // within what is left of the timeout: a stop must not wait for a multi-GB download.
+    if tokio::time::timeout_at(deadline, cache.shutdown()).await.is_err() {
+        tracing::warn!("background work did not finish in time; stopping anyway (unfinished downloads are not stored)");
     }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -113,17 +132,39 @@ async fn reload_on_sighup(
 #[cfg(not(unix))]
 async fn reload_on_sighup(_: Option<()>, _: std::sync::Arc<Config>, _: std::sync::Arc<crate::cache::Cache>) {}
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, installed once so that a second one is seen too.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+                int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -28,14 +28,16 @@ use crate::state::AppState;
 /// The largest request head (line and headers) read from a client.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
-/// Serves connections on `listener` until `shutdown` completes, then lets open requests finish
-/// (for at most ten seconds).
+/// Serves connections on `listener` until `shutdown` completes, then stops accepting and lets
+/// open requests finish for at most `finish_within`; returns when that time is up (what is
+/// left of it is for background work).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
-) {
+    finish_within: Duration,
+) -> tokio::time::Instant {
     let limits = state.config.connection_limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper's header timeout does nothing (checked: a half request stayed open 45 s).
@@ -113,9 +115,17 @@ pub async fn serve(
         }
     }
     drop(listener);
-    tracing::info!("shutting down; waiting for open requests");
+    let deadline = tokio::time::Instant::now() + finish_within;
+    tracing::info!(
+        connections = limits.max_connections.max(1).saturating_sub(slots.available_permits()),
+        "no longer accepting; waiting for open requests"
+    );
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("open requests did not finish in 10 s; stopping anyway"),
+        _ = tokio::time::sleep_until(deadline) => tracing::warn!(
+            timeout = %humantime::format_duration(finish_within),
+            "open requests did not finish within shutdown_timeout; stopping anyway"
+        ),
     }
+    deadline
 }

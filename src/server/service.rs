@@ -23,8 +23,14 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     let path = req.uri().path().to_string();
     let route = Route::parse(&path, &state.config.default_project);
     let route_name = route.name();
+    let http1 = req.version() < http::Version::HTTP_2;
     let span = tracing::info_span!("request", %method, %path, route = route_name, project = route.scope_id(), %peer);
-    let resp = dispatch(&state, route, req).instrument(span.clone()).await;
+    let mut resp = dispatch(&state, route, req).instrument(span.clone()).await;
+    if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Stopping: this client's next request opens a new connection, which the balancer
+        // sends to another replica (HTTP/2 gets GOAWAY when the listener closes).
+        resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     let status = resp.status().as_u16();
     let outcome = resp.extensions().get::<Outcome>().copied();
     span.in_scope(|| {

@@ -37,6 +37,8 @@ mod sizes;
 mod engine;
 // kill -9 during uploads, fills, imports, page writes, evictions, yanks and deletes.
 mod crash;
+// SIGTERM: drain, finish what is open, exit 0 (issue 27).
+mod stopping;
 // Hostile and unlucky clients: bad heads, pipelining, aborted downloads; nothing leaks.
 mod hostile;
 // Attacks from the security review (issue 9), each reproduced against a running Larder.

@@ -1,5 +1,5 @@
 //! `GET /-/health`: 200 once the server accepts requests (tests and compose wait on it), with
-//! `ok` or what is degraded. `GET /-/ready`: 503 while the store cannot be written, so that a
+//! `ok` or what is degraded. `GET /-/ready`: 503 while the store cannot be written or the process is stopping, so that a
 //! load balancer sends clients to another replica. `GET /metrics`: Prometheus text format.
 
 use http::{HeaderValue, Response, StatusCode, header};
@@ -15,6 +15,9 @@ pub fn health(state: &AppState) -> Response<Body> {
 }
 
 pub fn ready(state: &AppState) -> Response<Body> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return respond::text(StatusCode::SERVICE_UNAVAILABLE, "not ready: stopping (draining before shutdown)");
+    }
     match state.cache.degraded() {
         None => respond::text(StatusCode::OK, "ready"),
         Some(why) => respond::text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),

@@ -44,9 +44,10 @@ impl InProcess {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(larder::server::serve(listener, state, None, async {
+            let stopped = async {
                 let _ = rx.await;
-            }));
+            };
+            tokio::spawn(larder::server::serve(listener, state, None, stopped, std::time::Duration::from_secs(10)));
             (format!("http://{addr}"), cache, tx)
         });
         InProcess { base, clock, cache, shutdown: Some(tx), runtime: Some(runtime) }
