@@ -465,17 +465,30 @@ impl Pages {
             let Ok(name) = ProjectName::parse(&candidate) else {
                 continue;
             };
-            match self.get(&name).await {
-                Ok((cached, _)) => {
-                    if let PageState::Found(head) = &cached.state
-                        && head.listing.find(key, filename).is_some()
-                        && let Some(model) = self.model(&name, head).await
-                        && let Some(f) = model.file(key).filter(|f| f.filename == filename)
-                    {
-                        return Ok(Some((name, f.clone())));
+            // Twice: on a shared store another replica may have replaced the record since this
+            // head was read (its model is then not the head's); the second read takes the
+            // record as it is now (found by the rolling-restart test: a 404 for `.metadata`).
+            for attempt in 0..2 {
+                match self.get(&name).await {
+                    Ok((cached, _)) => {
+                        let PageState::Found(head) = &cached.state else { break };
+                        if head.listing.find(key, filename).is_none() {
+                            break;
+                        }
+                        match self.model(&name, head).await {
+                            Some(model) => match model.file(key).filter(|f| f.filename == filename) {
+                                Some(f) => return Ok(Some((name, f.clone()))),
+                                None => break,
+                            },
+                            None if attempt == 0 => self.forget(&name).await,
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        last_err = Some(e);
+                        break;
                     }
                 }
-                Err(e) => last_err = Some(e),
             }
         }
         match last_err {

@@ -598,3 +598,168 @@ fn a_deleted_private_file_stays_hidden_from_upstream_pages_naming_its_sha() {
         assert_eq!(file.status(), 404, "{what} served a deleted private file named by an upstream page");
     }
 }
+
+/// Issue 27: two replicas on one bucket behind a balancer that probes `/-/ready`, under a
+/// steady load of page and file hits (reqwest), pip installs and twine uploads, while each
+/// replica in turn is stopped with SIGTERM and started again, twice over: no client request
+/// fails and every acknowledged upload is there afterwards, on both replicas.
+#[test]
+fn a_rolling_restart_under_load_fails_no_request_and_loses_no_upload() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (lib, lib_bytes) = wheel("rolling-lib", "1.0", &[]);
+    let (app, app_bytes) = wheel("rolling-app", "1.0", &["rolling-lib"]);
+    up.add("rolling-lib", MockFile::new(&lib, lib_bytes));
+    up.add("rolling-app", MockFile::new(&app, app_bytes.clone()));
+    let extra = ["--upstream", &up.simple_url(), "--drain-delay", "1s", "--shutdown-timeout", "20s"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut replicas = vec![replica(&s3, "rolling", da.path(), &extra), replica(&s3, "rolling", db.path(), &extra)];
+    let lb = Arc::new(crate::util::balancer::Balancer::start(&[&replicas[0].base, &replicas[1].base]));
+    let file = format!("/files/{}/{app}", sha256_hex(&app_bytes));
+    assert_eq!(http().get(lb.url(&file)).send().unwrap().status(), 200, "warm");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (lb, stop, failures, file) = (lb.clone(), stop.clone(), failures.clone(), file.clone());
+        load.push(std::thread::spawn(move || {
+            let client = http();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for path in ["/simple/rolling-app/", file.as_str()] {
+                    match client.get(lb.url(path)).send() {
+                        Ok(r) if r.status() == 200 => n += 1,
+                        Ok(r) => failures.lock().unwrap().push(format!(
+                            "GET {path}: {} {}",
+                            r.status(),
+                            r.text().unwrap_or_default()
+                        )),
+                        Err(e) => failures.lock().unwrap().push(format!("GET {path}: {e}")),
+                    }
+                }
+            }
+            n
+        }));
+    }
+    {
+        let (lb, stop, failures) = (lb.clone(), stop.clone(), failures.clone());
+        load.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let scratch = tempfile::tempdir().unwrap();
+                let target = scratch.path().join("t");
+                let out = pip(
+                    scratch.path(),
+                    &[
+                        "install",
+                        "--target",
+                        target.to_str().unwrap(),
+                        "--index-url",
+                        &lb.url("/simple/"),
+                        "rolling-app",
+                    ],
+                );
+                match out.status.success() {
+                    true => n += 1,
+                    false => failures.lock().unwrap().push(format!("pip: {}", String::from_utf8_lossy(&out.stderr))),
+                }
+            }
+            n
+        }));
+    }
+    {
+        let (lb, stop, failures, acked) = (lb.clone(), stop.clone(), failures.clone(), acked.clone());
+        load.push(std::thread::spawn(move || {
+            let scratch = tempfile::tempdir().unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (filename, bytes) = wheel("rolling-own", &format!("1.{n}"), &[]);
+                let path = scratch.path().join(&filename);
+                std::fs::write(&path, bytes).unwrap();
+                let url = lb.url("/api/v4/projects/default/packages/pypi");
+                let out = twine(
+                    scratch.path(),
+                    &["upload", "--repository-url", &url, "-u", "x", "-p", TOKEN, path.to_str().unwrap()],
+                );
+                match out.status.success() {
+                    true => acked.lock().unwrap().push(filename),
+                    false => failures.lock().unwrap().push(format!("twine: {}", String::from_utf8_lossy(&out.stdout))),
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+
+    std::thread::sleep(Duration::from_secs(1));
+    let mut logs = Vec::new();
+    for _round in 0..2 {
+        for i in 0..2 {
+            let old = replicas.remove(i);
+            let old_base = old.base.clone();
+            let (new, log) = old.restart_gracefully(Duration::from_secs(30));
+            logs.push(log);
+            lb.replace(&old_base, &new.base);
+            replicas.insert(i, new);
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let done: Vec<usize> = load.into_iter().map(|t| t.join().unwrap()).collect();
+    let failures = failures.lock().unwrap();
+    let unusual: Vec<&str> = logs
+        .iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| {
+            l.contains(" WARN ") || l.contains(" ERROR ") || (l.contains("served status=") && !l.contains("status=200"))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed client requests (done: {done:?}):\n{}\nearlier processes:\n{}",
+        failures.len(),
+        failures.join("\n"),
+        unusual.join("\n")
+    );
+    assert!(done.iter().all(|&n| n > 0), "every kind of load ran: {done:?}");
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort();
+    assert!(acked.len() >= 3, "{acked:?}");
+    for r in &replicas {
+        let mut listed = filenames(&page(r, "rolling-own"));
+        listed.sort();
+        assert_eq!(listed, acked, "every acknowledged upload, on {}", r.base);
+    }
+}
+
+/// Found by the rolling-restart test: behind a balancer, pip reads a page from one replica
+/// (which advertises `.metadata` for every wheel, issue 11) and the `.metadata` from another,
+/// at any moment of the first replica's work on it.
+#[test]
+fn metadata_advertised_by_one_replica_is_served_by_another() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let extra = ["--upstream", &up.simple_url()];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "spread", da.path(), &extra);
+    let b = replica(&s3, "spread", db.path(), &extra);
+    for i in 0..8 {
+        let name = format!("spread-app{i}");
+        let (app, app_bytes) = wheel(&name, "1.0", &["spread-lib"]);
+        up.add(&name, MockFile::new(&app, app_bytes.clone()));
+        let file = format!("/files/{}/{app}", sha256_hex(&app_bytes));
+        let listed = page(&a, &name);
+        assert_ne!(listed["files"][0]["core-metadata"], false, "{listed}");
+        std::thread::sleep(Duration::from_millis(i * 40));
+        let _ = page(&b, &name);
+        for (r, what) in [(&b, "another replica"), (&a, "the same replica")] {
+            let resp = http().get(r.url(&format!("{file}.metadata"))).send().unwrap();
+            assert_eq!(resp.status(), 200, "{what}, {i}: {}", resp.text().unwrap_or_default());
+            assert!(resp.text().unwrap().contains("Requires-Dist: spread-lib"));
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The harness: start Larder, build wheels, run pip and uv.
 
+pub mod balancer;
 pub mod faulty;
 pub mod inprocess;
 pub mod s3;
@@ -111,6 +112,18 @@ impl Larder {
         self.stop();
         let (dir, args, envs) = (self.data_dir.clone(), std::mem::take(&mut self.args), std::mem::take(&mut self.envs));
         Self::spawn(&dir, args, envs)
+    }
+
+    /// Stops this process as an orchestrator does (SIGTERM; it drains and exits 0) and starts
+    /// a new one on the same data dir (a new port); with the old process's whole log.
+    pub fn restart_gracefully(mut self, within: Duration) -> (Larder, String) {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = self.wait_exit(within).unwrap_or_else(|| panic!("no exit within {within:?}:\n{}", self.log()));
+        assert!(exit.success(), "{exit:?}:\n{}", self.log());
+        std::thread::sleep(Duration::from_millis(100)); // the log reader's last lines
+        let (dir, args, envs) = (self.data_dir.clone(), std::mem::take(&mut self.args), std::mem::take(&mut self.envs));
+        (Self::spawn(&dir, args, envs), self.log())
     }
 
     /// Waits for the process to exit by itself (after a signal the test sent); `None` if it
