@@ -75,6 +75,16 @@ impl Selection {
         }
         Ok(())
     }
+
+    /// The imported advisories (issue 25): an air-gapped site gets them with its packages.
+    pub async fn add_advisories(&mut self, store: &Arc<dyn Store>) -> anyhow::Result<()> {
+        if let Some(bytes) = store.get_record(crate::advisories::RECORD_KEY).await? {
+            let pointer = crate::advisories::decode_pointer(&bytes).map_err(anyhow::Error::msg)?;
+            self.blobs.insert(pointer.sha256);
+            self.records.insert(crate::advisories::RECORD_KEY.to_string());
+        }
+        Ok(())
+    }
 }
 
 pub struct Summary {
@@ -328,10 +338,16 @@ async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> a
         let current = store.get_record_versioned(key).await?;
         let merged = match &current {
             None => incoming.clone(),
-            Some((local, _)) => match merged_record(key, local, &incoming)? {
-                Some(m) => m,
-                None => return Ok(()), // the local record stays as it is
-            },
+            Some((local, _)) => {
+                let merged = match key == crate::advisories::RECORD_KEY {
+                    true => crate::advisories::merged_pointer(&**store, local, &incoming).await?,
+                    false => merged_record(key, local, &incoming)?,
+                };
+                match merged {
+                    Some(m) => m,
+                    None => return Ok(()), // the local record stays as it is
+                }
+            }
         };
         let expected = current.as_ref().map(|(_, v)| v.as_str());
         if store.put_record_if(key, merged, expected).await?.is_some() {

@@ -42,6 +42,11 @@ pub enum Command {
     Import(ImportArgs),
     /// Re-hash every stored file and record; report (and with --remove, delete) corrupt ones.
     Verify(VerifyArgs),
+    /// Security advisories from OSV: `larder advisories import all.zip` (OSV's PyPI export,
+    /// a directory of OSV JSON records, or one record). MAL- (malicious package) advisories
+    /// block the files they name; all are served through OSV's API under /-/osv/.
+    #[command(subcommand)]
+    Advisories(AdvisoriesCommand),
     /// Yank a private file (PEP 592) on a running Larder. Token from LARDER_TOKEN.
     Yank(ManageArgs),
     /// Undo a yank on a running Larder. Token from LARDER_TOKEN.
@@ -123,6 +128,23 @@ pub struct ImportArgs {
     /// The bundle written by `larder export`.
     #[arg(value_name = "BUNDLE")]
     pub bundle: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdvisoriesCommand {
+    /// Import OSV records into the store, merged with what is there (a newer `modified` wins,
+    /// withdrawn records drop; safe to run again). Running servers on the same store pick
+    /// them up within 30 seconds (or at once on SIGHUP); bad records are reported and skipped.
+    Import(AdvisoriesImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AdvisoriesImportArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+
+    /// OSV's export for PyPI (`all.zip`), a directory of OSV JSON records, or one record.
+    pub path: PathBuf,
 }
 
 #[derive(Args, Debug)]

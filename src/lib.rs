@@ -31,6 +31,7 @@
 //! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
 //! Public here is what the binary, the benchmarks and the tests use; the rest is crate-private.
 
+pub mod advisories;
 pub(crate) mod archive;
 pub(crate) mod auth;
 pub(crate) mod bundle;

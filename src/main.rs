@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use larder::cli::{Cli, Command};
+use larder::cli::{AdvisoriesCommand, Cli, Command};
 use larder::commands::{self, manage::Op};
 use larder::config::Config;
 
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
             Command::Export(args) => commands::bundle::export(Config::load(&args.settings)?, args).await,
             Command::Import(args) => commands::bundle::import(Config::load(&args.settings)?, args).await,
             Command::Verify(args) => commands::verify::run(Config::load(&args.settings)?, args).await,
+            Command::Advisories(AdvisoriesCommand::Import(args)) => {
+                commands::advisories::import(Config::load(&args.settings)?, args).await
+            }
             Command::Yank(args) => commands::manage::run(Op::Yank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Delete(args) => commands::manage::run(Op::Delete, args).await.map(|_| ExitCode::SUCCESS),

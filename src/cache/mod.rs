@@ -11,6 +11,7 @@
 //! - `Cache::upload`, `yank`, `delete`: private packages (`upload.rs`).
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
+mod advisories;
 mod ahead;
 mod bodies;
 mod files;
@@ -195,6 +196,8 @@ pub struct Cache {
     ahead: Option<Arc<ahead::Ahead>>,
     /// The block list in force (reloaded on SIGHUP).
     blocks: Arc<crate::policy::Blocks>,
+    /// Imported OSV advisories and the version of the record naming them (issue 25).
+    advisories: std::sync::RwLock<(Arc<crate::advisories::Db>, Option<String>)>,
     /// Cooldowns are measured on it.
     clock: Clock,
     /// When each stored provenance object was last found unchanged upstream, by file sha256.
@@ -336,7 +339,7 @@ impl Cache {
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        Ok(Cache {
+        let cache = Cache {
             config,
             store,
             bounded,
@@ -351,10 +354,13 @@ impl Cache {
             upstreams,
             ahead,
             blocks,
+            advisories: Default::default(),
             clock,
             provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
             provenance_checked: Default::default(),
-        })
+        };
+        cache.reload_advisories().await;
+        Ok(cache)
     }
 
     /// Waits for every background task (page writes, downloads, metadata extraction), then

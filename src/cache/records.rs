@@ -157,6 +157,8 @@ pub enum RecordKey {
     },
     /// The PEP 740 provenance of the file with this sha256.
     Provenance(String),
+    /// Which blob holds the imported OSV advisories (issue 25).
+    Advisories,
 }
 
 impl fmt::Display for RecordKey {
@@ -167,6 +169,7 @@ impl fmt::Display for RecordKey {
             RecordKey::Alias(digest) => write!(f, "alias/u-{digest}"),
             RecordKey::WheelMeta { wheel, metadata } => write!(f, "wheel-meta/{wheel}/{metadata}"),
             RecordKey::Provenance(sha) => write!(f, "provenance/{sha}"),
+            RecordKey::Advisories => f.write_str(crate::advisories::RECORD_KEY),
         }
     }
 }
@@ -211,6 +214,9 @@ impl RecordKey {
         if let Some(file) = key.strip_prefix("provenance/") {
             return Ok(RecordKey::Provenance(sha(file, "the file sha256").map_err(|e| bad(&e))?));
         }
+        if key == crate::advisories::RECORD_KEY {
+            return Ok(RecordKey::Advisories);
+        }
         Err(bad("unknown kind of record"))
     }
 
@@ -223,6 +229,7 @@ impl RecordKey {
             RecordKey::WheelMeta { .. } if body.is_empty() => Ok(()),
             RecordKey::WheelMeta { .. } => Err("a wheel-meta record has no body".into()),
             RecordKey::Provenance(_) => decode_provenance(body).map(drop),
+            RecordKey::Advisories => crate::advisories::decode_pointer(body).map(drop),
         }
     }
 }

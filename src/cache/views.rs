@@ -61,7 +61,9 @@ impl Cache {
             Some(setting) => setting == UnhashedFiles::Refuse,
             None => blocks.has_sha_rules(),
         };
-        Filter { cooldown, unknown: rules.unknown_upload_time, blocks, status, now: self.clock.unix(), refuse_unhashed }
+        let advisories = matches!(source, Source::Upstream(_));
+        let (unknown, now) = (rules.unknown_upload_time, self.clock.unix());
+        Filter { cooldown, unknown, blocks, status, now, refuse_unhashed, advisories }
     }
 
     /// A whole project on the block list: its page is not found, with the reason.
@@ -218,6 +220,10 @@ impl Cache {
             Err(Refusal::Held(reason)) => {
                 metrics::counter!("larder_held_back_total").increment(1);
                 Err(Error::NotFound(reason))
+            }
+            Err(Refusal::Advisory { reason, kind }) => {
+                metrics::counter!("larder_blocked_total", "kind" => "file", "advisory" => kind).increment(1);
+                Err(Error::Blocked(reason))
             }
         }
     }

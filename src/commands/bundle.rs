@@ -40,6 +40,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
             sel.records.insert(key);
         }
         sel.add_private(&store).await?;
+        sel.add_advisories(&store).await?;
         sel
     } else {
         Selection::everything(&store).await?

@@ -51,6 +51,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("listening on {scheme}://{addr}");
     let cache = state.cache.clone();
     let reloader = tokio::spawn(reload_on_sighup(hangups, state.config.clone(), cache.clone()));
+    // Advisories imported by `larder advisories import` (here or on another replica's bucket).
+    let watcher = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ADVISORIES_CHECK).await;
+                cache.reload_advisories().await;
+            }
+        })
+    };
     let stopping = state.config.stopping;
     let mut signals = Signals::install();
     let draining = state.draining.clone();
@@ -69,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let deadline = crate::server::serve(listener, state, tls, drained, stopping.shutdown_timeout).await;
     reloader.abort();
+    watcher.abort();
     // Page writes, downloads and metadata extraction under way finish before the process ends,
     // within what is left of the timeout: a stop must not wait for a multi-GB download.
     if tokio::time::timeout_at(deadline, cache.shutdown()).await.is_err() {
@@ -77,6 +88,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How often a server looks for newly imported advisories (one small record read).
+const ADVISORIES_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Raises the soft open-file limit to the hard one: each connection is a file descriptor, and
 /// a soft limit of 1024 would cap connections far below `max_connections`.
@@ -119,6 +133,7 @@ async fn reload_on_sighup(
     {
         let Some(mut hup) = hangups else { return };
         while hup.recv().await.is_some() {
+            cache.reload_advisories().await;
             match config.reload_block_list() {
                 Ok(list) => cache.replace_block_list(list),
                 Err(e) => {

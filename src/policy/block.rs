@@ -26,18 +26,52 @@ pub struct BlockConfig {
     pub reason: String,
 }
 
+#[derive(Clone)]
 struct VersionRule {
     versions: VersionSpecifiers,
     reason: String,
 }
 
-/// A parsed block list.
-#[derive(Default)]
+/// A parsed block list, with the rules imported advisories add (issue 25).
+#[derive(Clone, Default)]
 pub struct BlockList {
     projects: HashMap<ProjectName, String>,
     versions: HashMap<ProjectName, Vec<VersionRule>>,
     files: HashMap<String, String>,
     rules: usize,
+    advisories: Arc<AdvisoryRules>,
+}
+
+/// Blocks from advisories (OSV `MAL-` records): they apply to upstream files only, never to
+/// a private upload of the same name.
+#[derive(Default)]
+pub struct AdvisoryRules {
+    by_name: HashMap<ProjectName, Vec<AdvisoryRule>>,
+    count: usize,
+}
+
+pub struct AdvisoryRule {
+    /// `None`: every version.
+    pub versions: Option<VersionSpecifiers>,
+    /// Shown with the refusal: the advisory's id and summary.
+    pub reason: String,
+    /// For metrics: `malicious` or `vulnerability`.
+    pub kind: &'static str,
+}
+
+impl AdvisoryRules {
+    pub fn add(&mut self, name: ProjectName, rule: AdvisoryRule) {
+        self.by_name.entry(name).or_default().push(rule);
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl BlockList {
@@ -81,11 +115,11 @@ impl BlockList {
     }
 
     pub fn len(&self) -> usize {
-        self.rules
+        self.rules + self.advisories.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules == 0
+        self.len() == 0
     }
 
     /// The reason the whole project is blocked, if it is.
@@ -100,7 +134,16 @@ impl BlockList {
 
     /// Whether some rule may hide files on `name`'s page.
     pub fn touches(&self, name: &ProjectName) -> bool {
-        !self.files.is_empty() || self.versions.contains_key(name)
+        !self.files.is_empty() || self.versions.contains_key(name) || self.advisories.by_name.contains_key(name)
+    }
+
+    /// The advisory that blocks this upstream file, if one does (a version that cannot be read
+    /// is blocked when the project has any: fail closed).
+    pub fn advisory(&self, name: &ProjectName, file: &DistFile) -> Option<&AdvisoryRule> {
+        let rules = self.advisories.by_name.get(name)?;
+        let version = filename::version_of(name, &file.filename).and_then(|v| Version::from_str(&v).ok());
+        let Some(version) = version else { return rules.first() };
+        rules.iter().find(|r| r.versions.as_ref().is_none_or(|v| v.contains(&version)))
     }
 
     /// The reason this file is blocked, if it is: by its sha256, or by its version.
@@ -149,7 +192,20 @@ impl Blocks {
         self.current.read().expect("block list lock").clone()
     }
 
-    pub fn replace(&self, list: BlockList) {
+    /// A new configured list (SIGHUP); the advisory rules in force stay.
+    pub fn replace(&self, mut list: BlockList) {
+        list.advisories = self.current().0.advisories.clone();
+        self.swap(list);
+    }
+
+    /// New advisory rules (an import); the configured list stays.
+    pub fn set_advisories(&self, rules: AdvisoryRules) {
+        let mut list = (*self.current().0).clone();
+        list.advisories = Arc::new(rules);
+        self.swap(list);
+    }
+
+    fn swap(&self, list: BlockList) {
         metrics::gauge!("larder_block_rules").set(list.len() as f64);
         let empty = list.is_empty();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;

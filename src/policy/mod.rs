@@ -129,6 +129,8 @@ pub struct Filter<'a> {
     pub now: u64,
     /// Files listed without a sha256 are refused (`unhashed_files`).
     pub refuse_unhashed: bool,
+    /// Advisory blocks apply (upstream files; a private upload is never matched against them).
+    pub advisories: bool,
 }
 
 /// Why a file is not served.
@@ -138,6 +140,8 @@ pub enum Refusal {
     Blocked(String),
     /// Too new for the cooldown, or its upload time is unknown and such files are hidden: 404.
     Held(String),
+    /// Named by an advisory that blocks (a malicious package): 403 with the advisory.
+    Advisory { reason: String, kind: &'static str },
 }
 
 /// What a filter made of a page.
@@ -167,6 +171,12 @@ impl Filter<'_> {
         let by_resolved = resolved_sha.filter(|_| file.sha256().is_none()).and_then(|sha| self.blocks.sha256(sha));
         if let Some(reason) = by_resolved.or_else(|| self.blocks.file(name, file)) {
             return Err(Refusal::Blocked(format!("`{}` is blocked on this index: {reason}", file.filename)));
+        }
+        if self.advisories
+            && let Some(rule) = self.blocks.advisory(name, file)
+        {
+            let reason = format!("`{}` is blocked on this index: {}", file.filename, rule.reason);
+            return Err(Refusal::Advisory { reason, kind: rule.kind });
         }
         let Some(age) = self.cooldown else { return Ok(()) };
         match file.upload_time.as_deref().and_then(index::parse_upload_time) {
@@ -310,6 +320,7 @@ mod tests {
             status: None,
             now: NOW,
             refuse_unhashed: false,
+            advisories: true,
         }
     }
 

@@ -13,11 +13,24 @@ use percent_encoding::percent_decode_str;
 pub use crate::scope::Scope;
 use crate::scope::is_valid_id as is_valid_project_id;
 
+/// The calls of OSV's API Larder answers (what `uv audit --service-url` sends).
+#[derive(Debug, PartialEq, Eq)]
+pub enum OsvCall {
+    /// `POST v1/query`: one package (and version).
+    Query,
+    /// `POST v1/querybatch`: many, answered with ids only.
+    QueryBatch,
+    /// `GET v1/vulns/<id>`: one record.
+    Vuln(String),
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
     /// `/-/ready`: 503 while the store cannot be written (for load balancers).
     Ready,
+    /// OSV's API under `/-/osv/` (issue 25), answered from the imported advisories.
+    Osv(OsvCall),
     Metrics,
     /// The project list. `prefix` is the absolute path of `simple/`, with its slash.
     SimpleRoot {
@@ -146,6 +159,7 @@ impl Route {
         match self {
             Route::Health => "health",
             Route::Ready => "ready",
+            Route::Osv(_) => "osv",
             Route::Metrics => "metrics",
             Route::SimpleRoot { .. } => "simple_root",
             Route::SimpleDetail { .. } => "simple_detail",
@@ -184,6 +198,18 @@ impl Route {
         }
         if path == "/metrics" {
             return Route::Metrics;
+        }
+        if let Some(call) = path.strip_prefix("/-/osv/v1/") {
+            return match call {
+                "query" => Route::Osv(OsvCall::Query),
+                "querybatch" => Route::Osv(OsvCall::QueryBatch),
+                _ => match call.strip_prefix("vulns/") {
+                    Some(id) if !id.is_empty() && !id.contains('/') => {
+                        Route::Osv(OsvCall::Vuln(percent_decode_str(id).decode_utf8_lossy().into_owned()))
+                    }
+                    _ => Route::NotFound("unknown OSV API call (v1/query, v1/querybatch, v1/vulns/<id>)"),
+                },
+            };
         }
         if path == "/-/ui" {
             return Route::Ui { scope: Scope::Project(default_project.to_string()), view: UiView::Home };

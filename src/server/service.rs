@@ -92,6 +92,11 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
     match route {
         Route::Health if is_read => Ok(handlers::health::health(state)),
         Route::Ready if is_read => Ok(handlers::health::ready(state)),
+        // Advisories are read like the default project's pages (a private index keeps them private).
+        Route::Osv(call) if is_read || method == Method::POST => {
+            auth::reader(config, headers, &crate::scope::Scope::Project(config.default_project.clone()))?;
+            handlers::osv::osv(state, call, body).await
+        }
         Route::Metrics if is_read => {
             auth::metrics(config, headers)?;
             Ok(handlers::health::metrics(state))

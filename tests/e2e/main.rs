@@ -15,6 +15,8 @@ mod files_api;
 // Pull-through with pip and uv: zero upstream requests when warm, coalescing, hash mismatch,
 // stale pages, restart.
 mod pull_through;
+// Advisories from OSV (issue 25): import, MAL- blocks, OSV's API for uv audit.
+mod advisories;
 // PyPI's JSON API (issue 24), read by Dependabot-style and library clients.
 mod json_api;
 // Private packages: uploads with twine and uv, masking, tokens, yank and delete.

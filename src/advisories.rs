@@ -1,0 +1,633 @@
+//! Advisories from OSV (issue 25): records in OSV's schema (1.x) for the PyPI ecosystem,
+//! imported from OSV's export (`all.zip`) or a directory of JSON files, kept in the store (so
+//! they travel in bundles and reach every replica on a shared bucket), matched as OSV defines
+//! it for PyPI (ECOSYSTEM ranges in PEP 440 order, `versions` lists, normalized names), and
+//! served back through OSV's own API (`server::handlers::osv`).
+//!
+//! The whole set is one immutable blob (zstd JSON lines, one record per line) named by a small
+//! record, `advisories`: an import writes a new blob, then swaps the record by compare-and-swap.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use pep440_rs::{Version, VersionSpecifiers};
+use serde::{Deserialize, Serialize};
+
+use crate::index::ProjectName;
+use crate::store::Store;
+
+/// The record naming the current set's blob.
+pub const RECORD_KEY: &str = "advisories";
+
+/// One OSV JSON record may be this large at most (the largest real PyPI records are ~200 KB).
+const MAX_RECORD_BYTES: u64 = 4 << 20;
+/// Files read from one export at most (OSV's PyPI export has ~20,000).
+const MAX_RECORDS: usize = 1_000_000;
+/// A whole export may unpack to this much at most.
+const MAX_EXPORT_BYTES: u64 = 8 << 30;
+
+/// What an advisory is about: malicious packages are blocked; vulnerabilities reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Malicious,
+    Vulnerability,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Malicious => "malicious",
+            Kind::Vulnerability => "vulnerability",
+        }
+    }
+}
+
+/// One advisory: its id, when it last changed, the PyPI packages and versions it affects, and
+/// the record as OSV wrote it (served back byte for byte by the API).
+#[derive(Debug)]
+pub struct Advisory {
+    pub id: String,
+    pub modified: String,
+    modified_unix: u64,
+    pub summary: String,
+    pub kind: Kind,
+    affected: Vec<Affected>,
+    pub raw: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Debug)]
+struct Affected {
+    name: ProjectName,
+    /// Explicit versions, PEP 440-normalized where they parse.
+    versions: Vec<String>,
+    /// Ranges as specifiers (`>=1.0, <1.4`); `None`: every version.
+    ranges: Vec<Option<VersionSpecifiers>>,
+}
+
+/// The fields read from an OSV record (the rest is kept in `raw`).
+#[derive(Deserialize)]
+struct OsvRecord {
+    id: String,
+    modified: String,
+    #[serde(default)]
+    withdrawn: Option<String>,
+    #[serde(default)]
+    schema_version: Option<String>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    details: Option<String>,
+    #[serde(default)]
+    affected: Vec<OsvAffected>,
+}
+
+#[derive(Deserialize)]
+struct OsvAffected {
+    #[serde(default)]
+    package: Option<OsvPackage>,
+    #[serde(default)]
+    ranges: Vec<OsvRange>,
+    #[serde(default)]
+    versions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct OsvPackage {
+    ecosystem: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct OsvRange {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    events: Vec<HashMap<String, String>>,
+}
+
+/// Why one record was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("not an OSV record: {0}")]
+    Json(String),
+    #[error("`id` must be 1 to 100 characters of letters, digits and `-._:`")]
+    Id,
+    #[error("`modified` is not an RFC 3339 time: `{0}`")]
+    Modified(String),
+    #[error("schema_version `{0}` is not 1.x")]
+    Schema(String),
+    #[error("it affects no PyPI package")]
+    NotPypi,
+    #[error("withdrawn")]
+    Withdrawn,
+}
+
+impl Advisory {
+    /// Parses and validates one OSV record. Affected entries of other ecosystems are ignored.
+    pub fn parse(bytes: &[u8]) -> Result<Advisory, Invalid> {
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_slice(bytes).map_err(|e| Invalid::Json(e.to_string()))?;
+        let osv: OsvRecord = serde_json::from_str(raw.get()).map_err(|e| Invalid::Json(e.to_string()))?;
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || "-._:".contains(c);
+        if osv.id.is_empty() || osv.id.len() > 100 || !osv.id.chars().all(id_ok) {
+            return Err(Invalid::Id);
+        }
+        let Some(modified_unix) = crate::index::parse_upload_time(&osv.modified) else {
+            return Err(Invalid::Modified(osv.modified.chars().take(40).collect()));
+        };
+        if let Some(v) = osv.schema_version.as_deref().filter(|v| !(*v == "1" || v.starts_with("1."))) {
+            return Err(Invalid::Schema(v.chars().take(20).collect()));
+        }
+        if osv.withdrawn.is_some() {
+            return Err(Invalid::Withdrawn);
+        }
+        let affected: Vec<Affected> = osv.affected.iter().filter_map(affected_on_pypi).collect();
+        if affected.is_empty() {
+            return Err(Invalid::NotPypi);
+        }
+        let malicious = std::iter::once(&osv.id).chain(&osv.aliases).any(|id| id.starts_with("MAL-"));
+        let summary = osv.summary.or(osv.details).unwrap_or_default();
+        let summary: String = summary.lines().next().unwrap_or_default().chars().take(200).collect();
+        Ok(Advisory {
+            id: osv.id,
+            modified: osv.modified,
+            modified_unix,
+            summary,
+            kind: if malicious { Kind::Malicious } else { Kind::Vulnerability },
+            affected,
+            raw,
+        })
+    }
+
+    /// Whether this advisory affects `version` of `name` (`None`: a version that cannot be
+    /// read, which any advisory of the name affects: fail closed).
+    pub fn affects(&self, name: &ProjectName, version: Option<&Version>) -> bool {
+        self.affected.iter().filter(|a| &a.name == name).any(|a| match version {
+            None => true,
+            Some(v) => {
+                let normal = v.to_string();
+                a.versions.contains(&normal) || a.ranges.iter().any(|r| r.as_ref().is_none_or(|spec| spec.contains(v)))
+            }
+        })
+    }
+
+    /// The names this advisory affects.
+    pub fn names(&self) -> impl Iterator<Item = &ProjectName> {
+        self.affected.iter().map(|a| &a.name)
+    }
+
+    /// The version rules of `name`, for the block list: `None` in the list means every version.
+    pub fn rules_for(&self, name: &ProjectName) -> Vec<Option<VersionSpecifiers>> {
+        let mut rules = Vec::new();
+        for a in self.affected.iter().filter(|a| &a.name == name) {
+            rules.extend(a.ranges.iter().cloned());
+            for v in &a.versions {
+                match VersionSpecifiers::from_str(&format!("=={v}")) {
+                    Ok(spec) => rules.push(Some(spec)),
+                    // A listed version that is not PEP 440: it cannot be matched, so every
+                    // version is taken as affected (fail closed).
+                    Err(_) => rules.push(None),
+                }
+            }
+        }
+        rules
+    }
+}
+
+fn affected_on_pypi(a: &OsvAffected) -> Option<Affected> {
+    let package = a.package.as_ref().filter(|p| p.ecosystem == "PyPI")?;
+    let name = ProjectName::parse(&package.name).ok()?;
+    let versions =
+        a.versions.iter().map(|v| Version::from_str(v).map(|v| v.to_string()).unwrap_or(v.clone())).collect();
+    let mut ranges = Vec::new();
+    for r in a.ranges.iter().filter(|r| r.kind == "ECOSYSTEM") {
+        ranges.extend(ecosystem_ranges(&r.events));
+    }
+    if ranges.is_empty() && a.versions.is_empty() {
+        ranges.push(None); // affected, with no versions named: every version (OSV: all)
+    }
+    Some(Affected { name, versions, ranges })
+}
+
+/// OSV's events (`introduced`, `fixed`, `last_affected`, `limit`) as PEP 440 specifiers, one
+/// per affected interval; an event that does not parse makes its interval "every version".
+fn ecosystem_ranges(events: &[HashMap<String, String>]) -> Vec<Option<VersionSpecifiers>> {
+    let mut out = Vec::new();
+    let mut open: Option<String> = None; // the lower bound of the interval under way
+    let lower = |v: &str| if v == "0" { String::new() } else { format!(">={v}") };
+    let spec = |parts: &[String]| {
+        let text = parts.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(", ");
+        if text.is_empty() { Some(None) } else { VersionSpecifiers::from_str(&text).ok().map(Some) }
+    };
+    for event in events {
+        for (kind, v) in event {
+            match kind.as_str() {
+                "introduced" => open = Some(lower(v)),
+                "fixed" | "last_affected" => {
+                    let upper = if kind == "fixed" { format!("<{v}") } else { format!("<={v}") };
+                    let low = open.take().unwrap_or_default();
+                    out.push(spec(&[low, upper]).unwrap_or(None));
+                }
+                _ => {} // `limit`: only for git ranges
+            }
+        }
+    }
+    if let Some(low) = open {
+        out.push(spec(&[low]).unwrap_or(None));
+    }
+    out
+}
+
+/// The imported set: by id, and by the names it affects.
+#[derive(Default)]
+pub struct Db {
+    by_id: HashMap<String, Arc<Advisory>>,
+    by_name: HashMap<ProjectName, Vec<Arc<Advisory>>>,
+    /// The store blob this set was read from.
+    pub sha256: Option<String>,
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize)]
+pub struct Imported {
+    pub added: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub withdrawn: usize,
+    pub skipped: usize,
+    pub total: usize,
+}
+
+impl Db {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn insert(&mut self, advisory: Advisory) {
+        let advisory = Arc::new(advisory);
+        self.remove(&advisory.id);
+        for name in advisory.names() {
+            let list = self.by_name.entry(name.clone()).or_default();
+            if !list.iter().any(|a| a.id == advisory.id) {
+                list.push(advisory.clone());
+            }
+        }
+        self.by_id.insert(advisory.id.clone(), advisory);
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        let Some(old) = self.by_id.remove(id) else { return false };
+        for name in old.names() {
+            if let Some(list) = self.by_name.get_mut(name) {
+                list.retain(|a| a.id != id);
+                if list.is_empty() {
+                    self.by_name.remove(name);
+                }
+            }
+        }
+        true
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Advisory>> {
+        self.by_id.get(id)
+    }
+
+    /// The advisories that affect `version` of `name`, sorted by id.
+    pub fn affecting(&self, name: &ProjectName, version: Option<&Version>) -> Vec<Arc<Advisory>> {
+        let mut found: Vec<Arc<Advisory>> = self
+            .by_name
+            .get(name)
+            .map(|list| list.iter().filter(|a| a.affects(name, version)).cloned().collect())
+            .unwrap_or_default();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    /// Every advisory of `name`, whatever the version, sorted by id.
+    pub fn affecting_any(&self, name: &ProjectName) -> Vec<Arc<Advisory>> {
+        let mut found = self.by_name.get(name).cloned().unwrap_or_default();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found
+    }
+
+    /// Every advisory of one kind, with the names it affects.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Arc<Advisory>> {
+        self.by_id.values().filter(move |a| a.kind == kind)
+    }
+
+    /// Merges one record as read from an export: a newer `modified` wins, withdrawn drops.
+    fn merge(&mut self, bytes: &[u8], tally: &mut Imported) -> Result<(), Invalid> {
+        match Advisory::parse(bytes) {
+            Ok(new) => {
+                match self.by_id.get(&new.id) {
+                    Some(old) if old.modified_unix > new.modified_unix => tally.unchanged += 1,
+                    Some(old) if old.modified_unix == new.modified_unix && old.raw.get() == new.raw.get() => {
+                        tally.unchanged += 1
+                    }
+                    Some(_) => {
+                        tally.updated += 1;
+                        self.insert(new);
+                    }
+                    None => {
+                        tally.added += 1;
+                        self.insert(new);
+                    }
+                }
+                Ok(())
+            }
+            Err(Invalid::Withdrawn) => {
+                #[derive(Deserialize)]
+                struct Id {
+                    id: String,
+                }
+                if let Ok(Id { id }) = serde_json::from_slice(bytes)
+                    && self.remove(&id)
+                {
+                    tally.withdrawn += 1;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The set as stored: one record per line, sorted by id, zstd-compressed.
+    fn encode(&self) -> std::io::Result<Vec<u8>> {
+        let mut ids: Vec<&String> = self.by_id.keys().collect();
+        ids.sort();
+        let mut lines = Vec::new();
+        for id in ids {
+            // A record's raw JSON may span lines: stored compact, one per line.
+            let value: serde_json::Value = serde_json::from_str(self.by_id[id].raw.get())?;
+            serde_json::to_writer(&mut lines, &value)?;
+            lines.push(b'\n');
+        }
+        zstd::encode_all(lines.as_slice(), 3)
+    }
+
+    fn decode(compressed: &[u8]) -> anyhow::Result<Db> {
+        let mut lines = Vec::new();
+        zstd::Decoder::new(compressed)?.take(MAX_EXPORT_BYTES).read_to_end(&mut lines)?;
+        let mut db = Db::default();
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match Advisory::parse(line) {
+                Ok(a) => db.insert(a),
+                Err(e) => tracing::warn!(error = %e, "skipping a stored advisory that no longer validates"),
+            }
+        }
+        Ok(db)
+    }
+}
+
+/// The `advisories` record: the blob that holds the set.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pointer {
+    pub sha256: String,
+    pub records: usize,
+    pub imported_unix: u64,
+}
+
+/// Parses and validates the `advisories` record.
+pub fn decode_pointer(body: &[u8]) -> Result<Pointer, String> {
+    let p: Pointer = serde_json::from_slice(body).map_err(|e| format!("advisories record does not parse: {e}"))?;
+    if !crate::index::is_sha256_hex(&p.sha256) {
+        return Err("advisories record: `sha256` is not 64 hex digits".into());
+    }
+    Ok(p)
+}
+
+/// The set in the store (empty when none was imported), and the pointer record's version.
+pub async fn load(store: &dyn Store) -> anyhow::Result<(Db, Option<String>)> {
+    let Some((bytes, version)) = store.get_record_versioned(RECORD_KEY).await? else {
+        return Ok((Db::default(), None));
+    };
+    let pointer = decode_pointer(&bytes).map_err(anyhow::Error::msg)?;
+    Ok((read_set(store, &pointer.sha256).await?, Some(version)))
+}
+
+async fn read_set(store: &dyn Store, sha256: &str) -> anyhow::Result<Db> {
+    let blob = store
+        .open_blob(sha256)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the advisories blob {sha256} is missing from the store"))?;
+    let compressed = blob.read_to_bytes(MAX_EXPORT_BYTES).await?;
+    anyhow::ensure!(crate::digest::sha256_hex(&compressed) == sha256, "the advisories blob is damaged");
+    let mut db = Db::decode(&compressed)?;
+    db.sha256 = Some(sha256.to_string());
+    Ok(db)
+}
+
+/// `larder import` of a bundle carrying advisories into a store that has some: the two sets
+/// merged (a newer `modified` wins), written as a new blob; the new record's body, or `None`
+/// when the local set already has everything.
+pub async fn merged_pointer(store: &dyn Store, local: &[u8], incoming: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+    let (mine, theirs) =
+        (decode_pointer(local).map_err(anyhow::Error::msg)?, decode_pointer(incoming).map_err(anyhow::Error::msg)?);
+    if mine.sha256 == theirs.sha256 {
+        return Ok(None);
+    }
+    let mut db = read_set(store, &mine.sha256).await?;
+    let other = read_set(store, &theirs.sha256).await?;
+    let mut tally = Imported::default();
+    for a in other.by_id.values() {
+        let _ = db.merge(a.raw.get().as_bytes(), &mut tally);
+    }
+    if tally.added + tally.updated == 0 {
+        return Ok(None);
+    }
+    Ok(Some(write_set(store, &db).await?))
+}
+
+/// Writes `db` as a blob; the body of the record that names it.
+async fn write_set(store: &dyn Store, db: &Db) -> anyhow::Result<Vec<u8>> {
+    let compressed = db.encode()?;
+    let sha = crate::digest::sha256_hex(&compressed);
+    store.put_blob_bytes(&sha, bytes::Bytes::from(compressed)).await?;
+    let pointer = Pointer { sha256: sha, records: db.len(), imported_unix: crate::clock::Clock::system().unix() };
+    Ok(serde_json::to_vec(&pointer)?)
+}
+
+/// The pointer record's version now (a cheap check for a new import).
+pub async fn version(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    Ok(store.get_record_versioned(RECORD_KEY).await?.map(|(_, v)| v))
+}
+
+/// Imports an OSV export (`all.zip`), one JSON record, or a directory of them into the store,
+/// merged with what is there. Bad records are reported (to `report`) and skipped.
+pub async fn import(
+    store: &dyn Store,
+    path: &Path,
+    report: &mut dyn FnMut(&str, &Invalid),
+) -> anyhow::Result<Imported> {
+    let path = path.to_path_buf();
+    let entries = tokio::task::spawn_blocking(move || read_export(&path)).await??;
+    for _attempt in 0..20 {
+        let (mut db, expected) = load(store).await?;
+        let mut tally = Imported::default();
+        for (name, bytes) in &entries {
+            if let Err(e) = db.merge(bytes, &mut tally) {
+                tally.skipped += 1;
+                report(name, &e);
+            }
+        }
+        tally.total = db.len();
+        if tally.added + tally.updated + tally.withdrawn == 0 && expected.is_some() {
+            return Ok(tally);
+        }
+        let pointer = write_set(store, &db).await?;
+        if store.put_record_if(RECORD_KEY, pointer, expected.as_deref()).await?.is_some() {
+            return Ok(tally);
+        }
+        // Another import landed meanwhile: merge into its set.
+    }
+    anyhow::bail!("the advisories kept changing while this import ran; run it again")
+}
+
+/// Every JSON file of an export: a zip, a directory (recursively), or one file.
+fn read_export(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut take = |name: String, size: u64, read: &mut dyn Read, out: &mut Vec<(String, Vec<u8>)>| {
+        if size > MAX_RECORD_BYTES {
+            anyhow::bail!("`{name}` is {size} bytes, more than an OSV record may be ({MAX_RECORD_BYTES})");
+        }
+        total += size;
+        anyhow::ensure!(total <= MAX_EXPORT_BYTES, "the export unpacks to more than {MAX_EXPORT_BYTES} bytes");
+        anyhow::ensure!(out.len() < MAX_RECORDS, "the export has more than {MAX_RECORDS} records");
+        let mut bytes = Vec::new();
+        read.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes)?;
+        anyhow::ensure!(bytes.len() as u64 <= MAX_RECORD_BYTES, "`{name}` is larger than its size says");
+        out.push((name, bytes));
+        Ok(())
+    };
+    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+    if meta.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut names: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<_, _>>()?;
+            names.sort_by_key(|e| e.path());
+            for e in names {
+                let p = e.path();
+                let ft = e.file_type()?;
+                if ft.is_dir() {
+                    stack.push(p);
+                } else if ft.is_file() && p.extension().is_some_and(|x| x == "json") {
+                    let size = e.metadata()?.len();
+                    take(p.display().to_string(), size, &mut std::fs::File::open(&p)?, &mut out)?;
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 4];
+    let is_zip = file.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04";
+    if !is_zip {
+        take(path.display().to_string(), meta.len(), &mut std::fs::File::open(path)?, &mut out)?;
+        return Ok(out);
+    }
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path)?)
+        .map_err(|e| anyhow::anyhow!("`{}` is not a readable zip: {e}", path.display()))?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| anyhow::anyhow!("zip entry {i}: {e}"))?;
+        let name = entry.name().map(|n| n.to_string()).unwrap_or_default();
+        if !entry.is_file() || !name.ends_with(".json") {
+            continue;
+        }
+        let size = entry.size();
+        take(name, size, &mut entry, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, modified: &str, affected: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({"schema_version": "1.6.0", "id": id, "modified": modified, "summary": "s", "affected": affected})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn v(s: &str) -> Version {
+        Version::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn ranges_and_versions_match_as_osv_defines_them() {
+        let name = ProjectName::parse("Lib_One").unwrap();
+        let a = Advisory::parse(&record(
+            "GHSA-1",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!([{"package": {"ecosystem": "PyPI", "name": "lib-one"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "1.0"}, {"fixed": "1.4"}, {"introduced": "2.0"}, {"last_affected": "2.1"}]}],
+                "versions": ["0.9"]}]),
+        ))
+        .unwrap();
+        assert_eq!(a.kind, Kind::Vulnerability);
+        for (version, hit) in [
+            ("0.8", false),
+            ("0.9", true),
+            ("1.0", true),
+            ("1.3.9", true),
+            ("1.4", false),
+            ("2.1", true),
+            ("2.1.1", false),
+        ] {
+            assert_eq!(a.affects(&name, Some(&v(version))), hit, "{version}");
+        }
+        assert!(a.affects(&name, None), "an unreadable version: fail closed");
+    }
+
+    #[test]
+    fn malicious_records_cover_every_version_and_withdrawn_or_bad_ones_are_refused() {
+        let name = ProjectName::parse("evil").unwrap();
+        let m = Advisory::parse(&record(
+            "MAL-2026-1",
+            "2026-01-01T00:00:00+02:00",
+            serde_json::json!([{"package": {"ecosystem": "PyPI", "name": "evil"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}]),
+        ))
+        .unwrap();
+        assert_eq!(m.kind, Kind::Malicious);
+        assert!(m.affects(&name, Some(&v("99.0"))));
+        assert!(matches!(Advisory::parse(b"{"), Err(Invalid::Json(_))));
+        assert!(matches!(
+            Advisory::parse(&record("bad id!", "2026-01-01T00:00:00Z", serde_json::json!([]))),
+            Err(Invalid::Id)
+        ));
+        assert!(matches!(
+            Advisory::parse(&record("X-1", "yesterday", serde_json::json!([]))),
+            Err(Invalid::Modified(_))
+        ));
+        let npm = serde_json::json!([{"package": {"ecosystem": "npm", "name": "evil"}}]);
+        assert!(matches!(Advisory::parse(&record("X-2", "2026-01-01T00:00:00Z", npm)), Err(Invalid::NotPypi)));
+    }
+
+    #[test]
+    fn merging_keeps_the_newer_record_and_drops_withdrawn_ones() {
+        let aff = serde_json::json!([{"package": {"ecosystem": "PyPI", "name": "a"}, "versions": ["1.0"]}]);
+        let mut db = Db::default();
+        let mut t = Imported::default();
+        db.merge(&record("X-1", "2026-01-02T00:00:00Z", aff.clone()), &mut t).unwrap();
+        db.merge(&record("X-1", "2026-01-01T00:00:00Z", aff.clone()), &mut t).unwrap();
+        assert_eq!((t.added, t.unchanged), (1, 1), "an older copy does not replace a newer one");
+        let withdrawn =
+            serde_json::json!({"id": "X-1", "modified": "2026-01-03T00:00:00Z", "withdrawn": "2026-01-03T00:00:00Z"});
+        db.merge(withdrawn.to_string().as_bytes(), &mut t).unwrap();
+        assert_eq!((t.withdrawn, db.len()), (1, 0));
+        db.merge(&record("X-2", "2026-01-02T00:00:00Z", aff), &mut t).unwrap();
+        let again = Db::decode(&db.encode().unwrap()).unwrap();
+        assert_eq!(again.affecting(&ProjectName::parse("a").unwrap(), Some(&v("1.0"))).len(), 1);
+    }
+}

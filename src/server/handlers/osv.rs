@@ -1,0 +1,147 @@
+//! OSV's API (issue 25) under `/-/osv/`, answered from the imported advisories, so that
+//! `uv audit --service-url http://<larder>/-/osv/` works with no other network:
+//! - `POST v1/querybatch` `{"queries": [{"package": {"name", "ecosystem"}, "version", "page_token"}]}`
+//!   → `{"results": [{"vulns": [{"id", "modified"}], "next_page_token"}]}` (ids only, as OSV does);
+//! - `POST v1/query` (one such query) → `{"vulns": [<full records>], "next_page_token"}`;
+//! - `GET v1/vulns/<id>` → the record as imported, or OSV's 404.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::advisories::Advisory;
+use crate::index::ProjectName;
+use crate::server::body::{self, Body};
+use crate::server::error::HttpError;
+use crate::server::route::OsvCall;
+use crate::state::AppState;
+
+/// A request body may be this large (1,000 queries of long names fit in well under it).
+const MAX_BODY: usize = 1 << 20;
+/// Queries per batch, and records per answer before a page token: OSV's own limits.
+const MAX_QUERIES: usize = 1000;
+const PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+struct Query {
+    #[serde(default)]
+    package: Option<Package>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    page_token: Option<String>,
+    #[serde(default)]
+    commit: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    ecosystem: Option<String>,
+    #[serde(default)]
+    purl: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    queries: Vec<Query>,
+}
+
+pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Response<Body>, HttpError> {
+    match call {
+        OsvCall::Vuln(id) => match state.cache.advisories().get(&id) {
+            Some(a) => Ok(json(StatusCode::OK, a.raw.get().to_string())),
+            None => Ok(json(StatusCode::NOT_FOUND, r#"{"code":5,"message":"Bug not found."}"#.to_string())),
+        },
+        OsvCall::Query => {
+            let query: Query = read_json(body).await?;
+            let (found, next) = answer(state, &query)?;
+            let vulns: Vec<&serde_json::value::RawValue> = found.iter().map(|a| &*a.raw).collect();
+            let mut out = serde_json::Map::new();
+            if !vulns.is_empty() {
+                out.insert("vulns".into(), serde_json::to_value(vulns).expect("raw JSON"));
+            }
+            if let Some(next) = next {
+                out.insert("next_page_token".into(), next.into());
+            }
+            Ok(json(StatusCode::OK, serde_json::Value::Object(out).to_string()))
+        }
+        OsvCall::QueryBatch => {
+            let batch: Batch = read_json(body).await?;
+            if batch.queries.len() > MAX_QUERIES {
+                return Err(HttpError::bad_request(format!("at most {MAX_QUERIES} queries per batch")));
+            }
+            let mut results = Vec::with_capacity(batch.queries.len());
+            for query in &batch.queries {
+                let (found, next) = answer(state, query)?;
+                let mut result = serde_json::Map::new();
+                if !found.is_empty() {
+                    let ids: Vec<serde_json::Value> =
+                        found.iter().map(|a| serde_json::json!({"id": a.id, "modified": a.modified})).collect();
+                    result.insert("vulns".into(), ids.into());
+                }
+                if let Some(next) = next {
+                    result.insert("next_page_token".into(), next.into());
+                }
+                results.push(serde_json::Value::Object(result));
+            }
+            Ok(json(StatusCode::OK, serde_json::json!({ "results": results }).to_string()))
+        }
+    }
+}
+
+/// The advisories one query matches (one page of them), and the next page's token.
+fn answer(state: &AppState, q: &Query) -> Result<(Vec<std::sync::Arc<Advisory>>, Option<String>), HttpError> {
+    if q.commit.is_some() {
+        return Err(HttpError::bad_request("queries by commit are not supported: Larder knows PyPI packages only"));
+    }
+    let Some(package) = &q.package else {
+        return Err(HttpError::bad_request("a query needs `package` (`name` and `ecosystem`)"));
+    };
+    if package.purl.is_some() && package.name.is_none() {
+        return Err(HttpError::bad_request("queries by purl are not supported; give `name` and `ecosystem`"));
+    }
+    // Another ecosystem, or a name PyPI could not have: nothing known (as OSV answers).
+    let name = match (&package.name, package.ecosystem.as_deref()) {
+        (Some(n), Some("PyPI") | None) => match ProjectName::parse(n) {
+            Ok(name) => name,
+            Err(_) => return Ok((Vec::new(), None)),
+        },
+        _ => return Ok((Vec::new(), None)),
+    };
+    let found = state.cache.advisories_for(&name, q.version.as_deref());
+    let start = match &q.page_token {
+        None => 0,
+        Some(t) => {
+            t.parse::<usize>().map_err(|_| HttpError::bad_request("`page_token` is not one this server gave"))?
+        }
+    };
+    let next = (found.len() > start + PAGE).then(|| (start + PAGE).to_string());
+    Ok((found.into_iter().skip(start).take(PAGE).collect(), next))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, HttpError> {
+    let bytes = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            ),
+            None => HttpError::bad_request(format!("cannot read the request body: {e}")),
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::bad_request(format!("the request body is not a valid query: {e}")))
+}
+
+fn json(status: StatusCode, text: String) -> Response<Body> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
