@@ -13,7 +13,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use pep440_rs::{Version, VersionSpecifiers};
+use anyhow::Context;
+use pep440_rs::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::index::ProjectName;
@@ -26,8 +27,9 @@ pub const RECORD_KEY: &str = "advisories";
 const MAX_RECORD_BYTES: u64 = 4 << 20;
 /// Files read from one export at most (OSV's PyPI export has ~20,000).
 const MAX_RECORDS: usize = 1_000_000;
-/// A whole export may unpack to this much at most.
-const MAX_EXPORT_BYTES: u64 = 8 << 30;
+/// A whole export, and the stored set, may unpack to this much at most (OSV's PyPI export is
+/// well under 100 MB): a hostile bundle's or export's compression bomb stops here.
+const MAX_EXPORT_BYTES: u64 = 512 << 20;
 
 /// What an advisory is about: malicious packages are blocked; vulnerabilities reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +48,7 @@ impl Kind {
 }
 
 /// One advisory: its id, when it last changed, the PyPI packages and versions it affects, and
-/// the record as OSV wrote it (served back byte for byte by the API).
+/// the record (compact JSON with sorted keys, as the API serves it back).
 #[derive(Debug)]
 pub struct Advisory {
     pub id: String,
@@ -61,10 +63,28 @@ pub struct Advisory {
 #[derive(Debug)]
 struct Affected {
     name: ProjectName,
-    /// Explicit versions, PEP 440-normalized where they parse.
-    versions: Vec<String>,
-    /// Ranges as specifiers (`>=1.0, <1.4`); `None`: every version.
-    ranges: Vec<Option<VersionSpecifiers>>,
+    /// Explicit versions; `None`: one that is not PEP 440 (it cannot be matched, so every
+    /// version is taken as affected: fail closed).
+    versions: Vec<Option<Version>>,
+    /// Affected intervals in PEP 440 order; `None` in a bound: unbounded.
+    ranges: Vec<Interval>,
+}
+
+/// `introduced <= v < fixed` (or `<= last_affected`), compared in PEP 440 order: unlike a
+/// `<1.4` specifier, `1.4rc1` and `1.4.dev0` sort before 1.4 and are affected, as OSV means.
+#[derive(Clone, Debug)]
+pub struct Interval {
+    introduced: Option<Version>,
+    upper: Option<(Version, bool)>,
+}
+
+impl Interval {
+    const ALL: Interval = Interval { introduced: None, upper: None };
+
+    fn contains(&self, v: &Version) -> bool {
+        self.introduced.as_ref().is_none_or(|low| v >= low)
+            && self.upper.as_ref().is_none_or(|(up, inclusive)| if *inclusive { v <= up } else { v < up })
+    }
 }
 
 /// The fields read from an OSV record (the rest is kept in `raw`).
@@ -130,9 +150,10 @@ pub enum Invalid {
 impl Advisory {
     /// Parses and validates one OSV record. Affected entries of other ecosystems are ignored.
     pub fn parse(bytes: &[u8]) -> Result<Advisory, Invalid> {
-        let raw: Box<serde_json::value::RawValue> =
-            serde_json::from_slice(bytes).map_err(|e| Invalid::Json(e.to_string()))?;
-        let osv: OsvRecord = serde_json::from_str(raw.get()).map_err(|e| Invalid::Json(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Invalid::Json(e.to_string()))?;
+        let osv = OsvRecord::deserialize(&value).map_err(|e| Invalid::Json(e.to_string()))?;
+        // Compact, keys sorted: one spelling per record, so a re-import compares equal.
+        let raw = serde_json::value::to_raw_value(&value).map_err(|e| Invalid::Json(e.to_string()))?;
         let id_ok = |c: char| c.is_ascii_alphanumeric() || "-._:".contains(c);
         if osv.id.is_empty() || osv.id.len() > 100 || !osv.id.chars().all(id_ok) {
             return Err(Invalid::Id);
@@ -170,8 +191,8 @@ impl Advisory {
         self.affected.iter().filter(|a| &a.name == name).any(|a| match version {
             None => true,
             Some(v) => {
-                let normal = v.to_string();
-                a.versions.contains(&normal) || a.ranges.iter().any(|r| r.as_ref().is_none_or(|spec| spec.contains(v)))
+                a.versions.iter().any(|listed| listed.as_ref().is_none_or(|l| l == v))
+                    || a.ranges.iter().any(|r| r.contains(v))
             }
         })
     }
@@ -180,65 +201,52 @@ impl Advisory {
     pub fn names(&self) -> impl Iterator<Item = &ProjectName> {
         self.affected.iter().map(|a| &a.name)
     }
-
-    /// The version rules of `name`, for the block list: `None` in the list means every version.
-    pub fn rules_for(&self, name: &ProjectName) -> Vec<Option<VersionSpecifiers>> {
-        let mut rules = Vec::new();
-        for a in self.affected.iter().filter(|a| &a.name == name) {
-            rules.extend(a.ranges.iter().cloned());
-            for v in &a.versions {
-                match VersionSpecifiers::from_str(&format!("=={v}")) {
-                    Ok(spec) => rules.push(Some(spec)),
-                    // A listed version that is not PEP 440: it cannot be matched, so every
-                    // version is taken as affected (fail closed).
-                    Err(_) => rules.push(None),
-                }
-            }
-        }
-        rules
-    }
 }
 
 fn affected_on_pypi(a: &OsvAffected) -> Option<Affected> {
     let package = a.package.as_ref().filter(|p| p.ecosystem == "PyPI")?;
     let name = ProjectName::parse(&package.name).ok()?;
-    let versions =
-        a.versions.iter().map(|v| Version::from_str(v).map(|v| v.to_string()).unwrap_or(v.clone())).collect();
+    let versions = a.versions.iter().map(|v| Version::from_str(v.trim()).ok()).collect();
     let mut ranges = Vec::new();
     for r in a.ranges.iter().filter(|r| r.kind == "ECOSYSTEM") {
         ranges.extend(ecosystem_ranges(&r.events));
     }
     if ranges.is_empty() && a.versions.is_empty() {
-        ranges.push(None); // affected, with no versions named: every version (OSV: all)
+        ranges.push(Interval::ALL); // affected, with no versions named: every version (OSV: all)
     }
     Some(Affected { name, versions, ranges })
 }
 
-/// OSV's events (`introduced`, `fixed`, `last_affected`, `limit`) as PEP 440 specifiers, one
-/// per affected interval; an event that does not parse makes its interval "every version".
-fn ecosystem_ranges(events: &[HashMap<String, String>]) -> Vec<Option<VersionSpecifiers>> {
+/// OSV's events (`introduced`, `fixed`, `last_affected`; `limit` is for git ranges) as
+/// intervals; a version that is not PEP 440 makes the range "every version" (fail closed).
+fn ecosystem_ranges(events: &[HashMap<String, String>]) -> Vec<Interval> {
     let mut out = Vec::new();
-    let mut open: Option<String> = None; // the lower bound of the interval under way
-    let lower = |v: &str| if v == "0" { String::new() } else { format!(">={v}") };
-    let spec = |parts: &[String]| {
-        let text = parts.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(", ");
-        if text.is_empty() { Some(None) } else { VersionSpecifiers::from_str(&text).ok().map(Some) }
+    let mut open: Option<Option<Version>> = None; // the lower bound of the interval under way
+    let mut broken = false;
+    let mut parse = |v: &str| match Version::from_str(v.trim()) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            broken = true;
+            None
+        }
     };
     for event in events {
         for (kind, v) in event {
             match kind.as_str() {
-                "introduced" => open = Some(lower(v)),
+                "introduced" => open = Some(if v == "0" { None } else { parse(v) }),
                 "fixed" | "last_affected" => {
-                    let upper = if kind == "fixed" { format!("<{v}") } else { format!("<={v}") };
-                    let low = open.take().unwrap_or_default();
-                    out.push(spec(&[low, upper]).unwrap_or(None));
+                    let upper = parse(v).map(|up| (up, kind == "last_affected"));
+                    out.push(Interval { introduced: open.take().flatten(), upper });
                 }
-                _ => {} // `limit`: only for git ranges
+                _ => {}
             }
         }
     }
     if let Some(low) = open {
-        out.push(spec(&[low]).unwrap_or(None));
+        out.push(Interval { introduced: low, upper: None });
+    }
+    if broken {
+        return vec![Interval::ALL];
     }
     out
 }
@@ -374,12 +382,30 @@ impl Db {
         zstd::encode_all(lines.as_slice(), 3)
     }
 
+    /// Reads a stored set line by line, bounded: a line longer than a record may be, more
+    /// records or more bytes than an export may hold (a compression bomb) fail the read.
     fn decode(compressed: &[u8]) -> anyhow::Result<Db> {
-        let mut lines = Vec::new();
-        zstd::Decoder::new(compressed)?.take(MAX_EXPORT_BYTES).read_to_end(&mut lines)?;
-        let mut db = Db::default();
-        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match Advisory::parse(line) {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(zstd::Decoder::new(compressed)?.take(MAX_EXPORT_BYTES + 1));
+        let (mut db, mut total, mut line) = (Db::default(), 0u64, Vec::new());
+        loop {
+            line.clear();
+            let n = (&mut reader).take(MAX_RECORD_BYTES + 1).read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            anyhow::ensure!(n as u64 <= MAX_RECORD_BYTES, "a stored advisory is longer than {MAX_RECORD_BYTES} bytes");
+            anyhow::ensure!(
+                total <= MAX_EXPORT_BYTES,
+                "the stored advisories unpack to more than {MAX_EXPORT_BYTES} bytes"
+            );
+            anyhow::ensure!(db.len() < MAX_RECORDS, "the stored set has more than {MAX_RECORDS} advisories");
+            let record = line.strip_suffix(b"\n").unwrap_or(&line);
+            if record.is_empty() {
+                continue;
+            }
+            match Advisory::parse(record) {
                 Ok(a) => db.insert(a),
                 Err(e) => tracing::warn!(error = %e, "skipping a stored advisory that no longer validates"),
             }
@@ -420,9 +446,12 @@ async fn read_set(store: &dyn Store, sha256: &str) -> anyhow::Result<Db> {
         .open_blob(sha256)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the advisories blob {sha256} is missing from the store"))?;
+    // The compressed set is a fraction of its limit; a pointer at some large blob (a hostile
+    // bundle naming a cached wheel) is refused before it is read.
+    anyhow::ensure!(blob.len <= MAX_EXPORT_BYTES, "blob {sha256} is too large to be a set of advisories");
     let compressed = blob.read_to_bytes(MAX_EXPORT_BYTES).await?;
     anyhow::ensure!(crate::digest::sha256_hex(&compressed) == sha256, "the advisories blob is damaged");
-    let mut db = Db::decode(&compressed)?;
+    let mut db = tokio::task::spawn_blocking(move || Db::decode(&compressed)).await??;
     db.sha256 = Some(sha256.to_string());
     Ok(db)
 }
@@ -457,6 +486,12 @@ async fn write_set(store: &dyn Store, db: &Db) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(&pointer)?)
 }
 
+/// Checks that a pointer names a readable set (within the limits) in `store`.
+pub async fn check_pointer(store: &dyn Store, body: &[u8]) -> anyhow::Result<()> {
+    let pointer = decode_pointer(body).map_err(anyhow::Error::msg)?;
+    read_set(store, &pointer.sha256).await.map(drop).context("the bundle's advisories")
+}
+
 /// The pointer record's version now (a cheap check for a new import).
 pub async fn version(store: &dyn Store) -> anyhow::Result<Option<String>> {
     Ok(store.get_record_versioned(RECORD_KEY).await?.map(|(_, v)| v))
@@ -472,7 +507,14 @@ pub async fn import(
     let path = path.to_path_buf();
     let entries = tokio::task::spawn_blocking(move || read_export(&path)).await??;
     for _attempt in 0..20 {
-        let (mut db, expected) = load(store).await?;
+        let (mut db, expected) = match load(store).await {
+            Ok(loaded) => loaded,
+            // The stored set is gone or damaged: this import replaces it (said, not silent).
+            Err(e) => {
+                eprintln!("warning: the stored advisories cannot be read ({e:#}); this import replaces them");
+                (Db::default(), version(store).await?)
+            }
+        };
         let mut tally = Imported::default();
         for (name, bytes) in &entries {
             if let Err(e) = db.merge(bytes, &mut tally) {
@@ -501,12 +543,13 @@ fn read_export(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         if size > MAX_RECORD_BYTES {
             anyhow::bail!("`{name}` is {size} bytes, more than an OSV record may be ({MAX_RECORD_BYTES})");
         }
-        total += size;
-        anyhow::ensure!(total <= MAX_EXPORT_BYTES, "the export unpacks to more than {MAX_EXPORT_BYTES} bytes");
         anyhow::ensure!(out.len() < MAX_RECORDS, "the export has more than {MAX_RECORDS} records");
         let mut bytes = Vec::new();
         read.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes)?;
         anyhow::ensure!(bytes.len() as u64 <= MAX_RECORD_BYTES, "`{name}` is larger than its size says");
+        // Counted as read, not as declared (a zip entry may lie about its size).
+        total += bytes.len() as u64;
+        anyhow::ensure!(total <= MAX_EXPORT_BYTES, "the export unpacks to more than {MAX_EXPORT_BYTES} bytes");
         out.push((name, bytes));
         Ok(())
     };
@@ -588,6 +631,39 @@ mod tests {
             assert_eq!(a.affects(&name, Some(&v(version))), hit, "{version}");
         }
         assert!(a.affects(&name, None), "an unreadable version: fail closed");
+        // PEP 440 order, not specifiers: pre-releases of the fixed version come before it.
+        for (version, hit) in [("1.4rc1", true), ("1.4.dev0", true), ("1.4.post1", false), ("0.9.0", true)] {
+            assert_eq!(a.affects(&name, Some(&v(version))), hit, "{version}");
+        }
+        let odd = Advisory::parse(&record(
+            "GHSA-2",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!([{"package": {"ecosystem": "PyPI", "name": "lib-one"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.0,>99"}]}]}]),
+        ))
+        .unwrap();
+        assert!(odd.affects(&name, Some(&v("500"))), "a version that is not PEP 440: every version (fail closed)");
+    }
+
+    #[test]
+    fn a_stored_set_is_read_within_bounds() {
+        let long_line = vec![b'a'; (MAX_RECORD_BYTES + 10) as usize];
+        let bomb = zstd::encode_all(long_line.as_slice(), 19).unwrap();
+        assert!(bomb.len() < 4096, "a small blob");
+        assert!(Db::decode(&bomb).is_err(), "a line longer than a record is refused, not read whole");
+    }
+
+    #[tokio::test]
+    async fn a_pointer_at_a_blob_that_is_not_a_set_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::open(dir.path()).unwrap();
+        let wheel = vec![7u8; 100_000];
+        let sha = crate::digest::sha256_hex(&wheel);
+        store.put_blob_bytes(&sha, bytes::Bytes::from(wheel)).await.unwrap();
+        let pointer = serde_json::json!({"sha256": sha, "records": 1, "imported_unix": 0}).to_string();
+        assert!(check_pointer(&store, pointer.as_bytes()).await.is_err());
+        let missing = serde_json::json!({"sha256": "0".repeat(64), "records": 1, "imported_unix": 0}).to_string();
+        assert!(check_pointer(&store, missing.as_bytes()).await.is_err());
     }
 
     #[test]

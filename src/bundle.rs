@@ -297,12 +297,20 @@ pub(crate) fn check_bundle(bundle: &Path, staging: &Path) -> anyhow::Result<(Man
             let key = crate::cache::records::validate(&expected.key, &body).map_err(anyhow::Error::msg)?;
             // A private record may name only blobs the bundle carries: otherwise importing it
             // would give its project another project's private file already in this store.
-            if let crate::cache::records::RecordKey::Private { name, .. } = key {
-                let record = crate::cache::records::decode_private(&name, &body).map_err(anyhow::Error::msg)?;
+            if let crate::cache::records::RecordKey::Private { name, .. } = &key {
+                let record = crate::cache::records::decode_private(name, &body).map_err(anyhow::Error::msg)?;
                 let named =
                     record.files.iter().flat_map(|f| std::iter::once(&f.sha256).chain(f.metadata_sha256.as_ref()));
                 if let Some(sha) = named.into_iter().find(|sha| !blob_sizes.contains_key(sha.as_str())) {
                     bail!("record `{}` names blob {sha}, which the bundle does not carry", expected.key);
+                }
+            }
+            // The advisories record too: naming a blob already here (a large cached wheel) would
+            // make every replica read it as a set.
+            if let crate::cache::records::RecordKey::Advisories = key {
+                let pointer = crate::advisories::decode_pointer(&body).map_err(anyhow::Error::msg)?;
+                if !blob_sizes.contains_key(pointer.sha256.as_str()) {
+                    bail!("record `{}` names blob {}, which the bundle does not carry", expected.key, pointer.sha256);
                 }
             }
             if records.insert(i, body).is_some() {
@@ -337,6 +345,11 @@ async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> a
     for attempt in 0..20u64 {
         let current = store.get_record_versioned(key).await?;
         let merged = match &current {
+            // A set of advisories is read (bounded) before any replica may load it.
+            None if key == crate::advisories::RECORD_KEY => {
+                crate::advisories::check_pointer(&**store, &incoming).await?;
+                incoming.clone()
+            }
             None => incoming.clone(),
             Some((local, _)) => {
                 let merged = match key == crate::advisories::RECORD_KEY {

@@ -16,14 +16,14 @@ impl Cache {
     /// one record read). A set that cannot be read leaves the one in force, logged.
     pub async fn reload_advisories(&self) {
         let known = self.advisories.read().expect("advisories lock").1.clone();
-        match crate::advisories::version(&*self.store).await {
+        let now = match crate::advisories::version(&*self.store).await {
             Ok(now) if now == known => return,
-            Ok(_) => {}
+            Ok(now) => now,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot check the advisories in the store; keeping the ones in force");
                 return;
             }
-        }
+        };
         match crate::advisories::load(&*self.store).await {
             Ok((db, version)) => {
                 // The set exists nowhere else once imported: never evicted.
@@ -36,8 +36,11 @@ impl Cache {
                 self.blocks.set_advisories(rules);
                 *self.advisories.write().expect("advisories lock") = (Arc::new(db), version);
             }
+            // Not retried until the record changes again (a broken set costs one read, not one
+            // every check).
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot read the advisories in the store; keeping the ones in force")
+                tracing::error!(error = %format!("{e:#}"), "cannot read the advisories in the store; keeping the ones in force until the next import");
+                self.advisories.write().expect("advisories lock").1 = now;
             }
         }
     }
@@ -62,12 +65,13 @@ impl Cache {
 fn block_rules(db: &Db) -> AdvisoryRules {
     let mut rules = AdvisoryRules::default();
     for a in db.of_kind(Kind::Malicious) {
-        for name in a.names() {
-            for versions in a.rules_for(name) {
-                let summary = if a.summary.is_empty() { "a malicious package" } else { a.summary.as_str() };
-                let reason = format!("advisory {} (malicious package): {summary}", a.id);
-                rules.add(name.clone(), AdvisoryRule { versions, reason, kind: Kind::Malicious.as_str() });
-            }
+        let summary = if a.summary.is_empty() { "a malicious package" } else { a.summary.as_str() };
+        let reason = format!("advisory {} (malicious package): {summary}", a.id);
+        let mut names: Vec<&ProjectName> = a.names().collect();
+        names.dedup();
+        for name in names {
+            let rule = AdvisoryRule { advisory: a.clone(), reason: reason.clone(), kind: Kind::Malicious.as_str() };
+            rules.add(name.clone(), rule);
         }
     }
     rules

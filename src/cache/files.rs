@@ -181,13 +181,23 @@ impl Cache {
 
     /// `files/<key>/<dist_name>`.
     pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
-        self.refresh_claims(&reader.projects, dist_name, false).await?;
+        self.refresh_claims_for(reader, dist_name, false).await?;
         let answer = self.file_as_known(reader, key, dist_name, want).await;
         if !self.recheck(&answer) {
             return answer;
         }
-        self.refresh_claims(&reader.projects, dist_name, true).await?;
+        self.refresh_claims_for(reader, dist_name, true).await?;
         self.file_as_known(reader, key, dist_name, want).await
+    }
+
+    /// `refresh_claims` for a read: when the store does not answer, a file claimed here is
+    /// still served from its record (a sibling name the filename might belong to, `my` for
+    /// `my-pkg-1.0.tar.gz`, must not make a claimed file 503); anything else fails closed.
+    async fn refresh_claims_for(&self, reader: &Reader, dist_name: &str, strict: bool) -> Result<(), Error> {
+        match self.refresh_claims(&reader.projects, dist_name, strict).await {
+            Err(_) if self.claimed(reader, dist_name).is_some() => Ok(()),
+            other => Ok(other?),
+        }
     }
 
     async fn file_as_known(
@@ -197,18 +207,24 @@ impl Cache {
         dist_name: &str,
         want: Want,
     ) -> Result<FileAnswer, Error> {
-        // DC-2: a name claimed by a private upload is served from its private files alone.
-        if let Some((name, page)) = self.claimed(reader, dist_name) {
-            let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
-            self.check_project(&name)?;
-            self.check_file(reader, &name, file, None, Source::Private)?;
-            let sha = file.sha256().map(str::to_string).ok_or_else(|| not_listed(dist_name, key))?;
-            return self.answer_stored(&sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(|| {
-                Error::NotFound(format!("`{dist_name}` is a private file missing from the store; upload it again"))
-            });
+        // DC-2: a name claimed by a private upload is served from its private files alone;
+        // asked again after the listing, which may have learned a claim made elsewhere.
+        for listed in [false, true] {
+            if let Some((name, page)) = self.claimed(reader, dist_name) {
+                let file =
+                    page.file(key).filter(|f| f.filename == dist_name).ok_or_else(|| not_listed(dist_name, key))?;
+                self.check_project(&name)?;
+                self.check_file(reader, &name, file, None, Source::Private)?;
+                let sha = file.sha256().map(str::to_string).ok_or_else(|| not_listed(dist_name, key))?;
+                return self.answer_stored(&sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(|| {
+                    Error::NotFound(format!("`{dist_name}` is a private file missing from the store; upload it again"))
+                });
+            }
+            if !listed {
+                // Replicas: which blobs are other projects' private files, as of a second ago at most.
+                self.private.refresh_names().await?;
+            }
         }
-        // Replicas: which blobs are other projects' private files, as of a second ago at most.
-        self.private.refresh_names().await?;
         let sha = match key {
             FileKey::Sha256(sha) => Some(sha.clone()),
             // The alias body becomes a path: only a valid sha256 is used (issue 9).
@@ -332,12 +348,12 @@ impl Cache {
     }
 
     async fn metadata_checked(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
-        self.refresh_claims(&reader.projects, dist_name, false).await?;
+        self.refresh_claims_for(reader, dist_name, false).await?;
         let answer = self.metadata_as_known(reader, key, dist_name).await;
         if !self.recheck(&answer) {
             return answer;
         }
-        self.refresh_claims(&reader.projects, dist_name, true).await?;
+        self.refresh_claims_for(reader, dist_name, true).await?;
         self.metadata_as_known(reader, key, dist_name).await
     }
 
@@ -346,14 +362,18 @@ impl Cache {
         if !matches!(key, FileKey::Sha256(_)) {
             return Err(no_metadata());
         }
-        if let Some((name, page)) = self.claimed(reader, dist_name) {
-            let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(no_metadata)?;
-            self.check_project(&name)?;
-            self.check_file(reader, &name, file, None, Source::Private)?;
-            let md_sha = file.core_metadata.clone().ok_or_else(no_metadata)?;
-            return self.answer_stored(&md_sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(no_metadata);
+        for listed in [false, true] {
+            if let Some((name, page)) = self.claimed(reader, dist_name) {
+                let file = page.file(key).filter(|f| f.filename == dist_name).ok_or_else(no_metadata)?;
+                self.check_project(&name)?;
+                self.check_file(reader, &name, file, None, Source::Private)?;
+                let md_sha = file.core_metadata.clone().ok_or_else(no_metadata)?;
+                return self.answer_stored(&md_sha, Outcome::Hit, uploaded(file)).await?.ok_or_else(no_metadata);
+            }
+            if !listed {
+                self.private.refresh_names().await?; // as in `file_as_known`
+            }
         }
-        self.private.refresh_names().await?; // as in `file_as_known`
         self.demand.saw(dist_name);
         // Hit: a stored page names this file's metadata, and it is stored; no model is read.
         if let FileKey::Sha256(sha) = key

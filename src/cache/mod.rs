@@ -228,6 +228,7 @@ impl Cache {
         let tasks = TaskTracker::new();
         let mut loops = Vec::new();
         // One pass over the record index feeds everything below.
+        let listed_at = std::time::Instant::now();
         let records = store.list_records().await?;
         // Always track the store's size (the `larder_store_bytes` gauge); evict only under a limit.
         let limit = config.max_store_bytes.unwrap_or(u64::MAX);
@@ -236,8 +237,9 @@ impl Cache {
         // Pages of a server with an upstream advertise `.metadata` for every wheel (issue 11).
         let on_demand = mode == Mode::Serve && has_upstream;
         let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
-        let private =
-            Arc::new(Private::load(store.clone(), &records, config.replica_lag, config.replica_absent_lag).await?);
+        let private = Arc::new(
+            Private::load(store.clone(), &records, listed_at, config.replica_lag, config.replica_absent_lag).await?,
+        );
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
         for sha in private.blobs().into_iter().chain(links.targets()) {
             bounded.pin(&sha).await;
@@ -361,6 +363,12 @@ impl Cache {
         };
         cache.reload_advisories().await;
         Ok(cache)
+    }
+
+    /// Writes the pages' freshness journal now (a stop whose background work ran out of time
+    /// still keeps the cache warm for the next start).
+    pub async fn flush_journal(&self) {
+        self.pages.flush_journal().await;
     }
 
     /// Waits for every background task (page writes, downloads, metadata extraction), then

@@ -175,12 +175,9 @@ pub enum Unchecked {
 /// Confirmations kept at most (beyond, the oldest go: a flood of random names costs memory once).
 const MAX_CONFIRMED: usize = 50_000;
 
-/// Over budget, more unclaimed names than this to check at once (a group scope's projects ×
-/// the names a filename may belong to): one listing answers for all of them.
-const LIST_INSTEAD_OF: usize = 3;
-
-/// Bucket reads a second, at most, for names no replica has claimed (with a burst as large):
-/// what a flood of requests for random names can cost the bucket per replica.
+/// Per-name bucket reads a second for names no replica has claimed (with a burst as large).
+/// Beyond it, such names are answered from listings (at most one per `replica_absent_lag`):
+/// a flood of random names then costs the bucket about that, not a read each.
 const UNCLAIMED_READS_PER_SECOND: f64 = 200.0;
 
 /// A token bucket: `take(n)` succeeds while `n` reads fit the rate.
@@ -222,11 +219,12 @@ impl Private {
     pub async fn load(
         store: Arc<dyn Store>,
         records: &Records,
+        listed_at: std::time::Instant,
         max_lag: std::time::Duration,
         absent_lag: std::time::Duration,
     ) -> anyhow::Result<Private> {
-        // `records` is a complete listing made just now: it shows every other name unclaimed.
-        let listed_at = std::time::Instant::now();
+        // `records` is a complete listing that started at `listed_at`: it shows every other
+        // name unclaimed as of then.
         let mut complete = true;
         let mut index = Index::default();
         for key in records.with_prefix(crate::cache::records::PRIVATE_PREFIX) {
@@ -296,13 +294,13 @@ impl Private {
             .collect();
         // Unclaimed names cost a bucket read each while the budget lasts (strict: a claim made
         // through another replica counts on the next request here). Beyond it (a flood of
-        // random names, a group of many projects), recent answers stand for up to the absent
-        // lag, and several names at once are answered by one listing.
+        // random names, a group of many projects), a listing at most `replica_absent_lag` old
+        // answers for all of them (`0s`: every name is read, whatever it costs).
         let unclaimed = stale.iter().filter(|(p, n, _)| !claimed(p, n)).count();
-        if unclaimed > 0 && !self.budget.take(unclaimed) {
+        if unclaimed > 0 && absent_window >= std::time::Duration::from_secs(1) && !self.budget.take(unclaimed) {
+            metrics::counter!("larder_replica_checks_total", "result" => "over_budget").increment(1);
             stale.retain(|(p, n, key)| claimed(p, n) || !self.shown_unclaimed(key, asked, absent_window));
-            let unclaimed = stale.iter().filter(|(p, n, _)| !claimed(p, n)).count();
-            if unclaimed > LIST_INSTEAD_OF && absent_window >= std::time::Duration::from_secs(1) {
+            if stale.iter().any(|(p, n, _)| !claimed(p, n)) {
                 self.list_all(absent_window).await;
                 stale.retain(|(p, n, key)| claimed(p, n) || !self.shown_unclaimed(key, asked, absent_window));
             }

@@ -84,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // within what is left of the timeout: a stop must not wait for a multi-GB download.
     if tokio::time::timeout_at(deadline, cache.shutdown()).await.is_err() {
         tracing::warn!("background work did not finish in time; stopping anyway (unfinished downloads are not stored)");
+        cache.flush_journal().await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -51,8 +51,8 @@ pub struct AdvisoryRules {
 }
 
 pub struct AdvisoryRule {
-    /// `None`: every version.
-    pub versions: Option<VersionSpecifiers>,
+    /// Matched as OSV defines it (PEP 440 order, listed versions).
+    pub advisory: Arc<crate::advisories::Advisory>,
     /// Shown with the refusal: the advisory's id and summary.
     pub reason: String,
     /// For metrics: `malicious` or `vulnerability`.
@@ -142,8 +142,7 @@ impl BlockList {
     pub fn advisory(&self, name: &ProjectName, file: &DistFile) -> Option<&AdvisoryRule> {
         let rules = self.advisories.by_name.get(name)?;
         let version = filename::version_of(name, &file.filename).and_then(|v| Version::from_str(&v).ok());
-        let Some(version) = version else { return rules.first() };
-        rules.iter().find(|r| r.versions.as_ref().is_none_or(|v| v.contains(&version)))
+        rules.iter().find(|r| r.advisory.affects(name, version.as_ref()))
     }
 
     /// The reason this file is blocked, if it is: by its sha256, or by its version.
@@ -175,13 +174,17 @@ pub struct Blocks {
     generation: AtomicU64,
     /// The list in force is empty: the hit path checks this and takes no lock.
     empty: AtomicBool,
+    /// Writers (SIGHUP's list, an import's advisories) read, change and swap one at a time:
+    /// interleaved, one would put back what the other just replaced.
+    writer: std::sync::Mutex<()>,
 }
 
 impl Blocks {
     pub fn new(list: BlockList) -> Blocks {
         metrics::gauge!("larder_block_rules").set(list.len() as f64);
         let empty = AtomicBool::new(list.is_empty());
-        Blocks { current: RwLock::new((Arc::new(list), 1)), generation: AtomicU64::new(1), empty }
+        let (current, generation, writer) = (RwLock::new((Arc::new(list), 1)), AtomicU64::new(1), Default::default());
+        Blocks { current, generation, empty, writer }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,12 +197,14 @@ impl Blocks {
 
     /// A new configured list (SIGHUP); the advisory rules in force stay.
     pub fn replace(&self, mut list: BlockList) {
+        let _one_writer = self.writer.lock().expect("block list writer lock");
         list.advisories = self.current().0.advisories.clone();
         self.swap(list);
     }
 
     /// New advisory rules (an import); the configured list stays.
     pub fn set_advisories(&self, rules: AdvisoryRules) {
+        let _one_writer = self.writer.lock().expect("block list writer lock");
         let mut list = (*self.current().0).clone();
         list.advisories = Arc::new(rules);
         self.swap(list);

@@ -28,7 +28,8 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     let mut resp = dispatch(&state, route, req).instrument(span.clone()).await;
     if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         // Stopping: this client's next request opens a new connection, which the balancer
-        // sends to another replica (HTTP/2 gets GOAWAY when the listener closes).
+        // sends to another replica. (HTTP/2 connections get GOAWAY only when the drain ends
+        // and the graceful stop begins; their clients reconnect then.)
         resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     let status = resp.status().as_u16();

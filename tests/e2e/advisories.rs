@@ -210,6 +210,10 @@ fn malicious_packages_are_blocked_and_uv_audit_reports_vulnerabilities_from_impo
     let record: Value = http().get(larder.url("/-/osv/v1/vulns/GHSA-aaaa-bbbb-cccc")).send().unwrap().json().unwrap();
     assert_eq!(record["affected"][0]["ranges"][0]["events"][1]["fixed"], "2.0");
     assert_eq!(http().get(larder.url("/-/osv/v1/vulns/PYSEC-2026-9")).send().unwrap().status(), 404, "withdrawn");
+    let many: Vec<Value> = (0..1001).map(|_| q("goodlib", "1.0")).collect();
+    assert_eq!(post(&larder, "/-/osv/v1/querybatch", json!({ "queries": many })).0, 400, "over 1000 queries");
+    let far = json!({"package": {"name": "goodlib", "ecosystem": "PyPI"}, "page_token": usize::MAX.to_string()});
+    assert_eq!(post(&larder, "/-/osv/v1/query", far), (200, json!({})), "a page past the end");
     for (body, what) in [(json!({"queries": "x"}), "not a list"), (json!({"commit": "abc"}), "by commit")] {
         let path = if body.get("queries").is_some() { "/-/osv/v1/querybatch" } else { "/-/osv/v1/query" };
         assert_eq!(post(&larder, path, body).0, 400, "{what}");

@@ -18,10 +18,13 @@ use crate::server::route::OsvCall;
 use crate::state::AppState;
 
 /// A request body may be this large (1,000 queries of long names fit in well under it).
-const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 512 << 10;
 /// Queries per batch, and records per answer before a page token: OSV's own limits.
 const MAX_QUERIES: usize = 1000;
 const PAGE: usize = 1000;
+/// Ids in one batch answer at most (a batch of 1,000 copies of a name with many advisories
+/// must not cost a million): the queries past it get a page token and are asked again.
+const MAX_BATCH_IDS: usize = 10_000;
 
 #[derive(Deserialize)]
 struct Query {
@@ -47,7 +50,30 @@ struct Package {
 
 #[derive(Deserialize)]
 struct Batch {
+    #[serde(deserialize_with = "at_most_max_queries")]
     queries: Vec<Query>,
+}
+
+/// The queries, refused past `MAX_QUERIES` while they are read (not after all are parsed).
+fn at_most_max_queries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Query>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Query>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_QUERIES} queries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Query>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(q) = seq.next_element()? {
+                if out.len() == MAX_QUERIES {
+                    return Err(serde::de::Error::custom(format!("at most {MAX_QUERIES} queries per batch")));
+                }
+                out.push(q);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Response<Body>, HttpError> {
@@ -58,25 +84,33 @@ pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Resp
         },
         OsvCall::Query => {
             let query: Query = read_json(body).await?;
-            let (found, next) = answer(state, &query)?;
-            let vulns: Vec<&serde_json::value::RawValue> = found.iter().map(|a| &*a.raw).collect();
-            let mut out = serde_json::Map::new();
-            if !vulns.is_empty() {
-                out.insert("vulns".into(), serde_json::to_value(vulns).expect("raw JSON"));
+            let (found, next) = answer(state, &query, PAGE)?;
+            // The stored records are written as they are (no re-parse per answer).
+            let mut out = String::from("{");
+            if !found.is_empty() {
+                out.push_str("\"vulns\":[");
+                for (i, a) in found.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(a.raw.get());
+                }
+                out.push(']');
             }
             if let Some(next) = next {
-                out.insert("next_page_token".into(), next.into());
+                let sep = if found.is_empty() { "" } else { "," };
+                out.push_str(&format!("{sep}\"next_page_token\":\"{next}\""));
             }
-            Ok(json(StatusCode::OK, serde_json::Value::Object(out).to_string()))
+            out.push('}');
+            Ok(json(StatusCode::OK, out))
         }
         OsvCall::QueryBatch => {
             let batch: Batch = read_json(body).await?;
-            if batch.queries.len() > MAX_QUERIES {
-                return Err(HttpError::bad_request(format!("at most {MAX_QUERIES} queries per batch")));
-            }
             let mut results = Vec::with_capacity(batch.queries.len());
+            let mut budget = MAX_BATCH_IDS;
             for query in &batch.queries {
-                let (found, next) = answer(state, query)?;
+                let (found, next) = answer(state, query, PAGE.min(budget))?;
+                budget -= found.len();
                 let mut result = serde_json::Map::new();
                 if !found.is_empty() {
                     let ids: Vec<serde_json::Value> =
@@ -93,8 +127,13 @@ pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Resp
     }
 }
 
-/// The advisories one query matches (one page of them), and the next page's token.
-fn answer(state: &AppState, q: &Query) -> Result<(Vec<std::sync::Arc<Advisory>>, Option<String>), HttpError> {
+/// The advisories one query matches (a page of at most `page` of them), and the next page's
+/// token (an offset).
+fn answer(
+    state: &AppState,
+    q: &Query,
+    page: usize,
+) -> Result<(Vec<std::sync::Arc<Advisory>>, Option<String>), HttpError> {
     if q.commit.is_some() {
         return Err(HttpError::bad_request("queries by commit are not supported: Larder knows PyPI packages only"));
     }
@@ -119,8 +158,9 @@ fn answer(state: &AppState, q: &Query) -> Result<(Vec<std::sync::Arc<Advisory>>,
             t.parse::<usize>().map_err(|_| HttpError::bad_request("`page_token` is not one this server gave"))?
         }
     };
-    let next = (found.len() > start + PAGE).then(|| (start + PAGE).to_string());
-    Ok((found.into_iter().skip(start).take(PAGE).collect(), next))
+    let end = start.saturating_add(page);
+    let next = (found.len() > end).then(|| end.to_string());
+    Ok((found.into_iter().skip(start).take(page).collect(), next))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, HttpError> {
