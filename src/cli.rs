@@ -374,11 +374,11 @@ pub struct Settings {
 
     /// With an S3 store: names nobody claimed are checked against the bucket on every
     /// request while that stays under 200 reads a second; beyond (a flood of random names, a
-    /// group of many projects), an answer "no replica claimed it" up to this old stands
-    /// [default: 1s], so a flood cannot multiply bucket calls, and a name claimed for the
-    /// first time through another replica may take that long to be seen here. `0s`: always
-    /// read. While the bucket does not answer, a name not shown unclaimed within this (or
-    /// replica_lag) gets 503, never the upstream's page or files.
+    /// group of many projects), they are answered from a listing of the private records at
+    /// most this old [default: 1s], so a flood cannot multiply bucket calls, and a name
+    /// claimed for the first time through another replica may take that long to be seen
+    /// here. `0s`: always read each name. While the bucket does not answer, a name not shown
+    /// unclaimed within this (or replica_lag) gets 503, never the upstream's page or files.
     #[arg(long, env = "LARDER_REPLICA_ABSENT_LAG", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub replica_absent_lag: Option<Duration>,
 
