@@ -55,7 +55,12 @@ pub struct Advisory {
     pub modified: String,
     modified_unix: u64,
     pub summary: String,
+    pub details: String,
+    pub aliases: Vec<String>,
     pub kind: Kind,
+    /// The highest CVSS base score the record gives (v3 or v4 vectors), else its severity
+    /// word (GitHub's `database_specific.severity`) as a representative score.
+    pub score: Option<f64>,
     affected: Vec<Affected>,
     pub raw: Box<serde_json::value::RawValue>,
 }
@@ -104,6 +109,120 @@ struct OsvRecord {
     details: Option<String>,
     #[serde(default)]
     affected: Vec<OsvAffected>,
+    #[serde(default)]
+    severity: Vec<OsvSeverity>,
+    #[serde(default)]
+    database_specific: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct OsvSeverity {
+    #[serde(rename = "type")]
+    kind: String,
+    score: String,
+}
+
+/// The base score of a record: the highest of its CVSS v3/v4 vectors, else its severity word.
+fn score_of(osv: &OsvRecord) -> Option<f64> {
+    let vectors = osv
+        .severity
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "CVSS_V3" | "CVSS_V4"))
+        .filter_map(|s| cvss::Cvss::from_str(s.score.trim()).ok())
+        .map(|c| c.score())
+        .fold(None, |best: Option<f64>, s| Some(best.map_or(s, |b| b.max(s))));
+    vectors.or_else(|| {
+        let word = osv.database_specific.as_ref()?.get("severity")?.as_str()?.to_ascii_uppercase();
+        Some(match word.as_str() {
+            "CRITICAL" => 9.5,
+            "HIGH" => 8.0,
+            "MODERATE" | "MEDIUM" => 5.0,
+            "LOW" => 2.0,
+            _ => return None,
+        })
+    })
+}
+
+/// What an operator set under `[advisories]`: which vulnerabilities block too, and the
+/// break-glass entries that let one advisory (or one version) through until they expire.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Vulnerabilities with a base score at least this block (`block_severity`).
+    pub block_from: Option<f64>,
+    pub allow: Vec<Allow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Allow {
+    pub id: String,
+    /// `None`: every version the advisory names.
+    pub versions: Option<pep440_rs::VersionSpecifiers>,
+    pub reason: String,
+    /// Seconds since the epoch; the entry does nothing from then on.
+    pub expires_unix: u64,
+}
+
+/// `[advisories]` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `low`, `medium`, `high` or `critical` (CVSS v3/v4 bands); unset: none blocks.
+    pub block_severity: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<AllowConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowConfig {
+    pub id: String,
+    pub version: Option<String>,
+    pub reason: String,
+    /// An RFC 3339 date (`2026-12-31`, the end of that day UTC) or time.
+    pub expires: String,
+}
+
+impl Policy {
+    pub fn from_config(c: &PolicyConfig) -> Result<Policy, String> {
+        let block_from = match c.block_severity.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => None,
+            Some("low") => Some(0.1),
+            Some("medium") => Some(4.0),
+            Some("high") => Some(7.0),
+            Some("critical") => Some(9.0),
+            Some(other) => {
+                return Err(format!("[advisories] block_severity `{other}`: use none, low, medium, high or critical"));
+            }
+        };
+        let mut allow = Vec::new();
+        for (i, a) in c.allow.iter().enumerate() {
+            let at = |why: String| format!("[[advisories.allow]] entry {}: {why}", i + 1);
+            let reason = a.reason.trim();
+            if reason.is_empty() || reason.len() > 500 || reason.contains(['\r', '\n']) {
+                return Err(at("`reason` must be one line of 1 to 500 characters".into()));
+            }
+            let expires = a.expires.trim();
+            let expires_unix = match expires.len() {
+                10 => crate::index::parse_upload_time(&format!("{expires}T23:59:59Z")),
+                _ => crate::index::parse_upload_time(expires),
+            }
+            .ok_or_else(|| at(format!("`expires` is not an RFC 3339 date or time: `{expires}`")))?;
+            let versions = match &a.version {
+                None => None,
+                Some(v) => Some(
+                    pep440_rs::VersionSpecifiers::from_str(v)
+                        .map_err(|e| at(format!("invalid version specifier `{v}`: {e}")))?,
+                ),
+            };
+            allow.push(Allow { id: a.id.trim().to_string(), versions, reason: reason.to_string(), expires_unix });
+        }
+        Ok(Policy { block_from, allow })
+    }
+
+    /// Whether this advisory blocks (malicious always; vulnerabilities from `block_from`).
+    pub fn blocks(&self, a: &Advisory) -> bool {
+        a.kind == Kind::Malicious || self.block_from.is_some_and(|from| a.score.is_some_and(|s| s >= from))
+    }
 }
 
 #[derive(Deserialize)]
@@ -172,6 +291,9 @@ impl Advisory {
             return Err(Invalid::NotPypi);
         }
         let malicious = std::iter::once(&osv.id).chain(&osv.aliases).any(|id| id.starts_with("MAL-"));
+        let score = score_of(&osv);
+        let details: String = osv.details.clone().unwrap_or_default().chars().take(10_000).collect();
+        let aliases: Vec<String> = osv.aliases.iter().take(50).map(|a| a.chars().take(100).collect()).collect();
         let summary = osv.summary.or(osv.details).unwrap_or_default();
         let summary: String = summary.lines().next().unwrap_or_default().chars().take(200).collect();
         Ok(Advisory {
@@ -180,6 +302,9 @@ impl Advisory {
             modified_unix,
             summary,
             kind: if malicious { Kind::Malicious } else { Kind::Vulnerability },
+            details,
+            aliases,
+            score,
             affected,
             raw,
         })
@@ -195,6 +320,19 @@ impl Advisory {
                     || a.ranges.iter().any(|r| r.contains(v))
             }
         })
+    }
+
+    /// The versions that fix it for `name` (the `fixed` events), in PEP 440 order.
+    pub fn fixed_in(&self, name: &ProjectName) -> Vec<String> {
+        let mut fixed: Vec<&Version> = self
+            .affected
+            .iter()
+            .filter(|a| &a.name == name)
+            .flat_map(|a| a.ranges.iter().filter_map(|r| r.upper.as_ref().filter(|(_, incl)| !incl).map(|(v, _)| v)))
+            .collect();
+        fixed.sort();
+        fixed.dedup();
+        fixed.into_iter().map(|v| v.to_string()).collect()
     }
 
     /// The names this advisory affects.
@@ -327,9 +465,9 @@ impl Db {
         found
     }
 
-    /// Every advisory of one kind, with the names it affects.
-    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Arc<Advisory>> {
-        self.by_id.values().filter(move |a| a.kind == kind)
+    /// Every advisory.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Advisory>> {
+        self.by_id.values()
     }
 
     /// Merges one record as read from an export: a newer `modified` wins, withdrawn drops.

@@ -79,6 +79,9 @@ pub struct FileConfig {
     /// Block list entries; reloaded on SIGHUP.
     #[serde(default)]
     pub block: Vec<crate::policy::BlockConfig>,
+    /// `[advisories]`: which imported advisories block, and break-glass entries (issue 25).
+    #[serde(default)]
+    pub advisories: crate::advisories::PolicyConfig,
     /// `s3://bucket/prefix` for a shared S3 store (issue 13); unset: the local data dir.
     pub store: Option<String>,
     pub public_url: Option<url::Url>,
@@ -262,6 +265,9 @@ pub struct Config {
     pub rules: Arc<crate::policy::Rules>,
     /// The block list as configured (checked here; the engine keeps the live one).
     pub block: Vec<crate::policy::BlockConfig>,
+    /// What imported advisories do beyond blocking malicious packages (issue 25); reloaded
+    /// on SIGHUP like the block list.
+    pub advisories: crate::advisories::Policy,
     /// The config file read, if any: SIGHUP reads its block list again.
     pub config_file: Option<PathBuf>,
     /// The shared S3 store, when `store = "s3://…"` (issue 13).
@@ -311,6 +317,15 @@ impl Config {
             None => FileConfig::default(),
         };
         crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// `[advisories]` read again from the config file (SIGHUP), e.g. a new break-glass entry.
+    pub fn reload_advisories_policy(&self) -> anyhow::Result<crate::advisories::Policy> {
+        let file = match &self.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        crate::advisories::Policy::from_config(&file.advisories).map_err(anyhow::Error::msg)
     }
 
     /// Flags and environment (`settings`) over the file over defaults. `env_token` is
@@ -486,6 +501,7 @@ impl Config {
             groups: file.groups,
             upstream_routes,
             rules: Arc::new(rules),
+            advisories: crate::advisories::Policy::from_config(&file.advisories).map_err(anyhow::Error::msg)?,
             block: file.block,
             config_file: None,
             s3,

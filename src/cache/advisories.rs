@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pep440_rs::Version;
 
 use super::Cache;
-use crate::advisories::{Advisory, Db, Kind};
+use crate::advisories::{Advisory, Db, Kind, Policy};
 use crate::index::ProjectName;
 use crate::policy::block::{AdvisoryRule, AdvisoryRules};
 
@@ -30,11 +30,10 @@ impl Cache {
                 if let Some(sha) = &db.sha256 {
                     self.bounded.pin(sha).await;
                 }
-                let rules = block_rules(&db);
-                tracing::info!(advisories = db.len(), blocking = rules.len(), "advisories loaded");
+                tracing::info!(advisories = db.len(), "advisories loaded");
                 metrics::gauge!("larder_advisories").set(db.len() as f64);
-                self.blocks.set_advisories(rules);
                 *self.advisories.write().expect("advisories lock") = (Arc::new(db), version);
+                self.apply_advisories();
             }
             // Not retried until the record changes again (a broken set costs one read, not one
             // every check).
@@ -43,6 +42,28 @@ impl Cache {
                 self.advisories.write().expect("advisories lock").1 = now;
             }
         }
+    }
+
+    /// A new `[advisories]` policy (SIGHUP): the block rules are made again from it.
+    pub fn replace_advisory_policy(&self, policy: Policy) {
+        *self.advisory_policy.write().expect("advisory policy lock") = Arc::new(policy);
+        self.apply_advisories();
+    }
+
+    /// The block rules from the advisories and the policy in force; break-glass entries are
+    /// logged, so that what is let through is on record.
+    fn apply_advisories(&self) {
+        let policy = self.advisory_policy.read().expect("advisory policy lock").clone();
+        let db = self.advisories();
+        let now = self.clock.unix();
+        for a in &policy.allow {
+            let active = now < a.expires_unix;
+            let versions = a.versions.as_ref().map_or("every version".to_string(), |v| v.to_string());
+            tracing::warn!(advisory = %a.id, %versions, reason = %a.reason, expires_unix = a.expires_unix, active, known = db.get(&a.id).is_some(), "advisory break-glass entry in force ([[advisories.allow]])");
+        }
+        let rules = block_rules(&db, &policy);
+        tracing::info!(rules = rules.len(), "advisory block rules in force");
+        self.blocks.set_advisories(rules);
     }
 
     /// The advisories in force.
@@ -62,16 +83,28 @@ impl Cache {
 
 /// Default policy: every `MAL-` advisory blocks the versions it names; vulnerabilities are
 /// reported, not blocked.
-fn block_rules(db: &Db) -> AdvisoryRules {
+/// with `[advisories] block_severity`, vulnerabilities from that CVSS score block too.
+fn block_rules(db: &Db, policy: &Policy) -> AdvisoryRules {
     let mut rules = AdvisoryRules::default();
-    for a in db.of_kind(Kind::Malicious) {
-        let summary = if a.summary.is_empty() { "a malicious package" } else { a.summary.as_str() };
-        let reason = format!("advisory {} (malicious package): {summary}", a.id);
+    for a in db.all().filter(|a| policy.blocks(a)) {
+        let reason = match a.kind {
+            Kind::Malicious => {
+                let summary = if a.summary.is_empty() { "a malicious package" } else { a.summary.as_str() };
+                format!("advisory {} (malicious package): {summary}", a.id)
+            }
+            Kind::Vulnerability => format!(
+                "advisory {} (vulnerability, CVSS {:.1}, at or above block_severity): {}",
+                a.id,
+                a.score.unwrap_or_default(),
+                a.summary
+            ),
+        };
+        let allows: Vec<_> = policy.allow.iter().filter(|al| al.id == a.id).cloned().collect();
         let mut names: Vec<&ProjectName> = a.names().collect();
         names.dedup();
         for name in names {
-            let rule = AdvisoryRule { advisory: a.clone(), reason: reason.clone(), kind: Kind::Malicious.as_str() };
-            rules.add(name.clone(), rule);
+            let (advisory, reason, kind, allows) = (a.clone(), reason.clone(), a.kind.as_str(), allows.clone());
+            rules.add(name.clone(), AdvisoryRule { advisory, reason, kind, allows });
         }
     }
     rules

@@ -198,6 +198,8 @@ pub struct Cache {
     blocks: Arc<crate::policy::Blocks>,
     /// Imported OSV advisories and the version of the record naming them (issue 25).
     advisories: std::sync::RwLock<(Arc<crate::advisories::Db>, Option<String>)>,
+    /// `[advisories]` in force (SIGHUP reloads it).
+    advisory_policy: std::sync::RwLock<Arc<crate::advisories::Policy>>,
     /// Cooldowns are measured on it.
     clock: Clock,
     /// When each stored provenance object was last found unchanged upstream, by file sha256.
@@ -341,6 +343,7 @@ impl Cache {
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
+        let advisory_policy = std::sync::RwLock::new(Arc::new(config.advisories.clone()));
         let cache = Cache {
             config,
             store,
@@ -357,6 +360,7 @@ impl Cache {
             ahead,
             blocks,
             advisories: Default::default(),
+            advisory_policy,
             clock,
             provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
             provenance_checked: Default::default(),

@@ -212,7 +212,17 @@ impl Cache {
         }
         let (blocks, _) = self.blocks.current();
         match self.filter(reader, &blocks, name, source).check(name, file, resolved_sha) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // A download a break-glass entry let through is on record, each time.
+                if matches!(source, Source::Upstream(_))
+                    && let crate::policy::block::AdvisoryVerdict::Allowed { rule, allow } =
+                        blocks.advisory(name, file, self.clock.unix())
+                {
+                    metrics::counter!("larder_advisory_allowed_total").increment(1);
+                    tracing::warn!(file = %file.filename, advisory = %rule.advisory.id, reason = %allow.reason, "served under an [[advisories.allow]] break-glass entry");
+                }
+                Ok(())
+            }
             Err(Refusal::Blocked(reason)) => {
                 metrics::counter!("larder_blocked_total", "kind" => "file").increment(1);
                 Err(Error::Blocked(reason))

@@ -135,6 +135,12 @@ async fn reload_on_sighup(
         let Some(mut hup) = hangups else { return };
         while hup.recv().await.is_some() {
             cache.reload_advisories().await;
+            match config.reload_advisories_policy() {
+                Ok(policy) => cache.replace_advisory_policy(policy),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "[advisories] not reloaded; the previous policy stays in force")
+                }
+            }
             match config.reload_block_list() {
                 Ok(list) => cache.replace_block_list(list),
                 Err(e) => {

@@ -122,24 +122,49 @@ pub struct Links<'a> {
     pub project_page: &'a str,
 }
 
+/// One advisory as warehouse lists it under `vulnerabilities`.
+pub struct Vulnerability {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub summary: String,
+    pub details: String,
+    pub fixed_in: Vec<String>,
+    pub link: String,
+    pub withdrawn: Option<String>,
+}
+
+/// What an answer carries beside the page: `all_releases` for the project route (with
+/// `releases`, not the version route), its serial, and the advisories of the release.
+pub struct Answer<'a> {
+    pub all_releases: bool,
+    pub last_serial: u64,
+    pub vulnerabilities: &'a [Vulnerability],
+}
+
 /// Renders one answer. `metadata`: the core metadata of `release`, when Larder has it.
-/// `all_releases`: the project route (with `releases`), not the version route.
 pub fn render(
     page: &ProjectPage,
     releases: &[Release<'_>],
     release: &Release<'_>,
     metadata: Option<&CoreFields>,
     links: &Links<'_>,
-    all_releases: bool,
-    last_serial: u64,
+    answer: &Answer<'_>,
 ) -> Vec<u8> {
     let mut top = Map::new();
     top.insert("info".into(), info(page, release, metadata, links));
-    top.insert("last_serial".into(), json!(last_serial));
+    top.insert("last_serial".into(), json!(answer.last_serial));
     top.insert("urls".into(), files(release, links));
-    // Advertised as warehouse does; Larder's advisories are served by its OSV API.
-    top.insert("vulnerabilities".into(), json!([]));
-    if all_releases {
+    // The imported advisories affecting this release (issue 25), in warehouse's shape.
+    let vulns: Vec<Value> = answer
+        .vulnerabilities
+        .iter()
+        .map(|v| {
+            json!({"aliases": v.aliases, "details": v.details, "fixed_in": v.fixed_in, "id": v.id,
+                   "link": v.link, "source": "osv", "summary": v.summary, "withdrawn": v.withdrawn})
+        })
+        .collect();
+    top.insert("vulnerabilities".into(), Value::Array(vulns));
+    if answer.all_releases {
         let map: Map<String, Value> = releases.iter().map(|r| (r.version.clone(), files(r, links))).collect();
         top.insert("releases".into(), Value::Object(map));
     }
@@ -331,7 +356,15 @@ mod tests {
         assert_eq!(latest(&releases(&p)).unwrap().version, "3.0a1", "a pre-release before a yanked one");
         let p = page(vec![file("demo-2.0.tar.gz", y(), None)], None);
         let r = releases(&p);
-        let body: Value = serde_json::from_slice(&render(&p, &r, latest(&r).unwrap(), None, &LINKS, true, 7)).unwrap();
+        let body: Value = serde_json::from_slice(&render(
+            &p,
+            &r,
+            latest(&r).unwrap(),
+            None,
+            &LINKS,
+            &Answer { all_releases: true, last_serial: 7, vulnerabilities: &[] },
+        ))
+        .unwrap();
         assert_eq!(body["info"]["version"], "2.0");
         assert_eq!(body["info"]["yanked"], true);
         assert_eq!(body["info"]["yanked_reason"], "broken");
@@ -344,7 +377,14 @@ mod tests {
         let r = releases(&p);
         let md = b"Metadata-Version: 2.1\nName: Demo\nVersion: 1.0\nSummary: A demo\nRequires-Dist: idna>=2\nRequires-Dist: certifi\nProject-URL: Source, https://src.invalid/demo\nHome-page: https://home.invalid\nClassifier: A :: B\n\n# Demo\n\nLong text.\n";
         let md = CoreFields { headers: crate::metadata::headers(md), description: crate::metadata::description(md) };
-        let body = render(&p, &r, &r[0], Some(&md), &LINKS, true, 7);
+        let body = render(
+            &p,
+            &r,
+            &r[0],
+            Some(&md),
+            &LINKS,
+            &Answer { all_releases: true, last_serial: 7, vulnerabilities: &[] },
+        );
         let v: Value = serde_json::from_slice(&body).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["info", "last_serial", "releases", "urls", "vulnerabilities"]);
@@ -367,7 +407,15 @@ mod tests {
         assert_eq!(f["url"], format!("http://h/files/{}/demo-1.0-py3-none-any.whl", p.files[0].sha256().unwrap()));
         assert_eq!(f["digests"]["sha256"], p.files[0].sha256().unwrap());
         assert_eq!(v["urls"], v["releases"]["1.0"]);
-        let version_route: Value = serde_json::from_slice(&render(&p, &r, &r[0], None, &LINKS, false, 7)).unwrap();
+        let version_route: Value = serde_json::from_slice(&render(
+            &p,
+            &r,
+            &r[0],
+            None,
+            &LINKS,
+            &Answer { all_releases: false, last_serial: 7, vulnerabilities: &[] },
+        ))
+        .unwrap();
         assert!(version_route.get("releases").is_none(), "warehouse's version route has no releases");
         assert_eq!(version_route["info"]["name"], "demo", "the page's name without metadata");
         assert_eq!(version_route["info"]["summary"], Value::Null);

@@ -57,6 +57,19 @@ pub struct AdvisoryRule {
     pub reason: String,
     /// For metrics: `malicious` or `vulnerability`.
     pub kind: &'static str,
+    /// Break-glass entries for this advisory (`[[advisories.allow]]`).
+    pub allows: Vec<crate::advisories::Allow>,
+}
+
+/// What the advisories say about one upstream file.
+pub enum AdvisoryVerdict<'a> {
+    Clear,
+    Blocked(&'a AdvisoryRule),
+    /// Blocked, but a break-glass entry lets it through until `until` (seconds since the epoch).
+    Allowed {
+        rule: &'a AdvisoryRule,
+        allow: &'a crate::advisories::Allow,
+    },
 }
 
 impl AdvisoryRules {
@@ -139,10 +152,22 @@ impl BlockList {
 
     /// The advisory that blocks this upstream file, if one does (a version that cannot be read
     /// is blocked when the project has any: fail closed).
-    pub fn advisory(&self, name: &ProjectName, file: &DistFile) -> Option<&AdvisoryRule> {
-        let rules = self.advisories.by_name.get(name)?;
+    /// `now`: seconds since the epoch, for the break-glass entries' expiry.
+    pub fn advisory(&self, name: &ProjectName, file: &DistFile, now: u64) -> AdvisoryVerdict<'_> {
+        let Some(rules) = self.advisories.by_name.get(name) else { return AdvisoryVerdict::Clear };
         let version = filename::version_of(name, &file.filename).and_then(|v| Version::from_str(&v).ok());
-        rules.iter().find(|r| r.advisory.affects(name, version.as_ref()))
+        let mut allowed = None;
+        for rule in rules.iter().filter(|r| r.advisory.affects(name, version.as_ref())) {
+            let allow = rule.allows.iter().find(|a| {
+                now < a.expires_unix
+                    && a.versions.as_ref().is_none_or(|spec| version.as_ref().is_some_and(|v| spec.contains(v)))
+            });
+            match allow {
+                Some(allow) => allowed = allowed.or(Some(AdvisoryVerdict::Allowed { rule, allow })),
+                None => return AdvisoryVerdict::Blocked(rule),
+            }
+        }
+        allowed.unwrap_or(AdvisoryVerdict::Clear)
     }
 
     /// The reason this file is blocked, if it is: by its sha256, or by its version.

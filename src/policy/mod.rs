@@ -173,7 +173,7 @@ impl Filter<'_> {
             return Err(Refusal::Blocked(format!("`{}` is blocked on this index: {reason}", file.filename)));
         }
         if self.advisories
-            && let Some(rule) = self.blocks.advisory(name, file)
+            && let block::AdvisoryVerdict::Blocked(rule) = self.blocks.advisory(name, file, self.now)
         {
             let reason = format!("`{}` is blocked on this index: {}", file.filename, rule.reason);
             return Err(Refusal::Advisory { reason, kind: rule.kind });
@@ -225,6 +225,12 @@ impl Filter<'_> {
             let version = filename::version_of(&page.name, &f.filename).map(|v| normalize_version(&v));
             let uploaded = f.upload_time.as_deref().and_then(index::parse_upload_time);
             let refused = self.check(&page.name, f, None);
+            // A file let through by a break-glass entry: this view stops being true when it expires.
+            if self.advisories
+                && let block::AdvisoryVerdict::Allowed { allow, .. } = self.blocks.advisory(&page.name, f, self.now)
+            {
+                until = until.min(allow.expires_unix);
+            }
             if let (Some(age), Some(t)) = (self.cooldown, uploaded) {
                 let free = t.saturating_add(age.as_secs());
                 if free > self.now {

@@ -32,16 +32,16 @@ fn write_records(dir: &Path) {
             record("MAL-2026-0001", "2026-11-01T00:00:00Z", pypi("Evil_Pkg", json!([{"introduced": "0"}])), &[])
                 .to_string(),
         ),
-        (
-            "GHSA-aaaa-bbbb-cccc.json",
-            record(
+        ("GHSA-aaaa-bbbb-cccc.json", {
+            let mut r = record(
                 "GHSA-aaaa-bbbb-cccc",
                 "2026-11-02T10:00:00.5+00:00",
                 pypi("goodlib", json!([{"introduced": "0"}, {"fixed": "2.0"}])),
                 &["CVE-2026-1111"],
-            )
-            .to_string(),
-        ),
+            );
+            r["severity"] = json!([{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]);
+            r.to_string()
+        }),
         (
             "PYSEC-2026-9.json",
             json!({"id": "PYSEC-2026-9", "modified": "2026-11-03T00:00:00Z", "withdrawn": "2026-11-03T00:00:00Z",
@@ -309,4 +309,63 @@ fn a_private_upload_is_not_blocked_by_an_upstream_advisory_of_its_name() {
     );
     assert_ok(&out, "pip install of the private evil-pkg");
     assert!(target.join("evil_pkg-7.0.dist-info").exists());
+}
+
+/// `[advisories] block_severity` blocks vulnerabilities from a CVSS base score, a break-glass
+/// entry lets one advisory through until it expires (and is logged when it does), an expired
+/// one does nothing, and PyPI's JSON API lists the advisories of a release.
+#[test]
+fn block_severity_break_glass_and_the_json_api_list_of_vulnerabilities() {
+    let (up, evil_file, _) = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let records = dir.path().join("osv");
+    write_records(&records);
+    import(&data, &records);
+    let config = dir.path().join("larder.toml");
+    std::fs::write(
+        &config,
+        r#"
+[advisories]
+block_severity = "high"
+
+[[advisories.allow]]
+id = "MAL-2026-0001"
+reason = "vetted by the security team, SEC-1"
+expires = "2099-01-01"
+
+[[advisories.allow]]
+id = "GHSA-aaaa-bbbb-cccc"
+version = "==1.0"
+reason = "an old exception"
+expires = "2020-01-01"
+"#,
+    )
+    .unwrap();
+    let args = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--config", config.to_str().unwrap()];
+    let larder = Larder::start(&data, &args);
+    assert_eq!(http().get(larder.url(&evil_file)).send().unwrap().status(), 200, "let through by the break-glass");
+    assert!(larder.log().contains("served under an [[advisories.allow]] break-glass entry"), "{}", larder.log());
+    let (v1, v1_bytes) = wheel("goodlib", "1.0", &[]);
+    let resp = http().get(larder.url(&format!("/files/{}/{v1}", sha256_hex(&v1_bytes)))).send().unwrap();
+    assert_eq!(resp.status(), 403, "CVSS 9.8 at block_severity high; its break-glass expired");
+    assert!(resp.text().unwrap().contains("CVSS 9.8"));
+    let (v2, v2_bytes) = wheel("goodlib", "2.0", &[]);
+    assert_eq!(http().get(larder.url(&format!("/files/{}/{v2}", sha256_hex(&v2_bytes)))).send().unwrap().status(), 200);
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    let allowed = metrics.lines().find_map(|l| l.strip_prefix("larder_advisory_allowed_total ")?.parse::<u64>().ok());
+    assert!(allowed.is_some_and(|n| n >= 1), "{metrics}");
+
+    // PyPI's JSON API: the release's advisories, as warehouse lists them.
+    let body: Value = http().get(larder.url("/pypi/evil-pkg/1.0/json")).send().unwrap().json().unwrap();
+    assert_eq!(body["vulnerabilities"][0]["id"], "MAL-2026-0001", "{body}");
+    let body: Value = http().get(larder.url("/pypi/goodlib/json")).send().unwrap().json().unwrap();
+    assert_eq!(body["info"]["version"], "2.0");
+    assert_eq!(body["vulnerabilities"], json!([]), "2.0 is fixed: {body}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[advisories]\nblock_severity = \"extreme\"\n").unwrap();
+    let out = larder_cli(&["serve", "--data-dir", data.to_str().unwrap(), "--config", bad.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("block_severity `extreme`"), "{out:?}");
 }

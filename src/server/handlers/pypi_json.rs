@@ -74,8 +74,30 @@ pub async fn json(
     // Warehouse's serial is not in the simple API: the page's last change stands for it (it
     // grows whenever the project changes, which is what mirrors compare it for).
     let serial = page.modified_unix;
-    let bytes =
-        pypi_json::render(&page.page, &releases, release, metadata.as_ref(), &links, ask.version.is_none(), serial);
+    // A private upload is never matched against upstream advisories of its name.
+    let vulnerabilities: Vec<pypi_json::Vulnerability> = match private_upload {
+        true => Vec::new(),
+        false => state
+            .cache
+            .advisories_for(&name, Some(&release.version))
+            .iter()
+            .map(|a| pypi_json::Vulnerability {
+                id: a.id.clone(),
+                aliases: a.aliases.clone(),
+                summary: a.summary.clone(),
+                details: a.details.clone(),
+                fixed_in: a.fixed_in(&name),
+                link: format!("{origin}/-/osv/v1/vulns/{}", a.id),
+                withdrawn: None,
+            })
+            .collect(),
+    };
+    let answer = pypi_json::Answer {
+        all_releases: ask.version.is_none(),
+        last_serial: serial,
+        vulnerabilities: &vulnerabilities,
+    };
+    let bytes = pypi_json::render(&page.page, &releases, release, metadata.as_ref(), &links, &answer);
     let etag = format!("\"j{}\"", &crate::digest::sha256_hex(&bytes)[..32]);
     let mut resp = if respond::not_modified(headers, &etag, page.modified_unix) {
         let mut r = Response::new(body::empty());
