@@ -63,6 +63,15 @@ pub struct Package<'a> {
     pub metadata_of: Option<String>,
     /// How many versions and files there are, when `versions` holds only the newest ones.
     pub hidden: Option<(usize, usize)>,
+    /// The advisories affecting each version (by version as listed).
+    pub advisories: std::collections::HashMap<String, Vec<AdvisoryNote>>,
+}
+
+/// One advisory on the project page; its id links to Larder's OSV API.
+pub struct AdvisoryNote {
+    pub id: String,
+    pub summary: String,
+    pub malicious: bool,
 }
 
 pub struct FileRow {
@@ -304,12 +313,34 @@ pub fn package(frame: &Frame, p: &Package) -> String {
     for (i, (version, rows)) in p.versions.iter().enumerate() {
         let open = if i == 0 { " open" } else { "" };
         let yanked = rows.iter().all(|r| r.yanked.is_some());
+        let notes = p.advisories.get(version).map(Vec::as_slice).unwrap_or_default();
         let _ = write!(
             m,
-            r#"<details class="version"{open}><summary><strong>{}</strong>{}</summary><ul class="files">"#,
+            r#"<details class="version"{open}><summary><strong>{}</strong>{}{}</summary>"#,
             text(version),
-            if yanked { r#" <span class="badge failing">yanked</span>"# } else { "" }
+            if yanked { r#" <span class="badge failing">yanked</span>"# } else { "" },
+            match notes.len() {
+                0 => String::new(),
+                1 => r#" <span class="badge failing">1 advisory</span>"#.to_string(),
+                n => format!(r#" <span class="badge failing">{n} advisories</span>"#),
+            }
         );
+        if !notes.is_empty() {
+            m.push_str(r#"<ul class="advisories">"#);
+            for a in notes {
+                let kind = if a.malicious { "malicious package" } else { "vulnerability" };
+                let _ = write!(
+                    m,
+                    r#"<li><a href="{}/-/osv/v1/vulns/{}">{}</a> ({kind}): {}</li>"#,
+                    attr(p.origin),
+                    attr(&a.id),
+                    text(&a.id),
+                    text(&a.summary)
+                );
+            }
+            m.push_str("</ul>");
+        }
+        m.push_str(r#"<ul class="files">"#);
         for r in rows {
             let _ = write!(
                 m,
@@ -393,10 +424,17 @@ mod tests {
                 requires_dist: vec!["x<script>".into()],
                 metadata_of: Some("1.0".into()),
                 hidden: None,
+                advisories: [(
+                    "1.0<script>".to_string(),
+                    vec![AdvisoryNote { id: "GHSA-1".into(), summary: "<b>bad</b>".into(), malicious: false }],
+                )]
+                .into_iter()
+                .collect(),
             },
         );
         assert_eq!(html.matches("<script").count(), 1, "only the page's own script tag: {html}");
         assert!(!html.contains("<img"));
+        assert!(html.contains("GHSA-1</a> (vulnerability): &lt;b&gt;bad"), "advisories listed, escaped: {html}");
         let s = search(&frame, "<script>", &[], 0, true);
         assert!(!s.contains("<script>"));
     }
@@ -415,6 +453,7 @@ mod tests {
             requires_dist: Vec::new(),
             metadata_of: None,
             hidden,
+            advisories: Default::default(),
         };
         let cut = package(&frame, &p(Some((1000, 4000))));
         assert!(cut.contains("1000 versions, 4000 files") && cut.contains(r#"href="?all=1""#));

@@ -193,6 +193,9 @@ fn malicious_packages_are_blocked_and_uv_audit_reports_vulnerabilities_from_impo
     assert_ok(&out, "pip install goodlib==1.0 (vulnerable, not blocked)");
     let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains(r#"larder_blocked_total{kind="file",advisory="malicious"}"#), "{metrics}");
+    // The project page for people lists the advisories of each version.
+    let ui = http().get(larder.url("/-/ui/packages/goodlib")).send().unwrap().text().unwrap();
+    assert!(ui.contains("GHSA-aaaa-bbbb-cccc</a> (vulnerability)") && ui.contains("1 advisory"), "{ui}");
 
     // OSV's API, as uv and other clients send it.
     let q = |name: &str, version: &str| json!({"package": {"name": name, "ecosystem": "PyPI"}, "version": version});

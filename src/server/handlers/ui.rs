@@ -272,6 +272,27 @@ async fn package(
     if hidden.is_some() {
         versions.truncate(VERSIONS_SHOWN);
     }
+    // The imported advisories of each version shown (issue 25); none for private uploads.
+    let advisories: std::collections::HashMap<String, Vec<ui::AdvisoryNote>> = match private {
+        true => Default::default(),
+        false => versions
+            .iter()
+            .map(|(v, _)| {
+                let notes = state
+                    .cache
+                    .advisories_for(name, Some(v))
+                    .iter()
+                    .map(|a| ui::AdvisoryNote {
+                        id: a.id.clone(),
+                        summary: a.summary.clone(),
+                        malicious: a.kind == crate::advisories::Kind::Malicious,
+                    })
+                    .collect::<Vec<_>>();
+                (v.clone(), notes)
+            })
+            .filter(|(_, notes)| !notes.is_empty())
+            .collect(),
+    };
     let html = ui::package(
         frame,
         &ui::Package {
@@ -284,6 +305,7 @@ async fn package(
             requires_dist,
             metadata_of,
             hidden,
+            advisories,
         },
     );
     Ok((StatusCode::OK, html))
