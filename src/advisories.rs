@@ -150,6 +150,9 @@ pub struct Policy {
     /// Vulnerabilities with a base score at least this block (`block_severity`).
     pub block_from: Option<f64>,
     pub allow: Vec<Allow>,
+    /// Where there is a network: OSV's export to import on a schedule (`url`, `refresh`).
+    pub url: Option<url::Url>,
+    pub refresh: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +173,10 @@ pub struct PolicyConfig {
     pub block_severity: Option<String>,
     #[serde(default)]
     pub allow: Vec<AllowConfig>,
+    /// OSV's export (an `all.zip`) to import every `refresh` (default 6h).
+    pub url: Option<url::Url>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -216,7 +223,16 @@ impl Policy {
             };
             allow.push(Allow { id: a.id.trim().to_string(), versions, reason: reason.to_string(), expires_unix });
         }
-        Ok(Policy { block_from, allow })
+        if let Some(u) = &c.url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(format!("[advisories] url `{u}`: use an http(s) URL"));
+        }
+        let refresh = c.refresh.unwrap_or(std::time::Duration::from_secs(6 * 3600));
+        if refresh < std::time::Duration::from_secs(60) {
+            return Err("[advisories] refresh: at least 1m".into());
+        }
+        Ok(Policy { block_from, allow, url: c.url.clone(), refresh })
     }
 
     /// Whether this advisory blocks (malicious always; vulnerabilities from `block_from`).
@@ -640,7 +656,7 @@ pub async fn version(store: &dyn Store) -> anyhow::Result<Option<String>> {
 pub async fn import(
     store: &dyn Store,
     path: &Path,
-    report: &mut dyn FnMut(&str, &Invalid),
+    report: &mut (dyn FnMut(&str, &Invalid) + Send),
 ) -> anyhow::Result<Imported> {
     let path = path.to_path_buf();
     let entries = tokio::task::spawn_blocking(move || read_export(&path)).await??;
@@ -671,6 +687,50 @@ pub async fn import(
         // Another import landed meanwhile: merge into its set.
     }
     anyhow::bail!("the advisories kept changing while this import ran; run it again")
+}
+
+/// Downloads OSV's export from `url` into `spool` (bounded by the export limit) and imports
+/// it, unless another process imported less than `refresh` ago (replicas share the work).
+pub async fn refresh_from(
+    store: &dyn Store,
+    url: &url::Url,
+    refresh: std::time::Duration,
+    spool: &Path,
+) -> anyhow::Result<Option<Imported>> {
+    if let Some(bytes) = store.get_record(RECORD_KEY).await?
+        && let Ok(p) = decode_pointer(&bytes)
+        && crate::clock::Clock::system().unix().saturating_sub(p.imported_unix) < refresh.as_secs()
+    {
+        return Ok(None);
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .timeout(std::time::Duration::from_secs(600))
+        .build()?;
+    let mut resp = client.get(url.clone()).send().await?.error_for_status()?;
+    std::fs::create_dir_all(spool)?;
+    let part = spool.join(format!("advisories.{:016x}.part", rand::random::<u64>()));
+    let written = async {
+        use tokio::io::AsyncWriteExt;
+        let mut out = tokio::fs::File::create(&part).await?;
+        let mut total = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            total += chunk.len() as u64;
+            anyhow::ensure!(total <= MAX_EXPORT_BYTES, "the export at {url} is larger than {MAX_EXPORT_BYTES} bytes");
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok(())
+    }
+    .await;
+    let result = match written {
+        Ok(()) => {
+            import(store, &part, &mut |name, why| tracing::debug!(record = %name, %why, "skipped an OSV record")).await
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&part).await;
+    result.map(Some)
 }
 
 /// Every JSON file of an export: a zip, a directory (recursively), or one file.

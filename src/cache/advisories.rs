@@ -44,6 +44,26 @@ impl Cache {
         }
     }
 
+    /// Where `[advisories] url` is set: imports OSV's export when the set in the store is
+    /// older than `refresh` (any replica's import counts), then loads it.
+    pub async fn refresh_advisories_from_url(&self) {
+        let policy = self.advisory_policy.read().expect("advisory policy lock").clone();
+        let Some(url) = &policy.url else { return };
+        let spool = self.config.data_dir.join("spool");
+        match crate::advisories::refresh_from(&*self.store, url, policy.refresh, &spool).await {
+            Ok(Some(done)) => {
+                tracing::info!(%url, added = done.added, updated = done.updated, withdrawn = done.withdrawn, skipped = done.skipped, total = done.total, "advisories refreshed");
+                metrics::counter!("larder_advisory_refreshes_total", "result" => "ok").increment(1);
+                self.reload_advisories().await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!("larder_advisory_refreshes_total", "result" => "failed").increment(1);
+                tracing::warn!(%url, error = %format!("{e:#}"), "cannot refresh the advisories; the ones in force stay");
+            }
+        }
+    }
+
     /// A new `[advisories]` policy (SIGHUP): the block rules are made again from it.
     pub fn replace_advisory_policy(&self, policy: Policy) {
         *self.advisory_policy.write().expect("advisory policy lock") = Arc::new(policy);

@@ -56,6 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let cache = cache.clone();
         tokio::spawn(async move {
             loop {
+                cache.refresh_advisories_from_url().await;
                 tokio::time::sleep(ADVISORIES_CHECK).await;
                 cache.reload_advisories().await;
             }

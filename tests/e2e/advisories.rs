@@ -69,6 +69,17 @@ fn write_records(dir: &Path) {
     }
 }
 
+/// OSV's export for PyPI as OSV publishes it (`all.zip`): one record, MAL-2026-0003, naming
+/// goodlib from 2.0 on.
+fn osv_zip() -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let mal = record("MAL-2026-0003", "2026-11-05T00:00:00Z", pypi("goodlib", json!([{"introduced": "2.0"}])), &[]);
+    zip.start_file("MAL-2026-0003.json", options).unwrap();
+    zip.write_all(mal.to_string().as_bytes()).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
 fn import(data: &Path, path: &Path) -> String {
     let out = larder_cli(&["advisories", "import", "--data-dir", data.to_str().unwrap(), path.to_str().unwrap()], &[]);
     assert_ok(&out, "larder advisories import");
@@ -249,12 +260,7 @@ fn a_new_import_reaches_a_running_server_and_a_bundle_carries_the_advisories() {
     assert_eq!(http().get(&file).send().unwrap().status(), 200, "before any advisory");
 
     let zip_path = dir.path().join("all.zip");
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    let mal = record("MAL-2026-0003", "2026-11-05T00:00:00Z", pypi("goodlib", json!([{"introduced": "2.0"}])), &[]);
-    zip.start_file("MAL-2026-0003.json", options).unwrap();
-    zip.write_all(mal.to_string().as_bytes()).unwrap();
-    zip.finish().unwrap();
+    std::fs::write(&zip_path, osv_zip()).unwrap();
     assert!(import(&data, &zip_path).contains("1 added"));
     std::process::Command::new("kill").args(["-HUP", &larder.pid().to_string()]).status().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -371,4 +377,36 @@ expires = "2020-01-01"
     let out = larder_cli(&["serve", "--data-dir", data.to_str().unwrap(), "--config", bad.to_str().unwrap()], &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("block_severity `extreme`"), "{out:?}");
+}
+
+/// `[advisories] url`: where there is a network, OSV's export is imported on a schedule (at
+/// start, then every `refresh`; an import by any process within `refresh` counts).
+#[test]
+fn advisories_are_refreshed_from_a_configured_url() {
+    let (up, _, _) = upstream();
+    up.state
+        .lock()
+        .unwrap()
+        .raw
+        .insert("/osv/all.zip".into(), (vec![("content-type", "application/zip".into())], osv_zip()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    let url = up.simple_url().replace("/simple/", "/osv/all.zip");
+    std::fs::write(&config, format!("[advisories]\nurl = \"{url}\"\nrefresh = \"1h\"\n")).unwrap();
+    let args = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--config", config.to_str().unwrap()];
+    let data = dir.path().join("data");
+    let larder = Larder::start(&data, &args);
+    let (name, bytes) = wheel("goodlib", "2.0", &[]);
+    let file = larder.url(&format!("/files/{}/{name}", sha256_hex(&bytes)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while http().get(&file).send().unwrap().status() != 403 {
+        assert!(std::time::Instant::now() < deadline, "not refreshed from the URL:\n{}", larder.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(up.count("/osv/all.zip"), 1);
+    // A restart within `refresh` does not download it again.
+    let larder = larder.restart();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(http().get(larder.url(&format!("/files/{}/{name}", sha256_hex(&bytes)))).send().unwrap().status(), 403);
+    assert_eq!(up.count("/osv/all.zip"), 1, "imported less than `refresh` ago: not fetched again");
 }
