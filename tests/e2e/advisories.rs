@@ -410,3 +410,30 @@ fn advisories_are_refreshed_from_a_configured_url() {
     assert_eq!(http().get(larder.url(&format!("/files/{}/{name}", sha256_hex(&bytes)))).send().unwrap().status(), 403);
     assert_eq!(up.count("/osv/all.zip"), 1, "imported less than `refresh` ago: not fetched again");
 }
+
+/// Quarantine from upstream (PEP 792, per release): a release the upstream drops from its
+/// page (quarantined or removed) is withdrawn from Larder's page at the next revalidation,
+/// and its file, though stored, is no longer served: no page in the scope lists it.
+#[test]
+fn a_release_the_upstream_withdraws_is_withdrawn_here_at_the_next_revalidation() {
+    let (up, _, _) = upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--index-ttl", "1s"];
+    let larder = Larder::start(dir.path(), &args);
+    let (v2, v2_bytes) = wheel("goodlib", "2.0", &[]);
+    let file = larder.url(&format!("/files/{}/{v2}", sha256_hex(&v2_bytes)));
+    assert_eq!(http().get(&file).send().unwrap().status(), 200, "stored");
+    up.state.lock().unwrap().projects.get_mut("goodlib").unwrap().retain(|f| !f.filename.contains("-2.0-"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let page: Value = http()
+        .get(larder.url("/simple/goodlib/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let names: Vec<&str> = page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap()).collect();
+    assert_eq!(names, ["goodlib-1.0-py3-none-any.whl"], "{page}");
+    assert_eq!(page["versions"], json!(["1.0"]));
+    assert_eq!(http().get(&file).send().unwrap().status(), 404, "a withdrawn release's stored file");
+}
