@@ -347,13 +347,13 @@ async fn merge_record(store: &Arc<dyn Store>, key: &str, incoming: Vec<u8>) -> a
         let merged = match &current {
             // A set of advisories is read (bounded) before any replica may load it.
             None if key == crate::advisories::RECORD_KEY => {
-                crate::advisories::check_pointer(&**store, &incoming).await?;
+                crate::cache::advisory_store::check_pointer(&**store, &incoming).await?;
                 incoming.clone()
             }
             None => incoming.clone(),
             Some((local, _)) => {
                 let merged = match key == crate::advisories::RECORD_KEY {
-                    true => crate::advisories::merged_pointer(&**store, local, &incoming).await?,
+                    true => crate::cache::advisory_store::merged_pointer(&**store, local, &incoming).await?,
                     false => merged_record(key, local, &incoming)?,
                 };
                 match merged {

@@ -16,7 +16,7 @@ impl Cache {
     /// one record read). A set that cannot be read leaves the one in force, logged.
     pub async fn reload_advisories(&self) {
         let known = self.advisories.read().expect("advisories lock").1.clone();
-        let now = match crate::advisories::version(&*self.store).await {
+        let now = match crate::cache::advisory_store::version(&*self.store).await {
             Ok(now) if now == known => return,
             Ok(now) => now,
             Err(e) => {
@@ -24,7 +24,7 @@ impl Cache {
                 return;
             }
         };
-        match crate::advisories::load(&*self.store).await {
+        match crate::cache::advisory_store::load(&*self.store).await {
             Ok((db, version)) => {
                 // The set exists nowhere else once imported: never evicted.
                 if let Some(sha) = &db.sha256 {
@@ -50,7 +50,7 @@ impl Cache {
         let policy = self.advisory_policy.read().expect("advisory policy lock").clone();
         let Some(url) = &policy.url else { return };
         let spool = self.config.data_dir.join("spool");
-        match crate::advisories::refresh_from(&*self.store, url, policy.refresh, &spool).await {
+        match crate::cache::advisory_store::refresh_from(&*self.store, url, policy.refresh, &spool).await {
             Ok(Some(done)) => {
                 tracing::info!(%url, added = done.added, updated = done.updated, withdrawn = done.withdrawn, skipped = done.skipped, total = done.total, "advisories refreshed");
                 metrics::counter!("larder_advisory_refreshes_total", "result" => "ok").increment(1);

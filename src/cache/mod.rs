@@ -12,6 +12,7 @@
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
 mod advisories;
+pub mod advisory_store;
 mod ahead;
 mod bodies;
 mod files;

@@ -14,7 +14,7 @@ pub async fn import(config: Config, args: AdvisoriesImportArgs) -> anyhow::Resul
             eprintln!("skipped {name}: {why}");
         }
     };
-    let done = crate::advisories::import(&*store, &args.path, &mut report).await?;
+    let done = crate::cache::advisory_store::import(&*store, &args.path, &mut report).await?;
     println!(
         "advisories: {} added, {} updated, {} unchanged, {} withdrawn, {} skipped; {} in the store",
         done.added, done.updated, done.unchanged, done.withdrawn, done.skipped, done.total
