@@ -152,6 +152,9 @@ pub struct Policy {
     /// Where there is a network: OSV's export to import on a schedule (`url`, `refresh`).
     pub url: Option<url::Url>,
     pub refresh: std::time::Duration,
+    /// Private uploads are matched against the advisories of their name too (`match_private`;
+    /// default off: an upstream advisory is about the upstream's package of that name).
+    pub match_private: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -172,6 +175,9 @@ pub struct PolicyConfig {
     pub block_severity: Option<String>,
     #[serde(default)]
     pub allow: Vec<AllowConfig>,
+    /// Match private uploads against the advisories of their name too (default false).
+    #[serde(default)]
+    pub match_private: bool,
     /// OSV's export (an `all.zip`) to import every `refresh` (default 6h).
     pub url: Option<url::Url>,
     #[serde(default, with = "humantime_serde")]
@@ -231,7 +237,7 @@ impl Policy {
         if refresh < std::time::Duration::from_secs(60) {
             return Err("[advisories] refresh: at least 1m".into());
         }
-        Ok(Policy { block_from, allow, url: c.url.clone(), refresh })
+        Ok(Policy { block_from, allow, url: c.url.clone(), refresh, match_private: c.match_private })
     }
 
     /// Whether this advisory blocks (malicious always; vulnerabilities from `block_from`).

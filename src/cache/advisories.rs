@@ -86,6 +86,11 @@ impl Cache {
         self.blocks.set_advisories(rules);
     }
 
+    /// Whether advisories apply to a page or file from `private` uploads (`match_private`).
+    pub(crate) fn advisories_apply(&self, private: bool) -> bool {
+        !private || self.advisory_policy.read().expect("advisory policy lock").match_private
+    }
+
     /// The advisories in force.
     pub fn advisories(&self) -> Arc<Db> {
         self.advisories.read().expect("advisories lock").0.clone()

@@ -61,7 +61,7 @@ impl Cache {
             Some(setting) => setting == UnhashedFiles::Refuse,
             None => blocks.has_sha_rules(),
         };
-        let advisories = matches!(source, Source::Upstream(_));
+        let advisories = self.advisories_apply(matches!(source, Source::Private));
         let (unknown, now) = (rules.unknown_upload_time, self.clock.unix());
         Filter { cooldown, unknown, blocks, status, now, refuse_unhashed, advisories }
     }
@@ -214,7 +214,7 @@ impl Cache {
         match self.filter(reader, &blocks, name, source).check(name, file, resolved_sha) {
             Ok(()) => {
                 // A download a break-glass entry let through is on record, each time.
-                if matches!(source, Source::Upstream(_))
+                if self.advisories_apply(matches!(source, Source::Private))
                     && let crate::policy::block::AdvisoryVerdict::Allowed { rule, allow } =
                         blocks.advisory(name, file, self.clock.unix())
                 {

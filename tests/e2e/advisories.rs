@@ -80,6 +80,14 @@ fn osv_zip() -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// A data dir under `dir` with the test's records imported.
+fn data_with_records(dir: &Path) -> std::path::PathBuf {
+    let (data, records) = (dir.join("data"), dir.join("osv"));
+    write_records(&records);
+    import(&data, &records);
+    data
+}
+
 fn import(data: &Path, path: &Path) -> String {
     let out = larder_cli(&["advisories", "import", "--data-dir", data.to_str().unwrap(), path.to_str().unwrap()], &[]);
     assert_ok(&out, "larder advisories import");
@@ -294,10 +302,7 @@ fn a_new_import_reaches_a_running_server_and_a_bundle_carries_the_advisories() {
 fn a_private_upload_is_not_blocked_by_an_upstream_advisory_of_its_name() {
     let (up, _, _) = upstream();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let records = dir.path().join("osv");
-    write_records(&records);
-    import(&data, &records);
+    let data = data_with_records(dir.path());
     let args = ["--upstream", &up.simple_url(), "--allow-shadowing", "evil-pkg", "--metadata-prefetch", "false"];
     let larder = Larder::start_with_env(&data, &args, &[("LARDER_TOKEN", "advisory-token-1")]);
     let (own, own_bytes) = wheel("evil-pkg", "7.0", &[]);
@@ -318,6 +323,19 @@ fn a_private_upload_is_not_blocked_by_an_upstream_advisory_of_its_name() {
     );
     assert_ok(&out, "pip install of the private evil-pkg");
     assert!(target.join("evil_pkg-7.0.dist-info").exists());
+
+    // `[advisories] match_private = true`: the same private upload is matched, and refused.
+    drop(larder);
+    let config = dir.path().join("larder.toml");
+    std::fs::write(&config, "[advisories]\nmatch_private = true\n").unwrap();
+    let args = [&args[..], &["--config", config.to_str().unwrap()]].concat();
+    let larder = Larder::start_with_env(&data, &args, &[("LARDER_TOKEN", "advisory-token-1")]);
+    let target = scratch.path().join("t2");
+    let out = pip(
+        scratch.path(),
+        &["install", "--target", target.to_str().unwrap(), "--index-url", &larder.index(), "evil-pkg"],
+    );
+    assert!(!out.status.success(), "match_private: the private evil-pkg is blocked too");
 }
 
 /// `[advisories] block_severity` blocks vulnerabilities from a CVSS base score, a break-glass
@@ -327,10 +345,7 @@ fn a_private_upload_is_not_blocked_by_an_upstream_advisory_of_its_name() {
 fn block_severity_break_glass_and_the_json_api_list_of_vulnerabilities() {
     let (up, evil_file, _) = upstream();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let records = dir.path().join("osv");
-    write_records(&records);
-    import(&data, &records);
+    let data = data_with_records(dir.path());
     let config = dir.path().join("larder.toml");
     std::fs::write(
         &config,

@@ -74,10 +74,11 @@ pub async fn json(
     // Warehouse's serial is not in the simple API: the page's last change stands for it (it
     // grows whenever the project changes, which is what mirrors compare it for).
     let serial = page.modified_unix;
-    // A private upload is never matched against upstream advisories of its name.
-    let vulnerabilities: Vec<pypi_json::Vulnerability> = match private_upload {
-        true => Vec::new(),
-        false => state
+    // A private upload is not matched against upstream advisories of its name (unless
+    // `[advisories] match_private`).
+    let vulnerabilities: Vec<pypi_json::Vulnerability> = match state.cache.advisories_apply(private_upload) {
+        false => Vec::new(),
+        true => state
             .cache
             .advisories_for(&name, Some(&release.version))
             .iter()

@@ -272,27 +272,29 @@ async fn package(
     if hidden.is_some() {
         versions.truncate(VERSIONS_SHOWN);
     }
-    // The imported advisories of each version shown (issue 25); none for private uploads.
-    let advisories: std::collections::HashMap<String, Vec<ui::AdvisoryNote>> = match private {
-        true => Default::default(),
-        false => versions
-            .iter()
-            .map(|(v, _)| {
-                let notes = state
-                    .cache
-                    .advisories_for(name, Some(v))
-                    .iter()
-                    .map(|a| ui::AdvisoryNote {
-                        id: a.id.clone(),
-                        summary: a.summary.clone(),
-                        malicious: a.kind == crate::advisories::Kind::Malicious,
-                    })
-                    .collect::<Vec<_>>();
-                (v.clone(), notes)
-            })
-            .filter(|(_, notes)| !notes.is_empty())
-            .collect(),
-    };
+    // The imported advisories of each version shown (issue 25); none for private uploads
+    // unless `[advisories] match_private`.
+    let advisories: std::collections::HashMap<String, Vec<ui::AdvisoryNote>> =
+        match state.cache.advisories_apply(private) {
+            false => Default::default(),
+            true => versions
+                .iter()
+                .map(|(v, _)| {
+                    let notes = state
+                        .cache
+                        .advisories_for(name, Some(v))
+                        .iter()
+                        .map(|a| ui::AdvisoryNote {
+                            id: a.id.clone(),
+                            summary: a.summary.clone(),
+                            malicious: a.kind == crate::advisories::Kind::Malicious,
+                        })
+                        .collect::<Vec<_>>();
+                    (v.clone(), notes)
+                })
+                .filter(|(_, notes)| !notes.is_empty())
+                .collect(),
+        };
     let html = ui::package(
         frame,
         &ui::Package {
