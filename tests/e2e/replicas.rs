@@ -763,3 +763,72 @@ fn metadata_advertised_by_one_replica_is_served_by_another() {
         }
     }
 }
+
+/// Issue 25, quarantine from upstream: a release the upstream withdraws (PEP 792 quarantine,
+/// or removal) leaves the pages of every replica at their next revalidation, and its stored
+/// file is served by none of them.
+#[test]
+fn replicas_follow_a_release_the_upstream_withdraws() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    for v in ["1.0", "2.0"] {
+        let (name, bytes) = wheel("quarantined", v, &[]);
+        up.add("quarantined", MockFile::new(&name, bytes));
+    }
+    let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--index-ttl", "1s"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "quarantine", da.path(), &extra);
+    let b = replica(&s3, "quarantine", db.path(), &extra);
+    let (v2, v2_bytes) = wheel("quarantined", "2.0", &[]);
+    let file = format!("/files/{}/{v2}", sha256_hex(&v2_bytes));
+    for r in [&a, &b] {
+        assert_eq!(filenames(&page(r, "quarantined")).len(), 2);
+        assert_eq!(http().get(r.url(&file)).send().unwrap().status(), 200);
+    }
+    up.state.lock().unwrap().projects.get_mut("quarantined").unwrap().retain(|f| !f.filename.contains("-2.0-"));
+    std::thread::sleep(Duration::from_millis(1500));
+    for r in [&a, &b] {
+        assert_eq!(filenames(&page(r, "quarantined")), ["quarantined-1.0-py3-none-any.whl"], "{}", r.base);
+        assert_eq!(http().get(r.url(&file)).send().unwrap().status(), 404, "{}", r.base);
+    }
+}
+
+/// Issue 25: advisories imported into the shared bucket reach every replica (here at once, on
+/// SIGHUP; else within 30 s): a MAL- record blocks its package on both.
+#[test]
+fn advisories_imported_into_the_bucket_reach_every_replica() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let (name, bytes) = wheel("bad-actor", "1.0", &[]);
+    up.add("bad-actor", MockFile::new(&name, bytes.clone()));
+    let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "osv", da.path(), &extra);
+    let b = replica(&s3, "osv", db.path(), &extra);
+    let file = format!("/files/{}/{name}", sha256_hex(&bytes));
+    assert_eq!(http().get(a.url(&file)).send().unwrap().status(), 200);
+
+    let scratch = tempfile::tempdir().unwrap();
+    let record = serde_json::json!({"id": "MAL-2026-0100", "modified": "2026-11-01T00:00:00Z", "summary": "steals tokens",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "bad-actor"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]}]});
+    let path = scratch.path().join("MAL-2026-0100.json");
+    std::fs::write(&path, record.to_string()).unwrap();
+    let mut args: Vec<String> = vec!["advisories".into(), "import".into()];
+    args.extend(s3.args("osv"));
+    args.extend(["--data-dir".into(), scratch.path().join("cli").to_string_lossy().into_owned()]);
+    args.push(path.to_string_lossy().into_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_ok(&larder_cli(&args, &env), "larder advisories import into the bucket");
+    for r in [&a, &b] {
+        std::process::Command::new("kill").args(["-HUP", &r.pid().to_string()]).status().unwrap();
+    }
+    for r in [&a, &b] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while http().get(r.url(&file)).send().unwrap().status() != 403 {
+            assert!(std::time::Instant::now() < deadline, "{} did not pick up the import:\n{}", r.base, r.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
