@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, http, larder_cli, pip, sha256_hex, uv, uv_install, wheel};
+use crate::util::{Larder, assert_ok, http, json_page, larder_cli, pip, sha256_hex, uv, uv_install, wheel};
 
 fn record(id: &str, modified: &str, affected: Value, aliases: &[&str]) -> Value {
     json!({
@@ -176,13 +176,7 @@ fn malicious_packages_are_blocked_and_uv_audit_reports_vulnerabilities_from_impo
 
     let larder = Larder::start(&data, &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
     // MAL-: gone from the page, 403 naming the advisory, and pip and uv cannot install it.
-    let page: Value = http()
-        .get(larder.url("/simple/evil-pkg/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let page = json_page(&larder.url("/simple/evil-pkg/"), None);
     assert_eq!(
         (&page["files"], &page["versions"]),
         (&json!([]), &json!([])),
@@ -440,13 +434,7 @@ fn a_release_the_upstream_withdraws_is_withdrawn_here_at_the_next_revalidation()
     assert_eq!(http().get(&file).send().unwrap().status(), 200, "stored");
     up.state.lock().unwrap().projects.get_mut("goodlib").unwrap().retain(|f| !f.filename.contains("-2.0-"));
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let page: Value = http()
-        .get(larder.url("/simple/goodlib/"))
-        .header("accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let page = json_page(&larder.url("/simple/goodlib/"), None);
     let names: Vec<&str> = page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap()).collect();
     assert_eq!(names, ["goodlib-1.0-py3-none-any.whl"], "{page}");
     assert_eq!(page["versions"], json!(["1.0"]));
