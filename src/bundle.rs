@@ -87,6 +87,12 @@ impl Selection {
     }
 }
 
+/// A blob the selection named left the store before it was written (a running server
+/// replaced a page's bodies, or evicted a file): the export is made again from a new listing.
+#[derive(Debug, thiserror::Error)]
+#[error("blob {0} left the store during the export (a running server changed it)")]
+pub struct Vanished(pub String);
+
 pub struct Summary {
     pub blobs: usize,
     pub records: usize,
@@ -97,7 +103,7 @@ pub struct Summary {
 pub async fn export(store: Arc<dyn Store>, selection: Selection, output: &Path) -> anyhow::Result<Summary> {
     let mut blobs = Vec::new();
     for sha in &selection.blobs {
-        let blob = store.open_blob(sha).await?.with_context(|| format!("blob {sha} is not in the store"))?;
+        let blob = store.open_blob(sha).await?.ok_or_else(|| Vanished(sha.clone()))?;
         blobs.push(BlobEntry { sha256: sha.clone(), size: blob.len });
     }
     let mut records = Vec::new();
@@ -138,7 +144,7 @@ pub async fn export(store: Arc<dyn Store>, selection: Selection, output: &Path) 
         let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
         append(&mut tar, "manifest.json", manifest_bytes.len() as u64, manifest_bytes.as_slice())?;
         for b in &manifest.blobs {
-            let blob = handle.block_on(store.open_blob(&b.sha256))?.context("a blob vanished during export")?;
+            let blob = handle.block_on(store.open_blob(&b.sha256))?.ok_or_else(|| Vanished(b.sha256.clone()))?;
             let stream = handle.block_on(blob.stream(0, b.size))?;
             let reader = tokio_util::io::SyncIoBridge::new_with_handle(
                 tokio_util::io::StreamReader::new(stream),

@@ -45,7 +45,21 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
     } else {
         Selection::everything(&store).await?
     };
-    let summary = bundle::export(store, selection, &args.output).await?;
+    let whole = args.selection.is_empty();
+    let mut result = bundle::export(store.clone(), selection, &args.output).await;
+    // The whole store, exported while a server runs on it: a blob listed a moment ago may be
+    // gone (a page rewritten, a file evicted); list again (a pinned selection names only
+    // what stays).
+    for _ in 0..3 {
+        match &result {
+            Err(e) if whole && e.downcast_ref::<bundle::Vanished>().is_some() => {
+                eprintln!("warning: {e}; exporting again");
+                result = bundle::export(store.clone(), Selection::everything(&store).await?, &args.output).await;
+            }
+            _ => break,
+        }
+    }
+    let summary = result?;
     println!(
         "exported {} files ({:.1} MB) and {} records to {}",
         summary.blobs,
