@@ -41,6 +41,8 @@ mod engine;
 mod crash;
 // SIGTERM: drain, finish what is open, exit 0 (issue 27).
 mod stopping;
+// The container image and the compose files, run by a real Docker engine (issue 28).
+mod image;
 // Hostile and unlucky clients: bad heads, pipelining, aborted downloads; nothing leaks.
 mod hostile;
 // Attacks from the security review (issue 9), each reproduced against a running Larder.

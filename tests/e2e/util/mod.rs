@@ -1,6 +1,7 @@
 //! The harness: start Larder, build wheels, run pip and uv.
 
 pub mod balancer;
+pub mod docker;
 pub mod faulty;
 pub mod inprocess;
 pub mod s3;
