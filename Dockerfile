@@ -34,10 +34,15 @@ FROM debian:bookworm-slim AS wheel
 RUN apt-get update \
     && apt-get install -y --no-install-recommends unzip \
     && rm -rf /var/lib/apt/lists/*
-COPY target/wheels/ /tmp/wheels/
-RUN unzip -q -j -d /out /tmp/wheels/larder-*.whl 'larder-*.data/scripts/larder' \
-    && chmod 0755 /out/larder \
-    && /out/larder --version
+# pyproject.toml is there so that the COPY succeeds without a wheel too: the classic builder runs
+# this stage for the default target as well, in a checkout that built none.
+COPY pyproject.toml target/wheels* /tmp/wheels/
+RUN if ls /tmp/wheels/larder-*.whl >/dev/null 2>&1; then \
+        unzip -q -j -d /out /tmp/wheels/larder-*.whl 'larder-*.data/scripts/larder' \
+        && chmod 0755 /out/larder && /out/larder --version; \
+    else \
+        echo "no wheel in target/wheels: the from-wheel target needs one (scripts/image builds it)"; \
+    fi
 
 FROM runtime AS from-wheel
 COPY --from=wheel /out/larder /usr/local/bin/larder

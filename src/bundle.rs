@@ -54,7 +54,8 @@ impl Selection {
     /// Everything in the store.
     pub async fn everything(store: &Arc<dyn Store>) -> anyhow::Result<Selection> {
         Ok(Selection {
-            records: store.list_records().await?.keys,
+            // The format stamp belongs to a store, not to its contents: the bundle has its own version.
+            records: store.list_records().await?.keys.into_iter().filter(|k| k != crate::store::format::KEY).collect(),
             blobs: store.list_blobs().await?.into_iter().map(|(sha, _)| sha).collect(),
         })
     }
@@ -219,7 +220,11 @@ fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
         }
     }
     for r in &manifest.records {
-        crate::cache::records::RecordKey::parse(&r.key).map_err(anyhow::Error::msg)?;
+        let key = crate::cache::records::RecordKey::parse(&r.key).map_err(anyhow::Error::msg)?;
+        // Importing one would re-stamp the store it lands in.
+        if key == crate::cache::records::RecordKey::StoreFormat {
+            bail!("the manifest lists record `{}`, which a bundle never carries", r.key);
+        }
         if !crate::index::is_sha256_hex(&r.sha256) || r.size > MAX_RECORD {
             bail!("the manifest entry of record `{}` is malformed (sha256 or size)", r.key.escape_debug());
         }

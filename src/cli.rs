@@ -155,6 +155,13 @@ pub struct VerifyArgs {
     /// Delete corrupt files, so that they are fetched again on the next request.
     #[arg(long)]
     pub remove: bool,
+
+    /// Repair what can be repaired: corrupt files and damaged records that came from the
+    /// upstream are removed (fetched again), a page whose rendered bodies are lost is rendered
+    /// again, an unreadable format stamp is rewritten. Private uploads and advisories exist
+    /// nowhere else: they are reported with what to do. Without it, verify says what it would do.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Args, Debug)]

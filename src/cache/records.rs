@@ -159,6 +159,8 @@ pub enum RecordKey {
     Provenance(String),
     /// Which blob holds the imported OSV advisories (issue 25).
     Advisories,
+    /// The store's format version (issue 27, `store::format`).
+    StoreFormat,
 }
 
 impl fmt::Display for RecordKey {
@@ -170,6 +172,7 @@ impl fmt::Display for RecordKey {
             RecordKey::WheelMeta { wheel, metadata } => write!(f, "wheel-meta/{wheel}/{metadata}"),
             RecordKey::Provenance(sha) => write!(f, "provenance/{sha}"),
             RecordKey::Advisories => f.write_str(crate::advisories::RECORD_KEY),
+            RecordKey::StoreFormat => f.write_str(crate::store::format::KEY),
         }
     }
 }
@@ -217,6 +220,9 @@ impl RecordKey {
         if key == crate::advisories::RECORD_KEY {
             return Ok(RecordKey::Advisories);
         }
+        if key == crate::store::format::KEY {
+            return Ok(RecordKey::StoreFormat);
+        }
         Err(bad("unknown kind of record"))
     }
 
@@ -230,6 +236,7 @@ impl RecordKey {
             RecordKey::WheelMeta { .. } => Err("a wheel-meta record has no body".into()),
             RecordKey::Provenance(_) => decode_provenance(body).map(drop),
             RecordKey::Advisories => crate::advisories::decode_pointer(body).map(drop),
+            RecordKey::StoreFormat => crate::store::format::decode(body).map(drop),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `from_config` is the one place that chooses.
 
 pub mod bounded;
+pub mod format;
 mod local;
 pub mod s3;
 mod tiered;
@@ -315,16 +316,36 @@ pub trait Store: Send + Sync + 'static {
 /// backend runs. With an S3 store, the local disk keeps a bounded cache of hot blobs
 /// (`local_cache_size`) in `<data_dir>/cache`.
 pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    match &config.s3 {
-        None => Ok(std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?)),
+    let store = open(config).await?;
+    // Every command opens its store here, so none reads a store format it does not know.
+    match format::check(&*store).await {
+        Ok(format::Opened::Current) => {}
+        Ok(opened) => {
+            tracing::info!(store = %store.location(), format = format::CURRENT, ?opened, "store format stamped")
+        }
+        // A bucket that does not answer now: replicas keep serving what they can (issue 22's
+        // fail-closed rules apply per request); the stamp is checked on the next start.
+        Err(format::Refused::Store(e)) if e.is_unreachable() => {
+            tracing::warn!(store = %store.location(), error = %e, "could not read the store format; checked on the next start")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(store)
+}
+
+/// The backend alone, its format not checked: `larder verify`, which checks it itself.
+pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let store: std::sync::Arc<dyn Store> = match &config.s3 {
+        None => std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?),
         Some(settings) => {
             let bucket = s3::S3Store::open(settings)?;
             let local = LocalStore::open(&config.data_dir.join("cache"))?;
             let tiered =
                 tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.data_dir.join("spool")).await?;
-            Ok(std::sync::Arc::new(tiered))
+            std::sync::Arc::new(tiered)
         }
-    }
+    };
+    Ok(store)
 }
 
 #[cfg(test)]

@@ -32,7 +32,11 @@ fn run_larder(volume: &Volume, port: u16, env: &[(&str, &str)]) -> Container {
     let image = docker::image();
     args.push(&image);
     let c = Container::run(&args);
-    c.wait_for(&format!("http://127.0.0.1:{port}/-/health"), Duration::from_secs(30));
+    c.wait_for(
+        &format!("listening on http://127.0.0.1:{port}"),
+        &format!("http://127.0.0.1:{port}/-/health"),
+        Duration::from_secs(30),
+    );
     c
 }
 
@@ -164,17 +168,17 @@ fn compose_up_runs_a_build_container_that_installs_through_the_sidecar() {
     let out = project.compose_ok(&["up", "--no-build", "--exit-code-from", "build"]);
     assert!(out.contains("Successfully installed side-app-1.0 side-lib-1.1"), "{out}");
     // The healthcheck gated the build container: it started only after Larder's first healthy
-    // answer (both times UTC, RFC 3339; compared to the microsecond).
+    // answer (both times UTC, RFC 3339).
     let larder_log = project.logs();
     let first_health = larder_log
         .lines()
         .find(|l| l.starts_with("larder-1") && l.contains("\"route\":\"health\"") && l.contains("\"status\":200"))
         .and_then(|l| l.split("\"timestamp\":\"").nth(1))
-        .map(|t| t[..26].to_string())
+        .and_then(|t| t.split('"').next())
+        .map(docker::sortable_time)
         .unwrap_or_else(|| panic!("no healthy answer logged:\n{larder_log}"));
-    let build_started =
-        docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &format!("{}-build-1", project.name)]);
-    assert!(build_started[..26] > *first_health, "build started {build_started}, Larder healthy {first_health}");
+    let started = docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", &format!("{}-build-1", project.name)]);
+    assert!(docker::sortable_time(&started) > first_health, "build started {started}, Larder healthy {first_health}");
 
     // The next pipeline run finds the named volume warm: offline, with the upstream's files gone.
     std::fs::remove_dir_all(dir.path().join("upstream/files")).unwrap();

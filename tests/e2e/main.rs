@@ -39,6 +39,8 @@ mod sizes;
 mod engine;
 // kill -9 during uploads, fills, imports, page writes, evictions, yanks and deletes.
 mod crash;
+// Upgrades keep the store: golden stores of earlier formats, newer ones refused, verify --repair (issue 27).
+mod upgrade;
 // SIGTERM: drain, finish what is open, exit 0 (issue 27).
 mod stopping;
 // The container image and the compose files, run by a real Docker engine (issue 28).

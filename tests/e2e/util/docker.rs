@@ -40,6 +40,18 @@ pub fn available(images: &[&str]) -> bool {
         let out = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
         assert!(out.status.success(), "image {image} is missing: run `scripts/image --tests` (scripts/test does)");
     }
+    // The image must hold the wheel under test, not an older build (scripts/image labels it).
+    if let Some(wheel) = std::env::var_os("LARDER_E2E_WHEEL") {
+        let sha = super::sha256_hex(&std::fs::read(&wheel).expect("LARDER_E2E_WHEEL is readable"));
+        let label = docker_ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"dev.larder.wheel.sha256\"}}",
+            &image(),
+        ]);
+        assert_eq!(label, sha, "{} was built from another wheel than {wheel:?}: run `scripts/image`", image());
+    }
     true
 }
 
@@ -63,8 +75,18 @@ pub fn docker_ok(args: &[&str]) -> String {
 
 /// A unique name for this test's containers, volumes and compose projects.
 pub fn unique(what: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("larder-e2e-{what}-{}-{nanos}", std::process::id())
+    format!("larder-e2e-{what}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// An RFC 3339 UTC time as a string that sorts by time, whatever the precision written
+/// (Go's RFC3339Nano drops trailing zeros; Larder's logs write microseconds).
+pub fn sortable_time(t: &str) -> String {
+    let t = t.trim().trim_end_matches('Z');
+    let (seconds, fraction) = t.split_once('.').unwrap_or((t, ""));
+    format!("{seconds}.{fraction:0<9}")
 }
 
 /// A container, removed (with `docker rm -f`) on drop.
@@ -73,11 +95,12 @@ pub struct Container(pub String);
 impl Container {
     /// `docker run -d <args>`.
     pub fn run(args: &[&str]) -> Container {
-        let name = unique("c");
-        let mut all = vec!["run", "-d", "--name", &name];
+        // The guard first: a container created but not started is removed too.
+        let container = Container(unique("c"));
+        let mut all = vec!["run", "-d", "--label", "larder-e2e", "--name", &container.0];
         all.extend_from_slice(args);
         docker_ok(&all);
-        Container(name)
+        container
     }
 
     pub fn logs(&self) -> String {
@@ -89,13 +112,18 @@ impl Container {
         docker_ok(&["inspect", "--format", format, &self.0])
     }
 
-    /// Waits until `url` answers 200, or panics with the container's log.
-    pub fn wait_for(&self, url: &str, within: Duration) {
+    /// Waits until this container logs `line` (e.g. that it listens on its port: with host
+    /// networking another server could answer there) and `url` answers 200; panics with the
+    /// container's log when it does not, or when the container stopped.
+    pub fn wait_for(&self, line: &str, url: &str, within: Duration) {
         let deadline = Instant::now() + within;
         let client = super::http();
         while Instant::now() < deadline {
-            if client.get(url).send().map(|r| r.status().is_success()).unwrap_or(false) {
+            if self.logs().contains(line) && client.get(url).send().map(|r| r.status().is_success()).unwrap_or(false) {
                 return;
+            }
+            if self.inspect("{{.State.Running}}") != "true" {
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
