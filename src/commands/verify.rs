@@ -34,10 +34,13 @@ struct Problem {
 
 impl Problem {
     fn describe(&self) -> &'static str {
-        match self.fix {
+        match &self.fix {
             Fix::Restamp => "the stamp is written again",
             Fix::DeleteBlob(_) => "removed; a cached file is fetched again on the next request",
-            Fix::DeleteRecord(_) => "dropped; it came from the upstream and is fetched again",
+            Fix::DeleteRecord(key) if key.starts_with(records::WHEEL_META_PREFIX) => {
+                "dropped; the METADATA is extracted again from its wheel"
+            }
+            Fix::DeleteRecord(_) => "dropped; it came from the upstream and is fetched again (when online)",
             Fix::RewriteRecord(..) => "rewritten without the rendered bodies; the page is rendered again",
             Fix::Manual(how) => how,
         }
@@ -60,8 +63,13 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     // repair, not a reason to stop. A newer format is still refused before anything is read.
     let store = store::open(&config).await?;
     let mut problems = Vec::new();
-    match format::check(&*store).await {
-        Ok(_) => {}
+    // A report writes nothing, not even the stamp; a repair stamps a store that has none.
+    let probe = match args.repair {
+        true => format::check(&*store).await.map(drop),
+        false => format::read(&*store).await.map(drop),
+    };
+    match probe {
+        Ok(()) => {}
         Err(format::Refused::Unreadable { reason, .. }) => {
             problems.push(Problem { what: format!("format stamp: {reason}"), fix: Fix::Restamp })
         }
@@ -79,10 +87,18 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let body = match store.get_record(key).await {
             Ok(Some(body)) => body,
             Ok(None) => continue,
+            // A bucket that does not answer is worth a retry; a local read error is damage.
+            Err(e) if e.is_unreachable() => {
+                problems.push(Problem {
+                    what: format!("unreadable record: {}: {e}", key.escape_debug()),
+                    fix: Fix::Manual("retry when the store answers"),
+                });
+                continue;
+            }
             Err(e) => {
                 problems.push(Problem {
                     what: format!("unreadable record: {}: {e}", key.escape_debug()),
-                    fix: Fix::Manual("retry; the store did not answer"),
+                    fix: unreadable_fix(key),
                 });
                 continue;
             }
@@ -95,12 +111,27 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }),
         }
     }
+    // The local store keeps each record's contents as a content file too: a corrupt one is
+    // the record's damage (its own line above), not a blob to delete.
+    let record_contents: HashSet<&str> = records.contents.values().map(|(sha, _)| sha.as_str()).collect();
     // Corrupt blobs first in the report, as before.
     let mut report: Vec<Problem> = corrupt
         .iter()
         .map(|sha| {
+            let fix = if record_contents.contains(sha.as_str()) {
+                Fix::Manual("the contents of a record: see the record's own line")
+            } else if store.is_shared() {
+                // The copy read may be this replica's cache or the bucket's: deleting would
+                // delete the bucket's, which may be the good one (and a private upload's only one).
+                Fix::Manual(
+                    "on a shared store the copy read may be the local cache's: empty this replica's cache \
+                     (<data_dir>/cache) and verify again; a copy still corrupt is the bucket's",
+                )
+            } else {
+                Fix::DeleteBlob(sha.clone())
+            };
             let what = if private_shas.contains(sha) { "private upload: re-upload it" } else { "cached" };
-            Problem { what: format!("corrupt: {sha} ({what})"), fix: Fix::DeleteBlob(sha.clone()) }
+            Problem { what: format!("corrupt: {sha} ({what})"), fix }
         })
         .collect();
     report.extend(problems);
@@ -111,7 +142,7 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let apply = args.repair || (args.remove && matches!(p.fix, Fix::DeleteBlob(_)));
         if apply && p.apply(&*store).await? {
             match &p.fix {
-                // The wording `larder verify --remove` has always printed.
+                // `corrupt, removed: <sha>` as `larder verify --remove` has always begun it.
                 Fix::DeleteBlob(sha) => println!("  corrupt, removed: {sha} (repaired: {})", p.describe()),
                 _ => println!("  {} (repaired: {})", p.what, p.describe()),
             }

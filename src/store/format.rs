@@ -31,17 +31,30 @@ impl Stamp {
     }
 }
 
-/// Parses and checks a stamp (bounded: it is read before anything else is trusted).
+/// Parses and checks a stamp (bounded: it is read before anything else is trusted). Lenient
+/// about everything but the number: a later Larder may write other fields, or none but
+/// `format`, and must still be recognised as newer rather than taken for damage.
 pub fn decode(body: &[u8]) -> Result<Stamp, String> {
-    if body.len() > MAX_LEN {
-        return Err(format!("the store-format record is {} bytes (at most {MAX_LEN})", body.len()));
+    #[derive(Deserialize)]
+    struct Lenient {
+        format: u32,
+        #[serde(default)]
+        written_by: Option<String>,
     }
-    let stamp: Stamp =
+    if body.len() > MAX_LEN {
+        let format = serde_json::from_slice::<Lenient>(body).map(|l| l.format).ok();
+        return match format {
+            Some(format) if format > CURRENT => Ok(Stamp { format, written_by: "an unknown Larder".into() }),
+            _ => Err(format!("the store-format record is {} bytes (at most {MAX_LEN})", body.len())),
+        };
+    }
+    let stamp: Lenient =
         serde_json::from_slice(body).map_err(|e| format!("the store-format record does not parse: {e}"))?;
     if stamp.format == 0 {
         return Err("the store-format record names format 0".into());
     }
-    Ok(stamp)
+    let written_by = stamp.written_by.unwrap_or_else(|| "an unknown Larder".into());
+    Ok(Stamp { format: stamp.format, written_by: written_by.chars().take(100).collect() })
 }
 
 /// Why a store cannot be opened.
@@ -68,6 +81,22 @@ pub enum Opened {
     Stamped,
     /// An older format, upgraded to this one.
     Upgraded { from: u32 },
+}
+
+/// Reads the stamp without writing anything (`larder verify` without `--repair`): `None` for a
+/// store without one; refuses a newer or unreadable one as `check` does.
+pub async fn read(store: &dyn Store) -> Result<Option<Stamp>, Refused> {
+    let Some(body) = store.get_record(KEY).await? else { return Ok(None) };
+    let stamp = decode(&body).map_err(|reason| Refused::Unreadable { location: store.location(), reason })?;
+    if stamp.format > CURRENT {
+        return Err(Refused::Newer {
+            location: store.location(),
+            written_by: stamp.written_by,
+            found: stamp.format,
+            ours: format!("larder {}", env!("CARGO_PKG_VERSION")),
+        });
+    }
+    Ok(Some(stamp))
 }
 
 /// Reads the stamp; stamps a store that has none; upgrades an older one; refuses a newer one.
@@ -148,6 +177,19 @@ mod tests {
         assert!(err.contains("reads store formats up to 1"), "{err}");
         // Refused means untouched.
         assert_eq!(store.get_record(KEY).await.unwrap().unwrap(), newer.into_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_later_stamp_of_another_shape_is_still_newer_not_damage() {
+        let (_dir, store) = store().await;
+        let long = format!(r#"{{"format":7,"notes":"{}"}}"#, "x".repeat(MAX_LEN));
+        for newer in [r#"{"format":7}"#.to_string(), r#"{"format":7,"written_by":"larder 3","more":[1]}"#.into(), long]
+        {
+            store.put_record(KEY, newer.clone().into_bytes()).await.unwrap();
+            let err = check(&store).await.unwrap_err();
+            assert!(matches!(err, Refused::Newer { found: 7, .. }), "{err}");
+            assert!(matches!(read(&store).await, Err(Refused::Newer { found: 7, .. })));
+        }
     }
 
     #[tokio::test]

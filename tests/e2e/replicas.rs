@@ -832,3 +832,39 @@ fn advisories_imported_into_the_bucket_reach_every_replica() {
         }
     }
 }
+
+/// Issue 27: the bucket carries the store format too. Two replicas opening a new prefix at
+/// once stamp it once; a stamp of a newer format makes every command on that bucket refuse.
+#[test]
+fn replicas_stamp_a_bucket_and_refuse_one_of_a_newer_format() {
+    let s3 = S3Server::start();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = std::thread::scope(|t| {
+        let a = t.spawn(|| replica(&s3, "fmt", da.path(), &[]));
+        let b = t.spawn(|| replica(&s3, "fmt", db.path(), &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    drop((a, b));
+    let env_owned = s3.env();
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let with = |rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        v.extend(["--data-dir".to_string(), da.path().to_str().unwrap().to_string()]);
+        v.extend(s3.args("fmt"));
+        v
+    };
+    let run = |rest: &[&str]| {
+        let args = with(rest);
+        crate::util::larder_cli_ending(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env)
+    };
+    assert_ok(&run(&["verify"]), "verify of the stamped bucket");
+
+    s3.overwrite("fmt/records/store-format", br#"{"format":2,"written_by":"larder 9.0.0"}"#.to_vec());
+    for rest in [&["serve", "--listen", "127.0.0.1:0"][..], &["verify"], &["export", "-o", "/dev/null"]] {
+        let out = run(rest);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{rest:?} must refuse");
+        assert!(err.contains("written by a newer Larder (larder 9.0.0, store format 2)"), "{rest:?}: {err}");
+        assert!(err.contains("s3://"), "the message names the bucket: {err}");
+    }
+}

@@ -11,7 +11,9 @@ use std::process::Output;
 
 use larder::store::{LocalStore, Store};
 
-use crate::util::{Larder, assert_ok, hashes_in, json_page, larder_cli, pip, pip_download, sha256_hex};
+use crate::util::{
+    Larder, assert_ok, hashes_in, json_page, larder_cli, larder_cli_ending, pip, pip_download, sha256_hex,
+};
 
 const PRIVATE_TOKEN: &str = "golden-token";
 
@@ -19,26 +21,9 @@ fn larder(args: &[&str]) -> Output {
     larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
 }
 
-/// `larder <args>` that must end by itself within 30 s (a `serve` that does not refuse would
-/// run on: killed, and the test fails instead of hanging).
+/// `larder <args>` that must end by itself (a `serve` that does not refuse would run on).
 fn larder_ending(args: &[&str]) -> Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_larder"))
-        .args(args)
-        .env("LARDER_CONFIG", "/dev/null")
-        .env("LARDER_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("larder {args:?} did not stop within 30 s: {:?}", child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    larder_cli_ending(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
 }
 
 fn s(p: &Path) -> &str {
@@ -150,13 +135,15 @@ fn serves_the_golden_store(larder: &Larder) {
 #[test]
 fn a_data_dir_of_store_format_1_is_verified_served_and_exported_unchanged() {
     let data = golden_copy();
+    let before = tree_hashes(data.path());
     let out = larder(&["verify", "--data-dir", s(data.path())]);
     assert_ok(&out, "verify of the golden data dir");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    // 6 records and 50 blobs, as the golden bundle lists them; verify stamped the store first
-    // (one record more, whose contents the local store keeps as one more content file).
-    assert!(report.starts_with("checked 51 files") && report.contains(" and 7 records"), "{report}");
+    // 6 records and 50 blobs, as the golden bundle lists them; a report writes nothing, not
+    // even the stamp.
+    assert!(report.starts_with("checked 50 files") && report.contains(" and 6 records"), "{report}");
     assert_eq!(report.lines().count(), 1, "nothing to repair: {report}");
+    assert_eq!(tree_hashes(data.path()), before, "verify without --repair changed the data dir");
 
     let larder_server = Larder::start_with_env(data.path(), &["--offline"], &[("LARDER_TOKEN", PRIVATE_TOKEN)]);
     serves_the_golden_store(&larder_server);
@@ -187,6 +174,46 @@ fn the_golden_bundle_imports_into_a_new_store_and_serves() {
     assert_ok(&larder(&["verify", "--data-dir", s(data.path())]), "verify after import");
     let larder_server = Larder::start_with_env(data.path(), &["--offline"], &[("LARDER_TOKEN", PRIVATE_TOKEN)]);
     serves_the_golden_store(&larder_server);
+}
+
+#[test]
+fn a_bundle_carrying_a_format_stamp_imports_without_restamping_the_store() {
+    // What an export by a Larder that knew stamps but not this rule would hold, or a crafted
+    // bundle: the stamp of a newer format among the records.
+    let golden = std::fs::read(fixture().join("bundle.tar")).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in tar::Archive::new(golden.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut body = Vec::new();
+        entry.read_to_end(&mut body).unwrap();
+        entries.push((entry.path().unwrap().to_str().unwrap().to_string(), body));
+    }
+    let stamp = br#"{"format":99,"written_by":"larder 99.0.0"}"#.to_vec();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&entries[0].1).unwrap();
+    let records = manifest["records"].as_array_mut().unwrap();
+    records.push(serde_json::json!({"key": "store-format", "sha256": sha256_hex(&stamp), "size": stamp.len()}));
+    let index = records.len() - 1;
+    entries[0].1 = serde_json::to_vec(&manifest).unwrap();
+    entries.push((format!("records/{index}"), stamp));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("stamped.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&bundle).unwrap());
+    for (path, body) in &entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, path, body.as_slice()).unwrap();
+    }
+    tar.finish().unwrap();
+    drop(tar);
+
+    let data = dir.path().join("data");
+    assert_ok(&larder(&["import", "--data-dir", s(&data), s(&bundle)]), "import of a bundle with a stamp");
+    let store = LocalStore::open(&data.join("store")).unwrap();
+    let stamp = runtime().block_on(store.get_record("store-format")).unwrap().unwrap();
+    let stamp: serde_json::Value = serde_json::from_slice(&stamp).unwrap();
+    assert_eq!(stamp["format"], 1, "the store keeps its own stamp: {stamp}");
+    assert_ok(&larder(&["verify", "--data-dir", s(&data)]), "verify after import");
 }
 
 #[test]

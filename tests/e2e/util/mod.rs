@@ -273,6 +273,27 @@ pub fn larder_cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
     run(cmd)
 }
 
+/// The same for a command that must end by itself within 30 s: one that would run on (a
+/// `serve` that should have refused) is killed, and the test fails instead of hanging.
+pub fn larder_cli_ending(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larder"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("larder {args:?} did not stop within 30 s: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// An sdist: `name-version/PKG-INFO`, a `setup.py`, and the module.
 pub fn sdist(name: &str, version: &str) -> (String, Vec<u8>) {
     sdist_with_metadata_version(name, version, "2.1")
