@@ -86,8 +86,15 @@ pub enum Opened {
 /// Reads the stamp without writing anything (`larder verify` without `--repair`): `None` for a
 /// store without one; refuses a newer or unreadable one as `check` does.
 pub async fn read(store: &dyn Store) -> Result<Option<Stamp>, Refused> {
-    let Some(body) = store.get_record(KEY).await? else { return Ok(None) };
-    let stamp = decode(&body).map_err(|reason| Refused::Unreadable { location: store.location(), reason })?;
+    match store.get_record(KEY).await? {
+        None => Ok(None),
+        Some(body) => accept(store, &body).map(Some),
+    }
+}
+
+/// A stamp this Larder can open: decoded, and not of a newer format.
+fn accept(store: &dyn Store, body: &[u8]) -> Result<Stamp, Refused> {
+    let stamp = decode(body).map_err(|reason| Refused::Unreadable { location: store.location(), reason })?;
     if stamp.format > CURRENT {
         return Err(Refused::Newer {
             location: store.location(),
@@ -96,7 +103,7 @@ pub async fn read(store: &dyn Store) -> Result<Option<Stamp>, Refused> {
             ours: format!("larder {}", env!("CARGO_PKG_VERSION")),
         });
     }
-    Ok(Some(stamp))
+    Ok(stamp)
 }
 
 /// Reads the stamp; stamps a store that has none; upgrades an older one; refuses a newer one.
@@ -106,16 +113,7 @@ pub async fn check(store: &dyn Store) -> Result<Opened, Refused> {
         let (opened, version) = match &current {
             None => (Opened::Stamped, None),
             Some((body, version)) => {
-                let stamp =
-                    decode(body).map_err(|reason| Refused::Unreadable { location: store.location(), reason })?;
-                if stamp.format > CURRENT {
-                    return Err(Refused::Newer {
-                        location: store.location(),
-                        written_by: stamp.written_by,
-                        found: stamp.format,
-                        ours: format!("larder {}", env!("CARGO_PKG_VERSION")),
-                    });
-                }
+                let stamp = accept(store, body)?;
                 if stamp.format == CURRENT {
                     return Ok(Opened::Current);
                 }
