@@ -9,7 +9,10 @@ use base64::Engine;
 use http::{HeaderMap, header};
 use subtle::ConstantTimeEq;
 
+use std::net::IpAddr;
+
 use crate::cache::Reader;
+use crate::cache::budget::ClientKey;
 use crate::config::{Config, Token};
 use crate::digest::secret_digest;
 use crate::scope::Scope;
@@ -50,16 +53,21 @@ pub fn read_is_private(config: &Config, scope: &Scope) -> bool {
 
 /// May this request read `scope`? Anonymous reads of a public scope pass; a private one needs
 /// a token with the read scope that covers every project of it.
-pub fn reader(config: &Config, headers: &HeaderMap, scope: &Scope) -> Result<Reader, Denied> {
+/// `peer` is the client's address: what its upstream downloads are counted against, unless it
+/// sent a valid token (then the token's name is).
+pub fn reader(config: &Config, headers: &HeaderMap, scope: &Scope, peer: IpAddr) -> Result<Reader, Denied> {
     let private = read_is_private(config, scope);
-    if private {
-        check_token(config, headers, scope, false)?;
-    }
+    let token = if private {
+        Some(check_token(config, headers, scope, false)?.name)
+    } else {
+        credentials(headers).and_then(|secret| find_token(config, &secret)).map(|t| t.name.clone())
+    };
+    let client = Some(token.map_or_else(|| ClientKey::from_addr(peer), ClientKey::Token));
     let rules = match scope {
         Scope::Project(id) => config.rules.for_project(id),
         Scope::Group(id) => config.rules.for_group(id),
     };
-    Ok(Reader { projects: scope_projects(config, scope), private, rules })
+    Ok(Reader { projects: scope_projects(config, scope), private, rules, client })
 }
 
 /// Writes (upload, yank, delete) go to one project, never a group (groups are read-only views,
@@ -87,8 +95,7 @@ fn check_token(config: &Config, headers: &HeaderMap, scope: &Scope, write: bool)
         let what = if write { "uploading" } else { "reading this private project" };
         return Err(Denied::Unauthorized(format!("{what} needs a token; send it as the password of HTTP Basic auth")));
     };
-    let presented = secret_digest(&secret);
-    let Some(token) = config.tokens.iter().find(|t| bool::from(t.secret_sha256.ct_eq(&presented))) else {
+    let Some(token) = find_token(config, &secret) else {
         return Err(Denied::Unauthorized("invalid token".into()));
     };
     let allowed_projects = scope_projects(config, scope);
@@ -104,6 +111,12 @@ fn check_token(config: &Config, headers: &HeaderMap, scope: &Scope, write: bool)
         return Err(Denied::Forbidden(format!("token `{}` has no {needed} access to this {kind}", token.name)));
     }
     Ok(token.clone())
+}
+
+/// The configured token with this secret, compared in constant time.
+fn find_token<'a>(config: &'a Config, secret: &str) -> Option<&'a Token> {
+    let presented = secret_digest(secret);
+    config.tokens.iter().find(|t| bool::from(t.secret_sha256.ct_eq(&presented)))
 }
 
 /// The token in an `Authorization` header: Basic password (or username when the password is

@@ -233,6 +233,14 @@ pub struct Settings {
     #[arg(long, env = "LARDER_MAX_UPSTREAM_CONNECTIONS", value_name = "N")]
     pub max_upstream_connections: Option<usize>,
 
+    /// Downloads of large files (16 MiB or more, or of unknown size) one client may have
+    /// started from the upstream at once; more wait for one of its own to end (up to 5 min,
+    /// then 503). A client is its address (IPv6: its /64), or its token when it sent a valid
+    /// one: give a build farm behind one NAT a token. Joining a download under way is free.
+    /// 0: no limit [default: 8].
+    #[arg(long, env = "LARDER_MAX_DOWNLOADS_PER_CLIENT", value_name = "N")]
+    pub max_downloads_per_client: Option<usize>,
+
     /// Largest upstream project page accepted, after decompression, e.g. `64MiB` [default: 64MiB].
     #[arg(long, env = "LARDER_MAX_PAGE_SIZE", value_name = "SIZE")]
     pub max_page_size: Option<String>,

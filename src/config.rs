@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub upstream_username: Option<String>,
     pub upstream_password: Option<String>,
     pub max_upstream_connections: Option<usize>,
+    pub max_downloads_per_client: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub header_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -222,6 +223,8 @@ pub struct Config {
     pub upstream: Option<url::Url>,
     pub upstream_credentials: Option<crate::upstream::Credentials>,
     pub max_upstream_connections: usize,
+    /// Large upstream downloads one client may have started at once (issue 22); 0: no limit.
+    pub max_downloads_per_client: usize,
     pub max_page_bytes: u64,
     /// Most files one upstream page may list (issue 22: a hostile page's memory).
     pub max_page_files: usize,
@@ -455,6 +458,7 @@ impl Config {
             upstream,
             upstream_credentials,
             max_upstream_connections,
+            max_downloads_per_client: s.max_downloads_per_client.or(file.max_downloads_per_client).unwrap_or(8),
             max_page_bytes,
             max_page_files,
             max_file_bytes,

@@ -279,6 +279,11 @@ impl Cache {
                 upstream: Box::new(upstream),
             });
         }
+        let mut request = request;
+        // Issue 22: a client's own large downloads are capped; joining one under way is free.
+        if fills.in_flight(&request.key).is_none() {
+            request.slot = fills.slot_for(reader.client.as_ref(), dist.size).await?;
+        }
         let fill = fills.join(request);
         Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string), modified: uploaded(&dist) })
     }
@@ -436,13 +441,13 @@ impl Cache {
         let mut fetched = None;
         if !self.store.has_blob(sha).await.map_err(|e| e.to_string())? {
             let extract = self.links.should_extract(file).then(|| project.clone());
-            let req = FillRequest::for_file(upstream, &file.key(), file, extract);
+            let req = || FillRequest::for_file(upstream, &file.key(), file, extract.clone());
             fetched = Some(fill_with_retries(fills, req).await?);
         }
         if let Some(md) = &file.core_metadata
             && !self.store.has_blob(md).await.map_err(|e| e.to_string())?
         {
-            fill_with_retries(fills, FillRequest::for_metadata(upstream, file, md))
+            fill_with_retries(fills, || FillRequest::for_metadata(upstream, file, md))
                 .await
                 .map_err(|e| format!("metadata: {e}"))?;
         }
@@ -451,11 +456,11 @@ impl Cache {
 }
 
 /// Waits for a fill, retrying transient upstream errors (a hash mismatch or a 404 will not heal).
-async fn fill_with_retries(fills: &Arc<super::fill::Fills>, req: FillRequest) -> Result<u64, String> {
+async fn fill_with_retries(fills: &Arc<super::fill::Fills>, req: impl Fn() -> FillRequest) -> Result<u64, String> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match fills.join(req.clone()).finished().await {
+        match fills.join(req()).finished().await {
             FillState::Done { len, .. } => return Ok(len),
             FillState::Failed(e) | FillState::Unstored { error: e, .. } => {
                 let transient = matches!(&*e, super::fill::Error::Upstream(u) if u.is_transient());

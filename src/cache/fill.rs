@@ -10,15 +10,16 @@
 //! a client never receives a complete-looking corrupt file.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::archive::ArchiveLimits;
+use crate::cache::budget::{self, Busy, ClientKey, Downloads, Slot};
 use crate::cache::links::MetadataLinks;
 use crate::cache::records::RecordKey;
 use crate::coalesce::Coalescer;
@@ -31,7 +32,7 @@ use crate::upstream::{self, Upstream};
 const SPOOL_CHUNK: usize = 256 * 1024;
 
 /// What to fetch.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct FillRequest {
     /// Coalescing key: the expected sha256, or the `u-…` key of a file without one.
     pub key: String,
@@ -48,6 +49,9 @@ pub struct FillRequest {
     pub extract_metadata_for: Option<(ProjectName, String)>,
     /// The upstream that owns the file's project (issue 14: its client, its credentials).
     pub upstream: Upstream,
+    /// The place this download takes among its client's (issue 22); freed when the client is
+    /// gone, so a hang-up does not count against it.
+    pub slot: Option<super::budget::Slot>,
 }
 
 impl FillRequest {
@@ -71,6 +75,7 @@ impl FillRequest {
             },
             extract_metadata_for: extract_for.map(|p| (p, file.filename.clone())),
             upstream: upstream.clone(),
+            slot: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl FillRequest {
             alias_record: None,
             extract_metadata_for: None,
             upstream: upstream.clone(),
+            slot: None,
         }
     }
 }
@@ -115,6 +121,10 @@ pub enum Error {
     /// The wheel's METADATA cannot be read, not by ranges and not from the whole wheel.
     #[error("{0}")]
     NoMetadata(String),
+    /// Every client of this download hung up, and the budget for finishing downloads nobody
+    /// reads was taken (issue 22): nothing was stored.
+    #[error("the download of {url} was stopped: every client reading it had gone; retry")]
+    Cancelled { url: String },
 }
 
 /// The largest Range a miss passes to the upstream; a larger one downloads the whole file
@@ -170,6 +180,18 @@ pub struct Fills {
     archive_limits: ArchiveLimits,
     /// Projects whose metadata links changed: their pages are re-rendered by the engine.
     relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
+    /// Large downloads each client has started (issue 22).
+    downloads: Arc<Downloads>,
+    /// Downloads that go on after their last reader left: a few, so that a file clients hang
+    /// up on is still cached, but never so many that they hold the upstream permits.
+    unread: Arc<Semaphore>,
+}
+
+/// The sizes of the two download budgets.
+#[derive(Clone, Copy, Debug)]
+pub struct FillBudgets {
+    pub per_client: usize,
+    pub unread: usize,
 }
 
 impl Fills {
@@ -181,6 +203,7 @@ impl Fills {
         archive_limits: ArchiveLimits,
         tasks: tokio_util::task::TaskTracker,
         relinked: tokio::sync::mpsc::UnboundedSender<ProjectName>,
+        budgets: FillBudgets,
     ) -> std::io::Result<Fills> {
         std::fs::create_dir_all(&spool_dir)?;
         Ok(Fills {
@@ -193,7 +216,20 @@ impl Fills {
             links,
             archive_limits,
             relinked,
+            downloads: Downloads::new(budgets.per_client),
+            unread: Arc::new(Semaphore::new(budgets.unread.max(1))),
         })
+    }
+
+    /// A place for a download `client` starts of a file of `size` (issue 22): only large
+    /// files (or of unknown size) count; `None` client (the operator's commands) is free.
+    pub async fn slot_for(&self, client: Option<&ClientKey>, size: Option<u64>) -> Result<Option<Slot>, Busy> {
+        match client {
+            Some(client) if size.is_none_or(|s| s >= budget::LARGE_FILE) => {
+                Ok(Some(self.downloads.slot(client, budget::CLIENT_WAIT).await?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The download under way for this key, if any (a Range request may read it).
@@ -329,8 +365,9 @@ impl Fills {
             let (tx, rx) = watch::channel(FillState::Connecting);
             let spool = self.spool_dir.join(format!("{}.{:016x}.part", req.key, rand::random::<u64>()));
             let fill = Arc::new(Fill { state: rx, spool: spool.clone() });
+            let readers = Arc::downgrade(&fill);
             let this = Arc::clone(self);
-            (fill, async move { this.run(req, tx, spool).await })
+            (fill, async move { this.run(req, tx, spool, readers).await })
         });
         if joined {
             metrics::counter!("larder_coalesced_waits_total").increment(1);
@@ -338,7 +375,13 @@ impl Fills {
         fill
     }
 
-    async fn run(self: Arc<Self>, req: FillRequest, tx: watch::Sender<FillState>, spool: PathBuf) {
+    async fn run(
+        self: Arc<Self>,
+        mut req: FillRequest,
+        tx: watch::Sender<FillState>,
+        spool: PathBuf,
+        readers: Weak<Fill>,
+    ) {
         let started = std::time::Instant::now();
         // A request that looked at the store just before another fill committed this file
         // finds it here, instead of downloading it again.
@@ -349,7 +392,9 @@ impl Fills {
             tx.send_replace(FillState::Done { sha256: sha.clone(), len: blob.len });
             return;
         }
-        let result = self.download(&req, &tx, &spool).await;
+        let mut slot = req.slot.take();
+        let result =
+            self.download(&req, &tx, &spool, &mut Readers { fill: readers, slot: &mut slot, unread: None }).await;
         match result {
             Ok((sha256, len)) => {
                 tracing::info!(url = %upstream::guard::redact(&req.url), %sha256, bytes = len, ms = started.elapsed().as_millis() as u64, "stored file from upstream");
@@ -382,6 +427,7 @@ impl Fills {
         req: &FillRequest,
         tx: &watch::Sender<FillState>,
         spool: &PathBuf,
+        readers: &mut Readers<'_>,
     ) -> Result<(String, u64), Error> {
         let url = upstream::guard::redact(&req.url);
         // The permit is held for the whole download: it bounds upstream connections.
@@ -429,6 +475,11 @@ impl Fills {
             if chunk.is_none() {
                 break;
             }
+            if readers.unread(tx, &self.unread) {
+                metrics::counter!("larder_fills_cancelled_total").increment(1);
+                tracing::info!(url = %url, written, "stopped a download every client had left");
+                return Err(Error::Cancelled { url });
+            }
         }
         if let Some(total) = total
             && total != written
@@ -453,6 +504,35 @@ impl Fills {
         metrics::counter!("larder_upstream_bytes_total", "upstream" => req.upstream.name().to_string())
             .increment(written);
         Ok((actual, written))
+    }
+}
+
+/// Who still reads a download, and what it may go on with when nobody does.
+struct Readers<'a> {
+    /// The download's handle: the coalescer holds one; every client waiting on it another.
+    fill: Weak<Fill>,
+    slot: &'a mut Option<Slot>,
+    /// Taken when the last reader left: this download goes on as background work.
+    unread: Option<OwnedSemaphorePermit>,
+}
+
+impl Readers<'_> {
+    /// True when nobody reads this download any more and it may not go on unread. A client
+    /// streaming it holds a receiver; one waiting for it holds the handle; the coalescer holds
+    /// one handle and the handle one receiver.
+    fn unread(&mut self, tx: &watch::Sender<FillState>, budget: &Arc<Semaphore>) -> bool {
+        if self.unread.is_some() || self.fill.strong_count() > 1 || tx.receiver_count() > 1 {
+            return false;
+        }
+        // The client is gone: its place is free for its next download.
+        self.slot.take();
+        match Arc::clone(budget).try_acquire_owned() {
+            Ok(permit) => {
+                self.unread = Some(permit);
+                false
+            }
+            Err(_) => true,
+        }
     }
 }
 

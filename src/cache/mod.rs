@@ -15,6 +15,7 @@ mod advisories;
 pub mod advisory_store;
 mod ahead;
 mod bodies;
+pub mod budget;
 mod files;
 pub mod fill;
 pub mod links;
@@ -80,12 +81,15 @@ pub struct Reader {
     pub private: bool,
     /// The scope's upstreams, cooldown and status (issue 14).
     pub rules: Arc<crate::policy::ScopeRules>,
+    /// Whom the upstream downloads this read starts are counted against (issue 22); `None`
+    /// for the operator's own commands, which are not limited.
+    pub client: Option<budget::ClientKey>,
 }
 
 impl Reader {
     /// A public reader of one project, with its rules (commands read as the default project).
     pub fn of_project(config: &Config, id: &str) -> Reader {
-        Reader { projects: vec![id.to_string()], private: false, rules: config.rules.for_project(id) }
+        Reader { projects: vec![id.to_string()], private: false, rules: config.rules.for_project(id), client: None }
     }
 }
 
@@ -109,6 +113,9 @@ pub enum Error {
     /// Replicas: a name the shared store could not be asked about (fail closed, issue 22).
     #[error(transparent)]
     Unchecked(#[from] private::Unchecked),
+    /// The client has as many large downloads under way as it may start (issue 22).
+    #[error(transparent)]
+    Busy(#[from] budget::Busy),
     /// An upload that breaks the upload API's rules (Warehouse's wording where clients match it).
     #[error("{0}")]
     BadUpload(String),
@@ -208,6 +215,8 @@ pub struct Cache {
     /// Provenance fetches under way, one per URL.
     provenance_flight:
         Arc<crate::coalesce::Coalescer<String, crate::coalesce::SharedResult<bytes::Bytes, fill::Error>>>,
+    /// The origins pages with provenance are rendered for (issue 22, item 7).
+    origins: provenance::Origins,
 }
 
 impl Cache {
@@ -313,7 +322,13 @@ impl Cache {
             true => {
                 let spool = config.data_dir.join("spool");
                 let limits = config.archive_limits;
-                let fills = Fills::new(bounded.clone(), spool, links.clone(), limits, tasks.clone(), relink_tx)?;
+                let budgets = fill::FillBudgets {
+                    per_client: config.max_downloads_per_client,
+                    // A quarter of the file permits at most finish downloads nobody reads.
+                    unread: config.max_upstream_connections / 4,
+                };
+                let fills =
+                    Fills::new(bounded.clone(), spool, links.clone(), limits, tasks.clone(), relink_tx, budgets)?;
                 if mode == Mode::Serve {
                     fills.clear_spool();
                 }
@@ -365,6 +380,7 @@ impl Cache {
             clock,
             provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
             provenance_checked: Default::default(),
+            origins: provenance::Origins::default(),
         };
         cache.reload_advisories().await;
         Ok(cache)

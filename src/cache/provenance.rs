@@ -4,6 +4,8 @@
 //! air gaps, and refreshed after `index_ttl` like a page, because it may change upstream
 //! (PROV-03); when the upstream fails, the stored copy is served.
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 
 use super::records::{self, ProvenanceRecord, RecordKey};
@@ -79,5 +81,56 @@ impl Cache {
                 None => Err(Error::Unavailable(e.to_string())),
             },
         }
+    }
+}
+
+/// How many origins (scheme, Host and route) get pages with provenance links of their own.
+/// PEP 740 wants those links absolute, so a page with provenance is rendered per origin; a
+/// client rotating its `Host` header must not make every request a new rendering of a page of
+/// thousands of files (issue 22, item 7). `public_url` makes it one origin for everyone.
+const MAX_ORIGINS: usize = 3;
+
+/// The origins admitted so far: the first `MAX_ORIGINS` that asked. Others get the page
+/// without provenance links (still a whole, valid index page), and one warning says why.
+#[derive(Default)]
+pub(super) struct Origins(Mutex<(Vec<String>, bool)>);
+
+impl Origins {
+    /// May pages be rendered with provenance links under `files_base`?
+    pub(super) fn admit(&self, files_base: &str) -> bool {
+        let mut guard = self.0.lock().expect("origins lock");
+        let (known, warned) = &mut *guard;
+        if known.iter().any(|o| o == files_base) {
+            return true;
+        }
+        if known.len() < MAX_ORIGINS {
+            known.push(files_base.to_string());
+            return true;
+        }
+        if !*warned {
+            *warned = true;
+            tracing::warn!(
+                origin = %crate::upstream::guard::redact(files_base),
+                "pages are asked for under more than {MAX_ORIGINS} origins (Host headers): further ones get no provenance links; set public_url to the address clients use"
+            );
+        }
+        metrics::counter!("larder_provenance_origins_refused_total").increment(1);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_origins_get_their_own_rendering() {
+        let origins = Origins::default();
+        for i in 0..MAX_ORIGINS {
+            assert!(origins.admit(&format!("http://h{i}/files/")));
+        }
+        assert!(!origins.admit("http://evil/files/"));
+        assert!(!origins.admit("http://evil2/files/"));
+        assert!(origins.admit("http://h0/files/"), "a known origin stays admitted");
     }
 }

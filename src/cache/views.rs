@@ -151,7 +151,9 @@ impl Cache {
         let filter = blocks.as_ref().map(|(b, _)| self.filter(reader, b, name, source)).filter(|f| f.may_change(name));
         let view =
             filter.as_ref().map(|_| ViewKey { rules: reader.rules.id, blocks: blocks.as_ref().map_or(0, |b| b.1) });
-        let mut key = VariantKey { view, files_base: files_base.filter(|_| head.provenance).map(str::to_string) };
+        // Provenance links are per origin: only for the first few origins (issue 22, item 7).
+        let files_base = files_base.filter(|b| head.provenance && self.origins.admit(b));
+        let mut key = VariantKey { view, files_base: files_base.map(str::to_string) };
         let now = self.clock.unix();
         loop {
             if key.view.is_none() && key.files_base.is_none() {

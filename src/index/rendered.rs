@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{DistFile, FileKey, MediaType, ProjectPage};
 
-/// Per-origin renderings and policy views kept per page: a few at most (one per host name
-/// and route a client uses; one per rule set), so a client sending odd Host headers cannot
-/// grow them.
-const MAX_VARIANTS: usize = 4;
+/// Per-origin renderings and policy views kept per page: a few at most (one per admitted
+/// origin, `cache::provenance::Origins`, times the rule sets that change the page), so a
+/// client sending odd Host headers can neither grow them nor make them evict each other.
+const MAX_VARIANTS: usize = 8;
 
 /// A page's model and its file lookup: what the file route and policy decide with.
 pub struct PageModel {

@@ -92,6 +92,8 @@ impl From<&fill::Error> for HttpError {
             fill::Error::Internal(_) => internal(e),
             fill::Error::Shared(inner) => (&**inner).into(),
             fill::Error::NoMetadata(_) => HttpError::not_found(e.to_string()),
+            fill::Error::Cancelled { .. } => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
             fill::Error::Spool(_) | fill::Error::Store(_) => {
                 tracing::error!(error = %e, "cannot store a download");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Larder cannot store this file right now; retry later")
@@ -124,6 +126,8 @@ impl From<cache::Error> for HttpError {
             cache::Error::Shadowing(m) => HttpError::new(StatusCode::FORBIDDEN, m),
             cache::Error::Unavailable(m) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             cache::Error::Unchecked(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            cache::Error::Busy(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("10")),
         }
     }
 }

@@ -25,7 +25,7 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     let route_name = route.name();
     let http1 = req.version() < http::Version::HTTP_2;
     let span = tracing::info_span!("request", %method, %path, route = route_name, project = route.scope_id(), %peer);
-    let mut resp = dispatch(&state, route, req).instrument(span.clone()).await;
+    let mut resp = dispatch(&state, route, req, peer.ip()).instrument(span.clone()).await;
     if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         // Stopping: this client's next request opens a new connection, which the balancer
         // sends to another replica. (HTTP/2 connections get GOAWAY only when the drain ends
@@ -58,9 +58,9 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     resp
 }
 
-async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let result = route_request(state, route, req).await;
+    let result = route_request(state, route, req, peer).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response());
     if head {
         // ROUTE-06: HEAD carries GET's headers, Content-Length included, and no body.
@@ -76,7 +76,12 @@ async fn dispatch(state: &AppState, route: Route, req: Request<Incoming>) -> Res
 
 /// Decides access once for the route and method, then calls its handler with the answer: a
 /// `Reader` for reads (UPL-04: a private scope needs a read token), a project for writes.
-async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -> Result<Response<Body>, HttpError> {
+async fn route_request(
+    state: &AppState,
+    route: Route,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Response<Body>, HttpError> {
     let (parts, body) = req.into_parts();
     let (method, headers, config) = (&parts.method, &parts.headers, &state.config);
     let is_read = method == Method::GET || method == Method::HEAD;
@@ -95,7 +100,7 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
         Route::Ready if is_read => Ok(handlers::health::ready(state)),
         // Advisories are read like the default project's pages (a private index keeps them private).
         Route::Osv(call) if is_read || method == Method::POST => {
-            auth::reader(config, headers, &crate::scope::Scope::Project(config.default_project.clone()))?;
+            auth::reader(config, headers, &crate::scope::Scope::Project(config.default_project.clone()), peer)?;
             handlers::osv::osv(state, call, body).await
         }
         Route::Metrics if is_read => {
@@ -103,16 +108,16 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
             Ok(handlers::health::metrics(state))
         }
         Route::SimpleRoot { scope, prefix } if is_read => {
-            let reader = auth::reader(config, headers, &scope)?;
+            let reader = auth::reader(config, headers, &scope, peer)?;
             Ok(handlers::simple::root(state, &reader, &prefix, headers).await)
         }
         Route::SimpleDetail { scope, prefix, name, trailing_slash } if is_read => {
-            let reader = auth::reader(config, headers, &scope)?;
+            let reader = auth::reader(config, headers, &scope, peer)?;
             handlers::simple::detail(state, &reader, &prefix, &name, trailing_slash, headers, method == Method::HEAD)
                 .await
         }
         Route::PypiJson { scope, base, prefix, name, version, canonical } if is_read => {
-            let reader = auth::reader(config, headers, &scope)?;
+            let reader = auth::reader(config, headers, &scope, peer)?;
             let ask = handlers::pypi_json::Ask {
                 scope: &scope,
                 base: &base,
@@ -124,7 +129,7 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
             handlers::pypi_json::json(state, &reader, ask, headers).await
         }
         Route::File { scope, key, filename } if is_read => {
-            let reader = auth::reader(config, headers, &scope)?;
+            let reader = auth::reader(config, headers, &scope, peer)?;
             handlers::files::file(state, &reader, &key, &filename, headers, method == Method::HEAD).await
         }
         Route::File { scope, key, filename } if method == Method::DELETE => {
@@ -145,7 +150,7 @@ async fn route_request(state: &AppState, route: Route, req: Request<Incoming>) -
             handlers::upload::upload(state, project, headers, body).await
         }
         Route::Ui { scope, view } if is_read => {
-            let reader = auth::reader(config, headers, &scope)?;
+            let reader = auth::reader(config, headers, &scope, peer)?;
             handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query()).await
         }
         Route::UiAsset(name) if is_read => Ok(handlers::ui::asset(name)),

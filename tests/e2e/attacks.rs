@@ -152,3 +152,181 @@ fn a_page_of_too_many_links_is_refused_while_it_is_parsed() {
         "5,000 links are fine by default"
     );
 }
+
+/// Item 1, the rest: a download nobody reads any more is stopped (a few go on as background
+/// work: with 4 upstream connections, one), so clients that hang up cannot keep the upstream
+/// permits. Red before: all three hung-up downloads ran to the end on the upstream.
+#[test]
+fn downloads_every_client_left_are_stopped() {
+    let up = MockUpstream::start();
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("slow-1.{i}.tar.gz"), (0..1024 * 1024).map(|b| ((b + i) % 253) as u8).collect()))
+        .collect();
+    for (name, bytes) in &files {
+        up.add("slow", MockFile::new(name, bytes.clone()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url(), "--max-upstream-connections", "4", "--metadata-prefetch", "false"],
+    );
+    assert_eq!(http().get(larder.url("/simple/slow/")).send().unwrap().status(), 200);
+    // 1 MiB in 16 KiB pieces every 40 ms: about 2.6 s per file.
+    up.state.lock().unwrap().trickle = Some((16 * 1024, Duration::from_millis(40)));
+    let impatient = reqwest::blocking::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    for (name, bytes) in &files[..3] {
+        let _ =
+            impatient.get(larder.url(&format!("/files/{}/{name}", sha256_hex(bytes)))).send().and_then(|r| r.bytes());
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    {
+        let st = up.state.lock().unwrap();
+        assert!(st.trickling <= 1, "{} downloads nobody reads still run upstream", st.trickling);
+        assert!(st.trickles_abandoned >= 2, "only {} were stopped", st.trickles_abandoned);
+    }
+    // A client that reads gets its whole file, hash-checked.
+    let (name, bytes) = &files[3];
+    let resp = http().get(larder.url(&format!("/files/{}/{name}", sha256_hex(bytes)))).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256_hex(&resp.bytes().unwrap()), sha256_hex(bytes));
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    let cancelled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("larder_fills_cancelled_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(cancelled >= 2, "cancelled {cancelled}\n{metrics}");
+    // A stopped download stored nothing: the next request downloads it again, whole.
+    up.state.lock().unwrap().trickle = None;
+    for (name, bytes) in &files[..3] {
+        let resp = http().get(larder.url(&format!("/files/{}/{name}", sha256_hex(bytes)))).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(sha256_hex(&resp.bytes().unwrap()), sha256_hex(bytes));
+    }
+}
+
+/// Item 1, the cap: one client may start `max_downloads_per_client` large downloads at once
+/// (here files of unknown size: an HTML upstream lists none); more wait for its own to end,
+/// while another client's start at once. Real clients are not hurt by it: uv installs a
+/// closure of eight such wheels through a cap of 1. Red before: one address held every
+/// upstream connection.
+#[test]
+fn one_client_cannot_start_more_large_downloads_than_its_share() {
+    let up = MockUpstream::start();
+    up.state.lock().unwrap().html_only = true;
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let (name, bytes) = wheel(&format!("heavy{i}"), "1.0", &[]);
+        up.add(&format!("heavy{i}"), MockFile::new(&name, bytes.clone()));
+        files.push((format!("heavy{i}"), name, bytes));
+    }
+    let other = wheel("other", "1.0", &[]);
+    up.add("other", MockFile::new(&other.0, other.1.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url(), "--max-downloads-per-client", "2", "--metadata-prefetch", "false"],
+    );
+    for (project, _, _) in &files {
+        assert_eq!(http().get(larder.url(&format!("/simple/{project}/"))).send().unwrap().status(), 200);
+    }
+    assert_eq!(http().get(larder.url("/simple/other/")).send().unwrap().status(), 200);
+    // About 900 bytes in 32-byte pieces every 100 ms: about 3 s per wheel.
+    up.state.lock().unwrap().trickle = Some((32, Duration::from_millis(100)));
+    let me: Vec<_> = files
+        .iter()
+        .map(|(_, name, bytes)| {
+            let url = larder.url(&format!("/files/{}/{name}", sha256_hex(bytes)));
+            let want = sha256_hex(bytes);
+            std::thread::spawn(move || {
+                let resp = http().get(url).send().unwrap();
+                assert_eq!(resp.status(), 200);
+                assert_eq!(sha256_hex(&resp.bytes().unwrap()), want);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(up.state.lock().unwrap().trickling, 2, "one client started more than its two");
+    // Another address (loopback has all of 127/8) starts at once.
+    let elsewhere = reqwest::blocking::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let url = larder.url(&format!("/files/{}/{}", sha256_hex(&other.1), other.0));
+    let resp = elsewhere.get(&url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.state.lock().unwrap().trickling, 3, "the other client's download did not start");
+    assert_eq!(sha256_hex(&resp.bytes().unwrap()), sha256_hex(&other.1));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    for t in me {
+        t.join().unwrap();
+    }
+    drop(larder);
+
+    // uv downloads in parallel; through a cap of 1 it waits, and every wheel arrives.
+    let up = MockUpstream::start();
+    up.state.lock().unwrap().html_only = true;
+    let deps: Vec<String> = (0..8).map(|i| format!("part{i}")).collect();
+    let dep_refs: Vec<&str> = deps.iter().map(String::as_str).collect();
+    let (top, top_bytes) = wheel("closure", "1.0", &dep_refs);
+    up.add("closure", MockFile::new(&top, top_bytes));
+    for d in &deps {
+        let (name, bytes) = wheel(d, "1.0", &[]);
+        up.add(d, MockFile::new(&name, bytes));
+    }
+    up.state.lock().unwrap().trickle = Some((512, Duration::from_millis(20)));
+    let larder =
+        Larder::start(&dir.path().join("data2"), &["--upstream", &up.simple_url(), "--max-downloads-per-client", "1"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("target");
+    let out = crate::util::uv_install(scratch.path(), &larder.index(), &target, "closure");
+    crate::util::assert_ok(&out, "uv pip install through a cap of one download per client");
+    for d in &deps {
+        assert!(target.join(d).exists() || target.join(format!("{d}-1.0.dist-info")).exists(), "{d} missing");
+    }
+}
+
+/// Item 7: a page with provenance is rendered per origin (PEP 740 links are absolute), so a
+/// client rotating its `Host` header made every request a new rendering of the whole page.
+/// Now the first three origins get renderings of their own (kept); any other gets the shared
+/// rendering without provenance links, a valid page all the same. Red before: every Host got
+/// its own provenance links, each a fresh rendering.
+#[test]
+fn rotating_host_headers_cannot_make_every_page_request_a_new_rendering() {
+    let up = MockUpstream::start();
+    let provenance = br#"{"version":1,"attestation_bundles":[]}"#.to_vec();
+    for i in 0..50 {
+        let (name, bytes) = wheel("signed", &format!("1.{i}"), &[]);
+        up.add("signed", MockFile { provenance: Some(provenance.clone()), ..MockFile::new(&name, bytes) });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    let page_for = |host: &str| -> serde_json::Value {
+        http()
+            .get(larder.url("/simple/signed/"))
+            .header("host", host)
+            .header("accept", "application/vnd.pypi.simple.v1+json")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    for i in 0..3 {
+        let page = page_for(&format!("mirror{i}.internal"));
+        let link = page["files"][0]["provenance"].as_str().unwrap_or_default().to_string();
+        assert!(link.starts_with(&format!("http://mirror{i}.internal/files/")), "origin {i}: {link}");
+    }
+    for i in 0..20 {
+        let page = page_for(&format!("rotated{i}.example"));
+        assert_eq!(page["files"].as_array().unwrap().len(), 50, "still the whole page");
+        assert!(page["files"][0].get("provenance").is_none_or(|p| p.is_null()), "host {i} got its own links");
+    }
+    // The admitted origins keep theirs.
+    let page = page_for("mirror1.internal");
+    assert!(page["files"][0]["provenance"].as_str().unwrap().starts_with("http://mirror1.internal/files/"));
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("larder_provenance_origins_refused_total 20"), "{metrics}");
+    assert!(larder.log().contains("set public_url"), "the operator is told what to do");
+}

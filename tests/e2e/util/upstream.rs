@@ -64,6 +64,11 @@ pub struct MockState {
     pub delay: Duration,
     /// Delay before answering file requests only (a slow file host).
     pub file_delay: Duration,
+    /// Send whole-file bodies this many bytes at a time, pausing between pieces (a slow link).
+    pub trickle: Option<(usize, Duration)>,
+    /// Trickled bodies under way, and those whose reader hung up before the end.
+    pub trickling: usize,
+    pub trickles_abandoned: usize,
     /// Answer 401 unless the request carries exactly this Authorization header.
     pub require_authorization: Option<String>,
     /// path → Location: answer 302 (a redirect chain, or one to somewhere else).
@@ -102,7 +107,10 @@ impl MockUpstream {
                             tokio::spawn(async move {
                                 let svc = hyper::service::service_fn(move |req| {
                                     let st = st.clone();
-                                    async move { Ok::<_, Infallible>(maybe_chunked(answer(st, req).await)) }
+                                    async move {
+                                        let resp = answer(st.clone(), req).await;
+                                        Ok::<_, Infallible>(maybe_trickled(st, maybe_chunked(resp)))
+                                    }
                                 });
                                 let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -158,6 +166,57 @@ type MockBody = http_body_util::Either<
         futures_util::stream::Once<std::future::Ready<Result<hyper::body::Frame<Bytes>, Infallible>>>,
     >,
 >;
+
+type TrickleStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, Infallible>> + Send>>;
+
+type TrickledBody = http_body_util::Either<MockBody, http_body_util::StreamBody<TrickleStream>>;
+
+/// Counts a trickled body as under way until it is dropped; abandoned unless it ended.
+struct Trickling {
+    state: Arc<Mutex<MockState>>,
+    finished: bool,
+}
+
+impl Drop for Trickling {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap();
+        st.trickling -= 1;
+        if !self.finished {
+            st.trickles_abandoned += 1;
+        }
+    }
+}
+
+/// With `trickle` set, a whole file (200 with a body) is sent piece by piece.
+fn maybe_trickled(state: Arc<Mutex<MockState>>, resp: Response<MockBody>) -> Response<TrickledBody> {
+    let trickle = state.lock().unwrap().trickle;
+    let is_file = resp.headers().get("content-type").is_some_and(|v| v == "application/octet-stream");
+    let (Some((piece, pause)), true, 200) = (trickle, is_file, resp.status().as_u16()) else {
+        return resp.map(http_body_util::Either::Left);
+    };
+    let chunked = matches!(resp.body(), http_body_util::Either::Right(_));
+    let (mut parts, body) = resp.into_parts();
+    let bytes =
+        futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body)).unwrap().unwrap().to_bytes();
+    if !chunked {
+        parts.headers.insert("content-length", bytes.len().into());
+    }
+    state.lock().unwrap().trickling += 1;
+    let guard = Trickling { state, finished: false };
+    let stream = futures_util::stream::unfold((bytes, guard), move |(mut rest, mut guard)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        let next = rest.split_to(piece.min(rest.len()));
+        // Sent whole once the last piece goes (hyper may not ask again after it).
+        guard.finished = rest.is_empty();
+        Some((Ok(hyper::body::Frame::data(next)), (rest, guard)))
+    });
+    let stream: TrickleStream = Box::pin(stream);
+    Response::from_parts(parts, http_body_util::Either::Right(http_body_util::StreamBody::new(stream)))
+}
 
 /// A response marked `x-mock-chunked` is sent without Content-Length (chunked), like an
 /// upstream that announces no size.
