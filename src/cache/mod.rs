@@ -515,9 +515,23 @@ impl Cache {
         })
     }
 
+    /// The upstream page `larder warm` fills the store from: never for a name with private
+    /// uploads in any project (issue 22, item 10): warming it would fetch whatever the
+    /// upstream has under an internal name (a squatter's package) into the store, and into
+    /// every bundle exported from it. Replicas: claims made elsewhere are listed first.
+    pub async fn page_to_warm(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        self.private.refresh_names().await?;
+        if self.private.is_claimed_anywhere(name) {
+            return Err(Error::Blocked(format!(
+                "`{name}` has private uploads here, so its upstream files are never fetched; warm only names no project publishes"
+            )));
+        }
+        self.routed_page(reader, name).await
+    }
+
     /// The upstream page for `name` as `reader` sees it: from the name's owner, if the scope
-    /// uses it, filtered by the scope's rules. `larder warm` reads pages this way too.
-    pub async fn routed_page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+    /// uses it, filtered by the scope's rules.
+    async fn routed_page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
         self.check_project(name)?;
         let owner = self.owner_for(reader, name)?;
         Ok(match self.upstream_page(name).await? {

@@ -120,7 +120,7 @@ pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     let reader = Reader::of_project(cache.config(), &cache.config().default_project);
     let mut jobs: Vec<(ProjectName, DistFile)> = Vec::new();
     for pin in &pins {
-        match cache.routed_page(&reader, &pin.name).await {
+        match cache.page_to_warm(&reader, &pin.name).await {
             Ok(PageAnswer::Found { page, .. }) => match select_files(&page.page.files, pin, &filters) {
                 Ok(files) => jobs.extend(files.into_iter().map(|f| (pin.name.clone(), f))),
                 Err(e) => failures.push(e),

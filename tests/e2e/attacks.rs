@@ -330,3 +330,42 @@ fn rotating_host_headers_cannot_make_every_page_request_a_new_rendering() {
     assert!(metrics.contains("larder_provenance_origins_refused_total 20"), "{metrics}");
     assert!(larder.log().contains("set public_url"), "the operator is told what to do");
 }
+
+/// Item 10: `larder warm` never fetches the upstream's files for a name a project publishes
+/// privately (a squatter's `internal-pkg 99.0` would land in the store and in every bundle
+/// exported from it). The claim is in another project than the one warm reads as. Red
+/// before: warm fetched the squatter's wheel.
+#[test]
+fn warm_never_fetches_an_upstream_copy_of_a_private_name() {
+    const TOKEN: &str = "attacks-token-1";
+    let up = MockUpstream::start();
+    let (squat, squat_bytes) = wheel("internal-pkg", "99.0", &[]);
+    up.add("internal-pkg", MockFile::new(&squat, squat_bytes));
+    let (ours, ours_bytes) = wheel("internal-pkg", "1.0", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let larder = Larder::start_with_env(
+        &data,
+        &["--upstream", &up.simple_url(), "--allow-shadowing", "internal-pkg"],
+        &[("LARDER_TOKEN", TOKEN)],
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join(&ours);
+    std::fs::write(&path, &ours_bytes).unwrap();
+    let url = larder.url("/api/v4/projects/team/packages/pypi");
+    let out = crate::util::twine(
+        scratch.path(),
+        &["upload", "--repository-url", &url, "-u", "x", "-p", TOKEN, path.to_str().unwrap()],
+    );
+    crate::util::assert_ok(&out, "twine upload into project team");
+    drop(larder);
+    up.clear_requests();
+    let out = crate::util::larder_cli(
+        &["warm", "--data-dir", data.to_str().unwrap(), "--upstream", &up.simple_url(), "internal-pkg==99.0"],
+        &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")],
+    );
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "warm succeeded: {said}");
+    assert!(said.contains("private uploads"), "{said}");
+    assert_eq!(up.count("/files/"), 0, "fetched upstream files: {:?}", up.requests());
+}
