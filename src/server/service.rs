@@ -151,7 +151,7 @@ async fn route_request(
         }
         Route::Ui { scope, view } if is_read => {
             let reader = auth::reader(config, headers, &scope, peer)?;
-            handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query()).await
+            handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query(), method == Method::HEAD).await
         }
         Route::UiAsset(name) if is_read => Ok(handlers::ui::asset(name)),
         Route::UiSlash if is_read => Ok(respond::moved_permanently(&format!("{}/", parts.uri.path()))),

@@ -369,3 +369,34 @@ fn warm_never_fetches_an_upstream_copy_of_a_private_name() {
     assert!(said.contains("private uploads"), "{said}");
     assert_eq!(up.count("/files/"), 0, "fetched upstream files: {:?}", up.requests());
 }
+
+/// Item 10: HEAD of a page for people (a package's `?all=1`, a search, the home page) answers
+/// its status and headers without rendering the page; a GET still renders it. Red before:
+/// HEAD rendered the whole page to learn its Content-Length.
+#[test]
+fn head_of_a_page_for_people_renders_nothing() {
+    let up = MockUpstream::start();
+    for i in 0..30 {
+        let (name, bytes) = wheel("many", &format!("1.{i}"), &[]);
+        up.add("many", MockFile::new(&name, bytes));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    for (path, status) in [
+        ("/-/ui/packages/many?all=1", 200),
+        ("/-/ui/packages/no-such-thing", 404),
+        ("/-/ui/search?q=man", 200),
+        ("/-/ui/", 200),
+    ] {
+        let get = http().get(larder.url(path)).send().unwrap();
+        assert_eq!(get.status(), status, "GET {path}");
+        assert!(get.headers().get("content-length").is_some() || get.headers().get("transfer-encoding").is_some());
+        let head = http().head(larder.url(path)).send().unwrap();
+        assert_eq!(head.status(), status, "HEAD {path}");
+        assert_eq!(head.headers()["content-type"], "text/html; charset=utf-8");
+        assert!(head.headers().get("content-length").is_none(), "HEAD {path} was rendered: {:?}", head.headers());
+    }
+    // Redirects to the normalized name as GET does.
+    let head = http().head(larder.url("/-/ui/packages/Many")).send().unwrap();
+    assert_eq!(head.status(), 301);
+}

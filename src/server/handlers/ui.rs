@@ -62,7 +62,11 @@ pub async fn view(
     view: UiView,
     headers: &HeaderMap,
     query: Option<&str>,
+    head: bool,
 ) -> Result<Response<Body>, HttpError> {
+    if head {
+        return view_head(state, reader, scope, view, query).await;
+    }
     state.cache.refresh_listing().await; // replicas: names claimed elsewhere (issue 13)
     let default = &state.config.default_project;
     let base = ui_base(scope, default);
@@ -93,11 +97,45 @@ pub async fn view(
             package(state, reader, &frame, &origin, &simple, &name, all).await?
         }
     };
-    let mut resp = Response::new(body::full(html));
+    Ok(html_response(status, body::full(html), reader.private))
+}
+
+/// HEAD of a page for people: its status and headers, without rendering it (issue 22, item
+/// 10: a HEAD of `?all=1` or a search cost a whole rendering, and costs the sender nothing).
+/// No `Content-Length`: knowing it takes the rendering (RFC 9110 lets HEAD omit it).
+async fn view_head(
+    state: &AppState,
+    reader: &Reader,
+    scope: &Scope,
+    view: UiView,
+    query: Option<&str>,
+) -> Result<Response<Body>, HttpError> {
+    let status = match view {
+        UiView::Home | UiView::Search => StatusCode::OK,
+        UiView::Package(raw) => {
+            let name = ProjectName::parse(&raw).map_err(|e| HttpError::bad_request(e.to_string()))?;
+            if name.as_str() != raw {
+                let base = ui_base(scope, &state.config.default_project);
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                return Ok(respond::moved_permanently(&format!("{base}packages/{name}{query}")));
+            }
+            match state.cache.page(reader, &name).await? {
+                PageAnswer::Found { .. } => StatusCode::OK,
+                PageAnswer::NotFound => StatusCode::NOT_FOUND,
+            }
+        }
+    };
+    // A body of unknown length: the server then sends no Content-Length for this HEAD.
+    let unknown_length = body::stream(Box::pin(futures_util::stream::empty()));
+    Ok(html_response(status, unknown_length, reader.private))
+}
+
+fn html_response(status: StatusCode, content: Body, private: bool) -> Response<Body> {
+    let mut resp = Response::new(content);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    let cache_control = if reader.private { "private, no-cache" } else { "no-cache" };
+    let cache_control = if private { "private, no-cache" } else { "no-cache" };
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
     h.insert(header::VARY, HeaderValue::from_static("Authorization"));
     h.insert(
@@ -105,7 +143,7 @@ pub async fn view(
         HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    Ok(resp)
+    resp
 }
 
 /// `scheme://host` as the browser reached this server, for the setup snippets. The Host
