@@ -189,7 +189,26 @@ async fn import_staged(store: Arc<dyn Store>, bundle: &Path, staging: &Path) -> 
         .await
         .expect("checking a bundle does not panic")
         .context("the bundle is corrupt or incomplete; nothing was imported")?;
-    // Everything checked: now it may become visible.
+    // Everything checked: now it may become visible. On a shared store, private blobs are
+    // marked first, as uploads mark them (issue 22): no replica serves one for an upstream
+    // page naming its hash before it has listed the records below.
+    if store.is_shared() {
+        for (entry, body) in manifest.records.iter().zip(&records) {
+            if !entry.key.starts_with(records::PRIVATE_PREFIX) {
+                continue;
+            }
+            let Ok(records::RecordKey::Private { project, .. }) = records::RecordKey::parse(&entry.key) else {
+                continue;
+            };
+            let record: PrivateRecord = serde_json::from_slice(body)?;
+            for f in &record.files {
+                for sha in std::iter::once(&f.sha256).chain(f.metadata_sha256.as_ref()) {
+                    let marker = records::RecordKey::PrivateBlob(sha.clone()).to_string();
+                    store.put_record(&marker, project.clone().into_bytes()).await?;
+                }
+            }
+        }
+    }
     let mut bytes = 0;
     for b in &manifest.blobs {
         store.put_blob_file(&b.sha256, &staging.join(&b.sha256)).await?;

@@ -167,13 +167,15 @@ impl Cache {
         })
     }
 
-    fn hidden(&self, reader: &Reader, sha: &str) -> bool {
-        matches!(self.private.visibility(sha, &reader.projects), Visibility::Hidden)
+    /// Is `sha` another project's private file? Replicas also ask the store about a blob this
+    /// one has not seen before (another replica's upload since the last listing, issue 22).
+    async fn hidden(&self, reader: &Reader, sha: &str) -> Result<bool, Error> {
+        Ok(matches!(self.private.visibility_checked(sha, &reader.projects).await?, Visibility::Hidden))
     }
 
     /// A stored blob `reader` may see: never another project's private file.
     pub async fn stored_for(&self, reader: &Reader, sha: &str) -> Result<Option<Blob>, Error> {
-        if self.hidden(reader, sha) {
+        if self.hidden(reader, sha).await? {
             return Ok(None);
         }
         self.stored(sha).await
@@ -235,7 +237,7 @@ impl Cache {
         };
         if let Some(sha) = &sha {
             // Another project's private file is not found from here, even if a page lists it.
-            if self.hidden(reader, sha) {
+            if self.hidden(reader, sha).await? {
                 return Err(not_listed(dist_name, key));
             }
             // Hit: an upstream page Larder has lists it; no upstream request.
@@ -252,7 +254,7 @@ impl Cache {
         let (project, dist) = self.find_upstream(key, dist_name).await?;
         self.check_upstream_file(reader, &project, &dist, sha.as_deref())?;
         if let Some(sha) = dist.sha256() {
-            if self.hidden(reader, sha) {
+            if self.hidden(reader, sha).await? {
                 return Err(not_listed(dist_name, key));
             }
             // Listed only now (the page was refreshed), and already stored.
@@ -382,10 +384,10 @@ impl Cache {
         self.demand.saw(dist_name);
         // Hit: a stored page names this file's metadata, and it is stored; no model is read.
         if let FileKey::Sha256(sha) = key
-            && !self.hidden(reader, sha)
+            && !self.hidden(reader, sha).await?
             && let Some(listed) = self.pages.listed_locally(key, dist_name).await
             && let Some(md_sha) = &listed.metadata
-            && !self.hidden(reader, md_sha)
+            && !self.hidden(reader, md_sha).await?
             && self.check_listed(reader, &listed.name, key, dist_name, sha).await?
             && let Some(answer) = self.answer_stored(md_sha, Outcome::Hit, listed.uploaded).await?
         {
@@ -399,7 +401,7 @@ impl Cache {
         let md_sha = match dist.core_metadata.clone().or_else(|| dist.sha256().and_then(|sha| self.links.get(sha))) {
             Some(md) => md,
             // Advertised as `true`: read it now (issue 11).
-            None if self.links.on_demand(&dist) && !self.hidden(reader, dist.sha256().unwrap_or_default()) => {
+            None if self.links.on_demand(&dist) && !self.hidden(reader, dist.sha256().unwrap_or_default()).await? => {
                 let fills = self.fills().map_err(|_| no_metadata())?;
                 let upstream = self.allow_upstream_file(reader, &project, &dist)?;
                 fills.metadata_on_demand(&upstream, &project, key, &dist).await.map_err(Error::Fill)?
@@ -407,7 +409,7 @@ impl Cache {
             None => return Err(no_metadata()),
         };
         // An upstream page may name any hash as its metadata: never another project's private file.
-        if self.hidden(reader, &md_sha) {
+        if self.hidden(reader, &md_sha).await? {
             return Err(no_metadata());
         }
         if let Some(answer) = self.answer_stored(&md_sha, Outcome::Hit, uploaded(&dist)).await? {

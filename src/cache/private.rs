@@ -154,7 +154,13 @@ pub struct Private {
     budget: Budget,
     /// The batcher key of the whole listing.
     all_key: String,
+    /// Replicas: blobs found stored with no private-blob marker, so never a private upload's
+    /// (markers are written before their blobs). Bounded: cleared when full.
+    public_blobs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// The most blobs remembered as public before the set starts again.
+const MAX_PUBLIC_BLOBS: usize = 200_000;
 
 /// A name whose private records could not be checked against the shared store, and that
 /// this replica cannot show to be unclaimed recently enough: answered with 503 (fail closed).
@@ -258,6 +264,7 @@ impl Private {
             listed: std::sync::Mutex::new(complete.then_some(listed_at)),
             budget: Budget::new(UNCLAIMED_READS_PER_SECOND),
             all_key: "*".to_string(),
+            public_blobs: Default::default(),
         })
     }
 
@@ -539,6 +546,51 @@ impl Private {
         }
     }
 
+    /// `visibility`, and on a shared store also for a blob this replica knows nothing about:
+    /// another replica may have stored it as a private upload since the last listing (issue
+    /// 22, item 10). Its private-blob marker says so; a blob stored without one is public
+    /// for good (markers precede blobs). A store that does not answer fails closed.
+    pub async fn visibility_checked(
+        &self,
+        sha256: &str,
+        projects: &[String],
+    ) -> Result<Visibility, crate::store::Error> {
+        let known = self.visibility(sha256, projects);
+        if !self.is_shared() || !matches!(known, Visibility::Public) || !crate::index::is_sha256_hex(sha256) {
+            return Ok(known);
+        }
+        if self.public_blobs.lock().expect("public blobs lock").contains(sha256) {
+            return Ok(known);
+        }
+        let marker = RecordKey::PrivateBlob(sha256.to_string()).to_string();
+        if self.store.get_record(&marker).await?.is_some() {
+            metrics::counter!("larder_private_blob_markers_total", "result" => "hidden").increment(1);
+            return Ok(Visibility::Hidden);
+        }
+        if self.store.has_blob(sha256).await? {
+            let mut public = self.public_blobs.lock().expect("public blobs lock");
+            if public.len() >= MAX_PUBLIC_BLOBS {
+                public.clear();
+            }
+            public.insert(sha256.to_string());
+        }
+        Ok(known)
+    }
+
+    /// On a shared store, marks the blobs of `file` private before they are stored, so that
+    /// no replica serves them for an upstream page naming their hash.
+    async fn mark_private(&self, project: &str, file: &PrivateFile) -> Result<(), crate::store::Error> {
+        if !self.is_shared() {
+            return Ok(());
+        }
+        for sha in std::iter::once(&file.sha256).chain(file.metadata_sha256.as_ref()) {
+            self.store
+                .put_record(&RecordKey::PrivateBlob(sha.clone()).to_string(), project.as_bytes().to_vec())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Adds an uploaded file. Under the lock, the file is checked first (`Exists`, `Reused`,
     /// `Identical`); only an accepted file's bytes are stored, by `store_blobs`, which returns
     /// the blobs it created. If the record cannot be written, those blobs are removed again:
@@ -579,6 +631,7 @@ impl Private {
                 return answer;
             }
             if let Some(store_blobs) = store_blobs.take() {
+                self.mark_private(project, &file).await?;
                 created = store_blobs().await?;
             }
             record.files.push(file.clone());

@@ -161,6 +161,10 @@ pub enum RecordKey {
     Advisories,
     /// The store's format version (issue 27, `store::format`).
     StoreFormat,
+    /// On a shared store: the blob with this sha256 is a private upload of the project the
+    /// body names. Written before the blob, so a replica that finds the blob and no marker
+    /// knows it is no private upload's (issue 22, item 10).
+    PrivateBlob(String),
 }
 
 impl fmt::Display for RecordKey {
@@ -173,6 +177,7 @@ impl fmt::Display for RecordKey {
             RecordKey::Provenance(sha) => write!(f, "provenance/{sha}"),
             RecordKey::Advisories => f.write_str(crate::advisories::RECORD_KEY),
             RecordKey::StoreFormat => f.write_str(crate::store::format::KEY),
+            RecordKey::PrivateBlob(sha) => write!(f, "{PRIVATE_BLOB_PREFIX}{sha}"),
         }
     }
 }
@@ -185,6 +190,7 @@ pub fn is_page_key(key: &str) -> bool {
 }
 pub const PRIVATE_PREFIX: &str = "private/";
 pub const WHEEL_META_PREFIX: &str = "wheel-meta/";
+pub const PRIVATE_BLOB_PREFIX: &str = "private-blob/";
 
 fn sha(s: &str, what: &str) -> Result<String, String> {
     if index::is_sha256_hex(s) { Ok(s.to_string()) } else { Err(format!("{what} is not 64 lowercase hex digits")) }
@@ -214,6 +220,9 @@ impl RecordKey {
             let metadata = sha(metadata, "the metadata sha256").map_err(|e| bad(&e))?;
             return Ok(RecordKey::WheelMeta { wheel, metadata });
         }
+        if let Some(blob) = key.strip_prefix(PRIVATE_BLOB_PREFIX) {
+            return Ok(RecordKey::PrivateBlob(sha(blob, "the blob sha256").map_err(|e| bad(&e))?));
+        }
         if let Some(file) = key.strip_prefix("provenance/") {
             return Ok(RecordKey::Provenance(sha(file, "the file sha256").map_err(|e| bad(&e))?));
         }
@@ -237,6 +246,10 @@ impl RecordKey {
             RecordKey::Provenance(_) => decode_provenance(body).map(drop),
             RecordKey::Advisories => crate::advisories::decode_pointer(body).map(drop),
             RecordKey::StoreFormat => crate::store::format::decode(body).map(drop),
+            RecordKey::PrivateBlob(_) => match std::str::from_utf8(body) {
+                Ok(project) if crate::scope::is_valid_id(project) => Ok(()),
+                _ => Err("a private-blob record names no valid project".into()),
+            },
         }
     }
 }

@@ -180,9 +180,13 @@ async fn hash_blobs(store: &dyn Store) -> anyhow::Result<(usize, u64, Vec<String
 /// What repairs a record that does not parse: what came from the upstream is dropped.
 fn unreadable_fix(key: &str) -> Fix {
     match RecordKey::parse(key) {
-        Ok(RecordKey::Page(_) | RecordKey::Provenance(_) | RecordKey::Alias(_) | RecordKey::WheelMeta { .. }) => {
-            Fix::DeleteRecord(key.to_string())
-        }
+        Ok(
+            RecordKey::Page(_)
+            | RecordKey::Provenance(_)
+            | RecordKey::Alias(_)
+            | RecordKey::WheelMeta { .. }
+            | RecordKey::PrivateBlob(_),
+        ) => Fix::DeleteRecord(key.to_string()),
         Ok(RecordKey::StoreFormat) => Fix::Restamp,
         Ok(RecordKey::Private { .. }) => Fix::Manual("it exists nowhere else: `larder import` a bundle that has it"),
         Ok(RecordKey::Advisories) => Fix::Manual("import the advisories again: `larder advisories import`"),

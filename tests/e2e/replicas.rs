@@ -578,6 +578,33 @@ fn an_upstream_page_cannot_name_a_private_file_uploaded_through_another_replica(
     drop(a);
 }
 
+/// Issue 22, item 10: the same within the second a replica's listing of private records may
+/// be old. B has just listed them and has the attacker's page; A takes an upload whose hash
+/// that page names; B is asked at once. The upload's private-blob marker, written before its
+/// blob, hides it. Red before: B served the private wheel whole (200) for up to a second.
+#[test]
+fn a_private_file_uploaded_through_another_replica_a_moment_ago_is_not_served_by_hash() {
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false"];
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(&s3, "window", da.path(), &extra);
+    let b = replica(&s3, "window", db.path(), &extra);
+    let (_, bytes) = wheel("fresh-secret", "1.0", &[]);
+    let private_sha = sha256_hex(&bytes);
+    attacker_page_naming(&up, &private_sha);
+    let by_hash = b.url(&format!("/files/{private_sha}/attacker-1.0.tar.gz"));
+    // B reads the attacker's page and lists the private records (the blob is not there yet).
+    assert_ne!(http().get(&by_hash).send().unwrap().status(), 200);
+    let (_, uploaded_sha) = upload_to_team(&a, "fresh-secret");
+    assert_eq!(uploaded_sha, private_sha);
+    let resp = http().get(&by_hash).send().unwrap();
+    assert_eq!(resp.status(), 404, "B served a private file uploaded through A a moment ago");
+    // After B's next listing the answer is the same.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(http().get(&by_hash).send().unwrap().status(), 404);
+}
+
 /// Issue 22, item 9: a deleted private file's blob stays in the bucket (another replica's
 /// records may use it); an upstream page naming its sha must not make it public by hash.
 #[test]
