@@ -264,7 +264,8 @@ impl Cache {
         }
         let fills = self.fills()?;
         let upstream = self.allow_upstream_file(reader, &project, &dist)?;
-        let request = FillRequest::for_file(&upstream, key, &dist, self.links.should_extract(&dist).then_some(project));
+        let mut request =
+            FillRequest::for_file(&upstream, key, &dist, self.links.should_extract(&dist).then_some(project));
         if want == Want::Part {
             // A download under way serves parts once it has them; else the upstream does.
             if let Some(fill) = fills.in_flight(&request.key) {
@@ -281,7 +282,6 @@ impl Cache {
                 upstream: Box::new(upstream),
             });
         }
-        let mut request = request;
         // Issue 22: a client's own large downloads are capped; joining one under way is free.
         if fills.in_flight(&request.key).is_none() {
             request.slot = fills.slot_for(reader.client.as_ref(), dist.size).await?;

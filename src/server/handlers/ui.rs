@@ -88,11 +88,10 @@ pub async fn view(
             (StatusCode::OK, ui::search(&frame, &q, &names, total, fragment))
         }
         UiView::Package(raw) => {
-            let name = ProjectName::parse(&raw).map_err(|e| HttpError::bad_request(e.to_string()))?;
-            if name.as_str() != raw {
-                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-                return Ok(respond::moved_permanently(&format!("{base}packages/{name}{query}")));
-            }
+            let name = match canonical_package(&raw, &base, query)? {
+                Ok(name) => name,
+                Err(redirect) => return Ok(redirect),
+            };
             let all = query_param(query, "all").is_some();
             package(state, reader, &frame, &origin, &simple, &name, all).await?
         }
@@ -113,12 +112,10 @@ async fn view_head(
     let status = match view {
         UiView::Home | UiView::Search => StatusCode::OK,
         UiView::Package(raw) => {
-            let name = ProjectName::parse(&raw).map_err(|e| HttpError::bad_request(e.to_string()))?;
-            if name.as_str() != raw {
-                let base = ui_base(scope, &state.config.default_project);
-                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-                return Ok(respond::moved_permanently(&format!("{base}packages/{name}{query}")));
-            }
+            let name = match canonical_package(&raw, &ui_base(scope, &state.config.default_project), query)? {
+                Ok(name) => name,
+                Err(redirect) => return Ok(redirect),
+            };
             match state.cache.page(reader, &name).await? {
                 PageAnswer::Found { .. } => StatusCode::OK,
                 PageAnswer::NotFound => StatusCode::NOT_FOUND,
@@ -128,6 +125,20 @@ async fn view_head(
     // A body of unknown length: the server then sends no Content-Length for this HEAD.
     let unknown_length = body::stream(Box::pin(futures_util::stream::empty()));
     Ok(html_response(status, unknown_length, reader.private))
+}
+
+/// A package page's name, or the redirect to its normalized URL (the query kept).
+fn canonical_package(
+    raw: &str,
+    base: &str,
+    query: Option<&str>,
+) -> Result<Result<ProjectName, Response<Body>>, HttpError> {
+    let name = ProjectName::parse(raw).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    if name.as_str() == raw {
+        return Ok(Ok(name));
+    }
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    Ok(Err(respond::moved_permanently(&format!("{base}packages/{name}{query}"))))
 }
 
 fn html_response(status: StatusCode, content: Body, private: bool) -> Response<Body> {
