@@ -26,7 +26,14 @@ fn main() -> ExitCode {
     larder::telemetry::init_logging(cli.log_format);
     // reqwest is built without a default TLS provider (ring instead of aws-lc-rs).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    // Store I/O runs on the blocking pool: a cold resolve briefly needs dozens of its threads,
+    // whose stacks and allocator caches stay in RSS for as long as they idle (tokio's default
+    // is 10 s); two seconds keeps them for bursts without holding them after one.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {

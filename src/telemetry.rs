@@ -64,7 +64,15 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_counter!(
         "larder_page_writes_skipped_total",
-        "Upstream pages served but not stored because page writes were backed up"
+        "Upstream pages served but not stored because the pages waiting to be written hold their budget"
+    );
+    metrics::describe_counter!(
+        "larder_page_html_renders_total",
+        "Pages whose HTML was rendered because a client asked for it (once per page change)"
+    );
+    metrics::describe_counter!(
+        "larder_page_model_reads_total",
+        "Page models read back from the store (misses, policy views, re-renders; never a hit)"
     );
     metrics::describe_counter!("larder_store_errors_total", "Store operations that failed, by op (read, write)");
     metrics::describe_counter!("larder_bad_records_total", "Records skipped at start-up because they are not valid");

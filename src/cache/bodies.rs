@@ -35,21 +35,13 @@ impl BodyStore {
     }
 
     /// Compresses `bodies` (on a blocking thread: a big page takes tens of milliseconds) and
-    /// writes every body as a blob; the result holds descriptors only.
-    /// `model`: renders the HTML body first, when `bodies` has none yet (a miss rendered JSON only).
-    pub async fn put(
-        &self,
-        bodies: Arc<Bodies>,
-        model: Option<Arc<crate::index::PageModel>>,
-    ) -> Result<Bodies, crate::store::Error> {
+    /// writes every body still in memory as a blob; the result holds descriptors only.
+    pub async fn put(&self, bodies: Arc<Bodies>) -> Result<Bodies, crate::store::Error> {
         let _turn = self.compressing.acquire().await.map_err(|e| io("compressing a page", std::io::Error::other(e)))?;
-        let compressed = tokio::task::spawn_blocking(move || match model {
-            Some(m) => bodies.with_html(&m.page, None).compressed(),
-            None => bodies.compressed(),
-        })
-        .await
-        .map_err(|e| io("compressing a page", std::io::Error::other(e)))?
-        .map_err(|e| io("compressing a page", e))?;
+        let compressed = tokio::task::spawn_blocking(move || bodies.compressed())
+            .await
+            .map_err(|e| io("compressing a page", std::io::Error::other(e)))?
+            .map_err(|e| io("compressing a page", e))?;
         for body in compressed.inline() {
             let bytes = body.inline.clone().expect("inline");
             self.store.put_blob_bytes(&body.sha256, bytes).await?;
@@ -88,6 +80,12 @@ impl BodyStore {
             // Large: checked as it streams (the last chunk waits for the hash).
             None => Some(blob.verified(&body.sha256)),
         }
+    }
+
+    /// Removes a body no page names any more.
+    pub async fn forget(&self, sha: &str) {
+        self.hot.invalidate(sha).await;
+        let _ = self.store.delete_blob(sha).await;
     }
 
     async fn damaged(&self, sha: &str, why: &str) -> Option<Blob> {

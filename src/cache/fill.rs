@@ -173,6 +173,9 @@ pub struct Fills {
     ranges: Arc<Coalescer<(String, u64, u64), Shared<bytes::Bytes>>>,
     /// `.metadata` on demand, per wheel sha256: the stored metadata's sha256.
     metadata: Arc<Coalescer<String, Shared<String>>>,
+    /// METADATA read by ranges, per wheel sha256, shared by the prefetcher and the clients: a
+    /// client asking for a wheel the prefetcher is reading joins it (issue 21).
+    by_ranges: Arc<Coalescer<String, Shared<String>>>,
     /// The store, bounded: after a commit, the size limit is enforced.
     store: Arc<Bounded>,
     spool_dir: PathBuf,
@@ -210,7 +213,8 @@ impl Fills {
             inflight: Coalescer::new(tasks.clone()),
             lengths: Coalescer::new(tasks.clone()),
             ranges: Coalescer::new(tasks.clone()),
-            metadata: Coalescer::new(tasks),
+            metadata: Coalescer::new(tasks.clone()),
+            by_ranges: Coalescer::new(tasks),
             store,
             spool_dir,
             links,
@@ -259,6 +263,41 @@ impl Fills {
             .await
     }
 
+    /// A wheel's METADATA read by range requests (never the whole wheel), checked against the
+    /// project's name, stored and linked; coalesced per wheel, so the prefetcher and a client
+    /// asking meanwhile share one read. Returns the metadata's sha256.
+    pub async fn metadata_by_ranges(
+        self: &Arc<Self>,
+        upstream: &Upstream,
+        project: &ProjectName,
+        file: &DistFile,
+    ) -> Result<String, Arc<Error>> {
+        let Some(wheel) = file.sha256().map(str::to_string) else {
+            return Err(Arc::new(Error::NoMetadata(format!("`{}` has no sha256 to link metadata to", file.filename))));
+        };
+        let (this, up, project, file) = (Arc::clone(self), upstream.clone(), project.clone(), file.clone());
+        self.by_ranges
+            .run(wheel.clone(), move || async move {
+                if let Some(md) = this.links.get(&wheel) {
+                    return Ok(md);
+                }
+                let raw =
+                    up.fetch_wheel_metadata(&file.url, file.size).await.map_err(|e| e.to_string()).and_then(|raw| {
+                        let md = crate::metadata::CoreMetadata::parse(raw)?;
+                        if crate::metadata::names_match(&md.name, project.as_str()) {
+                            Ok(md.raw)
+                        } else {
+                            Err(format!("METADATA names `{}`", md.name))
+                        }
+                    });
+                let raw = raw.map_err(Error::NoMetadata)?;
+                let md = this.links.store(&wheel, raw).await?;
+                let _ = this.relinked.send(project);
+                Ok(md)
+            })
+            .await
+    }
+
     async fn read_metadata(
         self: &Arc<Self>,
         upstream: &Upstream,
@@ -270,21 +309,8 @@ impl Fills {
         if let Some(md) = self.links.get(wheel) {
             return Ok(md);
         }
-        let by_ranges =
-            upstream.fetch_wheel_metadata(&file.url, file.size).await.map_err(|e| e.to_string()).and_then(|raw| {
-                let md = crate::metadata::CoreMetadata::parse(raw)?;
-                if crate::metadata::names_match(&md.name, project.as_str()) {
-                    Ok(md.raw)
-                } else {
-                    Err(format!("METADATA names `{}`", md.name))
-                }
-            });
-        match by_ranges {
-            Ok(raw) => {
-                let md = self.links.store(wheel, raw).await?;
-                let _ = self.relinked.send(project.clone());
-                return Ok(md);
-            }
+        match self.metadata_by_ranges(upstream, project, file).await {
+            Ok(md) => return Ok(md),
             Err(reason) => {
                 tracing::info!(file = %file.filename, %reason, "cannot read METADATA by ranges; downloading the wheel");
             }

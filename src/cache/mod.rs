@@ -26,6 +26,7 @@ mod provenance;
 pub mod records;
 pub(crate) mod upload;
 mod views;
+mod write_queue;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -47,6 +48,10 @@ use fill::Fills;
 use links::MetadataLinks;
 use pages::{PageSettings, PageState, Pages};
 use private::Private;
+
+/// Metadata reads by ranges the prefetcher runs at once (of `max_upstream_connections`: the
+/// rest stay with the clients).
+const PREFETCH_READS: usize = 8;
 
 /// How an answer was produced; sent to clients as `X-Cache` and carried in the response's
 /// extensions for logs and metrics.
@@ -284,16 +289,6 @@ impl Cache {
             prefetching.then_some(announce_tx),
         ));
         let demand = Arc::new(prefetch::Demand::default());
-        if prefetching {
-            let settings = prefetch::Settings { concurrency: 4 };
-            loops.push(tokio::spawn(prefetch::run(
-                announce_rx,
-                links.clone(),
-                settings,
-                relink_tx.clone(),
-                demand.clone(),
-            )));
-        }
         // Relinks come in bursts (a prefetch finds several wheels of one page): each page is
         // rendered again once per burst.
         let relinker = pages.clone();
@@ -332,7 +327,18 @@ impl Cache {
                 if mode == Mode::Serve {
                     fills.clear_spool();
                 }
-                Some(Arc::new(fills))
+                let fills = Arc::new(fills);
+                if prefetching {
+                    let settings = prefetch::Settings { concurrency: PREFETCH_READS };
+                    loops.push(tokio::spawn(prefetch::run(
+                        announce_rx,
+                        fills.clone(),
+                        links.clone(),
+                        settings,
+                        demand.clone(),
+                    )));
+                }
+                Some(fills)
             }
             false => None,
         };
@@ -461,12 +467,12 @@ impl Cache {
                 PageState::NotFound => return Ok(PageReply::NotFound),
             };
             if let Some(mut bodies) = self.upstream_bodies(reader, name, &head, source, want.files_base).await {
-                // Fetched a moment ago and its HTML not written yet (a miss renders JSON only):
-                // rendered for this request from the model.
+                // A page's HTML is rendered the first time a client asks for it (pip and uv
+                // read JSON), then kept and stored with the page.
                 if !bodies.has(want.media)
-                    && let Some(model) = self.pages.model(name, &head).await
+                    && let Some(with_html) = self.pages.plain_with_html(name, &head).await
                 {
-                    bodies = Arc::new(bodies.with_html(&model.page, None));
+                    bodies = with_html;
                 }
                 if let Some(served) = self.serve_bodies(&bodies, want, outcome, false).await {
                     return Ok(PageReply::Found(served));

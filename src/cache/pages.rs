@@ -12,6 +12,7 @@
 //! is served for up to `stale_if_error` (ROUTE-08).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,10 @@ use crate::cache::bodies::{BodyStore, Journal};
 use crate::cache::links::MetadataLinks;
 use crate::cache::prefetch::{self, Announced};
 use crate::cache::records::{self, PageRecord, PageRecordHead, RecordKey};
+use crate::cache::write_queue::{Queued, WriteQueue};
 use crate::coalesce::Coalescer;
 use crate::index::rendered::{Bodies, Body, Listing, VariantKey, Variants};
-use crate::index::{self, DistFile, FileKey, PageModel, ProjectName, ProjectPage};
+use crate::index::{self, DistFile, FileKey, MediaType, PageModel, ProjectName, ProjectPage};
 use crate::store::bounded::Bounded;
 use crate::store::{Blob, Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Upstreams, Validators};
@@ -79,6 +81,9 @@ pub struct PageHead {
     pub variants: Variants,
     /// The model, held until the page is stored (the record may be older, or missing).
     pending: RwLock<Option<Arc<PageModel>>>,
+    /// A write of this page is queued: the queue's budget counts its model and unstored
+    /// bodies, so the head cache does not (heads are evicted only for what they alone hold).
+    queued: AtomicBool,
 }
 
 impl PageHead {
@@ -89,6 +94,7 @@ impl PageHead {
             listing,
             variants: Variants::default(),
             pending: RwLock::new(pending),
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -107,10 +113,11 @@ impl PageHead {
     }
 
     fn weight(&self) -> usize {
-        256 + self.plain().weight()
-            + self.listing.weight()
-            + self.variants.weight()
-            + self.pending().map_or(0, |m| m.weight() as usize)
+        let unstored = match self.queued.load(Ordering::Relaxed) {
+            true => 0,
+            false => self.plain().weight() + self.pending().map_or(0, |m| m.weight() as usize),
+        };
+        256 + unstored + self.listing.weight() + self.variants.weight()
     }
 }
 
@@ -184,12 +191,35 @@ pub struct Pages {
     known: RwLock<BTreeSet<ProjectName>>,
     /// The engine's task tracker: page writes run on it, so shutdown waits for them.
     tasks: TaskTracker,
-    /// Page writes under way at once (each holds its page until it is on disk).
-    writes: Arc<tokio::sync::Semaphore>,
+    /// Pages waiting to be written (each holds its page until it is on disk), one job per page.
+    writes: WriteQueue<PageWrite>,
+    /// Policy-view renderings being written at once (never queued: they are made again).
+    variant_writes: Arc<tokio::sync::Semaphore>,
 }
 
-/// How many page writes may wait for the disk at once.
-const MAX_PAGE_WRITES: usize = 128;
+/// Memory the pages waiting for the disk may hold at least (more with a larger page cache).
+const MIN_WRITE_BUDGET: u64 = 64 * 1024 * 1024;
+/// Page writes under way at once: compression takes one core (`BodyStore`), the rest is I/O.
+const PAGE_WRITERS: usize = 2;
+/// Policy-view renderings written at once.
+const MAX_VARIANT_WRITES: usize = 32;
+
+/// One page waiting to be written: its head (bodies, listing), its model and its times.
+struct PageWrite {
+    head: Arc<PageHead>,
+    model: Arc<PageModel>,
+    validators: Validators,
+    confirmed_unix: u64,
+    changed_unix: u64,
+    upstream: Option<String>,
+}
+
+impl PageWrite {
+    /// The bodies still in memory and the model (shared with the head until it is written).
+    fn weight(&self) -> usize {
+        self.head.plain().weight() + self.model.weight() as usize
+    }
+}
 
 /// A page refresh under way, shared by every caller asking meanwhile.
 type Refresh = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<Lookup, Arc<Error>>>>;
@@ -240,10 +270,14 @@ impl Pages {
             flight: Coalescer::new(tasks.clone()),
             store,
             upstreams,
-            settings,
             known: RwLock::new(known),
+            writes: WriteQueue::new(
+                settings.memory_bytes.saturating_mul(2).max(MIN_WRITE_BUDGET).try_into().unwrap_or(usize::MAX),
+                PAGE_WRITERS,
+            ),
+            variant_writes: Arc::new(tokio::sync::Semaphore::new(MAX_VARIANT_WRITES)),
+            settings,
             tasks,
-            writes: Arc::new(tokio::sync::Semaphore::new(MAX_PAGE_WRITES)),
         }
     }
 
@@ -265,7 +299,15 @@ impl Pages {
 
     /// Renders a page again after new metadata links appeared for its files.
     pub async fn relink(self: &Arc<Self>, name: &ProjectName) {
-        let Some(old) = self.heads.get(name).await else { return };
+        // Its head may have left memory: the stored page must learn the links too, or every
+        // later read of it would miss them (a `.metadata` hit would then need the model).
+        let old = match self.heads.get(name).await {
+            Some(old) => old,
+            None => match self.load_record(name).await {
+                Some(p) => self.heads.entry(name.clone()).or_insert(p).await.into_value(),
+                None => return,
+            },
+        };
         let PageState::Found(head) = &old.state else { return };
         let Some(model) = self.model(name, head).await else { return };
         let model = self.model_of(model.page.clone(), old.changed_unix);
@@ -295,8 +337,8 @@ impl Pages {
         let entry = Arc::new(entry);
         let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
         self.models.insert(name.clone(), (fingerprint, model.clone())).await;
-        self.heads.insert(name.clone(), entry.clone()).await;
         self.persist(name, &entry, head, model);
+        self.heads.insert(name.clone(), entry.clone()).await;
     }
 
     /// Names Larder has pages for.
@@ -343,6 +385,8 @@ impl Pages {
     /// A page record's model (links applied) and the rest of the record; `None`, logged, when
     /// it does not decode (a broken record is a miss: the upstream refills it).
     fn record_model(&self, name: &ProjectName, bytes: &[u8]) -> Option<(Arc<PageModel>, PageRecord)> {
+        // Hits never need this (the head answers them): counted, so a bench or test can tell.
+        metrics::counter!("larder_page_model_reads_total").increment(1);
         let mut record = match records::decode_page(name, bytes) {
             Ok(r) => r,
             Err(e) => {
@@ -358,6 +402,36 @@ impl Pages {
             ProjectPage { name: name.clone(), files: Vec::new(), versions: None, status: None },
         );
         Some((self.model_of(page, record.changed_unix), record))
+    }
+
+    /// The plain rendering with its HTML body: rendered from the model the first time a
+    /// client asks for HTML (most pages never need it: pip and uv read JSON), then kept on
+    /// the head and stored with the page, so it is rendered once per change.
+    pub async fn plain_with_html(self: &Arc<Self>, name: &ProjectName, head: &Arc<PageHead>) -> Option<Arc<Bodies>> {
+        let plain = head.plain();
+        if plain.has(MediaType::Html) {
+            return Some(plain);
+        }
+        let model = self.model(name, head).await?;
+        metrics::counter!("larder_page_html_renders_total").increment(1);
+        let rendered = Arc::new(plain.with_html(&model.page, None));
+        {
+            let mut current = head.plain.write().expect("page head lock");
+            if current.fingerprint() != rendered.fingerprint() {
+                return Some(rendered); // the page changed meanwhile: served, not kept
+            }
+            if current.has(MediaType::Html) {
+                return Some(current.clone());
+            }
+            *current = rendered.clone();
+        }
+        if let Some(entry) = self.heads.get(name).await
+            && matches!(&entry.state, PageState::Found(h) if Arc::ptr_eq(h, head))
+        {
+            self.persist(name, &entry, head.clone(), model);
+            self.heads.insert(name.clone(), entry.clone()).await; // weighed again with its HTML
+        }
+        Some(rendered)
     }
 
     /// The stored bytes of a body (`None`: missing or damaged; render the page again).
@@ -398,10 +472,10 @@ impl Pages {
         if key.files_base.is_some() {
             return Some(kept);
         }
-        let Ok(permit) = self.writes.clone().try_acquire_owned() else { return Some(kept) };
+        let Ok(permit) = self.variant_writes.clone().try_acquire_owned() else { return Some(kept) };
         let (head, store) = (head.clone(), self.bodies.clone());
         self.tasks.spawn(async move {
-            match store.put(kept, None).await {
+            match store.put(kept).await {
                 Ok(stored) => head.variants.settle(&key, Arc::new(stored)),
                 Err(e) => tracing::warn!(error = %e, "cannot store a page rendering; it stays in memory"),
             }
@@ -572,8 +646,8 @@ impl Pages {
                 // never an old record with a new time.
                 let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
                 self.models.insert(name.clone(), (fingerprint, model.clone())).await;
-                self.heads.insert(name.clone(), entry.clone()).await;
                 self.persist(&name, &entry, head, model.clone());
+                self.heads.insert(name.clone(), entry.clone()).await;
                 self.announce(&name, &model, upstream);
                 Ok((entry, Outcome::Miss))
             }
@@ -675,59 +749,89 @@ impl Pages {
     }
 
     /// Stores a page in the background: its bodies as blobs, then its record (head line and
-    /// model); then the head in memory drops the bytes and the model. Bounded: when the disk
-    /// is slower than the misses, a page stays in memory and is not kept, rather than queue
-    /// without limit (1,000-client load).
+    /// model); then the head in memory drops the bytes and the model. Queued once per page
+    /// (`WriteQueue`): when the disk is slower than the misses, past the queue's byte budget a
+    /// page stays in memory and is not kept, rather than queue without limit (1,000-client load).
     fn persist(self: &Arc<Self>, name: &ProjectName, entry: &CachedPage, head: Arc<PageHead>, model: Arc<PageModel>) {
-        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
-            metrics::counter!("larder_page_writes_skipped_total").increment(1);
-            tracing::debug!(project = %name, "page writes are backed up; this page is not stored");
-            return;
-        };
         let upstream = self.upstreams.owner(name).map(|r| r.name.clone()).filter(|n| n != upstream::routes::DEFAULT);
-        let record = PageRecord {
-            page: model.page.clone(),
+        head.queued.store(true, Ordering::Relaxed);
+        let job = PageWrite {
+            head: head.clone(),
+            model,
             validators: entry.validators.clone(),
             confirmed_unix: entry.confirmed_unix,
             changed_unix: entry.changed_unix,
             upstream,
         };
-        let (this, name) = (Arc::clone(self), name.clone());
-        self.tasks.spawn(async move {
-            this.write(&name, head, record).await;
-            drop(permit);
-        });
+        let weight = job.weight();
+        match self.writes.push(name.clone(), job, weight, |_waiting, newer| newer) {
+            Queued::Full => {
+                head.queued.store(false, Ordering::Relaxed);
+                metrics::counter!("larder_page_writes_skipped_total").increment(1);
+                tracing::debug!(project = %name, "page writes are backed up; this page is not stored");
+            }
+            Queued::Merged | Queued::New { start_worker: false } => {}
+            Queued::New { start_worker: true } => {
+                let this = Arc::clone(self);
+                self.tasks.spawn(async move {
+                    let mut finished = None;
+                    while let Some((name, job)) = this.writes.next(finished.as_ref()) {
+                        this.write(&name, job).await;
+                        finished = Some(name);
+                    }
+                });
+            }
+        }
     }
 
-    async fn write(&self, name: &ProjectName, head: Arc<PageHead>, record: PageRecord) {
+    async fn write(&self, name: &ProjectName, job: PageWrite) {
+        let PageWrite { head, model, validators, confirmed_unix, changed_unix, upstream } = job;
         let plain = head.plain();
-        let stored = match self.bodies.put(plain.clone(), head.pending()).await {
+        let stored = match self.bodies.put(plain.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "cannot store the page's bodies; it will not survive a restart");
+                head.queued.store(false, Ordering::Relaxed);
                 return;
             }
         };
         let record_head = PageRecordHead {
-            confirmed_unix: record.confirmed_unix,
-            changed_unix: record.changed_unix,
-            validators: record.validators.clone(),
-            upstream: record.upstream.clone(),
+            confirmed_unix,
+            changed_unix,
+            validators,
+            upstream,
             bodies: stored.to_stored(),
             listing: head.listing.to_hex(),
             metadata_listing: head.listing.metadata_hex(),
             provenance: head.provenance,
         };
-        let bytes = records::encode_page(&record_head, &record);
+        let bytes = records::encode_page(&record_head, &model.page);
+        // The bodies the previous record named are garbage once it is replaced (on a shared
+        // store another replica may still serve them: eviction removes them there).
+        let previous = match self.store.is_shared() {
+            true => None,
+            false => self.store.get_record(&record_key(name)).await.ok().flatten(),
+        };
         if let Err(e) = self.store.put_record(&record_key(name), bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
+            head.queued.store(false, Ordering::Relaxed);
             return;
         }
-        self.journal.confirmed(name, record.confirmed_unix);
-        // In memory, the bytes give way to the stored blobs (unless the page changed meanwhile).
+        self.journal.confirmed(name, confirmed_unix);
+        if let Some(previous) = previous.and_then(|b| records::decode_page_head(&b).ok().flatten()) {
+            let kept: BTreeSet<&str> =
+                record_head.bodies.json.iter().chain(&record_head.bodies.html).map(|b| b.sha256.as_str()).collect();
+            for body in previous.bodies.json.iter().chain(&previous.bodies.html) {
+                if !kept.contains(body.sha256.as_str()) {
+                    self.bodies.forget(&body.sha256).await;
+                }
+            }
+        }
+        // In memory, the bytes give way to the stored blobs, unless the rendering changed
+        // meanwhile (its HTML added: the write queued for that stores it).
         {
             let mut current = head.plain.write().expect("page head lock");
-            if current.fingerprint() == stored.fingerprint() {
+            if Arc::ptr_eq(&current, &plain) {
                 *current = Arc::new(stored);
             }
         }

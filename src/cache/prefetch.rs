@@ -9,12 +9,11 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::fill::Fills;
 use super::links::MetadataLinks;
 use crate::index::{ProjectName, ProjectPage};
-use crate::metadata::{self, CoreMetadata};
 
 /// A page fetched from an upstream, for the prefetcher: the wheels whose metadata it may read
 /// (`candidates`), from that upstream.
@@ -27,57 +26,50 @@ pub struct Settings {
 }
 
 /// The prefetcher's loop: for each page announced, the newest wheels' METADATA by range
-/// requests, with bounded concurrency; projects that gained links are reported on
-/// `relinked`. Runs until the announcing side (the pages) is gone, or the engine stops it.
+/// requests (`Fills::metadata_by_ranges`, shared with clients asking meanwhile), pages read
+/// side by side with `concurrency` reads at once across all of them: a cold resolve announces
+/// a page every few milliseconds, and one page at a time fell behind the client (issue 21).
+/// Stored links are reported to the relinker by `metadata_by_ranges`. Runs until the
+/// announcing side (the pages) is gone, or the engine stops it (its reads go with it).
 pub async fn run(
     mut announced: mpsc::Receiver<Announced>,
+    fills: Arc<Fills>,
     links: Arc<MetadataLinks>,
     settings: Settings,
-    relinked: mpsc::UnboundedSender<ProjectName>,
     demand: Arc<Demand>,
 ) {
     let mut attempted: HashSet<String> = HashSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
+    let mut reads = tokio::task::JoinSet::new();
     // Each page comes with the upstream it was fetched from: its wheels are read from there.
     while let Some((name, files, upstream)) = announced.recv().await {
+        while reads.try_join_next().is_some() {}
         // Failed attempts are not retried soon, but the memory for them is bounded.
         if attempted.len() > 100_000 {
             attempted.clear();
         }
-        let jobs: Vec<_> = wanted(&files, &demand)
-            .into_iter()
-            .filter(|(sha, _, _)| links.get(sha).is_none() && attempted.insert(sha.clone()))
-            .collect();
-        if jobs.is_empty() {
-            continue;
-        }
-        let stored = futures_util::stream::iter(jobs)
-                .map(|(sha, url, size)| {
-                    let (upstream, links, name) = (&upstream, &links, &name);
-                    async move {
-                        let result = upstream.fetch_wheel_metadata(&url, size).await;
-                        let raw = match result.map_err(|e| e.to_string()).and_then(|raw| {
-                            let md = CoreMetadata::parse(raw)?;
-                            if metadata::names_match(&md.name, name.as_str()) { Ok(md.raw) } else { Err(format!("METADATA names `{}`", md.name)) }
-                        }) {
-                            Ok(raw) => raw,
-                            Err(reason) => {
-                                metrics::counter!("larder_metadata_prefetch_total", "result" => "failed").increment(1);
-                                tracing::info!(url = %crate::upstream::guard::redact(&url), %reason, "metadata prefetch failed");
-                                return false;
-                            }
-                        };
-                        let ok = links.store(&sha, raw).await.is_ok();
-                        metrics::counter!("larder_metadata_prefetch_total", "result" => if ok { "stored" } else { "failed" }).increment(1);
-                        ok
+        for file in wanted(&files, &demand) {
+            let Some(sha) = file.sha256() else { continue };
+            if links.get(sha).is_some() || !attempted.insert(sha.to_string()) {
+                continue;
+            }
+            // Waits here when the reads are all busy: the channel then fills, and pages
+            // announced past it are dropped (background work yields).
+            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            let (fills, upstream, name) = (fills.clone(), upstream.clone(), name.clone());
+            reads.spawn(async move {
+                let result = fills.metadata_by_ranges(&upstream, &name, &file).await;
+                drop(permit);
+                let label = match &result {
+                    Ok(_) => "stored",
+                    Err(e) => {
+                        let url = crate::upstream::guard::redact(&file.url);
+                        tracing::info!(project = %name, %url, reason = %e, "metadata prefetch failed");
+                        "failed"
                     }
-                })
-                .buffer_unordered(settings.concurrency.max(1))
-                .filter(|ok| std::future::ready(*ok))
-                .count()
-                .await;
-        if stored > 0 {
-            tracing::info!(project = %name, wheels = stored, "prefetched core metadata with range requests");
-            let _ = relinked.send(name.clone());
+                };
+                metrics::counter!("larder_metadata_prefetch_total", "result" => label).increment(1);
+            });
         }
     }
 }
@@ -173,12 +165,8 @@ pub fn candidates(page: &ProjectPage, versions: usize) -> Vec<crate::index::Dist
         .collect()
 }
 
-fn wanted(files: &[crate::index::DistFile], demand: &Demand) -> Vec<(String, String, Option<u64>)> {
-    files
-        .iter()
-        .filter(|f| demand.wants(&f.filename))
-        .filter_map(|f| Some((f.sha256()?.to_string(), f.url.clone(), f.size)))
-        .collect()
+fn wanted(files: &[crate::index::DistFile], demand: &Demand) -> Vec<crate::index::DistFile> {
+    files.iter().filter(|f| demand.wants(&f.filename) && f.sha256().is_some()).cloned().collect()
 }
 
 #[cfg(test)]

@@ -56,11 +56,28 @@ pub struct PageRecordHead {
     pub provenance: bool,
 }
 
-/// A page record as stored: the head line, then the model.
-pub fn encode_page(head: &PageRecordHead, record: &PageRecord) -> Vec<u8> {
+/// A page record as stored: the head line, then the model (a [`PageRecord`], written from
+/// borrowed parts: a page's model is never copied to be stored).
+pub fn encode_page(head: &PageRecordHead, page: &ProjectPage) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        page: &'a ProjectPage,
+        validators: &'a Validators,
+        confirmed_unix: u64,
+        changed_unix: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        upstream: &'a Option<String>,
+    }
+    let record = Borrowed {
+        page,
+        validators: &head.validators,
+        confirmed_unix: head.confirmed_unix,
+        changed_unix: head.changed_unix,
+        upstream: &head.upstream,
+    };
     let mut out = serde_json::to_vec(head).expect("a page head serializes");
     out.push(b'\n');
-    serde_json::to_writer(&mut out, record).expect("a page record serializes");
+    serde_json::to_writer(&mut out, &record).expect("a page record serializes");
     out
 }
 

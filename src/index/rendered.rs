@@ -393,7 +393,9 @@ impl Bodies {
         StoredBodies { modified_unix: self.modified_unix, html: list(&self.html), json: list(&self.json) }
     }
 
-    /// Bodies from a record's head; `None` when it lacks an identity body or a sha256 is bad.
+    /// Bodies from a record's head; `None` when it lacks the identity JSON body, has a coding
+    /// of HTML without its identity body, or a sha256 is bad. HTML may be missing: it is
+    /// rendered and stored the first time a client asks for it.
     pub fn from_stored(s: &StoredBodies) -> Option<Bodies> {
         let set = |list: &[StoredBody]| -> Option<[Option<Body>; 3]> {
             let mut out: [Option<Body>; 3] = [None, None, None];
@@ -403,10 +405,14 @@ impl Bodies {
                 }
                 out[b.encoding.index()] = Some(Body { sha256: b.sha256.clone(), len: b.len, inline: None });
             }
-            out[0].as_ref()?;
+            if out[0].is_none() && !list.is_empty() {
+                return None;
+            }
             Some(out)
         };
-        Some(Bodies { modified_unix: s.modified_unix, html: set(&s.html)?, json: set(&s.json)? })
+        let json = set(&s.json)?;
+        json[0].as_ref()?;
+        Some(Bodies { modified_unix: s.modified_unix, html: set(&s.html)?, json })
     }
 }
 

@@ -128,9 +128,9 @@ pub struct Upstream {
     /// The `[[upstreams]]` name (`default` for `upstream = …`): metrics and logs say which.
     name: Arc<str>,
     base: Url,
-    /// Pages: gzip on; reqwest decompresses (the decompressed size is capped).
+    /// Pages: asked for zstd or gzip (issue 21); reqwest decompresses (the decompressed size is capped).
     pages: reqwest::Client,
-    /// Files: gzip off, so the bytes are exactly the bytes the hash names (crates-notes §3.2).
+    /// Files: no decoding, so the bytes are exactly the bytes the hash names (crates-notes §3.2).
     files: reqwest::Client,
     credentials: Option<Credentials>,
     policy: AddressPolicy,
@@ -172,7 +172,7 @@ impl Upstream {
         };
         let pages = client().timeout(timeout).build()?;
         // Large files take long; a stall, not the total time, is the failure.
-        let files = client().no_gzip().read_timeout(timeout).build()?;
+        let files = client().no_gzip().no_zstd().read_timeout(timeout).build()?;
         Ok(Upstream {
             name: name.into(),
             base,

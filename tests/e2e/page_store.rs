@@ -10,7 +10,12 @@ use crate::util::{Larder, assert_ok, hashes_in, pip_download, uv_install};
 /// A client that sends exactly the headers given: no automatic Accept-Encoding, no decoding.
 fn raw() -> reqwest::blocking::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder().no_gzip().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 fn get(url: &str, accept_encoding: Option<&str>) -> reqwest::blocking::Response {
@@ -251,4 +256,123 @@ fn requirements_are_fetched_ahead_of_the_client_within_a_budget() {
     // Nobody asks any more: nothing more goes upstream.
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(pages(), ahead, "the walk stops with the clients");
+}
+
+/// pip and uv read JSON, so a page's HTML is rendered only when a client asks for it, once
+/// per page change: then kept, compressed and stored with the page (issue 21: the data dir
+/// holds no HTML nobody reads, and no HTML client pays a rendering per request).
+#[test]
+fn html_is_rendered_once_when_first_asked_for_then_served_from_the_store() {
+    let (up, expected) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    const RENDERS: &str = "larder_page_html_renders_total";
+    let scratch = tempfile::tempdir().unwrap();
+    assert_ok(&uv_install(scratch.path(), &larder.index(), &scratch.path().join("t"), "app==1.0"), "uv");
+    wait_compressed(&larder.url("/simple/app/"));
+    assert_eq!(larder.counter(RENDERS), 0, "JSON clients never make HTML");
+
+    let html = |larder: &Larder, ae: &str| {
+        let resp = raw()
+            .get(larder.url("/simple/app/"))
+            .header("accept", "text/html")
+            .header("accept-encoding", ae)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let coding = coding(&resp);
+        (coding.clone(), decode(&coding, &resp.bytes().unwrap()))
+    };
+    let (_, first) = html(&larder, "gzip");
+    assert!(String::from_utf8_lossy(&first).contains("app-1.0-py3-none-any.whl"));
+    for _ in 0..5 {
+        assert_eq!(html(&larder, "identity").1, first);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while html(&larder, "gzip").0 != "gzip" {
+        assert!(Instant::now() < deadline, "the HTML was never compressed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(larder.counter(RENDERS), 1, "rendered once, however many clients asked");
+
+    // Stored: a new process serves it, compressed, with nothing rendered and nothing fetched.
+    std::thread::sleep(Duration::from_millis(500));
+    let pages = up.count("GET /simple/");
+    let larder = larder.restart();
+    assert_eq!(html(&larder, "gzip"), ("gzip".to_string(), first));
+    assert_eq!(larder.counter(RENDERS), 0);
+    // pip reads the same store.
+    let dl = scratch.path().join("dl");
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app==1.0"), "pip");
+    assert_eq!(hashes_in(&dl), expected);
+    assert_eq!(up.count("GET /simple/"), pages, "{:?}", up.requests());
+}
+
+/// A warm resolve is answered from the pages' heads alone: no page model is read back from
+/// the store, even for `.metadata` Larder extracted itself (the upstream has no PEP 658
+/// files). Found in the field: a big page's head counted its model while the page waited to
+/// be written, so heads left memory; the metadata extracted after that never reached the
+/// stored page, which kept advertising it as "on demand", and each `.metadata` hit then parsed
+/// the whole page (45 ms for a 15,000-file page). Here: nine pages of 2,000 files, 1 MiB
+/// for pages.
+#[test]
+fn a_warm_resolve_reads_no_page_model_even_for_extracted_metadata() {
+    use crate::util::upstream::{MockFile, MockUpstream};
+    let up = MockUpstream::start();
+    let libs: Vec<String> = (0..8).map(|n| format!("lib-{n}")).collect();
+    let mut projects = vec![("app".to_string(), libs.iter().map(|l| l.as_str()).collect::<Vec<_>>())];
+    projects.extend(libs.iter().map(|l| (l.clone(), vec![])));
+    for (project, deps) in &projects {
+        let (name, bytes) = crate::util::wheel(project, "1.0", deps);
+        up.add(project, MockFile::new(&name, bytes));
+        let dist = project.replace('-', "_");
+        for n in 0..2000 {
+            up.add(project, MockFile::new(&format!("{dist}-0.0.{n}.tar.gz"), format!("old {n}").into_bytes()));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start_with_env(
+        &dir.path().join("data"),
+        &["--upstream", &up.simple_url()],
+        &[("LARDER_PAGE_CACHE_MIB", "1")],
+    );
+    let uv_fresh = |what: &str| {
+        let scratch = tempfile::tempdir().unwrap();
+        assert_ok(&uv_install(scratch.path(), &larder.index(), &scratch.path().join("t"), "app==1.0"), what);
+    };
+    uv_fresh("uv, cold");
+    // The extracted links re-render the pages (in the background): wait for the HTML-free
+    // JSON to advertise a hash for every wheel.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for page in std::iter::once("app").chain(libs.iter().map(|l| l.as_str())) {
+        while !String::from_utf8_lossy(&get(&larder.url(&format!("/simple/{page}/")), None).bytes().unwrap())
+            .contains("\"core-metadata\":{\"sha256\"")
+        {
+            assert!(Instant::now() < deadline, "{page}: the extracted metadata was never advertised");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500)); // the page writes
+    const MODELS: &str = "larder_page_model_reads_total";
+    let before = larder.counter(MODELS);
+    up.clear_requests();
+    uv_fresh("uv, warm");
+    assert_eq!(larder.counter(MODELS), before, "a warm resolve needs no page model");
+    assert_eq!(up.requests(), Vec::<String>::new(), "nothing asked upstream");
+}
+
+/// Upstream pages are asked for compressed (zstd, as a real index's CDN sends it) and read
+/// back exactly (issue 21, item 3).
+#[test]
+fn upstream_pages_are_fetched_compressed() {
+    let (up, expected) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    let scratch = tempfile::tempdir().unwrap();
+    let dl = scratch.path().join("dl");
+    assert_ok(&pip_download(scratch.path(), &larder.index(), &dl, "app==1.0"), "pip");
+    assert_eq!(hashes_in(&dl), expected);
+    let codings = up.state.lock().unwrap().page_codings.clone();
+    assert!(!codings.is_empty() && codings.iter().all(|c| c == "zstd"), "{codings:?}");
 }

@@ -353,11 +353,6 @@ fn a_replica_whose_bucket_fails_never_serves_the_upstream_for_a_name_claimed_els
     assert_eq!(filenames(&page(&a, "internal-two")), [own], "A, once the bucket answers: B's upload alone");
 }
 
-fn counter(larder: &Larder, line: &str) -> u64 {
-    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
-    metrics.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok()).unwrap_or(0)
-}
-
 const READS: &str = r#"larder_replica_checks_total{result="read"}"#;
 const LISTINGS: &str = r#"larder_replica_checks_total{result="listed"}"#;
 
@@ -379,22 +374,22 @@ fn unclaimed_names_cost_bounded_bucket_reads_under_a_flood() {
     let extra = ["--upstream", &up.simple_url(), "--metadata-prefetch", "false", "--config", config.to_str().unwrap()];
     let larder = replica(&s3, "negative", &dir.path().join("data"), &extra);
 
-    let before = counter(&larder, READS);
+    let before = larder.counter(READS);
     for _ in 0..20 {
         assert_eq!(filenames(&page(&larder, "plain")), std::slice::from_ref(&name));
     }
-    let reads = counter(&larder, READS) - before;
+    let reads = larder.counter(READS) - before;
     assert!(reads >= 20, "{reads} bucket reads for 20 page requests: unclaimed names are checked every time");
 
-    let (before, listings) = (counter(&larder, READS), counter(&larder, LISTINGS));
+    let (before, listings) = (larder.counter(READS), larder.counter(LISTINGS));
     let group = |n: usize| larder.url(&format!("/api/v4/groups/many/-/packages/pypi/simple/random-{n}/"));
     for n in 0..40 {
         let status = http().get(group(n)).send().unwrap().status();
         assert!(status == 200 || status == 404, "{status}");
     }
-    let reads = counter(&larder, READS) - before;
+    let reads = larder.counter(READS) - before;
     assert!(reads < 1000, "{reads} bucket reads for 40 requests × 60 projects");
-    assert!(counter(&larder, LISTINGS) > listings, "one listing answers for many names");
+    assert!(larder.counter(LISTINGS) > listings, "one listing answers for many names");
 }
 
 #[test]

@@ -108,6 +108,12 @@ impl Larder {
         self.log.lock().unwrap().clone()
     }
 
+    /// The value of one line of `/metrics` (a name with its labels), 0 when absent.
+    pub fn counter(&self, line: &str) -> u64 {
+        let metrics = http().get(self.url("/metrics")).send().unwrap().text().unwrap();
+        metrics.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// Stops this process and starts a new one on the same data dir (a new port).
     pub fn restart(mut self) -> Larder {
         self.stop();

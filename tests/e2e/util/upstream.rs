@@ -75,6 +75,9 @@ pub struct MockState {
     pub redirects: BTreeMap<String, String>,
     /// path → headers and body, served as is (hostile pages and files).
     pub raw: BTreeMap<String, RawAnswer>,
+    /// The content coding of every project page sent (`zstd` when asked for, like a real
+    /// index's CDN; else `gzip` when asked for; else `identity`).
+    pub page_codings: Vec<String>,
     /// Requests being answered now, and the most seen at once.
     pub inflight: usize,
     pub max_inflight: usize,
@@ -277,7 +280,7 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
     if down {
         return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down for maintenance");
     }
-    let st = state.lock().unwrap();
+    let mut st = state.lock().unwrap();
     if let Some(expected) = &st.require_authorization
         && req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
     {
@@ -313,8 +316,22 @@ async fn answer(state: Arc<Mutex<MockState>>, req: Request<Incoming>) -> Respons
         if req.headers().get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
             return Response::builder().status(304).header("etag", etag).body(Full::new(Bytes::new())).unwrap();
         }
+        let accept_encoding = req.headers().get("accept-encoding").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let (coding, body) = if accept_encoding.contains("zstd") {
+            ("zstd", zstd::encode_all(body.as_bytes(), 3).unwrap())
+        } else if accept_encoding.contains("gzip") {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, body.as_bytes()).unwrap();
+            ("gzip", e.finish().unwrap())
+        } else {
+            ("identity", body.into_bytes())
+        };
+        st.page_codings.push(coding.to_string());
         let mut resp = respond(StatusCode::OK, ctype, body);
         resp.headers_mut().insert("etag", etag.parse().unwrap());
+        if coding != "identity" {
+            resp.headers_mut().insert("content-encoding", coding.parse().unwrap());
+        }
         return resp;
     }
     if let Some(name) = path.strip_prefix("/integrity/").and_then(|p| p.strip_suffix("/provenance")) {
