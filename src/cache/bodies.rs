@@ -34,19 +34,30 @@ impl BodyStore {
         BodyStore { store, hot, compressing: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 
-    /// Compresses `bodies` (on a blocking thread: a big page takes tens of milliseconds) and
-    /// writes every body still in memory as a blob; the result holds descriptors only.
+    /// Compresses `bodies` and writes every body still in memory as a blob; the result holds
+    /// descriptors only.
     pub async fn put(&self, bodies: Arc<Bodies>) -> Result<Bodies, crate::store::Error> {
-        let _turn = self.compressing.acquire().await.map_err(|e| io("compressing a page", std::io::Error::other(e)))?;
-        let compressed = tokio::task::spawn_blocking(move || bodies.compressed())
-            .await
-            .map_err(|e| io("compressing a page", std::io::Error::other(e)))?
-            .map_err(|e| io("compressing a page", e))?;
-        for body in compressed.inline() {
+        let compressed = {
+            let _turn = self.cpu_turn().await?;
+            blocking("compressing a page", move || bodies.compressed()).await?
+        };
+        self.store_inline(&compressed).await
+    }
+
+    /// A turn at the CPU-heavy part of storing a page (compression, encoding its record): one
+    /// page at a time, so background work takes one core at most, never both from the clients
+    /// (issue 21: a cold resolve must not wait behind it). Hold it across `blocking`.
+    pub async fn cpu_turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, crate::store::Error> {
+        self.compressing.acquire().await.map_err(|e| io("compressing a page", std::io::Error::other(e)))
+    }
+
+    /// Writes every body of `bodies` still in memory as a blob (I/O: several pages at once).
+    pub async fn store_inline(&self, bodies: &Bodies) -> Result<Bodies, crate::store::Error> {
+        for body in bodies.inline() {
             let bytes = body.inline.clone().expect("inline");
             self.store.put_blob_bytes(&body.sha256, bytes).await?;
         }
-        Ok(compressed.stored())
+        Ok(bodies.stored())
     }
 
     /// The bytes of `body`: from memory, or its blob, checked against its sha256 (a damaged or
@@ -94,6 +105,14 @@ impl BodyStore {
         let _ = self.store.delete_blob(sha).await;
         None
     }
+}
+
+/// Runs CPU work on the blocking pool (never on the request workers).
+pub async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, crate::store::Error> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| io(what, std::io::Error::other(e)))?.map_err(|e| io(what, e))
 }
 
 fn io(what: &str, source: std::io::Error) -> crate::store::Error {

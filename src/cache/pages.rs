@@ -199,8 +199,9 @@ pub struct Pages {
 
 /// Memory the pages waiting for the disk may hold at least (more with a larger page cache).
 const MIN_WRITE_BUDGET: u64 = 64 * 1024 * 1024;
-/// Page writes under way at once: compression takes one core (`BodyStore`), the rest is I/O.
-const PAGE_WRITERS: usize = 2;
+/// Page writes under way at once: their CPU work takes turns (`BodyStore::cpu_turn`), their
+/// I/O runs side by side.
+const PAGE_WRITERS: usize = 4;
 /// Policy-view renderings written at once.
 const MAX_VARIANT_WRITES: usize = 32;
 
@@ -212,9 +213,22 @@ struct PageWrite {
     confirmed_unix: u64,
     changed_unix: u64,
     upstream: Option<String>,
+    /// The stored bodies of the rendering this page had before (deleted once it is written).
+    replaces: Vec<String>,
 }
 
 impl PageWrite {
+    /// A job merged into the one already waiting for its page: the newer state, and every
+    /// rendering either replaced.
+    fn merge(waiting: PageWrite, mut newer: PageWrite) -> PageWrite {
+        for sha in waiting.replaces {
+            if !newer.replaces.contains(&sha) {
+                newer.replaces.push(sha);
+            }
+        }
+        newer
+    }
+
     /// The bodies still in memory and the model (shared with the head until it is written).
     fn weight(&self) -> usize {
         self.head.plain().weight() + self.model.weight() as usize
@@ -337,7 +351,7 @@ impl Pages {
         let entry = Arc::new(entry);
         let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
         self.models.insert(name.clone(), (fingerprint, model.clone())).await;
-        self.persist(name, &entry, head, model);
+        self.persist(name, &entry, head, model, Some(old));
         self.heads.insert(name.clone(), entry.clone()).await;
     }
 
@@ -428,7 +442,7 @@ impl Pages {
         if let Some(entry) = self.heads.get(name).await
             && matches!(&entry.state, PageState::Found(h) if Arc::ptr_eq(h, head))
         {
-            self.persist(name, &entry, head.clone(), model);
+            self.persist(name, &entry, head.clone(), model, None);
             self.heads.insert(name.clone(), entry.clone()).await; // weighed again with its HTML
         }
         Some(rendered)
@@ -646,7 +660,7 @@ impl Pages {
                 // never an old record with a new time.
                 let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
                 self.models.insert(name.clone(), (fingerprint, model.clone())).await;
-                self.persist(&name, &entry, head, model.clone());
+                self.persist(&name, &entry, head, model.clone(), found.map(|p| &**p));
                 self.heads.insert(name.clone(), entry.clone()).await;
                 self.announce(&name, &model, upstream);
                 Ok((entry, Outcome::Miss))
@@ -743,7 +757,7 @@ impl Pages {
             stale: false,
         });
         if let Some(model) = upgrade {
-            self.persist(name, &entry, head, model);
+            self.persist(name, &entry, head, model, None);
         }
         Some(entry)
     }
@@ -752,7 +766,19 @@ impl Pages {
     /// model); then the head in memory drops the bytes and the model. Queued once per page
     /// (`WriteQueue`): when the disk is slower than the misses, past the queue's byte budget a
     /// page stays in memory and is not kept, rather than queue without limit (1,000-client load).
-    fn persist(self: &Arc<Self>, name: &ProjectName, entry: &CachedPage, head: Arc<PageHead>, model: Arc<PageModel>) {
+    /// `replaces`: the entry whose rendering this one replaces (its stored bodies go).
+    fn persist(
+        self: &Arc<Self>,
+        name: &ProjectName,
+        entry: &CachedPage,
+        head: Arc<PageHead>,
+        model: Arc<PageModel>,
+        replaces: Option<&CachedPage>,
+    ) {
+        let replaces = match replaces.map(|r| &r.state) {
+            Some(PageState::Found(old)) if !Arc::ptr_eq(old, &head) => old.plain().stored_shas(),
+            _ => Vec::new(),
+        };
         let upstream = self.upstreams.owner(name).map(|r| r.name.clone()).filter(|n| n != upstream::routes::DEFAULT);
         head.queued.store(true, Ordering::Relaxed);
         let job = PageWrite {
@@ -762,9 +788,10 @@ impl Pages {
             confirmed_unix: entry.confirmed_unix,
             changed_unix: entry.changed_unix,
             upstream,
+            replaces,
         };
         let weight = job.weight();
-        match self.writes.push(name.clone(), job, weight, |_waiting, newer| newer) {
+        match self.writes.push(name.clone(), job, weight, PageWrite::merge) {
             Queued::Full => {
                 head.queued.store(false, Ordering::Relaxed);
                 metrics::counter!("larder_page_writes_skipped_total").increment(1);
@@ -785,9 +812,40 @@ impl Pages {
     }
 
     async fn write(&self, name: &ProjectName, job: PageWrite) {
-        let PageWrite { head, model, validators, confirmed_unix, changed_unix, upstream } = job;
+        let PageWrite { head, model, validators, confirmed_unix, changed_unix, upstream, replaces } = job;
         let plain = head.plain();
-        let stored = match self.bodies.put(plain.clone()).await {
+        let record_head = PageRecordHead {
+            confirmed_unix,
+            changed_unix,
+            validators,
+            upstream,
+            bodies: Default::default(),
+            listing: head.listing.to_hex(),
+            metadata_listing: head.listing.metadata_hex(),
+            provenance: head.provenance,
+        };
+        // The CPU work (compression, the record's JSON) one page at a time; the I/O after it
+        // runs beside other pages' writes.
+        let encoded = match self.bodies.cpu_turn().await {
+            Ok(_turn) => {
+                let plain = plain.clone();
+                crate::cache::bodies::blocking("encoding a page", move || {
+                    let compressed = plain.compressed()?;
+                    let record_head = PageRecordHead { bodies: compressed.to_stored(), ..record_head };
+                    let bytes = records::encode_page(&record_head, &model.page);
+                    Ok((compressed, record_head, bytes))
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let stored = match encoded {
+            Ok((compressed, record_head, bytes)) => {
+                self.bodies.store_inline(&compressed).await.map(|stored| (stored, record_head, bytes))
+            }
+            Err(e) => Err(e),
+        };
+        let (stored, record_head, bytes) = match stored {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "cannot store the page's bodies; it will not survive a restart");
@@ -795,36 +853,19 @@ impl Pages {
                 return;
             }
         };
-        let record_head = PageRecordHead {
-            confirmed_unix,
-            changed_unix,
-            validators,
-            upstream,
-            bodies: stored.to_stored(),
-            listing: head.listing.to_hex(),
-            metadata_listing: head.listing.metadata_hex(),
-            provenance: head.provenance,
-        };
-        let bytes = records::encode_page(&record_head, &model.page);
-        // The bodies the previous record named are garbage once it is replaced (on a shared
-        // store another replica may still serve them: eviction removes them there).
-        let previous = match self.store.is_shared() {
-            true => None,
-            false => self.store.get_record(&record_key(name)).await.ok().flatten(),
-        };
         if let Err(e) = self.store.put_record(&record_key(name), bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
             head.queued.store(false, Ordering::Relaxed);
             return;
         }
         self.journal.confirmed(name, confirmed_unix);
-        if let Some(previous) = previous.and_then(|b| records::decode_page_head(&b).ok().flatten()) {
+        // The bodies of the rendering this one replaced are garbage now (on a shared store
+        // another replica may still serve them: eviction removes them there).
+        if !self.store.is_shared() {
             let kept: BTreeSet<&str> =
                 record_head.bodies.json.iter().chain(&record_head.bodies.html).map(|b| b.sha256.as_str()).collect();
-            for body in previous.bodies.json.iter().chain(&previous.bodies.html) {
-                if !kept.contains(body.sha256.as_str()) {
-                    self.bodies.forget(&body.sha256).await;
-                }
+            for sha in replaces.iter().filter(|sha| !kept.contains(sha.as_str())) {
+                self.bodies.forget(sha).await;
             }
         }
         // In memory, the bytes give way to the stored blobs, unless the rendering changed

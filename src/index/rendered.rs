@@ -345,6 +345,11 @@ impl Bodies {
         self.html.iter().chain(&self.json).flatten().filter(|b| b.inline.is_some())
     }
 
+    /// The sha256s of the bodies already in the store (their bytes not in memory).
+    pub fn stored_shas(&self) -> Vec<String> {
+        self.html.iter().chain(&self.json).flatten().filter(|b| b.inline.is_none()).map(|b| b.sha256.clone()).collect()
+    }
+
     /// The same bodies, their bytes dropped: now in the store.
     pub fn stored(&self) -> Bodies {
         let strip = |set: &[Option<Body>; 3]| set.clone().map(|b| b.map(|b| Body { inline: None, ..b }));

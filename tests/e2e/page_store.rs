@@ -177,6 +177,46 @@ fn past_the_ttl_one_conditional_request_per_page_and_the_journal_survives_a_rest
     assert_eq!(up.count("/simple/"), 0, "fresh from the journal: {:?}", up.requests());
 }
 
+/// The blob of the identity body an ETag names (its sha256 starts with the ETag's digest).
+fn body_blob(data: &std::path::Path, etag: &str) -> Option<std::path::PathBuf> {
+    let prefix = etag.trim_matches('"').split('-').next().unwrap().to_string();
+    let content = data.join("store/content-v2/sha256").join(&prefix[..2]).join(&prefix[2..4]);
+    std::fs::read_dir(&content)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&prefix[4..]))
+}
+
+/// A page that changed upstream is stored anew, and the bodies of its old rendering leave the
+/// store with it (issue 21: the data dir holds each page once, not once per change).
+#[test]
+fn a_changed_page_leaves_no_old_bodies_behind() {
+    let (up, _) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let larder = Larder::start(&data, &["--upstream", &up.simple_url(), "--index-ttl", "1s"]);
+    let url = larder.url("/simple/app/");
+    wait_compressed(&url);
+    let etag = get(&url, None).headers()["etag"].to_str().unwrap().to_string();
+    let old = body_blob(&data, &etag).expect("the page body is a blob in the store");
+
+    let (name, bytes) = crate::util::wheel("app", "2.0", &[]);
+    up.add("app", crate::util::upstream::MockFile::new(&name, bytes));
+    std::thread::sleep(Duration::from_millis(1100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = get(&url, Some("zstd"));
+        let changed = resp.headers()["etag"].to_str().unwrap().split('-').next() != etag.split('-').next();
+        if changed && coding(&resp) == "zstd" && !old.exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old rendering's body stayed in the store: {old:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let fresh = get(&url, None).headers()["etag"].to_str().unwrap().to_string();
+    assert!(body_blob(&data, &fresh).is_some(), "the new body is stored");
+}
+
 #[test]
 fn a_damaged_page_body_is_never_served() {
     let (up, _) = upstream_with_app();
@@ -187,16 +227,9 @@ fn a_damaged_page_body_is_never_served() {
     assert_eq!(get(&url, None).status(), 200);
     wait_compressed(&url);
     let resp = get(&url, None);
-    let etag = resp.headers()["etag"].to_str().unwrap().trim_matches('"').to_string();
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
     let identity = resp.bytes().unwrap().to_vec();
-    // The identity body's blob: its sha256 starts with the ETag's digest.
-    let prefix = etag.split('-').next().unwrap().to_string();
-    let content = data.join("store/content-v2/sha256").join(&prefix[..2]).join(&prefix[2..4]);
-    let blob = std::fs::read_dir(&content)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&prefix[4..]))
-        .expect("the page body is a blob in the store");
+    let blob = body_blob(&data, &etag).expect("the page body is a blob in the store");
     let mut damaged = std::fs::read(&blob).unwrap();
     damaged[10] ^= 0x20;
     std::fs::write(&blob, &damaged).unwrap();
