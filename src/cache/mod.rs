@@ -49,8 +49,7 @@ use links::MetadataLinks;
 use pages::{PageSettings, PageState, Pages};
 use private::Private;
 
-/// Metadata reads by ranges the prefetcher runs at once (of `max_upstream_connections`: the
-/// rest stay with the clients).
+/// Metadata reads by ranges the prefetcher runs at once, at most.
 const PREFETCH_READS: usize = 8;
 
 /// How an answer was produced; sent to clients as `X-Cache` and carried in the response's
@@ -329,7 +328,9 @@ impl Cache {
                 }
                 let fills = Arc::new(fills);
                 if prefetching {
-                    let settings = prefetch::Settings { concurrency: PREFETCH_READS };
+                    // Never more than a quarter of the file permits: the rest stay with the clients.
+                    let reads = PREFETCH_READS.min(config.max_upstream_connections / 4).max(1);
+                    let settings = prefetch::Settings { concurrency: reads };
                     loops.push(tokio::spawn(prefetch::run(
                         announce_rx,
                         fills.clone(),
@@ -398,15 +399,16 @@ impl Cache {
         self.pages.flush_journal().await;
     }
 
-    /// Waits for every background task (page writes, downloads, metadata extraction), then
-    /// stops the long-lived loops. Commands call it before they exit; `serve` after it stopped
-    /// accepting requests.
+    /// Stops the long-lived loops (prefetcher, relinker, journal), then waits for every
+    /// background task (page writes, downloads, metadata extraction). Commands call it before
+    /// they exit; `serve` after it stopped accepting requests.
     pub async fn shutdown(&self) {
-        self.tasks.close();
-        self.tasks.wait().await;
+        // The loops first: the prefetcher would go on starting reads the wait below waits for.
         for l in &self.loops {
             l.abort();
         }
+        self.tasks.close();
+        self.tasks.wait().await;
         self.pages.flush_journal().await;
     }
 

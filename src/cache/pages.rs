@@ -84,10 +84,14 @@ pub struct PageHead {
     /// A write of this page is queued: the queue's budget counts its model and unstored
     /// bodies, so the head cache does not (heads are evicted only for what they alone hold).
     queued: AtomicBool,
+    /// Which upstream state this head renders: a new one per page fetched from upstream in
+    /// this process (0: read back from the store); heads derived from it (relinked, repaired,
+    /// its HTML added) keep it. A write never replaces a newer state with an older one.
+    epoch: u64,
 }
 
 impl PageHead {
-    fn new(plain: Bodies, provenance: bool, listing: Listing, pending: Option<Arc<PageModel>>) -> PageHead {
+    fn new(plain: Bodies, provenance: bool, listing: Listing, pending: Option<Arc<PageModel>>, epoch: u64) -> PageHead {
         PageHead {
             plain: RwLock::new(Arc::new(plain)),
             provenance,
@@ -95,12 +99,13 @@ impl PageHead {
             variants: Variants::default(),
             pending: RwLock::new(pending),
             queued: AtomicBool::new(false),
+            epoch,
         }
     }
 
-    fn of_model(model: Arc<PageModel>) -> PageHead {
+    fn of_model(model: Arc<PageModel>, epoch: u64) -> PageHead {
         let plain = Bodies::render_json(&model.page, None, model.modified_unix);
-        PageHead::new(plain, model.has_provenance(), model.listing(), Some(model))
+        PageHead::new(plain, model.has_provenance(), model.listing(), Some(model), epoch)
     }
 
     /// The plain rendering (no policy view, relative links).
@@ -193,6 +198,8 @@ pub struct Pages {
     tasks: TaskTracker,
     /// Pages waiting to be written (each holds its page until it is on disk), one job per page.
     writes: WriteQueue<PageWrite>,
+    /// The next upstream state's epoch (`PageHead::epoch`).
+    epochs: std::sync::atomic::AtomicU64,
     /// Policy-view renderings being written at once (never queued: they are made again).
     variant_writes: Arc<tokio::sync::Semaphore>,
 }
@@ -220,13 +227,16 @@ struct PageWrite {
 impl PageWrite {
     /// A job merged into the one already waiting for its page: the newer state, and every
     /// rendering either replaced.
-    fn merge(waiting: PageWrite, mut newer: PageWrite) -> PageWrite {
-        for sha in waiting.replaces {
-            if !newer.replaces.contains(&sha) {
-                newer.replaces.push(sha);
+    fn merge(waiting: PageWrite, pushed: PageWrite) -> PageWrite {
+        // The newer upstream state wins; of one state, the later push (links, HTML added).
+        let (mut kept, other) =
+            if waiting.head.epoch > pushed.head.epoch { (waiting, pushed) } else { (pushed, waiting) };
+        for sha in other.replaces {
+            if !kept.replaces.contains(&sha) {
+                kept.replaces.push(sha);
             }
         }
-        newer
+        kept
     }
 
     /// The bodies still in memory and the model (shared with the head until it is written).
@@ -290,6 +300,7 @@ impl Pages {
                 PAGE_WRITERS,
             ),
             variant_writes: Arc::new(tokio::sync::Semaphore::new(MAX_VARIANT_WRITES)),
+            epochs: std::sync::atomic::AtomicU64::new(1),
             settings,
             tasks,
         }
@@ -325,7 +336,7 @@ impl Pages {
         let PageState::Found(head) = &old.state else { return };
         let Some(model) = self.model(name, head).await else { return };
         let model = self.model_of(model.page.clone(), old.changed_unix);
-        let fresh = PageHead::of_model(model.clone());
+        let fresh = PageHead::of_model(model.clone(), head.epoch);
         if fresh.plain().fingerprint() == head.plain().fingerprint() {
             return;
         }
@@ -341,18 +352,35 @@ impl Pages {
         head: PageHead,
         model: Arc<PageModel>,
     ) {
-        let still = self.heads.get(name).await.is_some_and(|now| Arc::ptr_eq(&now, old));
-        if !still {
-            return;
-        }
         let head = Arc::new(head);
         let mut entry = old.again(old.fresh_until, old.confirmed_unix, old.stale);
         entry.state = PageState::Found(head.clone());
         let entry = Arc::new(entry);
+        if !self.replace_entry(name, old, &entry).await {
+            return;
+        }
         let fingerprint = head.plain().fingerprint().unwrap_or_default().to_string();
         self.models.insert(name.clone(), (fingerprint, model.clone())).await;
         self.persist(name, &entry, head, model, Some(old));
-        self.heads.insert(name.clone(), entry.clone()).await;
+        self.heads.insert(name.clone(), entry).await; // weighed again, its write queued
+    }
+
+    /// Makes `new` the page's entry only while `old` still is (compare-and-swap: a refresh
+    /// that replaced it meanwhile is newer and wins).
+    async fn replace_entry(&self, name: &ProjectName, old: &Arc<CachedPage>, new: &Arc<CachedPage>) -> bool {
+        use moka::ops::compute::{CompResult, Op};
+        let result = self
+            .heads
+            .entry(name.clone())
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(e) if Arc::ptr_eq(e.value(), old) => Op::Put(new.clone()),
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::ReplacedWith(_))
     }
 
     /// Names Larder has pages for.
@@ -437,13 +465,14 @@ impl Pages {
             if current.has(MediaType::Html) {
                 return Some(current.clone());
             }
-            *current = rendered.clone();
+            // Only the HTML is added: the JSON may have been stored since `plain` was read.
+            *current = Arc::new(current.with_html_of(&rendered));
         }
         if let Some(entry) = self.heads.get(name).await
             && matches!(&entry.state, PageState::Found(h) if Arc::ptr_eq(h, head))
         {
             self.persist(name, &entry, head.clone(), model, None);
-            self.heads.insert(name.clone(), entry.clone()).await; // weighed again with its HTML
+            self.replace_entry(name, &entry, &entry).await; // weighed again with its HTML
         }
         Some(rendered)
     }
@@ -458,7 +487,7 @@ impl Pages {
         let old = self.heads.get(name).await?;
         let PageState::Found(head) = &old.state else { return None };
         let model = self.model(name, head).await?;
-        let fresh = PageHead::of_model(model.clone());
+        let fresh = PageHead::of_model(model.clone(), head.epoch);
         self.install(name, &old, fresh, model).await;
         match &self.heads.get(name).await?.state {
             PageState::Found(h) => Some(h.clone()),
@@ -629,7 +658,7 @@ impl Pages {
         match upstream.fetch_page(&name, found.map(|p| &p.validators)).await {
             Ok(PageFetch::Modified(page, validators)) => {
                 let model = self.model_of(page, unix);
-                let head = PageHead::of_model(model.clone());
+                let head = PageHead::of_model(model.clone(), self.epochs.fetch_add(1, Ordering::Relaxed));
                 let old_head = found.and_then(|p| match &p.state {
                     PageState::Found(h) => Some(h.clone()),
                     PageState::NotFound => None,
@@ -729,12 +758,12 @@ impl Pages {
             Some(h) => {
                 let bodies = Bodies::from_stored(&h.bodies)?;
                 let listing = Listing::from_hex(&h.listing, &h.metadata_listing).ok()?;
-                let head = PageHead::new(bodies, h.provenance, listing, None);
+                let head = PageHead::new(bodies, h.provenance, listing, None, 0);
                 (head, h.confirmed_unix, h.changed_unix, h.validators, h.upstream, None)
             }
             None => {
                 let (model, r) = self.record_model(name, &bytes)?;
-                let head = PageHead::of_model(model.clone());
+                let head = PageHead::of_model(model.clone(), 0);
                 (head, r.confirmed_unix, r.changed_unix, r.validators, r.upstream, Some(model))
             }
         };
@@ -811,8 +840,26 @@ impl Pages {
         }
     }
 
+    /// A head whose write failed holds its bodies and model in memory: the head cache weighs
+    /// them again (it weighs an entry only when it is inserted).
+    async fn unqueue(&self, name: &ProjectName, head: &Arc<PageHead>) {
+        head.queued.store(false, Ordering::Relaxed);
+        if let Some(entry) = self.heads.get(name).await
+            && matches!(&entry.state, PageState::Found(h) if Arc::ptr_eq(h, head))
+        {
+            self.replace_entry(name, &entry, &entry).await;
+        }
+    }
+
     async fn write(&self, name: &ProjectName, job: PageWrite) {
         let PageWrite { head, model, validators, confirmed_unix, changed_unix, upstream, replaces } = job;
+        // A newer state is in memory (its own write follows): never roll the record back.
+        if let Some(current) = self.heads.get(name).await
+            && matches!(&current.state, PageState::Found(h) if h.epoch > head.epoch)
+        {
+            head.queued.store(false, Ordering::Relaxed);
+            return;
+        }
         let plain = head.plain();
         let record_head = PageRecordHead {
             confirmed_unix,
@@ -849,13 +896,13 @@ impl Pages {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(project = %name, error = %e, "cannot store the page's bodies; it will not survive a restart");
-                head.queued.store(false, Ordering::Relaxed);
+                self.unqueue(name, &head).await;
                 return;
             }
         };
         if let Err(e) = self.store.put_record(&record_key(name), bytes).await {
             tracing::warn!(project = %name, error = %e, "cannot store the page; it will not survive a restart");
-            head.queued.store(false, Ordering::Relaxed);
+            self.unqueue(name, &head).await;
             return;
         }
         self.journal.confirmed(name, confirmed_unix);
@@ -878,5 +925,40 @@ impl Pages {
         }
         *head.pending.write().expect("page head lock") = None;
         self.store.enforce().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(epoch: u64, replaces: &[&str]) -> PageWrite {
+        let page =
+            ProjectPage { name: ProjectName::parse("p").unwrap(), files: Vec::new(), versions: None, status: None };
+        let model = Arc::new(PageModel::new(page, 0));
+        PageWrite {
+            head: Arc::new(PageHead::of_model(model.clone(), epoch)),
+            model,
+            validators: Validators::default(),
+            confirmed_unix: 0,
+            changed_unix: 0,
+            upstream: None,
+            replaces: replaces.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A write derived from an older upstream state (a relink or an HTML rendering of the page
+    /// as it was) never replaces a newer state waiting for the disk; of one state, the later
+    /// push wins (it carries the links or the HTML). Every replaced rendering is kept to delete.
+    #[test]
+    fn a_merged_write_keeps_the_newest_state() {
+        let merged = PageWrite::merge(job(2, &["a"]), job(1, &["b"]));
+        assert_eq!((merged.head.epoch, merged.replaces.clone()), (2, vec!["a".to_string(), "b".to_string()]));
+        let merged = PageWrite::merge(job(1, &["a"]), job(2, &[]));
+        assert_eq!(merged.head.epoch, 2);
+        let (waiting, pushed) = (job(3, &[]), job(3, &["a"]));
+        let pushed_head = pushed.head.clone();
+        let merged = PageWrite::merge(waiting, pushed);
+        assert!(Arc::ptr_eq(&merged.head, &pushed_head), "same state: the later push");
     }
 }

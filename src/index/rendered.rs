@@ -325,6 +325,12 @@ impl Bodies {
         out
     }
 
+    /// These bodies with the HTML ones of `other` (a rendering of the same page): what was
+    /// stored of these meanwhile stays stored.
+    pub fn with_html_of(&self, other: &Bodies) -> Bodies {
+        Bodies { html: other.html.clone(), ..self.clone() }
+    }
+
     /// The same bodies with gzip and zstd made from the identity bytes (CPU work: run it on a
     /// blocking thread for big pages). Needs the identity bytes in memory.
     pub fn compressed(&self) -> std::io::Result<Bodies> {

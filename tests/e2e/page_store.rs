@@ -200,8 +200,10 @@ fn a_changed_page_leaves_no_old_bodies_behind() {
     let etag = get(&url, None).headers()["etag"].to_str().unwrap().to_string();
     let old = body_blob(&data, &etag).expect("the page body is a blob in the store");
 
+    // With its metadata: no relink follows (it would rewrite the page once more).
     let (name, bytes) = crate::util::wheel("app", "2.0", &[]);
-    up.add("app", crate::util::upstream::MockFile::new(&name, bytes));
+    let metadata = Some(crate::util::wheel_metadata(&bytes));
+    up.add("app", crate::util::upstream::MockFile { metadata, ..crate::util::upstream::MockFile::new(&name, bytes) });
     std::thread::sleep(Duration::from_millis(1100));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
