@@ -482,7 +482,7 @@ impl Cache {
             }
             // A body missing or damaged on disk: render the page again from its model; no
             // model either: fetch the page again.
-            if attempt == 0 && self.pages.repair(name).await.is_some() {
+            if attempt == 0 && self.pages.repair(name, &head).await.is_some() {
                 (cached, _) = self.pages.get(name).await.map_err(Error::Page)?;
                 continue;
             }

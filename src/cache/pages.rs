@@ -88,6 +88,9 @@ pub struct PageHead {
     /// this process (0: read back from the store); heads derived from it (relinked, repaired,
     /// its HTML added) keep it. A write never replaces a newer state with an older one.
     epoch: u64,
+    /// Bodies a replaced rendering stored after this head took its place (a relink while the
+    /// first write ran): this head's write removes them with the rest of what it replaces.
+    superseded: std::sync::Mutex<Vec<String>>,
 }
 
 impl PageHead {
@@ -100,6 +103,7 @@ impl PageHead {
             pending: RwLock::new(pending),
             queued: AtomicBool::new(false),
             epoch,
+            superseded: Default::default(),
         }
     }
 
@@ -482,10 +486,15 @@ impl Pages {
         self.bodies.read(body).await
     }
 
-    /// Renders the plain page again from its model, after a body could not be read.
-    pub async fn repair(self: &Arc<Self>, name: &ProjectName) -> Option<Arc<PageHead>> {
+    /// Renders the plain page again from its model, after a body of `failed` could not be
+    /// read. When the page has another head by now (it changed, and the write of the new
+    /// rendering removed the old one's bodies), that head is the answer: nothing is rendered.
+    pub async fn repair(self: &Arc<Self>, name: &ProjectName, failed: &Arc<PageHead>) -> Option<Arc<PageHead>> {
         let old = self.heads.get(name).await?;
         let PageState::Found(head) = &old.state else { return None };
+        if !Arc::ptr_eq(head, failed) {
+            return Some(head.clone());
+        }
         let model = self.model(name, head).await?;
         let fresh = PageHead::of_model(model.clone(), head.epoch);
         self.install(name, &old, fresh, model).await;
@@ -852,7 +861,7 @@ impl Pages {
     }
 
     async fn write(&self, name: &ProjectName, job: PageWrite) {
-        let PageWrite { head, model, validators, confirmed_unix, changed_unix, upstream, replaces } = job;
+        let PageWrite { head, model, validators, confirmed_unix, changed_unix, upstream, mut replaces } = job;
         // A newer state is in memory (its own write follows): never roll the record back.
         if let Some(current) = self.heads.get(name).await
             && matches!(&current.state, PageState::Found(h) if h.epoch > head.epoch)
@@ -908,12 +917,23 @@ impl Pages {
         self.journal.confirmed(name, confirmed_unix);
         // The bodies of the rendering this one replaced are garbage now (on a shared store
         // another replica may still serve them: eviction removes them there).
+        replaces.append(&mut head.superseded.lock().expect("page head lock"));
         if !self.store.is_shared() {
             let kept: BTreeSet<&str> =
                 record_head.bodies.json.iter().chain(&record_head.bodies.html).map(|b| b.sha256.as_str()).collect();
             for sha in replaces.iter().filter(|sha| !kept.contains(sha.as_str())) {
                 self.bodies.forget(sha).await;
             }
+        }
+        // Already replaced in memory by a rendering of the same or a newer state: its write
+        // removes what this one stored.
+        if let Some(current) = self.heads.get(name).await
+            && let PageState::Found(newer) = &current.state
+            && !Arc::ptr_eq(newer, &head)
+            && newer.epoch >= head.epoch
+        {
+            let mut list = newer.superseded.lock().expect("page head lock");
+            list.extend(record_head.bodies.json.iter().chain(&record_head.bodies.html).map(|b| b.sha256.clone()));
         }
         // In memory, the bytes give way to the stored blobs, unless the rendering changed
         // meanwhile (its HTML added: the write queued for that stores it).
