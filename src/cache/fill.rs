@@ -190,6 +190,12 @@ pub struct Fills {
     unread: Arc<Semaphore>,
 }
 
+/// The sha256 a wheel's metadata is linked to (a wheel listed without one has no link).
+fn wheel_sha(file: &DistFile) -> Result<String, Arc<Error>> {
+    let sha = file.sha256().map(str::to_string);
+    sha.ok_or_else(|| Arc::new(Error::NoMetadata(format!("`{}` has no sha256 to link metadata to", file.filename))))
+}
+
 /// The sizes of the two download budgets.
 #[derive(Clone, Copy, Debug)]
 pub struct FillBudgets {
@@ -253,9 +259,7 @@ impl Fills {
         key: &FileKey,
         file: &DistFile,
     ) -> Result<String, Arc<Error>> {
-        let Some(wheel) = file.sha256().map(str::to_string) else {
-            return Err(Arc::new(Error::NoMetadata(format!("`{}` has no sha256 to link metadata to", file.filename))));
-        };
+        let wheel = wheel_sha(file)?;
         let (this, up, project, key, file) =
             (Arc::clone(self), upstream.clone(), project.clone(), key.clone(), file.clone());
         self.metadata
@@ -272,9 +276,7 @@ impl Fills {
         project: &ProjectName,
         file: &DistFile,
     ) -> Result<String, Arc<Error>> {
-        let Some(wheel) = file.sha256().map(str::to_string) else {
-            return Err(Arc::new(Error::NoMetadata(format!("`{}` has no sha256 to link metadata to", file.filename))));
-        };
+        let wheel = wheel_sha(file)?;
         let (this, up, project, file) = (Arc::clone(self), upstream.clone(), project.clone(), file.clone());
         self.by_ranges
             .run(wheel.clone(), move || async move {

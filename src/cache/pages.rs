@@ -841,7 +841,12 @@ impl Pages {
                 self.tasks.spawn(async move {
                     let mut finished = None;
                     while let Some((name, job)) = this.writes.next(finished.as_ref()) {
-                        this.write(&name, job).await;
+                        // A bug in one page's write must not leave the page (and this worker)
+                        // counted as busy forever: the queue would stall.
+                        let write = std::panic::AssertUnwindSafe(this.write(&name, job));
+                        if futures_util::FutureExt::catch_unwind(write).await.is_err() {
+                            tracing::error!(project = %name, "writing the page panicked; it is not stored");
+                        }
                         finished = Some(name);
                     }
                 });
