@@ -284,7 +284,9 @@ pub struct Settings {
     pub upstream_timeout: Option<Duration>,
 
     /// Memory for project pages, in MiB [default: 32]: half for page heads, a quarter for page
-    /// models, a quarter for hot page bodies. Bodies themselves are blobs in the store.
+    /// models, a quarter for hot page bodies. Bodies themselves are blobs in the store. Pages
+    /// waiting to be written may hold up to twice this more (at least 64 MiB); past that a page
+    /// is served but not stored.
     #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<u64>,
 
