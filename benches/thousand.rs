@@ -8,6 +8,13 @@
 //! from disk, misses to the slow upstream, and uploads. Reports req/s, p50/p99 and errors per
 //! kind, Larder's RSS over time (peak) and open files. Knobs: DURATION (60), CONNS (1000),
 //! ONLY (one kind alone, by its row number from 0).
+//!
+//! SOAK=1 (issue 27's hour): the same mix, made to run for an hour on a bounded data dir. Misses
+//! cycle over 100,000 names with a 2-minute `index_ttl`, so after the first pass each one is a
+//! revalidation the upstream answers (304, after its 20 ms) instead of a new project; uploads cycle
+//! over 2,000 packages, so after the first 2,000 each is an identical re-upload (200, parsed and
+//! hashed, nothing added). Samples RSS, open files, threads and `larder_tasks_alive` every 10 s
+//! and reports each one's slope per hour after the first five minutes.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -114,13 +121,19 @@ async fn upstream(listener: tokio::net::TcpListener) {
                     return Ok::<_, Infallible>(answer(304, "text/plain", Vec::new()));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                // A miss page revalidated (SOAK's second pass over its names): unchanged.
+                if req.headers().get("if-none-match").is_some_and(|v| v == "\"miss\"") {
+                    return Ok(answer(304, "text/plain", Vec::new()));
+                }
                 if let Some(n) = path.strip_prefix("/simple/miss-").and_then(|p| p.strip_suffix('/')) {
                     let n: usize = n.parse().unwrap_or(0);
                     let bytes = blob(1_000_000 + n, 50_000);
                     let page = serde_json::json!({"meta": {"api-version": "1.0"}, "name": format!("miss-{n}"), "files": [{
                         "filename": format!("miss_{n}-1.0.tar.gz"), "url": format!("{base}files/miss_{n}-1.0.tar.gz"),
                         "hashes": {"sha256": sha(&bytes)}, "size": bytes.len()}]});
-                    return Ok(answer(200, "application/vnd.pypi.simple.v1+json", page.to_string().into_bytes()));
+                    let mut page = answer(200, "application/vnd.pypi.simple.v1+json", page.to_string().into_bytes());
+                    page.headers_mut().insert("etag", hyper::header::HeaderValue::from_static("\"miss\""));
+                    return Ok(page);
                 }
                 if let Some(n) = path.strip_prefix("/files/miss_").and_then(|p| p.strip_suffix("-1.0.tar.gz")) {
                     return Ok(answer(
@@ -136,6 +149,36 @@ async fn upstream(listener: tokio::net::TcpListener) {
                 .await;
         });
     }
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+    tasks: u64,
+}
+
+/// `larder_tasks_alive` from /metrics (0 when it cannot be read).
+async fn tasks_alive(client: &reqwest::Client, url: &str) -> u64 {
+    let Ok(r) = client.get(url).send().await else { return 0 };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("larder_tasks_alive "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Least-squares slope of (seconds, value) points, per hour.
+fn slope_per_hour(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx * 3600.0 }
 }
 
 #[derive(Default)]
@@ -183,6 +226,9 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let duration = Duration::from_secs(env_or("DURATION", 60));
     let conns = env_or("CONNS", 1000) as usize;
+    let soak = std::env::var_os("SOAK").is_some_and(|v| v != "0");
+    // SOAK: names cycle (see the module doc) so an hour's data dir stays bounded.
+    let (miss_names, upload_names) = if soak { (100_000, 2_000) } else { (u64::MAX, u64::MAX) };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-thousand");
     // LARDER_BIN runs another binary (a profiler's wrapper, say).
     let larder = std::env::var_os("LARDER_BIN")
@@ -205,7 +251,8 @@ fn main() {
         eprintln!("==> starting larder");
         let started = Instant::now();
         let mut child = std::process::Command::new(&larder)
-            .args(["serve", "--listen", "127.0.0.1:0", "--upstream", &up, "--index-ttl", "1h", "--metadata-prefetch", "false", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--upstream", &up, "--metadata-prefetch", "false"])
+            .args(["--index-ttl", if soak { "2m" } else { "1h" }, "--data-dir"])
             .arg(&data)
             .env("LARDER_CONFIG", "/dev/null")
             .env("LARDER_LOG", "warn,larder::commands::serve=info")
@@ -226,7 +273,12 @@ fn main() {
         let pid = child.id();
 
         let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().unwrap();
-        let kinds = ["page JSON (hot)", "page HTML (hot)", "page from disk", "file 100 KB", "file 15 MB", "miss (20 ms upstream)", "upload"];
+        let (miss, upload) = if soak {
+            ("miss, then revalidation (20 ms upstream)", "upload, then identical re-upload")
+        } else {
+            ("miss (20 ms upstream)", "upload")
+        };
+        let kinds = ["page JSON (hot)", "page HTML (hot)", "page from disk", "file 100 KB", "file 15 MB", miss, upload];
         let stats: Arc<Vec<Mutex<Stats>>> = Arc::new(kinds.iter().map(|_| Mutex::new(Stats::default())).collect());
         let counter = Arc::new(AtomicU64::new(0));
         let (small, big) = (blob(1, 100_000), blob(2, 15 * 1024 * 1024));
@@ -241,11 +293,16 @@ fn main() {
         let sampler = {
             let rss = Arc::new(Mutex::new(Vec::new()));
             let r = rss.clone();
+            let metrics = format!("{base}/metrics");
+            let every = Duration::from_secs(if soak { 10 } else { 1 });
             let t = tokio::spawn(async move {
+                let scraper = reqwest::Client::new();
                 while Instant::now() < deadline {
                     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
-                    r.lock().unwrap().push((proc_status(pid, "VmRSS:"), fds, proc_status(pid, "Threads:")));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let tasks = tasks_alive(&scraper, &metrics).await;
+                    let s = Sample { rss_kib: proc_status(pid, "VmRSS:"), fds: fds as u64, threads: proc_status(pid, "Threads:"), tasks };
+                    r.lock().unwrap().push((started.elapsed().as_secs_f64(), s));
+                    tokio::time::sleep(every).await;
                 }
             });
             (rss, t)
@@ -276,9 +333,11 @@ fn main() {
                         2 => client.get(format!("{base}/simple/gen-{}/", n as usize % PAGES)).header("accept", "application/vnd.pypi.simple.v1+json"),
                         3 => client.get(&urls.1),
                         4 => client.get(&urls.2),
-                        5 => client.get(format!("{base}/simple/miss-{n}/")).header("accept", "application/vnd.pypi.simple.v1+json"),
+                        5 => client
+                            .get(format!("{base}/simple/miss-{}/", n % miss_names))
+                            .header("accept", "application/vnd.pypi.simple.v1+json"),
                         _ => {
-                            let (ct, body) = multipart(n);
+                            let (ct, body) = multipart(n % upload_names);
                             client.post(format!("{base}/legacy/")).bearer_auth(TOKEN).header("content-type", ct).body(body)
                         }
                     };
@@ -319,16 +378,33 @@ fn main() {
             total_errors += s.errors;
             out.push_str(&format!("| {k} | {} | {:.0} | {:.1} | {:.1} | {} |\n", s.latencies.len(), s.latencies.len() as f64 / secs, q(0.5), q(0.99), s.errors));
         }
-        let peak = samples.iter().map(|s| s.0).max().unwrap_or(0);
-        let rss: BTreeMap<usize, u64> = samples.iter().enumerate().filter(|(i, _)| i % 10 == 0).map(|(i, s)| (i, s.0 / 1024)).collect();
-        let fds = samples.iter().map(|s| s.1).max().unwrap_or(0);
-        let threads = samples.iter().map(|s| s.2).max().unwrap_or(0);
+        let peak = samples.iter().map(|s| s.1.rss_kib).max().unwrap_or(0);
+        // One value per 10 s (per minute in a soak) for the eye; the slopes say whether it is flat.
+        let step = if soak { 6 } else { 10 };
+        let rss: BTreeMap<usize, u64> =
+            samples.iter().enumerate().filter(|(i, _)| i % step == 0).map(|(i, s)| (i, s.1.rss_kib / 1024)).collect();
+        let fds = samples.iter().map(|s| s.1.fds).max().unwrap_or(0);
+        let threads = samples.iter().map(|s| s.1.threads).max().unwrap_or(0);
+        let tasks = samples.iter().map(|s| s.1.tasks).max().unwrap_or(0);
         out.push_str(&format!(
-            "\nstart-up with this data dir: {:.2} s; errors: {total_errors}; peak RSS {:.1} MiB; RSS every 10 s (MiB): {:?}; most open files: {fds}; most threads: {threads}\n",
+            "\nstart-up with this data dir: {:.2} s; errors: {total_errors}; peak RSS {:.1} MiB; RSS every {} s (MiB): {:?}; most open files: {fds}; most threads: {threads}; most tasks: {tasks}\n",
             startup.as_secs_f64(),
             peak as f64 / 1024.0,
+            step * if soak { 10 } else { 1 },
             rss.values().collect::<Vec<_>>()
         ));
+        if soak {
+            // Fitted after the first five minutes (caches and connections filled by then).
+            let settled: Vec<&(f64, Sample)> = samples.iter().filter(|s| s.0 >= 300.0).collect();
+            let slope = |f: &dyn Fn(&Sample) -> f64| slope_per_hour(&settled.iter().map(|s| (s.0, f(&s.1))).collect::<Vec<_>>());
+            out.push_str(&format!(
+                "slopes after the first 5 min, per hour: RSS {:+.1} MiB, open files {:+.0}, threads {:+.0}, tasks {:+.0}\n",
+                slope(&|s| s.rss_kib as f64 / 1024.0),
+                slope(&|s| s.fds as f64),
+                slope(&|s| s.threads as f64),
+                slope(&|s| s.tasks as f64),
+            ));
+        }
         print!("{out}");
         std::io::stdout().flush().unwrap();
     });

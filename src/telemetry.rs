@@ -38,6 +38,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "larder_page_bodies_total",
         "Project pages served, by content coding (identity, gzip, zstd)"
     );
+    metrics::describe_counter!(
+        "larder_upstream_throttled_total",
+        "Requests not sent upstream because it asked for a pause (429 / Retry-After), by upstream"
+    );
     metrics::describe_counter!("larder_upstream_requests_total", "Requests sent upstream, by kind and upstream");
     metrics::describe_histogram!("larder_upstream_seconds", "Upstream response time (headers), by kind and upstream");
     metrics::describe_counter!("larder_upstream_bytes_total", "File bytes downloaded from upstream, by upstream");
@@ -80,6 +84,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "larder_metadata_prefetch_total",
         "Background range fetches of wheel METADATA, by result"
     );
+    metrics::describe_gauge!(
+        "larder_tasks_alive",
+        "Tasks alive in the runtime (requests, downloads, background work): flat on a steady load"
+    );
     // Histogram samples queue in the recorder until upkeep folds them into buckets; with no
     // exporter task of its own (`install_recorder`), nothing else would, and an unscraped
     // Larder would keep every sample it ever took.
@@ -89,6 +97,9 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         loop {
             every.tick().await;
             upkeep.run_upkeep();
+            // Sampled here rather than at scrape time so the pages for people see it too.
+            let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+            metrics::gauge!("larder_tasks_alive").set(tasks as f64);
         }
     });
     Ok(handle)

@@ -65,6 +65,12 @@ impl From<auth::Denied> for HttpError {
 
 impl From<&upstream::Error> for HttpError {
     fn from(e: &upstream::Error) -> HttpError {
+        // The upstream asked for a pause: the client is told how long is left (issue 27).
+        if let upstream::Error::Throttled { retry_after, .. } = e {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            return HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                .with_header(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         // Never 404 for an upstream failure: uv would move on to the next index (ROUTE-08).
         let status = if e.is_timeout() { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
         HttpError::new(status, e.to_string())

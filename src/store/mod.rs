@@ -8,6 +8,7 @@
 //! `from_config` is the one place that chooses.
 
 pub mod bounded;
+mod breaker;
 pub mod format;
 mod local;
 pub mod s3;

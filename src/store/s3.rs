@@ -21,6 +21,8 @@ use object_store::{
     UpdateVersion,
 };
 use sha2::{Digest, Sha256};
+
+use super::breaker::{Breaker, Permit};
 use tokio::io::AsyncReadExt;
 
 use super::{Blob, BlobSource, ByteStream, Error, RecordRead, Records, Store};
@@ -46,6 +48,8 @@ pub use crate::config::S3Settings;
 
 pub struct S3Store {
     bucket: Arc<dyn ObjectStore>,
+    /// Fails fast while the bucket is failing (issue 27).
+    breaker: Arc<Breaker>,
     prefix: String,
     location: String,
 }
@@ -59,12 +63,62 @@ fn timed_out(what: &str) -> Error {
     Error::Unreachable { what: what.to_string(), reason: "the bucket did not answer in time".into() }
 }
 
-/// Runs one small bucket operation with `OP_TIMEOUT`.
-async fn op<T>(
+fn refused(what: &str) -> Error {
+    Error::Unreachable {
+        what: what.to_string(),
+        reason: "the bucket failed a moment ago; it is asked again shortly".into(),
+    }
+}
+
+/// Whether an error is still an answer from the bucket (it is up; the object is not there, or
+/// not changed, or another writer won).
+fn answered(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+    )
+}
+
+/// Runs one bucket operation within `limit`, through the breaker: refused at once while the
+/// bucket is failing; its outcome (answer, failure, timeout) tells the breaker.
+async fn guarded<T>(
+    breaker: &Breaker,
     what: &str,
+    limit: Duration,
     fut: impl Future<Output = object_store::Result<T>>,
 ) -> Result<object_store::Result<T>, Error> {
-    tokio::time::timeout(OP_TIMEOUT, fut).await.map_err(|_| timed_out(what))
+    let mut probe = match breaker.permit() {
+        Permit::Refused => return Err(refused(what)),
+        Permit::Probe => Some(ProbeGuard { breaker, reported: false }),
+        Permit::Go => None,
+    };
+    let result = tokio::time::timeout(limit, fut).await;
+    match &result {
+        Ok(Ok(_)) => breaker.success(),
+        Ok(Err(e)) if answered(e) => breaker.success(),
+        _ => breaker.failure(),
+    }
+    if let Some(p) = probe.as_mut() {
+        p.reported = true;
+    }
+    result.map_err(|_| timed_out(what))
+}
+
+/// A probe dropped before its outcome (its request went away) lets another probe go.
+struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+    reported: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.abandon_probe();
+        }
+    }
 }
 
 impl S3Store {
@@ -99,7 +153,16 @@ impl S3Store {
             "" => format!("s3://{}", settings.bucket),
             p => format!("s3://{}/{p}", settings.bucket),
         };
-        Ok(S3Store { bucket: Arc::new(bucket), prefix: settings.prefix.clone(), location })
+        Ok(S3Store { bucket: Arc::new(bucket), breaker: Arc::default(), prefix: settings.prefix.clone(), location })
+    }
+
+    /// One small operation (HEAD, a record, a delete) within `OP_TIMEOUT`, through the breaker.
+    async fn op<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<object_store::Result<T>, Error> {
+        guarded(&self.breaker, what, OP_TIMEOUT, fut).await
     }
 
     fn path(&self, kind: &str, key: &str) -> Path {
@@ -131,8 +194,7 @@ impl S3Store {
         let skip = prefix.parts().count();
         let what = format!("listing {kind}");
         let listing = self.bucket.list(Some(&prefix)).try_collect::<Vec<object_store::ObjectMeta>>();
-        let metas =
-            tokio::time::timeout(LIST_TIMEOUT, listing).await.map_err(|_| timed_out(&what))?.map_err(os_err(what))?;
+        let metas = guarded(&self.breaker, &what, LIST_TIMEOUT, listing).await?.map_err(os_err(what))?;
         Ok(metas
             .into_iter()
             .map(|m| {
@@ -169,13 +231,12 @@ impl S3Store {
             if check && hex::encode(hasher.finalize()) != sha256 {
                 return Err(Error::Integrity { expected: sha256.to_string() });
             }
-            return tokio::time::timeout(PART_TIMEOUT, self.bucket.put(&dest, PutPayload::from(buf)))
-                .await
-                .map_err(|_| timed_out(&what))?
+            return guarded(&self.breaker, &what, PART_TIMEOUT, self.bucket.put(&dest, PutPayload::from(buf)))
+                .await?
                 .map(drop)
                 .map_err(os_err(what));
         }
-        let mut upload = op(&what, self.bucket.put_multipart(&dest)).await?.map_err(os_err(what.clone()))?;
+        let mut upload = self.op(&what, self.bucket.put_multipart(&dest)).await?.map_err(os_err(what.clone()))?;
         let result: Result<(), Error> = async {
             loop {
                 let mut part = Vec::with_capacity(PART_SIZE);
@@ -184,9 +245,8 @@ impl S3Store {
                     break;
                 }
                 hasher.update(&part);
-                tokio::time::timeout(PART_TIMEOUT, upload.put_part(PutPayload::from(part)))
-                    .await
-                    .map_err(|_| timed_out(&what))?
+                guarded(&self.breaker, &what, PART_TIMEOUT, upload.put_part(PutPayload::from(part)))
+                    .await?
                     .map_err(os_err(what.clone()))?;
             }
             if check && hex::encode(hasher.finalize_reset()) != sha256 {
@@ -196,7 +256,7 @@ impl S3Store {
         }
         .await;
         match result {
-            Ok(()) => op(&what, upload.complete()).await?.map(drop).map_err(os_err(what)),
+            Ok(()) => self.op(&what, upload.complete()).await?.map(drop).map_err(os_err(what)),
             Err(e) => {
                 let _ = upload.abort().await;
                 Err(e)
@@ -207,6 +267,7 @@ impl S3Store {
 
 struct S3Source {
     bucket: Arc<dyn ObjectStore>,
+    breaker: Arc<Breaker>,
     path: Path,
 }
 
@@ -217,17 +278,21 @@ impl BlobSource for S3Source {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
         let opts = GetOptions { range: Some(GetRange::Bounded(start..start + len)), ..GetOptions::default() };
-        let got = tokio::time::timeout(OP_TIMEOUT, self.bucket.get_opts(&self.path, opts))
+        let got = guarded(&self.breaker, "reading a blob", OP_TIMEOUT, self.bucket.get_opts(&self.path, opts))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the bucket did not answer in time"))?
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string()))?
             .map_err(std::io::Error::other)?;
+        let breaker = self.breaker.clone();
         let stream = got.into_stream().map_err(std::io::Error::other);
         // A stalled chunk ends the stream with an error rather than hanging the client.
-        let stream = futures_util::stream::unfold(stream, |mut s| async move {
+        let stream = futures_util::stream::unfold((stream, breaker), |(mut s, breaker)| async move {
             match tokio::time::timeout(STALL_TIMEOUT, s.next()).await {
-                Ok(Some(item)) => Some((item, s)),
+                Ok(Some(item)) => Some((item, (s, breaker))),
                 Ok(None) => None,
-                Err(_) => Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the bucket stalled")), s)),
+                Err(_) => {
+                    breaker.failure();
+                    Some((Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the bucket stalled")), (s, breaker)))
+                }
             }
         });
         Ok(Box::pin(stream))
@@ -238,8 +303,11 @@ impl BlobSource for S3Source {
 impl Store for S3Store {
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
         let path = self.blob(sha256)?;
-        match op("reading a blob", self.bucket.head(&path)).await? {
-            Ok(meta) => Ok(Some(Blob::new(meta.size, Box::new(S3Source { bucket: self.bucket.clone(), path })))),
+        match self.op("reading a blob", self.bucket.head(&path)).await? {
+            Ok(meta) => Ok(Some(Blob::new(
+                meta.size,
+                Box::new(S3Source { bucket: self.bucket.clone(), breaker: self.breaker.clone(), path }),
+            ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(os_err(format!("reading blob {sha256}"))(e)),
         }
@@ -247,7 +315,7 @@ impl Store for S3Store {
 
     async fn has_blob(&self, sha256: &str) -> Result<bool, Error> {
         let path = self.blob(sha256)?;
-        match op("checking a blob", self.bucket.head(&path)).await? {
+        match self.op("checking a blob", self.bucket.head(&path)).await? {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(os_err(format!("checking blob {sha256}"))(e)),
@@ -267,7 +335,7 @@ impl Store for S3Store {
         if crate::digest::sha256_hex(&bytes) != sha256 {
             return Err(Error::Integrity { expected: sha256.to_string() });
         }
-        op("writing a blob", self.bucket.put(&path, PutPayload::from(bytes)))
+        self.op("writing a blob", self.bucket.put(&path, PutPayload::from(bytes)))
             .await?
             .map(drop)
             .map_err(os_err(format!("writing blob {sha256}")))
@@ -275,7 +343,7 @@ impl Store for S3Store {
 
     async fn delete_blob(&self, sha256: &str) -> Result<(), Error> {
         let path = self.blob(sha256)?;
-        match op("deleting a blob", self.bucket.delete(&path)).await? {
+        match self.op("deleting a blob", self.bucket.delete(&path)).await? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(os_err(format!("deleting blob {sha256}"))(e)),
         }
@@ -292,7 +360,7 @@ impl Store for S3Store {
 
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         let path = self.path("records", key);
-        op("writing a record", self.bucket.put(&path, PutPayload::from(value)))
+        self.op("writing a record", self.bucket.put(&path, PutPayload::from(value)))
             .await?
             .map(drop)
             .map_err(os_err(format!("writing record {key}")))
@@ -300,7 +368,7 @@ impl Store for S3Store {
 
     async fn delete_record(&self, key: &str) -> Result<(), Error> {
         let path = self.path("records", key);
-        match op("deleting a record", self.bucket.delete(&path)).await? {
+        match self.op("deleting a record", self.bucket.delete(&path)).await? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(os_err(format!("deleting record {key}"))(e)),
         }
@@ -331,7 +399,7 @@ impl Store for S3Store {
             let bytes = got.bytes().await?;
             Ok::<_, object_store::Error>((bytes.to_vec(), version))
         };
-        match op(&what, read).await? {
+        match self.op(&what, read).await? {
             Ok(found) => Ok(RecordRead::Changed(Some(found))),
             Err(object_store::Error::NotModified { .. }) => Ok(RecordRead::Unchanged),
             Err(object_store::Error::NotFound { .. }) => Ok(RecordRead::Changed(None)),
@@ -346,7 +414,7 @@ impl Store for S3Store {
             Some(etag) => PutMode::Update(UpdateVersion { e_tag: Some(etag.to_string()), version: None }),
         };
         let opts = PutOptions { mode, ..PutOptions::default() };
-        match op("writing a record", self.bucket.put_opts(&path, PutPayload::from(value), opts)).await? {
+        match self.op("writing a record", self.bucket.put_opts(&path, PutPayload::from(value), opts)).await? {
             // The ETag the write produced: the version this writer knows its record by (a
             // read-back could return another writer's, later, record under it).
             Ok(put) => Ok(Some(put.e_tag.unwrap_or_default())),
@@ -394,7 +462,12 @@ mod tests {
     }
 
     fn in_memory() -> S3Store {
-        S3Store { bucket: Arc::new(object_store::memory::InMemory::new()), prefix: "t".into(), location: "mem".into() }
+        S3Store {
+            bucket: Arc::new(object_store::memory::InMemory::new()),
+            breaker: Arc::default(),
+            prefix: "t".into(),
+            location: "mem".into(),
+        }
     }
 
     #[tokio::test]
@@ -473,6 +546,7 @@ mod tests {
     fn record_keys_round_trip_through_object_paths() {
         let store = S3Store {
             bucket: Arc::new(object_store::memory::InMemory::new()),
+            breaker: Arc::default(),
             prefix: "p/q".into(),
             location: String::new(),
         };

@@ -6,6 +6,7 @@ pub mod guard;
 pub mod html;
 pub(crate) mod ranges;
 pub mod routes;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,8 @@ pub enum Error {
     TooLarge { url: String, limit: u64, what: &'static str },
     #[error("refused to fetch {url}: {reason}")]
     Refused { url: String, reason: String },
+    #[error("upstream asked Larder to wait (429 / Retry-After) before more requests to {url}; retry in {}s", .retry_after.as_secs().max(1))]
+    Throttled { url: String, retry_after: Duration },
 }
 
 impl Error {
@@ -112,6 +115,7 @@ impl Error {
         match self {
             Error::Timeout { .. } | Error::Connect { .. } => true,
             Error::Status { status, .. } => status.is_server_error() || status.as_u16() == 429,
+            Error::Throttled { .. } => true,
             Error::BadPage { .. } | Error::TooLarge { .. } | Error::Refused { .. } => false,
         }
     }
@@ -146,6 +150,8 @@ pub struct Upstream {
     max_page_bytes: u64,
     max_page_files: usize,
     max_file_bytes: u64,
+    /// Origins that asked for a pause (429 Retry-After): nothing is sent to them until it ends.
+    throttle: Arc<throttle::Throttle>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -186,6 +192,7 @@ impl Upstream {
             max_page_bytes: settings.max_page_bytes,
             max_page_files: settings.max_page_files,
             max_file_bytes: settings.max_file_bytes,
+            throttle: Arc::default(),
         })
     }
 
@@ -236,12 +243,28 @@ impl Upstream {
     ) -> Result<reqwest::RequestBuilder, Error> {
         let parsed = Url::parse(url).map_err(|e| Error::Refused { url: redact(url), reason: e.to_string() })?;
         self.policy.check_url(&parsed).map_err(|reason| Error::Refused { url: redact(url), reason })?;
+        if let Some(retry_after) = self.throttle.remaining(&parsed) {
+            metrics::counter!("larder_upstream_throttled_total", "upstream" => self.name.to_string()).increment(1);
+            return Err(Error::Throttled { url: redact(url), retry_after });
+        }
         let same_origin = parsed.origin() == self.base.origin();
         let mut req = client.request(method, parsed);
         if let Some(c) = self.credentials.as_ref().filter(|_| same_origin) {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
         Ok(req)
+    }
+
+    /// Reads a response for "slow down" (429, or 503 with Retry-After): its origin is paused, and
+    /// the request fails as throttled. Every response from upstream passes here.
+    fn unless_paused(&self, url: &str, resp: reqwest::Response) -> Result<reqwest::Response, Error> {
+        match self.throttle.note(resp.url(), resp.status(), resp.headers()) {
+            None => Ok(resp),
+            Some(retry_after) => {
+                tracing::warn!(upstream = %self.name, url = %redact(url), status = %resp.status(), ?retry_after, "upstream asked to slow down: pausing requests to it");
+                Err(Error::Throttled { url: redact(url), retry_after })
+            }
+        }
     }
 
     /// Fetches `<base>/<name>/`, conditionally when `validators` are given.
@@ -260,7 +283,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e));
         record(&self.name, "page", started);
-        let mut resp = resp?;
+        let mut resp = self.unless_paused(url.as_str(), resp?)?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageFetch::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => return Ok(PageFetch::NotFound),
@@ -310,7 +333,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url, e));
         record(&self.name, "provenance", started);
-        let mut resp = resp?;
+        let mut resp = self.unless_paused(url, resp?)?;
         if !resp.status().is_success() {
             return Err(Error::Status { url: redact(url), status: resp.status() });
         }
@@ -334,7 +357,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let resp = req.send().await;
         record(&self.name, "file", started);
-        let resp = resp.map_err(|e| Error::from_reqwest(url, e))?;
+        let resp = self.unless_paused(url, resp.map_err(|e| Error::from_reqwest(url, e))?)?;
         if !resp.status().is_success() {
             return Err(Error::Status { url: redact(url), status: resp.status() });
         }

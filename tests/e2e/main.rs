@@ -57,3 +57,5 @@ mod ui;
 mod gateway;
 // Replicas sharing one S3 bucket (issue 13), on a real S3 server (SeaweedFS).
 mod replicas;
+// A bucket and an upstream that fail (issue 27): a fault-injecting proxy, under load.
+mod faults;

@@ -2,6 +2,7 @@
 
 pub mod balancer;
 pub mod docker;
+pub mod fault_proxy;
 pub mod faulty;
 pub mod inprocess;
 pub mod s3;
