@@ -150,8 +150,8 @@ fn a_failing_bucket_keeps_local_hits_fails_fast_and_recovers_by_itself() {
             assert!(*status == 200 || *status == 503, "{label}: {url} answered {status}\n{report}");
             // Bounded: the bucket's per-operation timeout (10 s) and a stalled stream's (30 s).
             assert!(*secs < 35.0, "{label}: {url} took {secs:.1} s\n{report}");
-            if url == &own_page {
-                assert_eq!(*status, 200, "{label}: a page claimed here is served from its record\n{report}");
+            if url == &own_page || url == &own_file {
+                assert_eq!(*status, 200, "{label}: {url}: claimed here, served from its record and the local cache\n{report}");
             }
         }
         // Backed off: while the bucket fails, the breaker lets through a probe now and then
