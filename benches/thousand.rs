@@ -402,7 +402,8 @@ fn main() {
                 slope(&|s| s.rss_kib as f64 / 1024.0),
                 slope(&|s| s.fds as f64),
                 slope(&|s| s.threads as f64),
-                slope(&|s| s.tasks as f64),
+                // A failed scrape reads 0 tasks: left out of this one fit.
+                slope_per_hour(&settled.iter().filter(|s| s.1.tasks > 0).map(|s| (s.0, s.1.tasks as f64)).collect::<Vec<_>>()),
             ));
         }
         print!("{out}");

@@ -465,7 +465,9 @@ async fn fill_with_retries(fills: &Arc<super::fill::Fills>, req: impl Fn() -> Fi
         match fills.join(req()).finished().await {
             FillState::Done { len, .. } => return Ok(len),
             FillState::Failed(e) | FillState::Unstored { error: e, .. } => {
-                let transient = matches!(&*e, super::fill::Error::Upstream(u) if u.is_transient());
+                // A pause the upstream asked for outlasts these retries: not retried.
+                let transient = matches!(&*e, super::fill::Error::Upstream(u)
+                    if u.is_transient() && !matches!(u, crate::upstream::Error::Throttled { .. }));
                 if !transient || attempt >= 3 {
                     return Err(e.to_string());
                 }

@@ -148,11 +148,14 @@ impl From<store::Error> for HttpError {
 /// failure is an internal error.
 fn store_failure(e: &store::Error) -> HttpError {
     if e.is_unreachable() {
-        tracing::error!(error = %e, "the shared store is unreachable");
+        // warn, not error: while the bucket fails, every request that needs it lands here
+        // (the breaker logs the outage itself once).
+        tracing::warn!(error = %e, "the shared store is unreachable");
         return HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Larder's shared store (the bucket) is not reachable right now; retry shortly",
-        );
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
     }
     if e.is_full() {
         tracing::error!(error = %e, "the store is full");

@@ -12,6 +12,9 @@ const MIN_PAUSE: Duration = Duration::from_millis(250);
 /// The longest pause: the bucket is probed at least this often while it fails, so service
 /// comes back within about this long of the bucket doing so.
 const MAX_PAUSE: Duration = Duration::from_secs(2);
+/// A probe that has not answered within this (a long listing or upload part, or a stall) no
+/// longer holds the others back: the next caller probes too.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct Breaker {
@@ -24,8 +27,8 @@ struct State {
     open_until: Option<Instant>,
     /// The next pause, if the next operation fails too.
     pause: Duration,
-    /// A probe is under way (the pause ended): the others fail fast until it answers.
-    probing: bool,
+    /// A probe is under way since then (the pause ended): the others fail fast until it answers.
+    probing: Option<Instant>,
 }
 
 /// What the caller may do now.
@@ -41,18 +44,20 @@ pub enum Permit {
 
 impl Default for Breaker {
     fn default() -> Breaker {
-        Breaker { state: Mutex::new(State { open_until: None, pause: MIN_PAUSE, probing: false }) }
+        Breaker { state: Mutex::new(State { open_until: None, pause: MIN_PAUSE, probing: None }) }
     }
 }
 
 impl Breaker {
     pub fn permit(&self) -> Permit {
         let mut s = self.state.lock().expect("breaker lock");
+        let now = Instant::now();
+        let probe_running = s.probing.is_some_and(|since| now < since + PROBE_TIMEOUT);
         match s.open_until {
             None => Permit::Go,
-            Some(until) if Instant::now() < until || s.probing => Permit::Refused,
+            Some(until) if now < until || probe_running => Permit::Refused,
             Some(_) => {
-                s.probing = true;
+                s.probing = Some(now);
                 Permit::Probe
             }
         }
@@ -61,7 +66,7 @@ impl Breaker {
     /// The bucket answered (even "not found"): closed again.
     pub fn success(&self) {
         let mut s = self.state.lock().expect("breaker lock");
-        *s = State { open_until: None, pause: MIN_PAUSE, probing: false };
+        *s = State { open_until: None, pause: MIN_PAUSE, probing: None };
     }
 
     /// The bucket failed: open for the pause, and double the next one.
@@ -69,7 +74,7 @@ impl Breaker {
         let mut s = self.state.lock().expect("breaker lock");
         let was_open = s.open_until.is_some();
         s.open_until = Some(Instant::now() + s.pause);
-        s.probing = false;
+        s.probing = None;
         if !was_open {
             tracing::warn!(pause = ?s.pause, "the bucket failed; failing fast until it answers again");
         }
@@ -78,7 +83,7 @@ impl Breaker {
 
     /// A probe ended without an answer either way (it was cancelled): let another probe.
     pub fn abandon_probe(&self) {
-        self.state.lock().expect("breaker lock").probing = false;
+        self.state.lock().expect("breaker lock").probing = None;
     }
 }
 
@@ -110,6 +115,18 @@ mod tests {
         assert!(until <= Instant::now() + MAX_PAUSE);
         b.success();
         assert_eq!(b.state.lock().unwrap().pause, MIN_PAUSE, "a success starts over");
+    }
+
+    #[test]
+    fn a_probe_that_hangs_stops_holding_the_others_back() {
+        let b = Breaker::default();
+        b.failure();
+        std::thread::sleep(MIN_PAUSE + Duration::from_millis(20));
+        assert_eq!(b.permit(), Permit::Probe);
+        assert_eq!(b.permit(), Permit::Refused);
+        // As if PROBE_TIMEOUT had passed since the probe began.
+        b.state.lock().unwrap().probing = Some(Instant::now() - PROBE_TIMEOUT);
+        assert_eq!(b.permit(), Permit::Probe);
     }
 
     #[test]

@@ -70,8 +70,9 @@ fn refused(what: &str) -> Error {
     }
 }
 
-/// Whether an error is still an answer from the bucket (it is up; the object is not there, or
-/// not changed, or another writer won).
+/// Whether an error is still an answer from the bucket: it is up; the object is not there, not
+/// changed, another writer won, or these credentials may not do this (S3 answers 403 to a HEAD
+/// of a missing key without ListBucket): none of these is a reason to stop asking it.
 fn answered(e: &object_store::Error) -> bool {
     matches!(
         e,
@@ -79,6 +80,11 @@ fn answered(e: &object_store::Error) -> bool {
             | object_store::Error::NotModified { .. }
             | object_store::Error::AlreadyExists { .. }
             | object_store::Error::Precondition { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
     )
 }
 
@@ -258,7 +264,9 @@ impl S3Store {
         match result {
             Ok(()) => self.op(&what, upload.complete()).await?.map(drop).map_err(os_err(what)),
             Err(e) => {
-                let _ = upload.abort().await;
+                // Bounded: the client has no overall timeout, and a stalled bucket would hold
+                // this task forever (an unfinished multipart upload is invisible anyway).
+                let _ = guarded(&self.breaker, &what, OP_TIMEOUT, upload.abort()).await;
                 Err(e)
             }
         }

@@ -114,7 +114,7 @@ impl AddressPolicy {
     }
 
     /// reqwest's redirect policy: few hops, never https → http, never to a refused address.
-    pub fn redirect_policy(&self) -> reqwest::redirect::Policy {
+    pub fn redirect_policy(&self, throttle: std::sync::Arc<super::throttle::Throttle>) -> reqwest::redirect::Policy {
         let policy = self.clone();
         reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > MAX_REDIRECTS {
@@ -123,6 +123,10 @@ impl AddressPolicy {
             let from_https = attempt.previous().last().is_some_and(|u| u.scheme() == "https");
             if from_https && attempt.url().scheme() != "https" {
                 return attempt.error("refusing a redirect from https to http");
+            }
+            // A hop to an origin that asked for a pause (429) is not taken either.
+            if let Some(left) = throttle.remaining(attempt.url()) {
+                return attempt.error(format!("the upstream asked for a pause; retry in {}s", left.as_secs().max(1)));
             }
             match policy.check_url(attempt.url()) {
                 Ok(()) => attempt.follow(),

@@ -167,13 +167,14 @@ impl Upstream {
             base.set_path(&format!("{}/", base.path()));
         }
         let policy = AddressPolicy::new(&base);
+        let throttle: Arc<throttle::Throttle> = Arc::default();
         let user_agent = concat!("larder/", env!("CARGO_PKG_VERSION"));
         let timeout = settings.timeout;
         let client = || {
             reqwest::Client::builder()
                 .user_agent(user_agent)
                 .connect_timeout(timeout)
-                .redirect(policy.redirect_policy())
+                .redirect(policy.redirect_policy(throttle.clone()))
                 .dns_resolver(Arc::new(guard::GuardedResolver(policy.clone())))
         };
         let pages = client().timeout(timeout).build()?;
@@ -192,7 +193,7 @@ impl Upstream {
             max_page_bytes: settings.max_page_bytes,
             max_page_files: settings.max_page_files,
             max_file_bytes: settings.max_file_bytes,
-            throttle: Arc::default(),
+            throttle,
         })
     }
 
@@ -211,22 +212,34 @@ impl Upstream {
 
     /// Waits for a free slot for a file request, for a bounded time.
     async fn permit(&self, url: &str) -> Result<OwnedSemaphorePermit, Error> {
-        Self::acquire(&self.permits, self.permit_wait.max(FILE_PERMIT_WAIT), url).await
+        self.acquire(&self.permits, self.permit_wait.max(FILE_PERMIT_WAIT), url).await
     }
 
     /// Waits for a free slot for a page request (its own pool), for a bounded time.
     async fn page_permit(&self, url: &str) -> Result<OwnedSemaphorePermit, Error> {
-        Self::acquire(&self.page_permits, self.permit_wait, url).await
+        self.acquire(&self.page_permits, self.permit_wait, url).await
     }
 
-    async fn acquire(pool: &Arc<Semaphore>, wait: Duration, url: &str) -> Result<OwnedSemaphorePermit, Error> {
-        match tokio::time::timeout(wait, pool.clone().acquire_owned()).await {
-            Ok(permit) => Ok(permit.expect("the upstream semaphores are never closed")),
+    /// A permit, unless `url`'s origin asked for a pause: checked before the wait (no queueing
+    /// for a request that cannot be sent) and after it (the pause may have begun meanwhile).
+    async fn acquire(&self, pool: &Arc<Semaphore>, wait: Duration, url: &str) -> Result<OwnedSemaphorePermit, Error> {
+        self.unless_throttled(url)?;
+        let permit = match tokio::time::timeout(wait, pool.clone().acquire_owned()).await {
+            Ok(permit) => permit.expect("the upstream semaphores are never closed"),
             Err(_) => {
                 metrics::counter!("larder_upstream_permit_timeouts_total").increment(1);
-                Err(Error::Timeout { url: redact(url) })
+                return Err(Error::Timeout { url: redact(url) });
             }
-        }
+        };
+        self.unless_throttled(url)?;
+        Ok(permit)
+    }
+
+    /// Fails as throttled while `url`'s origin is paused.
+    fn unless_throttled(&self, url: &str) -> Result<(), Error> {
+        let Some(retry_after) = Url::parse(url).ok().and_then(|u| self.throttle.remaining(&u)) else { return Ok(()) };
+        metrics::counter!("larder_upstream_throttled_total", "upstream" => self.name.to_string()).increment(1);
+        Err(Error::Throttled { url: redact(url), retry_after })
     }
 
     fn get(&self, client: &reqwest::Client, url: &str) -> Result<reqwest::RequestBuilder, Error> {
@@ -243,10 +256,7 @@ impl Upstream {
     ) -> Result<reqwest::RequestBuilder, Error> {
         let parsed = Url::parse(url).map_err(|e| Error::Refused { url: redact(url), reason: e.to_string() })?;
         self.policy.check_url(&parsed).map_err(|reason| Error::Refused { url: redact(url), reason })?;
-        if let Some(retry_after) = self.throttle.remaining(&parsed) {
-            metrics::counter!("larder_upstream_throttled_total", "upstream" => self.name.to_string()).increment(1);
-            return Err(Error::Throttled { url: redact(url), retry_after });
-        }
+        self.unless_throttled(url)?;
         let same_origin = parsed.origin() == self.base.origin();
         let mut req = client.request(method, parsed);
         if let Some(c) = self.credentials.as_ref().filter(|_| same_origin) {
