@@ -15,8 +15,11 @@
 //!   (METADATA by range requests), `fill` (one hash-checked download per missing file),
 //!   `files` and `upload` (the facade's file and upload halves), `records` (every record key
 //!   and schema, validated before use).
-//! - `store`: the `Store` trait, `local` (cacache on disk) and `bounded` (the size limit, as a
-//!   wrapper). `upstream`: the upstream index client; `guard` (redirects, addresses, redaction).
+//! - `store`: the `Store` trait, `local` (cacache on disk), `s3` (a shared bucket, behind a
+//!   `breaker` while it fails), `tiered` (a local cache of a bucket's blobs), `bounded` (the
+//!   size limit, as a wrapper), `format` (the store's format stamp). `upstream`: the upstream
+//!   index client; `guard` (redirects, addresses, redaction), `ranges` (METADATA by range
+//!   requests), `html` (PEP 503 parsing), `throttle` (an upstream's 429 pause).
 //! - `index`: the page model, rendered to PEP 503 HTML and PEP 691 JSON (`PageModel`);
 //!   `name`, `filename` (the one distribution-filename parser), `media_type`.
 //! - `policy`: what a scope may be given of the upstreams: per-project upstreams, release
@@ -24,7 +27,7 @@
 //!   `upstream::routes` decides which upstream owns a name.
 //! - `metadata` (METADATA / PKG-INFO out of distributions), `archive` (bounded tar/zip reading),
 //!   `coalesce` (one coalescer), `clock`, `digest`, `scope`, `lockfile`, `bundle` (air-gap
-//!   bundles).
+//!   bundles), `advisories` (OSV advisories: import, blocks, the audit API); `fuzz` (tests only).
 //! - `cli`, `config`: the command line, the TOML file, and the resolved `Config`;
 //!   `commands`: one file per subcommand; `state`: what a handler gets; `telemetry`.
 //!

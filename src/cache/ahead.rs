@@ -157,7 +157,7 @@ fn newest_wanted_wheel(page: &crate::index::ProjectPage, demand: &Demand) -> Opt
     };
     page.files
         .iter()
-        .filter(|f| f.filename.ends_with(".whl") && f.core_metadata.is_some())
+        .filter(|f| crate::index::filename::is_wheel(&f.filename) && f.core_metadata.is_some())
         .filter(|f| f.yanked == crate::index::Yanked::No && demand.wants(&f.filename))
         .filter_map(|f| version_of(&f.filename).filter(|v| !v.any_prerelease()).map(|v| (v, f)))
         .max_by(|a, b| a.0.cmp(&b.0))

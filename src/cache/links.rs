@@ -32,7 +32,7 @@ pub fn links_in(records: &Records) -> HashMap<String, String> {
 
 /// A wheel with a sha256, no metadata hash yet, and METADATA not known to be unreadable.
 fn on_demand_with(unreadable: &HashSet<String>, file: &DistFile) -> bool {
-    file.filename.ends_with(".whl")
+    crate::index::filename::is_wheel(&file.filename)
         && file.core_metadata.is_none()
         && file.sha256().is_some_and(|sha| !unreadable.contains(sha))
 }
@@ -102,7 +102,8 @@ impl MetadataLinks {
     /// checked only by its CRC, so it is compared with the hash-checked wheel's (issue 9).
     pub fn should_extract(&self, file: &DistFile) -> bool {
         let Some(sha) = file.sha256() else { return false };
-        file.filename.ends_with(".whl") && (file.core_metadata.is_none() || self.get(sha) == file.core_metadata)
+        crate::index::filename::is_wheel(&file.filename)
+            && (file.core_metadata.is_none() || self.get(sha) == file.core_metadata)
     }
 
     /// Advertises linked metadata on the wheels of `page` that have none from upstream (or
@@ -111,7 +112,9 @@ impl MetadataLinks {
         let links = self.links.read().expect("links lock");
         let targets = self.targets.read().expect("links lock");
         let ours = |md: &Option<String>| md.as_ref().is_none_or(|md| targets.contains(md));
-        for f in page.files.iter_mut().filter(|f| ours(&f.core_metadata) && f.filename.ends_with(".whl")) {
+        for f in
+            page.files.iter_mut().filter(|f| ours(&f.core_metadata) && crate::index::filename::is_wheel(&f.filename))
+        {
             if let Some(md) = f.sha256().and_then(|sha| links.get(sha)) {
                 f.core_metadata = Some(md.clone());
             }

@@ -159,7 +159,7 @@ pub fn candidates(page: &ProjectPage, versions: usize) -> Vec<crate::index::Dist
     let newest: Vec<_> = all.into_iter().rev().filter(|v| !v.any_prerelease()).take(versions).collect();
     page.files
         .iter()
-        .filter(|f| f.filename.ends_with(".whl") && f.core_metadata.is_none() && !f.url.is_empty())
+        .filter(|f| crate::index::filename::is_wheel(&f.filename) && f.core_metadata.is_none() && !f.url.is_empty())
         .filter(|f| f.sha256().is_some() && version_of(&f.filename).is_some_and(|v| newest.contains(&v)))
         .cloned()
         .collect()

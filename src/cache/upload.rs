@@ -60,8 +60,7 @@ impl Cache {
     /// accepted (issue 9).
     pub async fn upload(&self, project: &str, upload: Upload) -> Result<Added, Error> {
         // YK-04: an archived project takes no uploads (PEP 792).
-        if let Some(status) = self.config.rules.for_project(project).status.as_ref().filter(|s| s.status == "archived")
-        {
+        if let Some(status) = self.config.rules.for_project(project).status.as_ref().filter(|s| s.is_archived()) {
             let why = status.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             return Err(Error::Blocked(format!("project `{project}` is archived and takes no uploads{why}")));
         }

@@ -93,12 +93,18 @@ pub fn parse(filename: &str) -> Result<DistFilename, String> {
     Ok(DistFilename { name, version: version.to_string(), kind: DistKind::Sdist, tags: None })
 }
 
+/// Whether `filename` names a wheel (the one place the suffix is tested; `parse` says whether
+/// it is a valid one).
+pub fn is_wheel(filename: &str) -> bool {
+    filename.ends_with(".whl")
+}
+
 /// The version of `filename` as a file of project `name`, read as pip reads it: a wheel's
 /// second field; an sdist's name part is the page's project name (matched normalized) and the
 /// rest is the version, so `lib-2.0.3-1.tar.gz` is `2.0.3-1` (2.0.3.post1), not `1` (issue 22:
 /// splitting at the last dash let it slip past a version block).
 pub fn version_of(name: &super::ProjectName, filename: &str) -> Option<String> {
-    if filename.ends_with(".whl") {
+    if is_wheel(filename) {
         return parse(filename).ok().map(|d| d.version);
     }
     let ext = SDIST_EXTENSIONS.iter().find(|e| filename.ends_with(*e))?;

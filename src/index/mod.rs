@@ -56,6 +56,10 @@ impl ProjectStatus {
     pub fn is_quarantined(&self) -> bool {
         self.status == "quarantined"
     }
+
+    pub fn is_archived(&self) -> bool {
+        self.status == "archived"
+    }
 }
 
 /// One distribution file on a project page.

@@ -38,7 +38,7 @@ impl Release<'_> {
     /// metadata (a wheel first: its metadata is what installs), else a wheel, whose metadata
     /// Larder can read by ranges, else none.
     pub fn metadata_source(&self) -> Option<&DistFile> {
-        let is_wheel = |f: &&&DistFile| f.filename.ends_with(".whl");
+        let is_wheel = |f: &&&DistFile| crate::index::filename::is_wheel(&f.filename);
         let named = |f: &&&DistFile| f.core_metadata.is_some();
         let pick = self.files.iter().filter(named).find(is_wheel).or_else(|| self.files.iter().find(named));
         pick.or_else(|| self.files.iter().filter(|f| f.sha256().is_some()).find(is_wheel)).copied()
