@@ -461,6 +461,7 @@ mod tests {
             requires_python: None,
             metadata_sha256: None,
             yanked: Default::default(),
+            attestations: None,
         }
     }
 

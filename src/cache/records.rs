@@ -106,6 +106,11 @@ pub struct PrivateFile {
     pub metadata_sha256: Option<String>,
     #[serde(default)]
     pub yanked: Yanked,
+    /// PEP 740 attestations sent with the upload (`uv publish`, `twine --attestations`), kept
+    /// as sent: a JSON array. Not verified, so never served as provenance (PROV-05). Older
+    /// Larders ignore the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestations: Option<serde_json::Value>,
 }
 
 /// Everything about one claimed name in one project.

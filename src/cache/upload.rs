@@ -65,6 +65,7 @@ impl Cache {
             return Err(Error::Blocked(format!("project `{project}` is archived and takes no uploads{why}")));
         }
         let (name, file, md) = validate(&upload.form, upload.file, self.config.archive_limits).await?;
+        let attestations = attestations(&upload.form)?;
         self.check_shadowing(project, &name).await?;
         // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
         // bytes exactly as in the file (MD-04).
@@ -85,6 +86,7 @@ impl Cache {
             requires_python: md.requires_python.clone(),
             metadata_sha256: metadata_sha256.clone(),
             yanked: Default::default(),
+            attestations,
         };
         // `add` checks, then calls this under its lock, and removes what it created if the
         // record cannot be written.
@@ -159,6 +161,26 @@ impl Cache {
         tracing::info!(%project, package = %name, %file, "private file deleted");
         Ok(())
     }
+}
+
+/// The most bytes of attestations kept with one file (a sigstore-backed PEP 740 attestation is
+/// a few KiB; a client sends one or two).
+const MAX_ATTESTATIONS: usize = 64 * 1024;
+
+/// PEP 740's `attestations` field (UPL-06): a JSON array of attestation objects, kept as sent.
+/// Only its shape is checked; Larder verifies no signature (README, PROV-05).
+fn attestations(form: &HashMap<String, Vec<String>>) -> Result<Option<serde_json::Value>, Error> {
+    let Some(raw) = field(form, "attestations") else { return Ok(None) };
+    let bad = |why: &str| Error::BadUpload(format!("Invalid attestations supplied during upload: {why}"));
+    if raw.len() > MAX_ATTESTATIONS {
+        return Err(bad(&format!("more than {} KiB", MAX_ATTESTATIONS / 1024)));
+    }
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(&format!("not JSON ({e})")))?;
+    let Some(list) = value.as_array() else { return Err(bad("not a JSON array")) };
+    if !list.iter().all(serde_json::Value::is_object) {
+        return Err(bad("each attestation must be a JSON object"));
+    }
+    Ok((!list.is_empty()).then_some(value))
 }
 
 fn field<'a>(form: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a str> {

@@ -464,3 +464,68 @@ fn legacy_alias_static_sdist_metadata_and_dropped_uploads() {
     let spool = larder.data_dir.join("spool");
     assert_eq!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0, "no spool files left");
 }
+
+/// Issue 23 part 2: PEP 740 attestations sent with an upload (the real `twine --attestations`)
+/// are accepted and kept with the file as sent; a malformed `attestations` field is a 400
+/// naming it, and stores nothing; none is served as provenance (Larder verifies none, PROV-05).
+#[test]
+fn attestations_are_accepted_kept_with_the_file_and_never_served_as_provenance() {
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = start(&up, dir.path(), &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let whl = wheel("corp-attested", "1.0", &[]);
+    let path = write(scratch.path(), &whl);
+    let attestation = serde_json::json!({"version": 1, "verification_material": {"certificate": "Zm9v"},
+        "envelope": {"statement": "YmFy", "signature": "YmF6"}});
+    let attestation_path = format!("{path}.publish.attestation");
+    std::fs::write(&attestation_path, attestation.to_string()).unwrap();
+    let upload_url = project_url(&larder, "team");
+    let out = twine(
+        scratch.path(),
+        &[
+            "upload",
+            "--attestations",
+            "--repository-url",
+            &upload_url,
+            "-u",
+            "__token__",
+            "-p",
+            TOKEN,
+            &path,
+            &attestation_path,
+        ],
+    );
+    assert_ok(&out, "twine upload --attestations");
+
+    // Kept with the file, as sent.
+    let store = larder::store::LocalStore::open(&dir.path().join("data").join("store")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let record = rt.block_on(larder::store::Store::get_record(&store, "private/team/corp-attested")).unwrap().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["files"][0]["attestations"], serde_json::json!([attestation]), "{record}");
+    // Not served as provenance: the page has no provenance link for it.
+    let page = json_page(&format!("{}corp-attested/", index_url(&larder, "team")), None);
+    assert!(page["files"][0].get("provenance").is_none_or(|p| p.is_null()), "{page}");
+
+    // Malformed: a 400 that names the field; nothing stored.
+    let other = wheel("corp-attested", "1.1", &[]);
+    for (bad, why) in [("{\"not\": \"a list\"}", "not a JSON array"), ("[1, 2]", "JSON object"), ("[{", "not JSON")] {
+        let (ct, body) = multipart(
+            &[("name", "corp-attested"), ("version", "1.1"), ("attestations", bad)],
+            Some((&other.0, &other.1)),
+        );
+        let resp = http()
+            .post(&upload_url)
+            .basic_auth("__token__", Some(TOKEN))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        let text = resp.text().unwrap();
+        assert!(text.contains("Invalid attestations supplied during upload") && text.contains(why), "{bad}: {text}");
+    }
+    let page = json_page(&format!("{}corp-attested/", index_url(&larder, "team")), None);
+    assert_eq!(page["files"].as_array().unwrap().len(), 1, "{page}");
+}
