@@ -267,7 +267,7 @@ impl Upstream {
 
     /// Reads a response for "slow down" (429, or 503 with Retry-After): its origin is paused, and
     /// the request fails as throttled. Every response from upstream passes here.
-    fn unless_paused(&self, url: &str, resp: reqwest::Response) -> Result<reqwest::Response, Error> {
+    fn pause_if_asked(&self, url: &str, resp: reqwest::Response) -> Result<reqwest::Response, Error> {
         match self.throttle.note(resp.url(), resp.status(), resp.headers()) {
             None => Ok(resp),
             Some(retry_after) => {
@@ -293,7 +293,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url.as_str(), e));
         record(&self.name, "page", started);
-        let mut resp = self.unless_paused(url.as_str(), resp?)?;
+        let mut resp = self.pause_if_asked(url.as_str(), resp?)?;
         match resp.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageFetch::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => return Ok(PageFetch::NotFound),
@@ -343,7 +343,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| Error::from_reqwest(url, e));
         record(&self.name, "provenance", started);
-        let mut resp = self.unless_paused(url, resp?)?;
+        let mut resp = self.pause_if_asked(url, resp?)?;
         if !resp.status().is_success() {
             return Err(Error::Status { url: redact(url), status: resp.status() });
         }
@@ -367,7 +367,7 @@ impl Upstream {
         let started = std::time::Instant::now();
         let resp = req.send().await;
         record(&self.name, "file", started);
-        let resp = self.unless_paused(url, resp.map_err(|e| Error::from_reqwest(url, e))?)?;
+        let resp = self.pause_if_asked(url, resp.map_err(|e| Error::from_reqwest(url, e))?)?;
         if !resp.status().is_success() {
             return Err(Error::Status { url: redact(url), status: resp.status() });
         }

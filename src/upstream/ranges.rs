@@ -41,7 +41,7 @@ async fn send_range(up: &Upstream, url: &str, range: &str) -> Result<reqwest::Re
         .await
         .map_err(|e| Error::from_reqwest(url, e))?;
     super::record(&up.name, "range", started);
-    let resp = up.unless_paused(url, resp)?;
+    let resp = up.pause_if_asked(url, resp)?;
     if resp.status() != StatusCode::PARTIAL_CONTENT {
         return Err(bad(url, format!("no range support (answered {} to a Range request)", resp.status())));
     }
@@ -105,7 +105,7 @@ async fn get_suffix(up: &Upstream, url: &str, n: u64) -> Result<(Bytes, u64), Er
 pub(super) async fn file_size(up: &Upstream, url: &str) -> Result<u64, Error> {
     let resp =
         up.request(&up.files, reqwest::Method::HEAD, url)?.send().await.map_err(|e| Error::from_reqwest(url, e))?;
-    let resp = up.unless_paused(url, resp)?;
+    let resp = up.pause_if_asked(url, resp)?;
     if !resp.status().is_success() {
         return Err(Error::Status { url: redact(url), status: resp.status() });
     }

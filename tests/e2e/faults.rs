@@ -22,11 +22,7 @@ const JSON: &str = "application/vnd.pypi.simple.v1+json";
 fn replica_behind(s3: &S3Server, proxy: &FaultProxy, dir: &Path, extra: &[&str]) -> Larder {
     let mut args = vec!["--store".to_string(), "s3://larder/faults".into(), "--s3-endpoint".into(), proxy.url()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut env = s3.env();
-    env.push(("LARDER_TOKEN", TOKEN.into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Larder::start_with_env(dir, &args, &env)
+    s3.larder(&args, dir, TOKEN)
 }
 
 fn upload(larder: &Larder, project: &str, filename: &str, bytes: &[u8]) -> reqwest::blocking::Response {
@@ -200,10 +196,7 @@ fn a_failing_bucket_keeps_local_hits_fails_fast_and_recovers_by_itself() {
     let fresh_dir = tempfile::tempdir().unwrap();
     let mut args = s3.args("faults");
     args.extend(["--upstream".to_string(), up.simple_url()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env = s3.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let fresh = Larder::start_with_env(fresh_dir.path(), &args, &env);
+    let fresh = s3.larder(&args, fresh_dir.path(), TOKEN);
     for (filename, bytes) in &acknowledged {
         let project = filename.split('-').next().unwrap().replace('_', "-");
         assert_eq!(page_files(&fresh, &project), (200, vec![filename.clone()]), "{filename}\n{report}");

@@ -22,11 +22,7 @@ const JSON: &str = "application/vnd.pypi.simple.v1+json";
 fn replica(s3: &S3Server, prefix: &str, dir: &Path, extra: &[&str]) -> Larder {
     let mut args: Vec<String> = s3.args(prefix);
     args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut env = s3.env();
-    env.push(("LARDER_TOKEN", TOKEN.into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Larder::start_with_env(dir, &args, &env)
+    s3.larder(&args, dir, TOKEN)
 }
 
 fn upload_url(larder: &Larder) -> String {

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::venv_bin;
+use super::{Larder, venv_bin};
 
 pub const ACCESS_KEY: &str = "larder-test";
 pub const SECRET_KEY: &str = "larder-test-secret";
@@ -149,6 +149,16 @@ impl S3Server {
     /// The environment a Larder process needs for this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into())]
+    }
+
+    /// A Larder on this server: `args` (the store flags first, from `args` or the like), this
+    /// server's credentials, and `token` as its write token.
+    pub fn larder(&self, args: &[String], dir: &std::path::Path, token: &str) -> Larder {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut env = self.env();
+        env.push(("LARDER_TOKEN", token.into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Larder::start_with_env(dir, &args, &env)
     }
 
     /// The flags for a Larder on this server, with its own prefix in the bucket.
