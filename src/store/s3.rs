@@ -21,10 +21,9 @@ use object_store::{
     UpdateVersion,
 };
 use sha2::{Digest, Sha256};
-
-use super::breaker::{Breaker, Permit};
 use tokio::io::AsyncReadExt;
 
+use super::breaker::{Breaker, Permit};
 use super::{Blob, BlobSource, ByteStream, Error, RecordRead, Records, Store};
 
 /// Blobs up to this size are written with one PUT; larger ones as multipart uploads in parts

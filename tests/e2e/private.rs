@@ -510,7 +510,13 @@ fn attestations_are_accepted_kept_with_the_file_and_never_served_as_provenance()
 
     // Malformed: a 400 that names the field; nothing stored.
     let other = wheel("corp-attested", "1.1", &[]);
-    for (bad, why) in [("{\"not\": \"a list\"}", "not a JSON array"), ("[1, 2]", "JSON object"), ("[{", "not JSON")] {
+    let oversized = format!("[{{\"pad\": \"{}\"}}]", "x".repeat(65 * 1024));
+    for (bad, why) in [
+        ("{\"not\": \"a list\"}", "not a JSON array"),
+        ("[1, 2]", "JSON object"),
+        ("[{", "not JSON"),
+        (oversized.as_str(), "more than 64 KiB"),
+    ] {
         let (ct, body) = multipart(
             &[("name", "corp-attested"), ("version", "1.1"), ("attestations", bad)],
             Some((&other.0, &other.1)),
@@ -522,9 +528,9 @@ fn attestations_are_accepted_kept_with_the_file_and_never_served_as_provenance()
             .body(body)
             .send()
             .unwrap();
-        assert_eq!(resp.status(), 400, "{bad}");
+        assert_eq!(resp.status(), 400, "{why}");
         let text = resp.text().unwrap();
-        assert!(text.contains("Invalid attestations supplied during upload") && text.contains(why), "{bad}: {text}");
+        assert!(text.contains("Invalid attestations supplied during upload") && text.contains(why), "{why}: {text}");
     }
     let page = json_page(&format!("{}corp-attested/", index_url(&larder, "team")), None);
     assert_eq!(page["files"].as_array().unwrap().len(), 1, "{page}");
