@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 use std::net::IpAddr;
 
+use crate::audit::Who;
 use crate::cache::Reader;
 use crate::cache::budget::ClientKey;
 use crate::config::{Config, Token};
@@ -70,14 +71,30 @@ pub fn reader(config: &Config, headers: &HeaderMap, scope: &Scope, peer: IpAddr)
     Ok(Reader { projects: scope_projects(config, scope), private, rules, client })
 }
 
+/// Who may write to which project: what `writer` found.
+pub struct Writer<'a> {
+    pub project: &'a str,
+    /// For the audit log: the token's name, never its secret.
+    pub who: Who,
+}
+
 /// Writes (upload, yank, delete) go to one project, never a group (groups are read-only views,
-/// GL-01), and need a write token. Returns the project id.
-pub fn writer<'a>(config: &Config, headers: &HeaderMap, scope: &'a Scope) -> Result<&'a str, Denied> {
+/// GL-01), and need a write token.
+pub fn writer<'a>(config: &Config, headers: &HeaderMap, scope: &'a Scope) -> Result<Writer<'a>, Denied> {
     let Scope::Project(project) = scope else {
         return Err(Denied::NotFound("groups are read-only; upload to and manage files in a project".into()));
     };
-    check_token(config, headers, scope, true)?;
-    Ok(project)
+    let token = check_token(config, headers, scope, true)?;
+    Ok(Writer { project, who: Who::Token { name: token.name } })
+}
+
+/// Who a refused write came from, as far as the request shows it: a configured token's name
+/// (its secret is valid, its scope was not enough), or nobody.
+pub fn claimed_writer(config: &Config, headers: &HeaderMap) -> Who {
+    match credentials(headers).and_then(|secret| find_token(config, &secret)) {
+        Some(t) => Who::Token { name: t.name.clone() },
+        None => Who::Anonymous,
+    }
 }
 
 /// `/metrics` is open unless `metrics_token` is set; then it needs that token.

@@ -338,6 +338,12 @@ pub struct Settings {
     #[arg(long, env = "LARDER_METRICS_TOKEN", value_name = "SECRET", hide_env_values = true)]
     pub metrics_token: Option<String>,
 
+    /// Write the audit log (one JSON line per upload, yank, delete, token mint, block-list
+    /// reload, import and retention run) to this file, appending; `-` for standard output.
+    /// On an S3 store every event is also an object under `<prefix>/audit/`. Default: none.
+    #[arg(long, env = "LARDER_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<String>,
+
     /// Most members (files) read in one uploaded or upstream archive; more get 400 [default: 100000].
     #[arg(long, env = "LARDER_MAX_ARCHIVE_MEMBERS", value_name = "N")]
     pub max_archive_members: Option<u64>,

@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
     pub metrics_token: Option<String>,
+    pub audit_log: Option<String>,
     pub max_archive_members: Option<u64>,
     pub max_archive_unpacked: Option<String>,
     pub max_page_size: Option<String>,
@@ -250,6 +251,8 @@ pub struct Config {
     pub stopping: Stopping,
     /// `/metrics` needs this token (Bearer or Basic password) when set.
     pub metrics_token: Option<String>,
+    /// Where the audit log goes (issue 23); `None`: only to the bucket (S3) and memory.
+    pub audit_log: Option<crate::audit::Destination>,
     /// Bounds on reading uploaded and upstream archives.
     pub archive_limits: crate::archive::ArchiveLimits,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
@@ -492,6 +495,12 @@ impl Config {
                 shutdown_timeout: s.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
             },
             metrics_token: s.metrics_token.clone().or(file.metrics_token).filter(|t| !t.is_empty()),
+            audit_log: s
+                .audit_log
+                .clone()
+                .or(file.audit_log.clone())
+                .filter(|p| !p.is_empty())
+                .map(|p| crate::audit::Destination::parse(&p)),
             archive_limits: crate::archive::ArchiveLimits {
                 max_members: s.max_archive_members.or(file.max_archive_members).unwrap_or(100_000),
                 max_unpacked: size("max_archive_unpacked", &s.max_archive_unpacked, file.max_archive_unpacked, "4GiB")?,

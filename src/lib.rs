@@ -36,6 +36,7 @@
 
 pub mod advisories;
 pub(crate) mod archive;
+pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod bundle;
 pub mod cache;

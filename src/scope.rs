@@ -7,6 +7,15 @@ pub enum Scope {
     Group(String),
 }
 
+impl Scope {
+    /// The project's or group's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Scope::Project(id) | Scope::Group(id) => id,
+        }
+    }
+}
+
 /// A GitLab project or group id: a number or a URL-encoded path (`group%2Fproject`).
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()

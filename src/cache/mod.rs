@@ -221,6 +221,8 @@ pub struct Cache {
         Arc<crate::coalesce::Coalescer<String, crate::coalesce::SharedResult<bytes::Bytes, fill::Error>>>,
     /// The origins pages with provenance are rendered for (issue 22, item 7).
     origins: provenance::Origins,
+    /// Every write is recorded here (issue 23).
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Cache {
@@ -367,6 +369,8 @@ impl Cache {
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
         let advisory_policy = std::sync::RwLock::new(Arc::new(config.advisories.clone()));
+        let shared = store.is_shared().then(|| store.clone());
+        let audit = Arc::new(crate::audit::Audit::open(config.audit_log.as_ref(), shared)?);
         let cache = Cache {
             config,
             store,
@@ -388,6 +392,7 @@ impl Cache {
             provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
             provenance_checked: Default::default(),
             origins: provenance::Origins::default(),
+            audit,
         };
         cache.reload_advisories().await;
         Ok(cache)
@@ -410,11 +415,17 @@ impl Cache {
         self.tasks.close();
         self.tasks.wait().await;
         self.pages.flush_journal().await;
+        self.audit.flush().await;
     }
 
     /// What is degraded, if anything: the store failing its writes (a full disk) or its reads.
     pub fn degraded(&self) -> Option<String> {
         self.bounded.degraded()
+    }
+
+    /// The audit log: every write is recorded there.
+    pub fn audit(&self) -> &Arc<crate::audit::Audit> {
+        &self.audit
     }
 
     pub fn config(&self) -> &Config {

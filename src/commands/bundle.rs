@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::audit::{self, Audit};
 use crate::bundle::{self, Selection};
 use crate::cache::links::links_in;
 use crate::cache::records::{self, RecordKey};
@@ -72,7 +73,18 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
 
 pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let store = store::from_config(&config).await?;
-    let summary = bundle::import(store, &args.bundle, &bundle::staging_dir(&config.data_dir)).await?;
+    let audit = Audit::open(config.audit_log.as_ref(), store.is_shared().then(|| store.clone()))?;
+    let result = bundle::import(store, &args.bundle, &bundle::staging_dir(&config.data_dir)).await;
+    let event = audit::Event::new(audit::Action::Import, audit::Who::Operator { via: "larder import".into() });
+    audit.record(match &result {
+        Ok(s) => event.ended(
+            audit::Outcome::Ok,
+            Some(format!("{} files and {} records from {}", s.blobs, s.records, args.bundle.display())),
+        ),
+        Err(e) => event.ended(audit::Outcome::Refused, Some(format!("{}: {e:#}", args.bundle.display()))),
+    });
+    audit.flush().await;
+    let summary = result?;
     println!(
         "imported {} files ({:.1} MB) and {} records from {}; restart a running Larder on this data dir to see new private packages",
         summary.blobs,

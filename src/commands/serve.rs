@@ -2,6 +2,7 @@
 //! (`/-/ready` 503 for `drain_delay`), stop accepting, and let open requests and background
 //! work finish within `shutdown_timeout` (issue 27).
 
+use crate::audit;
 use crate::config::Config;
 use crate::state::AppState;
 
@@ -142,10 +143,18 @@ async fn reload_on_sighup(
                     tracing::error!(error = %format!("{e:#}"), "[advisories] not reloaded; the previous policy stays in force")
                 }
             }
+            let event =
+                audit::Event::new(audit::Action::BlockListReload, audit::Who::Operator { via: "SIGHUP".into() });
             match config.reload_block_list() {
-                Ok(list) => cache.replace_block_list(list),
+                Ok(list) => {
+                    let rules = list.len();
+                    cache.replace_block_list(list);
+                    cache.audit().record(event.ended(audit::Outcome::Ok, Some(format!("{rules} rules in force"))));
+                }
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "block list not reloaded; the previous one stays in force")
+                    let reason = format!("{e:#}");
+                    tracing::error!(error = %reason, "block list not reloaded; the previous one stays in force");
+                    cache.audit().record(event.ended(audit::Outcome::Refused, Some(reason)));
                 }
             }
         }

@@ -40,6 +40,16 @@ impl HttpError {
         HttpError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// How an audited write that failed with this ended: refused (4xx) or failed (5xx), with
+    /// the reason the client was given.
+    pub fn audit_outcome(&self) -> (crate::audit::Outcome, Option<String>) {
+        let result = match self.status.is_client_error() {
+            true => crate::audit::Outcome::Refused,
+            false => crate::audit::Outcome::Failed,
+        };
+        (result, Some(self.message.clone()))
+    }
+
     pub fn into_response(self) -> Response<Body> {
         let mut resp = respond::text(self.status, self.message);
         for (name, value) in self.headers {

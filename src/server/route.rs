@@ -77,6 +77,8 @@ pub enum Route {
         scope: Scope,
         view: UiView,
     },
+    /// `/-/ui/audit`: the newest audit events (issue 23), for whoever holds the metrics token.
+    UiAudit,
     /// `/-/ui/static/<file>`: the pages' stylesheet and script.
     UiAsset(&'static str),
     /// `/-/ui/projects/<id>` or `/-/ui/groups/<id>` without the slash its pages need.
@@ -122,6 +124,7 @@ fn parse_ui(rest: &str, default_project: &str) -> Route {
         "static/style.css" => return Route::UiAsset("style.css"),
         "static/app.js" => return Route::UiAsset("app.js"),
         "static/favicon.svg" => return Route::UiAsset("favicon.svg"),
+        "audit" => return Route::UiAudit,
         _ => {}
     }
     let (scope, rest) = if let Some(r) = rest.strip_prefix("projects/") {
@@ -167,7 +170,7 @@ impl Route {
             Route::Yank { .. } => "yank",
             Route::PypiJson { .. } => "pypi_json",
             Route::Upload { .. } => "upload",
-            Route::Ui { .. } | Route::UiAsset(_) | Route::UiSlash => "ui",
+            Route::Ui { .. } | Route::UiAsset(_) | Route::UiSlash | Route::UiAudit => "ui",
             Route::NotFound(_) => "not_found",
             Route::BadPath(_) => "bad_path",
         }
@@ -182,9 +185,7 @@ impl Route {
             | Route::Yank { scope, .. }
             | Route::PypiJson { scope, .. }
             | Route::Upload { scope }
-            | Route::Ui { scope, .. } => match scope {
-                Scope::Project(id) | Scope::Group(id) => id,
-            },
+            | Route::Ui { scope, .. } => scope.id(),
             _ => "-",
         }
     }

@@ -13,6 +13,7 @@ use super::error::HttpError;
 use super::handlers::{self, manage::Action};
 use super::respond;
 use super::route::Route;
+use crate::audit;
 use crate::auth;
 use crate::cache::Outcome;
 use crate::state::AppState;
@@ -133,27 +134,31 @@ async fn route_request(
             handlers::files::file(state, &reader, &key, &filename, headers, method == Method::HEAD).await
         }
         Route::File { scope, key, filename } if method == Method::DELETE => {
-            let project = auth::writer(config, headers, &scope)?;
-            handlers::manage::manage(state, project, &key, &filename, Action::Delete).await
+            let writer = write_access(state, headers, &scope, audit::Action::Delete, Some(&filename), peer)?;
+            handlers::manage::manage(state, &writer, peer, &key, &filename, Action::Delete).await
         }
         Route::Yank { scope, key, filename } if is_post => {
-            let project = auth::writer(config, headers, &scope)?;
-            handlers::manage::manage(state, project, &key, &filename, Action::Yank(body)).await
+            let writer = write_access(state, headers, &scope, audit::Action::Yank, Some(&filename), peer)?;
+            handlers::manage::manage(state, &writer, peer, &key, &filename, Action::Yank(body)).await
         }
         Route::Yank { scope, key, filename } if method == Method::DELETE => {
-            let project = auth::writer(config, headers, &scope)?;
-            handlers::manage::manage(state, project, &key, &filename, Action::Unyank).await
+            let writer = write_access(state, headers, &scope, audit::Action::Unyank, Some(&filename), peer)?;
+            handlers::manage::manage(state, &writer, peer, &key, &filename, Action::Unyank).await
         }
         // UPL-01: POST (every client) and PUT (GitLab's docs), never a redirect.
         Route::Upload { scope } if is_post => {
-            let project = auth::writer(config, headers, &scope)?;
-            handlers::upload::upload(state, project, headers, body).await
+            let writer = write_access(state, headers, &scope, audit::Action::Upload, None, peer)?;
+            handlers::upload::upload(state, &writer, peer, headers, body).await
         }
         Route::Ui { scope, view } if is_read => {
             let reader = auth::reader(config, headers, &scope, peer)?;
             handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query(), method == Method::HEAD).await
         }
         Route::UiAsset(name) if is_read => Ok(handlers::ui::asset(name)),
+        Route::UiAudit if is_read => {
+            auth::metrics(config, headers)?;
+            Ok(handlers::ui::audit(state).await)
+        }
         Route::UiSlash if is_read => Ok(respond::moved_permanently(&format!("{}/", parts.uri.path()))),
         // A person opening the server's address gets the pages for people.
         Route::Upload { .. } if is_read && handlers::ui::is_browser(headers) => Ok(handlers::ui::to_home()),
@@ -164,6 +169,29 @@ async fn route_request(
         Route::BadPath(reason) => Err(HttpError::bad_request(reason)),
         _ => Ok(method_not_allowed("GET, HEAD")),
     }
+}
+
+/// May this request write to `scope`? A refusal is audited too (issue 23): who tried, from
+/// where, and why not.
+fn write_access<'a>(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    scope: &'a crate::scope::Scope,
+    action: audit::Action,
+    filename: Option<&str>,
+    peer: std::net::IpAddr,
+) -> Result<auth::Writer<'a>, HttpError> {
+    auth::writer(&state.config, headers, scope).map_err(|denied| {
+        let mut event = audit::Event::new(action, auth::claimed_writer(&state.config, headers))
+            .project(scope.id())
+            .peer(Some(peer))
+            .ended(audit::Outcome::Refused, Some(denied.to_string()));
+        if let Some(f) = filename {
+            event = event.file(f, None);
+        }
+        state.cache.audit().record(event);
+        denied.into()
+    })
 }
 
 /// Was this request sent by a web page? Browsers add `Origin` to cross-origin and to every

@@ -2,7 +2,8 @@
 //! `object_store` crate, so that any number of Larder processes can share one store.
 //!
 //! Layout under the configured prefix: `blobs/<sha256>` (content-addressed, written once,
-//! read with streaming range GETs) and `records/<key>` (small documents; private records are
+//! read with streaming range GETs), `audit/<day>/<event>` (one object per audited write) and
+//! `records/<key>` (small documents; private records are
 //! written with conditional puts, `PutMode::Create` / `PutMode::Update` with the ETag read, so
 //! that two replicas never overwrite each other's upload). Nothing here caches: the tiered
 //! store (`tiered.rs`) keeps a bounded local copy of hot blobs in front of this.
@@ -25,6 +26,9 @@ use tokio::io::AsyncReadExt;
 
 use super::breaker::{Breaker, Permit};
 use super::{Blob, BlobSource, ByteStream, Error, RecordRead, Records, Store};
+
+/// Record keys under this prefix are audit events (`crate::audit`).
+const AUDIT: &str = "audit/";
 
 /// Blobs up to this size are written with one PUT; larger ones as multipart uploads in parts
 /// of this size (S3's minimum part is 5 MiB).
@@ -178,6 +182,15 @@ impl S3Store {
         parts.push(kind);
         parts.extend(key.split('/'));
         Path::from_iter(parts)
+    }
+
+    /// A record's object. Audit events (issue 23) live under `<prefix>/audit/`, beside the
+    /// records rather than among them: start-up lists every record, and the audit trail only grows.
+    fn record_path(&self, key: &str) -> Path {
+        match key.strip_prefix(AUDIT) {
+            Some(rest) => self.path("audit", rest),
+            None => self.path("records", key),
+        }
     }
 
     /// `kind` may have several segments (`records/private`).
@@ -366,7 +379,7 @@ impl Store for S3Store {
     }
 
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
-        let path = self.path("records", key);
+        let path = self.record_path(key);
         self.op("writing a record", self.bucket.put(&path, PutPayload::from(value)))
             .await?
             .map(drop)
@@ -374,7 +387,7 @@ impl Store for S3Store {
     }
 
     async fn delete_record(&self, key: &str) -> Result<(), Error> {
-        let path = self.path("records", key);
+        let path = self.record_path(key);
         match self.op("deleting a record", self.bucket.delete(&path)).await? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(os_err(format!("deleting record {key}"))(e)),
@@ -397,7 +410,7 @@ impl Store for S3Store {
     }
 
     async fn get_record_if_changed(&self, key: &str, known: Option<&str>) -> Result<RecordRead, Error> {
-        let path = self.path("records", key);
+        let path = self.record_path(key);
         let what = format!("reading record {key}");
         let opts = GetOptions { if_none_match: known.map(str::to_string), ..GetOptions::default() };
         let read = async {
@@ -415,7 +428,7 @@ impl Store for S3Store {
     }
 
     async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
-        let path = self.path("records", key);
+        let path = self.record_path(key);
         let mode = match expected {
             None => PutMode::Create,
             Some(etag) => PutMode::Update(UpdateVersion { e_tag: Some(etag.to_string()), version: None }),
@@ -434,6 +447,7 @@ impl Store for S3Store {
         // Listed under the prefix itself: a private listing does not walk every page record.
         let kind = match prefix.trim_end_matches('/') {
             "" => "records".to_string(),
+            p if p.starts_with(AUDIT) => p.to_string(),
             p => format!("records/{p}"),
         };
         let keys = self.list_kind(&kind).await?;

@@ -387,6 +387,48 @@ pub fn package(frame: &Frame, p: &Package) -> String {
 }
 
 /// A page that says what is missing (a 404 a person reads).
+/// The audit page: the newest events first, one row each.
+pub fn audit(frame: &Frame, events: &[crate::audit::Event]) -> String {
+    use crate::audit::Who;
+    let mut out = String::from("<h1>Audit log</h1>");
+    if events.is_empty() {
+        out.push_str("<p>No write has been recorded yet.</p>");
+    } else {
+        out.push_str(r#"<table class="files"><thead><tr><th>Time</th><th>Action</th><th>Project</th><th>File</th><th>Who</th><th>From</th><th>Result</th></tr></thead><tbody>"#);
+        for e in events {
+            let who = match &e.who {
+                Who::Token { name } => format!("token {name}"),
+                Who::Publisher { publisher, subject, workflow, .. } => {
+                    format!(
+                        "{publisher}: {subject}{}",
+                        workflow.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
+                    )
+                }
+                Who::Operator { via } => via.clone(),
+                Who::Server { job } => format!("Larder ({job})"),
+                Who::Anonymous => "anonymous".into(),
+            };
+            let result = match (&e.result, &e.reason) {
+                (r, Some(reason)) => format!("{r:?}: {reason}"),
+                (r, None) => format!("{r:?}"),
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                text(&e.time),
+                text(e.action.as_str()),
+                text(e.project.as_deref().unwrap_or("")),
+                text(e.filename.as_deref().unwrap_or("")),
+                text(&who),
+                text(e.peer.as_deref().unwrap_or("")),
+                text(&result),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    page(frame, "Audit log", &out)
+}
+
 pub fn not_found(frame: &Frame, message: &str) -> String {
     page(
         frame,

@@ -19,6 +19,8 @@ mod pull_through;
 mod advisories;
 // PyPI's JSON API (issue 24), read by Dependabot-style and library clients.
 mod json_api;
+// Publishing for a platform team (issue 23): audit log, trusted publishing, retention, webhooks.
+mod publishing;
 // Private packages: uploads with twine and uv, masking, tokens, yank and delete.
 mod private;
 // Core metadata for every wheel: extraction, range prefetch, uv without wheel downloads.

@@ -7,6 +7,10 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use std::net::IpAddr;
+
+use crate::audit;
+use crate::auth::Writer;
 use crate::index::{FileKey, Yanked};
 use crate::server::error::HttpError;
 use crate::server::{body::Body, respond};
@@ -21,7 +25,40 @@ pub enum Action {
     Unyank,
 }
 
+/// Deletes, yanks or un-yanks, and records it in the audit log whichever way it ends.
 pub async fn manage(
+    state: &AppState,
+    writer: &Writer<'_>,
+    peer: IpAddr,
+    key: &str,
+    file: &str,
+    action: Action,
+) -> Result<Response<Body>, HttpError> {
+    let audited = match action {
+        Action::Delete => audit::Action::Delete,
+        Action::Yank(_) => audit::Action::Yank,
+        Action::Unyank => audit::Action::Unyank,
+    };
+    let result = apply(state, writer.project, key, file, action).await;
+    let (outcome, reason) = match &result {
+        Ok(_) => (audit::Outcome::Ok, None),
+        Err(e) => e.audit_outcome(),
+    };
+    let sha = FileKey::parse(key).and_then(|k| match k {
+        FileKey::Sha256(sha) => Some(sha),
+        _ => None,
+    });
+    state.cache.audit().record(
+        audit::Event::new(audited, writer.who.clone())
+            .project(writer.project)
+            .file(file, sha.as_deref())
+            .peer(Some(peer))
+            .ended(outcome, reason),
+    );
+    result
+}
+
+async fn apply(
     state: &AppState,
     project: &str,
     key: &str,

@@ -99,6 +99,19 @@ pub async fn view(
     Ok(html_response(status, body::full(html), reader.private))
 }
 
+/// How many audit events `/-/ui/audit` shows.
+const AUDIT_EVENTS: usize = 100;
+
+/// `/-/ui/audit`: the newest audit events (the server checked the metrics token).
+pub async fn audit(state: &AppState) -> Response<Body> {
+    let events = state.cache.audit().newest(AUDIT_EVENTS).await;
+    let default = &state.config.default_project;
+    let scope = Scope::Project(default.clone());
+    let (base, simple) = (ui_base(&scope, default), simple_base(&scope, default));
+    let frame = Frame { base: &base, scope_label: "audit log", simple: &simple };
+    html_response(StatusCode::OK, body::full(ui::audit(&frame, &events)), true)
+}
+
 /// HEAD of a page for people: its status and headers, without rendering it (issue 22, item
 /// 10: a HEAD of `?all=1` or a search cost a whole rendering, and costs the sender nothing).
 /// No `Content-Length`: knowing it takes the rendering (RFC 9110 lets HEAD omit it).

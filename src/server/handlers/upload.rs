@@ -7,6 +7,7 @@
 //! the spool file: nothing half-written is visible.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use blake2::Blake2b;
@@ -18,6 +19,8 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::audit;
+use crate::auth::Writer;
 use crate::cache::private::Added;
 use crate::cache::{Spooled, Upload};
 use crate::server::error::HttpError;
@@ -61,11 +64,38 @@ async fn drain(mut body: Incoming, idle: std::time::Duration) {
     }
 }
 
+/// Receives and commits an upload, and records it in the audit log whichever way it ends.
 pub async fn upload(
+    state: &AppState,
+    writer: &Writer<'_>,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Response<Body>, HttpError> {
+    let mut received = None;
+    let result = receive(state, writer.project, headers, body, &mut received).await;
+    let (outcome, reason) = match &result {
+        Ok(_) => (audit::Outcome::Ok, None),
+        Err(e) => e.audit_outcome(),
+    };
+    let mut event = audit::Event::new(audit::Action::Upload, writer.who.clone())
+        .project(writer.project)
+        .peer(Some(peer))
+        .ended(outcome, reason);
+    if let Some((filename, sha256)) = &received {
+        event = event.file(filename, Some(sha256));
+    }
+    state.cache.audit().record(event);
+    result
+}
+
+/// The upload itself; `received` is set to the file's name and sha256 once it is spooled.
+async fn receive(
     state: &AppState,
     project: &str,
     headers: &HeaderMap,
     body: Incoming,
+    received: &mut Option<(String, String)>,
 ) -> Result<Response<Body>, HttpError> {
     let limit = state.config.max_upload_bytes;
     let too_large = || {
@@ -105,6 +135,9 @@ pub async fn upload(
             HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot spool the upload; the server log has the details")
         }
     })?;
+    if let Some(f) = &file {
+        *received = Some((f.filename.clone(), f.sha256.clone()));
+    }
     match state.cache.upload(project, Upload { form, file }).await? {
         Added::New => Ok(respond::text(StatusCode::OK, "OK")),
         Added::Identical => Ok(respond::text(StatusCode::OK, "OK (identical file already uploaded)")),

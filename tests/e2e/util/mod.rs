@@ -21,6 +21,15 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// The venv with pip, uv, twine and pypiserver.
+/// Polls `done` every 50 ms until it holds; panics after `within`.
+pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not done within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn venv_bin(name: &str) -> PathBuf {
     let venv = std::env::var_os("LARDER_E2E_VENV")
         .map(PathBuf::from)
