@@ -16,6 +16,7 @@ use crate::cache::Reader;
 use crate::cache::budget::ClientKey;
 use crate::config::{Config, Token};
 use crate::digest::secret_digest;
+use crate::oidc::TrustedPublishing;
 use crate::scope::Scope;
 
 /// Why a request may not go on; `server::error` turns it into 401, 403 or 404.
@@ -29,6 +30,9 @@ pub enum Denied {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// What decides could not be read (a shared store that does not answer): 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The projects a scope covers: a project itself, or a group's configured members.
@@ -86,6 +90,43 @@ pub fn writer<'a>(config: &Config, headers: &HeaderMap, scope: &'a Scope) -> Res
     };
     let token = check_token(config, headers, scope, true)?;
     Ok(Writer { project, who: Who::Token { name: token.name } })
+}
+
+/// The secret sent, when it is a token minted by trusted publishing (issue 23).
+pub fn minted_secret(headers: &HeaderMap) -> Option<String> {
+    credentials(headers).filter(|s| s.starts_with(crate::oidc::MINTED_PREFIX))
+}
+
+/// May the holder of a minted token write here? Only uploads, only to the projects of the
+/// publisher it was minted for, only while it lives.
+pub async fn minted_writer<'a>(
+    publishing: &TrustedPublishing,
+    secret: &str,
+    scope: &'a Scope,
+    upload: bool,
+) -> Result<Writer<'a>, Denied> {
+    let Scope::Project(project) = scope else {
+        return Err(Denied::NotFound("groups are read-only; upload to a project".into()));
+    };
+    if !upload {
+        return Err(Denied::Forbidden("a token minted by trusted publishing may only upload".into()));
+    }
+    let minted = publishing
+        .check(secret)
+        .await
+        .map_err(|e| Denied::Unavailable(format!("cannot check the upload token ({e}); retry shortly")))?;
+    let Some(minted) = minted else {
+        return Err(Denied::Unauthorized(
+            "this upload token has expired or was revoked; mint a new one (they last 15 minutes)".into(),
+        ));
+    };
+    if !minted.projects.iter().any(|p| p == project) {
+        return Err(Denied::Forbidden(format!(
+            "this token was minted for project(s) {}, not `{project}`",
+            minted.projects.join(", ")
+        )));
+    }
+    Ok(Writer { project, who: minted.who })
 }
 
 /// Who a refused write came from, as far as the request shows it: a configured token's name

@@ -36,6 +36,11 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub metrics_token: Option<String>,
     pub audit_log: Option<String>,
+    /// The audience OIDC tokens must name for trusted publishing (default `larder`).
+    pub oidc_audience: Option<String>,
+    /// `[[trusted_publishers]]`: CI identities that may exchange OIDC tokens for upload tokens.
+    #[serde(default)]
+    pub trusted_publishers: Vec<crate::oidc::PublisherConfig>,
     pub max_archive_members: Option<u64>,
     pub max_archive_unpacked: Option<String>,
     pub max_page_size: Option<String>,
@@ -253,6 +258,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Where the audit log goes (issue 23); `None`: only to the bucket (S3) and memory.
     pub audit_log: Option<crate::audit::Destination>,
+    /// Trusted publishing (issue 23): the audience tokens must name, and who may publish.
+    pub oidc_audience: String,
+    pub trusted_publishers: Vec<crate::oidc::Publisher>,
     /// Bounds on reading uploaded and upstream archives.
     pub archive_limits: crate::archive::ArchiveLimits,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
@@ -495,6 +503,17 @@ impl Config {
                 shutdown_timeout: s.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
             },
             metrics_token: s.metrics_token.clone().or(file.metrics_token).filter(|t| !t.is_empty()),
+            oidc_audience: file
+                .oidc_audience
+                .clone()
+                .filter(|a| !a.trim().is_empty())
+                .unwrap_or_else(|| "larder".into()),
+            trusted_publishers: file
+                .trusted_publishers
+                .iter()
+                .map(crate::oidc::Publisher::from_config)
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
             audit_log: s
                 .audit_log
                 .clone()

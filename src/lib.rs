@@ -49,6 +49,7 @@ pub mod digest;
 pub mod index;
 pub(crate) mod lockfile;
 pub(crate) mod metadata;
+pub(crate) mod oidc;
 pub mod policy;
 pub(crate) mod scope;
 pub mod server;

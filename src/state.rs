@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, Mode};
 use crate::config::Config;
+use crate::oidc::TrustedPublishing;
 use crate::stats::Stats;
 
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct AppState {
     /// Set on SIGTERM: `/-/ready` answers 503 and HTTP/1 connections close after their
     /// response, while everything is still served (issue 27).
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Trusted publishing: OIDC tokens exchanged for short-lived upload tokens (issue 23).
+    pub publishing: Arc<TrustedPublishing>,
 }
 
 impl AppState {
@@ -25,11 +28,16 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<AppState> {
         let config = Arc::new(config);
         let cache = Arc::new(Cache::open(config.clone(), Mode::Serve).await?);
-        Ok(AppState { config, cache, metrics: None, stats: Arc::default(), draining: Arc::default() })
+        AppState::with_cache(config, cache)
     }
 
     /// The same around a given engine (tests build one on a failing store).
-    pub fn with_cache(config: Arc<Config>, cache: Arc<Cache>) -> AppState {
-        AppState { config, cache, metrics: None, stats: Arc::default(), draining: Arc::default() }
+    pub fn with_cache(config: Arc<Config>, cache: Arc<Cache>) -> anyhow::Result<AppState> {
+        let publishing = Arc::new(TrustedPublishing::new(
+            config.oidc_audience.clone(),
+            config.trusted_publishers.clone(),
+            cache.shared_store(),
+        )?);
+        Ok(AppState { config, cache, metrics: None, stats: Arc::default(), draining: Arc::default(), publishing })
     }
 }

@@ -423,6 +423,12 @@ impl Cache {
         self.bounded.degraded()
     }
 
+    /// The store, when other processes write to it too (replicas on a bucket): what must be
+    /// seen by every replica (minted upload tokens) is kept there.
+    pub fn shared_store(&self) -> Option<Arc<dyn Store>> {
+        self.store.is_shared().then(|| self.store.clone())
+    }
+
     /// The audit log: every write is recorded there.
     pub fn audit(&self) -> &Arc<crate::audit::Audit> {
         &self.audit

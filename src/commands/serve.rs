@@ -34,8 +34,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !config.block.is_empty() {
         tracing::info!(rules = config.block.len(), "block list loaded; send SIGHUP to reload it from the config file");
     }
-    if config.tokens.is_empty() {
+    if config.tokens.is_empty() && config.trusted_publishers.is_empty() {
         tracing::info!("no tokens configured: uploads are refused (set LARDER_TOKEN or [[tokens]] in the config)");
+    }
+    for p in &config.trusted_publishers {
+        tracing::info!(publisher = %p.name, issuer = %p.issuer, projects = %p.projects.join(", "), "trusted publisher: its CI may exchange OIDC tokens for upload tokens");
     }
     raise_fd_limit(config.connection_limits.max_connections as u64 + 256);
     // Installed first, so that what the engine reports while it opens is recorded, and so that

@@ -49,3 +49,25 @@ pub fn incoming_with_idle_timeout(
         }
     })
 }
+
+/// A JSON request body of at most `max` bytes: 413 past it, 400 when it does not parse.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    body: hyper::body::Incoming,
+    max: usize,
+) -> Result<T, super::error::HttpError> {
+    use super::error::HttpError;
+    use http_body_util::BodyExt;
+    let bytes = http_body_util::Limited::new(body, max)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => HttpError::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {max} bytes"),
+            ),
+            None => HttpError::bad_request(format!("cannot read the request body: {e}")),
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::bad_request(format!("the request body is not the JSON expected: {e}")))
+}

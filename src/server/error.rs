@@ -68,6 +68,8 @@ impl From<auth::Denied> for HttpError {
             auth::Denied::Unauthorized(m) => HttpError::new(StatusCode::UNAUTHORIZED, m)
                 .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Larder\"")),
             auth::Denied::Forbidden(m) => HttpError::new(StatusCode::FORBIDDEN, m),
+            auth::Denied::Unavailable(m) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("2")),
             auth::Denied::NotFound(m) => HttpError::not_found(m),
         }
     }
@@ -185,4 +187,26 @@ fn internal(e: &dyn std::fmt::Display) -> HttpError {
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal error in Larder's storage; the server log has the details",
     )
+}
+
+/// A refused trusted-publishing exchange, in the JSON shape PyPI answers with (uv and
+/// gh-action-pypi-publish print its `description`s).
+pub fn oidc_refused(e: &crate::oidc::MintError) -> Response<Body> {
+    use crate::oidc::MintError;
+    let (status, code) = match e {
+        MintError::InvalidToken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-token"),
+        MintError::NoPublisher(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-publisher"),
+        MintError::IssuerUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "issuer-unavailable"),
+        MintError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        MintError::NotConfigured => (StatusCode::NOT_FOUND, "not-enabled"),
+    };
+    let body = serde_json::json!({
+        "message": "Token request failed",
+        "errors": [{"code": code, "description": e.to_string()}],
+    });
+    let mut resp = respond::json(status, body.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
+    resp
 }

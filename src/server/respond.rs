@@ -16,6 +16,14 @@ pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     resp
 }
 
+/// A JSON answer (OSV's API, trusted publishing).
+pub fn json(status: StatusCode, text: String) -> Response<Body> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
 /// 404 for a project the upstream does not have (the simple API and the JSON API say the
 /// same); clients may cache it for `not_found_ttl` only (UP-09: a new upstream project must
 /// become visible soon).

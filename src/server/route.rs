@@ -24,6 +24,18 @@ pub enum OsvCall {
     Vuln(String),
 }
 
+/// Trusted publishing's calls, at the host root (issue 23; clients derive them from the
+/// upload URL's authority).
+#[derive(Debug, PartialEq, Eq)]
+pub enum OidcCall {
+    /// `GET /_/oidc/audience`
+    Audience,
+    /// `POST /_/oidc/mint-token`
+    Mint,
+    /// `POST /_/oidc/burn-token`
+    Burn,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Health,
@@ -31,6 +43,7 @@ pub enum Route {
     Ready,
     /// OSV's API under `/-/osv/` (issue 25), answered from the imported advisories.
     Osv(OsvCall),
+    Oidc(OidcCall),
     Metrics,
     /// The project list. `prefix` is the absolute path of `simple/`, with its slash.
     SimpleRoot {
@@ -163,6 +176,7 @@ impl Route {
             Route::Health => "health",
             Route::Ready => "ready",
             Route::Osv(_) => "osv",
+            Route::Oidc(_) => "oidc",
             Route::Metrics => "metrics",
             Route::SimpleRoot { .. } => "simple_root",
             Route::SimpleDetail { .. } => "simple_detail",
@@ -193,6 +207,12 @@ impl Route {
     pub fn parse(path: &str, default_project: &str) -> Route {
         if path == "/-/health" {
             return Route::Health;
+        }
+        match path {
+            "/_/oidc/audience" => return Route::Oidc(OidcCall::Audience),
+            "/_/oidc/mint-token" => return Route::Oidc(OidcCall::Mint),
+            "/_/oidc/burn-token" => return Route::Oidc(OidcCall::Burn),
+            _ => {}
         }
         if path == "/-/ready" {
             return Route::Ready;

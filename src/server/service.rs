@@ -104,6 +104,9 @@ async fn route_request(
             auth::reader(config, headers, &crate::scope::Scope::Project(config.default_project.clone()), peer)?;
             handlers::osv::osv(state, call, body).await
         }
+        Route::Oidc(call) if is_read || method == Method::POST => {
+            handlers::oidc::oidc(state, call, headers, body, peer).await
+        }
         Route::Metrics if is_read => {
             auth::metrics(config, headers)?;
             Ok(handlers::health::metrics(state))
@@ -134,20 +137,20 @@ async fn route_request(
             handlers::files::file(state, &reader, &key, &filename, headers, method == Method::HEAD).await
         }
         Route::File { scope, key, filename } if method == Method::DELETE => {
-            let writer = write_access(state, headers, &scope, audit::Action::Delete, Some(&filename), peer)?;
+            let writer = write_access(state, headers, &scope, audit::Action::Delete, Some(&filename), peer).await?;
             handlers::manage::manage(state, &writer, peer, &key, &filename, Action::Delete).await
         }
         Route::Yank { scope, key, filename } if is_post => {
-            let writer = write_access(state, headers, &scope, audit::Action::Yank, Some(&filename), peer)?;
+            let writer = write_access(state, headers, &scope, audit::Action::Yank, Some(&filename), peer).await?;
             handlers::manage::manage(state, &writer, peer, &key, &filename, Action::Yank(body)).await
         }
         Route::Yank { scope, key, filename } if method == Method::DELETE => {
-            let writer = write_access(state, headers, &scope, audit::Action::Unyank, Some(&filename), peer)?;
+            let writer = write_access(state, headers, &scope, audit::Action::Unyank, Some(&filename), peer).await?;
             handlers::manage::manage(state, &writer, peer, &key, &filename, Action::Unyank).await
         }
         // UPL-01: POST (every client) and PUT (GitLab's docs), never a redirect.
         Route::Upload { scope } if is_post => {
-            let writer = write_access(state, headers, &scope, audit::Action::Upload, None, peer)?;
+            let writer = write_access(state, headers, &scope, audit::Action::Upload, None, peer).await?;
             handlers::upload::upload(state, &writer, peer, headers, body).await
         }
         Route::Ui { scope, view } if is_read => {
@@ -173,7 +176,7 @@ async fn route_request(
 
 /// May this request write to `scope`? A refusal is audited too (issue 23): who tried, from
 /// where, and why not.
-fn write_access<'a>(
+async fn write_access<'a>(
     state: &AppState,
     headers: &http::HeaderMap,
     scope: &'a crate::scope::Scope,
@@ -181,7 +184,11 @@ fn write_access<'a>(
     filename: Option<&str>,
     peer: std::net::IpAddr,
 ) -> Result<auth::Writer<'a>, HttpError> {
-    auth::writer(&state.config, headers, scope).map_err(|denied| {
+    let allowed = match auth::minted_secret(headers) {
+        Some(secret) => auth::minted_writer(&state.publishing, &secret, scope, action == audit::Action::Upload).await,
+        None => auth::writer(&state.config, headers, scope),
+    };
+    allowed.map_err(|denied| {
         let mut event = audit::Event::new(action, auth::claimed_writer(&state.config, headers))
             .project(scope.id())
             .peer(Some(peer))

@@ -3,7 +3,9 @@
 //! real twine, uv and larder CLI.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use crate::util::http_stub::HttpStub;
 use crate::util::upstream::MockUpstream;
 use crate::util::{Larder, assert_ok, http, larder_cli, twine, wheel};
 
@@ -157,4 +159,306 @@ scopes = ["read"]
     let html = resp.text().unwrap();
     assert!(html.contains(&whl.0) && html.contains("block_list_reload") && html.contains("token ci"), "{html}");
     assert!(html.find("block_list_reload").unwrap() < html.find("upload").unwrap(), "newest first");
+}
+
+/// A loopback OIDC issuer with its own P-256 key: discovery, the key set, and a stand-in for
+/// GitHub's token endpoint (`ACTIONS_ID_TOKEN_REQUEST_URL`), which signs `claims` with the
+/// requested audience, a fresh `jti` and times.
+struct Issuer {
+    stub: HttpStub,
+    key: jsonwebtoken::EncodingKey,
+    claims: Arc<Mutex<serde_json::Value>>,
+}
+
+const KID: &str = "test-key-1";
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn p256_key() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+    let raw = pair.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+        "use": "sig", "alg": "ES256"});
+    (jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()), jwk)
+}
+
+fn sign(key: &jsonwebtoken::EncodingKey, kid: &str, claims: &serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+impl Issuer {
+    fn start() -> Issuer {
+        let (key, mut jwk) = p256_key();
+        jwk["kid"] = KID.into();
+        let claims: Arc<Mutex<serde_json::Value>> = Arc::default();
+        let (signing, live) = (key.clone(), claims.clone());
+        let base: Arc<Mutex<String>> = Arc::default();
+        let own = base.clone();
+        let stub = HttpStub::start(move |req| {
+            let base = own.lock().unwrap().clone();
+            let path = req.target.split('?').next().unwrap_or("");
+            match path {
+                "/.well-known/openid-configuration" => {
+                    let doc = serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks")});
+                    (200, "application/json", doc.to_string().into_bytes())
+                }
+                "/jwks" => (200, "application/json", serde_json::json!({"keys": [jwk]}).to_string().into_bytes()),
+                "/token"
+                    if req
+                        .header("authorization")
+                        .is_some_and(|a| a.eq_ignore_ascii_case("bearer runner-request-token")) =>
+                {
+                    let audience = req.target.split("audience=").nth(1).unwrap_or("").to_string();
+                    let mut c = live.lock().unwrap().clone();
+                    c["aud"] = audience.into();
+                    c["iss"] = base.clone().into();
+                    let t = now();
+                    c["iat"] = t.into();
+                    c["nbf"] = t.into();
+                    c["exp"] = (t + 300).into();
+                    c["jti"] = format!("{:016x}", rand_u64()).into();
+                    let body = serde_json::json!({"count": 1, "value": sign(&signing, KID, &c)});
+                    (200, "application/json", body.to_string().into_bytes())
+                }
+                _ => (404, "text/plain", b"not found".to_vec()),
+            }
+        });
+        *base.lock().unwrap() = stub.base.clone();
+        Issuer { stub, key, claims }
+    }
+
+    /// Claims as GitHub Actions sends them for `repository`'s `release.yml`.
+    fn github(&self, repository: &str) -> serde_json::Value {
+        serde_json::json!({
+            "sub": format!("repo:{repository}:environment:pypi"),
+            "repository": repository,
+            "repository_owner": repository.split('/').next().unwrap(),
+            "repository_owner_id": "101",
+            "repository_id": "202",
+            "job_workflow_ref": format!("{repository}/.github/workflows/release.yml@refs/tags/v1.0"),
+            "ref": "refs/tags/v1.0",
+            "environment": "pypi",
+        })
+    }
+
+    /// A token signed by this issuer with these claims over the defaults (`iss`, `aud`, times, `jti`).
+    fn token(&self, audience: &str, claims: serde_json::Value) -> String {
+        let t = now();
+        let mut c = self.github("acme/app");
+        c["iss"] = self.stub.base.clone().into();
+        c["aud"] = audience.into();
+        c["iat"] = t.into();
+        c["nbf"] = t.into();
+        c["exp"] = (t + 300).into();
+        c["jti"] = format!("{:016x}", rand_u64()).into();
+        for (k, v) in claims.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        sign(&self.key, KID, &c)
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish()
+}
+
+/// Issue 23 part 1: the real `uv publish --trusted-publishing always` in a stand-in GitHub
+/// Actions environment, against Larder over TLS, publishes without any stored token; the
+/// minted token is burned after the upload. Refused: another repository, the wrong audience,
+/// an expired token, an unknown key, a replayed `jti`, a minted token on another project or
+/// for a yank. twine uploads with a minted token.
+#[test]
+fn uv_publishes_with_trusted_publishing_and_everything_else_is_refused() {
+    let issuer = Issuer::start();
+    *issuer.claims.lock().unwrap() = issuer.github("acme/app");
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert_pem, key_pem) = crate::util::test_tls(dir.path());
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("larder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+audit_log = "{audit}"
+oidc_audience = "larder-test"
+[[trusted_publishers]]
+name = "app-release"
+issuer = "{issuer}"
+repository = "acme/app"
+workflow = "release.yml"
+environment = "pypi"
+projects = ["team"]
+"#,
+            audit = audit.display(),
+            issuer = issuer.stub.base
+        ),
+    )
+    .unwrap();
+    let larder = Larder::start(
+        &dir.path().join("data"),
+        &[
+            "--upstream",
+            &up.simple_url(),
+            "--config",
+            config.to_str().unwrap(),
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_pem).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let audience: serde_json::Value = client.get(larder.url("/_/oidc/audience")).send().unwrap().json().unwrap();
+    assert_eq!(audience, serde_json::json!({"audience": "larder-test"}));
+
+    // The real uv, as in a GitHub Actions job with `id-token: write`.
+    let scratch = tempfile::tempdir().unwrap();
+    let whl = wheel("corp-trusted", "1.0", &[]);
+    let path = write_file(scratch.path(), &whl);
+    let mut uv = crate::util::client("uv", scratch.path());
+    uv.args(["publish", "--trusted-publishing", "always", "--publish-url", &upload_url(&larder, "team"), &path])
+        .env("SSL_CERT_FILE", &ca_pem)
+        .env("GITHUB_ACTIONS", "true")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", format!("{}/token?api-version=2.0", issuer.stub.base))
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
+        .env_remove("UV_PUBLISH_TOKEN")
+        .env_remove("UV_PUBLISH_PASSWORD");
+    let out = crate::util::run(uv);
+    assert_ok(&out, "uv publish --trusted-publishing always");
+    let page: serde_json::Value = client
+        .get(larder.url("/api/v4/projects/team/packages/pypi/simple/corp-trusted/"))
+        .header("accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(page["files"][0]["filename"], whl.0.as_str());
+    let lines = audit_lines(&audit);
+    let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["mint_token", "upload", "burn_token"], "{lines:#?}");
+    for l in &lines {
+        assert_eq!(l["who"]["kind"], "publisher", "{l}");
+        assert_eq!(l["who"]["publisher"], "app-release");
+        assert_eq!(l["who"]["subject"], "acme/app");
+        assert_eq!(l["result"], "ok", "{l}");
+    }
+    assert!(lines[2].get("reason").is_none(), "uv burned a live token: {}", lines[2]);
+
+    let mint = |jwt: &str| {
+        let resp =
+            client.post(larder.url("/_/oidc/mint-token")).json(&serde_json::json!({"token": jwt})).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().unwrap())
+    };
+    let refused = |jwt: &str, code: &str, says: &str| {
+        let (status, body) = mint(jwt);
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["errors"][0]["code"], code, "{body}");
+        let description = body["errors"][0]["description"].as_str().unwrap();
+        assert!(description.contains(says), "{says}: {description}");
+    };
+    refused(
+        &issuer.token("larder-test", serde_json::json!({"repository": "evil/app"})),
+        "invalid-publisher",
+        "`repository` is `evil/app`",
+    );
+    refused(
+        &issuer.token(
+            "larder-test",
+            serde_json::json!({"job_workflow_ref": "acme/app/.github/workflows/ci.yml@refs/heads/x"}),
+        ),
+        "invalid-publisher",
+        "job_workflow_ref",
+    );
+    refused(&issuer.token("pypi", serde_json::json!({})), "invalid-token", "does not verify");
+    let past = now() - 3600;
+    refused(
+        &issuer.token("larder-test", serde_json::json!({"iat": past, "nbf": past, "exp": past + 300})),
+        "invalid-token",
+        "does not verify",
+    );
+    refused(&issuer.token("larder-test", serde_json::json!({"jti": null})), "invalid-token", "jti");
+    let (other_key, _) = p256_key();
+    let forged = sign(
+        &other_key,
+        "unknown-key",
+        &serde_json::json!({"iss": issuer.stub.base, "aud": "larder-test",
+        "exp": now() + 300, "jti": "x", "repository": "acme/app"}),
+    );
+    refused(&forged, "invalid-token", "no signing key `unknown-key`");
+    let forged_kid = sign(
+        &other_key,
+        KID,
+        &serde_json::json!({"iss": issuer.stub.base, "aud": "larder-test",
+        "exp": now() + 300, "jti": "y", "repository": "acme/app"}),
+    );
+    refused(&forged_kid, "invalid-token", "does not verify");
+    // Replayed: the same token twice.
+    let once = issuer.token("larder-test", serde_json::json!({}));
+    let (status, body) = mint(&once);
+    assert_eq!(status, 200, "{body}");
+    refused(&once, "invalid-token", "already exchanged");
+    let minted = body["token"].as_str().unwrap().to_string();
+    assert!(minted.starts_with("larder-oidc-"));
+
+    // twine with the minted token: to its project, yes; to another project, or a yank, no.
+    let cert = ["--cert", ca_pem.to_str().unwrap()];
+    let second = wheel("corp-trusted", "1.1", &[]);
+    let second_path = write_file(scratch.path(), &second);
+    let twine_to = |project: &str, file: &str| {
+        let mut args = vec!["upload", "--repository-url"];
+        let url = upload_url(&larder, project);
+        args.push(&url);
+        args.extend_from_slice(&["-u", "__token__", "-p", &minted]);
+        args.extend_from_slice(&cert);
+        args.push(file);
+        twine(scratch.path(), &args)
+    };
+    assert_ok(&twine_to("team", &second_path), "twine with a minted token");
+    let out = twine_to("other", &second_path);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("403") || String::from_utf8_lossy(&out.stderr).contains("403")
+    );
+    let sha = crate::util::sha256_hex(&second.1);
+    let yank = client
+        .post(larder.url(&format!("/api/v4/projects/team/packages/pypi/files/{sha}/{}/yank", second.0)))
+        .basic_auth("__token__", Some(&minted))
+        .send()
+        .unwrap();
+    assert_eq!(yank.status(), 403);
+    // Burned: refused at once.
+    let burn =
+        client.post(larder.url("/_/oidc/burn-token")).json(&serde_json::json!({"token": minted})).send().unwrap();
+    assert_eq!(burn.status(), 200);
+    let third = write_file(scratch.path(), &wheel("corp-trusted", "1.2", &[]));
+    let out = twine_to("team", &third);
+    assert!(!out.status.success(), "a burned token still uploads");
+    // The issuer's keys were fetched once and cached; the made-up `kid` did not refetch them
+    // (at most once a minute per issuer).
+    let asked = issuer.stub.requests();
+    let key_fetches = asked.iter().filter(|r| r.method == "GET" && r.target == "/jwks" && r.body.is_empty()).count();
+    assert_eq!(key_fetches, 1, "{asked:?}");
+    let raw = std::fs::read_to_string(&audit).unwrap();
+    assert!(!raw.contains(&minted), "a minted secret in the audit log");
+    assert!(!raw.contains(&once), "an OIDC token in the audit log");
+    assert!(!larder.log().contains(&minted), "a minted secret in the server log");
 }

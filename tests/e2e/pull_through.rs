@@ -185,21 +185,7 @@ fn offline_serves_the_cache_and_never_connects() {
 fn serve_over_tls_to_pip_and_uv() {
     let (up, expected) = upstream_with_app();
     let dir = tempfile::tempdir().unwrap();
-    // A CA and a leaf for localhost / 127.0.0.1 (OpenSSL, under pip, wants a CA as anchor).
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Larder test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
-    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-    let (ca_pem, cert_pem, key_pem) =
-        (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&ca_pem, ca.pem()).unwrap();
-    std::fs::write(&cert_pem, leaf.pem()).unwrap();
-    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    let (ca_pem, cert_pem, key_pem) = crate::util::test_tls(dir.path());
     let larder = Larder::start(
         &dir.path().join("data"),
         &[
@@ -215,7 +201,7 @@ fn serve_over_tls_to_pip_and_uv() {
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_pem).unwrap()).unwrap())
         .build()
         .unwrap();
     let resp = client.get(larder.url("/simple/app/")).send().unwrap();

@@ -3,6 +3,7 @@
 pub mod files;
 pub mod health;
 pub mod manage;
+pub mod oidc;
 pub mod osv;
 pub mod pypi_json;
 pub mod simple;

@@ -5,15 +5,15 @@
 //! - `POST v1/query` (one such query) → `{"vulns": [<full records>], "next_page_token"}`;
 //! - `GET v1/vulns/<id>` → the record as imported, or OSV's 404.
 
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::advisories::Advisory;
 use crate::index::ProjectName;
-use crate::server::body::{self, Body};
+use crate::server::body::{Body, read_json};
 use crate::server::error::HttpError;
+use crate::server::respond;
 use crate::server::route::OsvCall;
 use crate::state::AppState;
 
@@ -79,11 +79,11 @@ fn at_most_max_queries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Que
 pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Response<Body>, HttpError> {
     match call {
         OsvCall::Vuln(id) => match state.cache.advisories().get(&id) {
-            Some(a) => Ok(json(StatusCode::OK, a.raw.get().to_string())),
-            None => Ok(json(StatusCode::NOT_FOUND, r#"{"code":5,"message":"Bug not found."}"#.to_string())),
+            Some(a) => Ok(respond::json(StatusCode::OK, a.raw.get().to_string())),
+            None => Ok(respond::json(StatusCode::NOT_FOUND, r#"{"code":5,"message":"Bug not found."}"#.to_string())),
         },
         OsvCall::Query => {
-            let query: Query = read_json(body).await?;
+            let query: Query = read_json(body, MAX_BODY).await?;
             let (found, next) = answer(state, &query, PAGE)?;
             // The stored records are written as they are (no re-parse per answer).
             let mut out = String::from("{");
@@ -102,10 +102,10 @@ pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Resp
                 out.push_str(&format!("{sep}\"next_page_token\":\"{next}\""));
             }
             out.push('}');
-            Ok(json(StatusCode::OK, out))
+            Ok(respond::json(StatusCode::OK, out))
         }
         OsvCall::QueryBatch => {
-            let batch: Batch = read_json(body).await?;
+            let batch: Batch = read_json(body, MAX_BODY).await?;
             let mut results = Vec::with_capacity(batch.queries.len());
             let mut budget = MAX_BATCH_IDS;
             for query in &batch.queries {
@@ -122,7 +122,7 @@ pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Resp
                 }
                 results.push(serde_json::Value::Object(result));
             }
-            Ok(json(StatusCode::OK, serde_json::json!({ "results": results }).to_string()))
+            Ok(respond::json(StatusCode::OK, serde_json::json!({ "results": results }).to_string()))
         }
     }
 }
@@ -161,27 +161,4 @@ fn answer(
     let end = start.saturating_add(page);
     let next = (found.len() > end).then(|| end.to_string());
     Ok((found.into_iter().skip(start).take(page).collect(), next))
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, HttpError> {
-    let bytes = http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-            Some(_) => HttpError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            ),
-            None => HttpError::bad_request(format!("cannot read the request body: {e}")),
-        })?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| HttpError::bad_request(format!("the request body is not a valid query: {e}")))
-}
-
-fn json(status: StatusCode, text: String) -> Response<Body> {
-    let mut resp = Response::new(body::full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }

@@ -40,7 +40,7 @@ impl InProcess {
                 None => larder::store::from_config(&config).await.unwrap(),
             };
             let cache = Arc::new(Cache::with_store(config.clone(), store, Mode::Serve, clock.clone()).await.unwrap());
-            let state = AppState::with_cache(config.clone(), cache.clone());
+            let state = AppState::with_cache(config.clone(), cache.clone()).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();

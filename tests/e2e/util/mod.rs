@@ -4,6 +4,7 @@ pub mod balancer;
 pub mod docker;
 pub mod fault_proxy;
 pub mod faulty;
+pub mod http_stub;
 pub mod inprocess;
 pub mod s3;
 pub mod upstream;
@@ -242,7 +243,34 @@ fn client_env(cmd: &mut Command, scratch: &Path) {
         .env_remove("SSL_CERT_DIR");
 }
 
-fn run(mut cmd: Command) -> Output {
+/// A client from the venv (`uv`, `twine`, `pip`, …) with the hermetic environment; add
+/// arguments and environment, then `run` it.
+pub fn client(name: &str, scratch: &Path) -> Command {
+    let mut cmd = Command::new(venv_bin(name));
+    client_env(&mut cmd, scratch);
+    cmd
+}
+
+/// A certificate authority and a leaf for localhost / 127.0.0.1, written as PEM files into
+/// `dir`: (CA, leaf chain, leaf key). OpenSSL, under pip and twine, wants a CA as anchor.
+pub fn test_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "Larder test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    (ca_pem, cert_pem, key_pem)
+}
+
+pub fn run(mut cmd: Command) -> Output {
     let started = Instant::now();
     let out = cmd.output().expect("run client");
     eprintln!(
