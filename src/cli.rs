@@ -53,6 +53,9 @@ pub enum Command {
     Unyank(ManageArgs),
     /// Delete a private file on a running Larder; its name stays private. Token from LARDER_TOKEN.
     Delete(ManageArgs),
+    /// Apply a project's retention policy now on a running Larder (`--dry-run`: print what it
+    /// would delete). Token from LARDER_TOKEN (write access to the project).
+    Retention(RetentionArgs),
     /// Print a shell completion script, e.g. `larder completions bash > /etc/bash_completion.d/larder`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -180,6 +183,21 @@ pub struct ManageArgs {
     /// Why the file is yanked (yank only).
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    /// Larder's base URL.
+    #[arg(long, env = "LARDER_SERVER", default_value = "http://127.0.0.1:3141")]
+    pub server: url::Url,
+
+    /// The project whose `retention` policy to apply.
+    #[arg(long, default_value = "default")]
+    pub project: String,
+
+    /// Only print what would be deleted.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

@@ -36,6 +36,12 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub metrics_token: Option<String>,
     pub audit_log: Option<String>,
+    /// `[[webhooks]]`: JSON POSTs, signed, for uploads, yanks and deletes.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// How often the retention job runs (default 1h).
+    #[serde(default, with = "humantime_serde")]
+    pub retention_interval: Option<Duration>,
     /// The audience OIDC tokens must name for trusted publishing (default `larder`).
     pub oidc_audience: Option<String>,
     /// `[[trusted_publishers]]`: CI identities that may exchange OIDC tokens for upload tokens.
@@ -172,6 +178,8 @@ pub struct ProjectConfig {
     /// `deprecated`.
     pub status: Option<PrivateStatus>,
     pub status_reason: Option<String>,
+    /// Which private files a background job (and `larder retention`) deletes (issue 23).
+    pub retention: Option<crate::retention::Retention>,
 }
 
 /// The statuses a private project can be given (PEP 792).
@@ -258,6 +266,10 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Where the audit log goes (issue 23); `None`: only to the bucket (S3) and memory.
     pub audit_log: Option<crate::audit::Destination>,
+    /// Where uploads, yanks and deletes are announced (issue 23).
+    pub webhooks: Vec<crate::webhooks::Webhook>,
+    /// How often projects' retention policies are applied in the background.
+    pub retention_interval: Duration,
     /// Trusted publishing (issue 23): the audience tokens must name, and who may publish.
     pub oidc_audience: String,
     pub trusted_publishers: Vec<crate::oidc::Publisher>,
@@ -371,6 +383,11 @@ impl Config {
                 write: true,
                 projects: None,
             });
+        }
+        for (id, project) in &file.projects {
+            if let Some(r) = &project.retention {
+                r.check().map_err(|e| anyhow::anyhow!("[projects.{id}]: {e}"))?;
+            }
         }
         let mut allow_shadowing = BTreeSet::new();
         for raw in s.allow_shadowing.clone().or(file.allow_shadowing.clone()).unwrap_or_default() {
@@ -503,6 +520,16 @@ impl Config {
                 shutdown_timeout: s.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(Duration::from_secs(30)),
             },
             metrics_token: s.metrics_token.clone().or(file.metrics_token).filter(|t| !t.is_empty()),
+            webhooks: file
+                .webhooks
+                .iter()
+                .map(crate::webhooks::Webhook::from_config)
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?,
+            retention_interval: file
+                .retention_interval
+                .unwrap_or(Duration::from_secs(3600))
+                .max(Duration::from_secs(1)),
             oidc_audience: file
                 .oidc_audience
                 .clone()

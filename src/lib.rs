@@ -51,6 +51,7 @@ pub(crate) mod lockfile;
 pub(crate) mod metadata;
 pub(crate) mod oidc;
 pub mod policy;
+pub(crate) mod retention;
 pub(crate) mod scope;
 pub mod server;
 pub mod state;
@@ -59,6 +60,7 @@ pub mod store;
 pub mod telemetry;
 pub(crate) mod ui;
 pub mod upstream;
+pub(crate) mod webhooks;
 
 #[cfg(test)]
 mod fuzz;

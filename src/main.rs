@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Yank(args) => commands::manage::run(Op::Yank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Unyank(args) => commands::manage::run(Op::Unyank, args).await.map(|_| ExitCode::SUCCESS),
             Command::Delete(args) => commands::manage::run(Op::Delete, args).await.map(|_| ExitCode::SUCCESS),
+            Command::Retention(args) => commands::manage::retention(args).await,
             // Rendered in memory first: clap_complete panics when stdout goes away mid-write.
             Command::Completions { shell } => {
                 let mut script = Vec::new();

@@ -42,6 +42,18 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "larder_upstream_throttled_total",
         "Requests not sent upstream because it asked for a pause (429 / Retry-After), by upstream"
     );
+    metrics::describe_counter!(
+        "larder_webhook_deliveries_total",
+        "Webhook deliveries by webhook and result (delivered, failed after every retry)"
+    );
+    metrics::describe_counter!(
+        "larder_webhook_dropped_total",
+        "Webhook events dropped because the webhook's queue was full, by webhook"
+    );
+    metrics::describe_counter!(
+        "larder_audit_failures_total",
+        "Audit events that could not be written, by destination (log, bucket)"
+    );
     metrics::describe_counter!("larder_upstream_requests_total", "Requests sent upstream, by kind and upstream");
     metrics::describe_histogram!("larder_upstream_seconds", "Upstream response time (headers), by kind and upstream");
     metrics::describe_counter!("larder_upstream_bytes_total", "File bytes downloaded from upstream, by upstream");

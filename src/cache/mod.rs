@@ -24,6 +24,7 @@ pub(crate) mod prefetch;
 pub mod private;
 mod provenance;
 pub mod records;
+mod retention;
 pub(crate) mod upload;
 mod views;
 mod write_queue;

@@ -526,6 +526,16 @@ impl Private {
         projects.iter().filter_map(|p| index.projects.get(p)).flat_map(|names| names.keys().cloned()).collect()
     }
 
+    /// Each claimed name of `project` with its files as this process knows them (retention).
+    pub fn files_of(&self, project: &str) -> Vec<(ProjectName, Vec<PrivateFile>)> {
+        let index = self.index.read().expect("private index lock");
+        index
+            .projects
+            .get(project)
+            .map(|names| names.iter().map(|(n, e)| (n.clone(), e.record.files.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Every blob a private file uses (files and their metadata).
     pub fn blobs(&self) -> Vec<String> {
         self.index.read().expect("private index lock").owners.keys().cloned().collect()

@@ -1,9 +1,10 @@
-//! `larder yank | unyank | delete`: manage a private file through a running Larder's HTTP API,
-//! so the server's view stays the only truth. The file's sha256 is looked up on its page.
+//! `larder yank | unyank | delete | retention`: manage private files through a running
+//! Larder's HTTP API, so the server's view stays the only truth (and its audit log records
+//! who did it). A file's sha256 is looked up on its page.
 
 use anyhow::Context;
 
-use crate::cli::ManageArgs;
+use crate::cli::{ManageArgs, RetentionArgs};
 
 pub enum Op {
     Yank,
@@ -49,4 +50,27 @@ pub async fn run(op: Op, args: ManageArgs) -> anyhow::Result<()> {
     anyhow::ensure!(status.is_success(), "Larder answered {status}: {}", text.trim());
     println!("{}", text.trim());
     Ok(())
+}
+
+/// `larder retention`: the server applies the project's policy and says what it deleted.
+pub async fn retention(args: RetentionArgs) -> anyhow::Result<std::process::ExitCode> {
+    let token = std::env::var("LARDER_TOKEN").context("set LARDER_TOKEN to a token with write access")?;
+    let base = args.server.as_str().trim_end_matches('/');
+    let mut url = format!("{base}/api/v4/projects/{}/packages/pypi/-/retention", args.project);
+    if args.dry_run {
+        url.push_str("?dry_run=true");
+    }
+    let resp = reqwest::Client::new()
+        .post(url)
+        .basic_auth("larder", Some(&token))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach Larder at {base}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "Larder answered {status}: {}", text.trim());
+    println!("{}", text.trim());
+    // Deletes that failed are retried by the next run; say so in the exit status.
+    let failed = text.lines().any(|l| l.starts_with("failed to delete"));
+    Ok(if failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
 }

@@ -54,6 +54,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
     let cache = state.cache.clone();
+    let webhooks = crate::webhooks::Webhooks::start(&state.config.webhooks)?;
+    cache.audit().add_listener(webhooks.clone());
     let reloader = tokio::spawn(reload_on_sighup(hangups, state.config.clone(), cache.clone()));
     // Advisories imported by `larder advisories import` (here or on another replica's bucket).
     let watcher = {
@@ -63,6 +65,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 cache.refresh_advisories_from_url().await;
                 tokio::time::sleep(ADVISORIES_CHECK).await;
                 cache.reload_advisories().await;
+            }
+        })
+    };
+    // Retention (issue 23): each project's policy, applied every `retention_interval`.
+    let retention = {
+        let (cache, every) = (cache.clone(), state.config.retention_interval);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for project in cache.retained_projects() {
+                    let who = audit::Who::Server { job: "retention".into() };
+                    match cache.apply_retention(&project, false, who, None).await {
+                        Ok(run) if run.deleted > 0 || !run.failed.is_empty() => tracing::info!(
+                            %project, deleted = run.deleted, failed = run.failed.len(), "retention applied"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(%project, error = %e, "retention not applied; tried again next time"),
+                    }
+                }
             }
         })
     };
@@ -85,12 +106,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let deadline = crate::server::serve(listener, state, tls, drained, stopping.shutdown_timeout).await;
     reloader.abort();
     watcher.abort();
+    retention.abort();
     // Page writes, downloads and metadata extraction under way finish before the process ends,
     // within what is left of the timeout: a stop must not wait for a multi-GB download.
     if tokio::time::timeout_at(deadline, cache.shutdown()).await.is_err() {
         tracing::warn!("background work did not finish in time; stopping anyway (unfinished downloads are not stored)");
         cache.flush_journal().await;
     }
+    // Queued webhook deliveries get what is left of the timeout.
+    webhooks.close(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -81,6 +81,11 @@ pub enum Route {
         version: Option<String>,
         canonical: bool,
     },
+    /// `…/packages/pypi/-/retention`: POST applies the project's retention policy now
+    /// (`?dry_run=true`: only says what it would delete); `larder retention` sends it.
+    Retention {
+        scope: Scope,
+    },
     /// The legacy upload endpoint.
     Upload {
         scope: Scope,
@@ -184,6 +189,7 @@ impl Route {
             Route::Yank { .. } => "yank",
             Route::PypiJson { .. } => "pypi_json",
             Route::Upload { .. } => "upload",
+            Route::Retention { .. } => "retention",
             Route::Ui { .. } | Route::UiAsset(_) | Route::UiSlash | Route::UiAudit => "ui",
             Route::NotFound(_) => "not_found",
             Route::BadPath(_) => "bad_path",
@@ -199,6 +205,7 @@ impl Route {
             | Route::Yank { scope, .. }
             | Route::PypiJson { scope, .. }
             | Route::Upload { scope }
+            | Route::Retention { scope }
             | Route::Ui { scope, .. } => scope.id(),
             _ => "-",
         }
@@ -274,6 +281,7 @@ impl Route {
                 Scope::Group(_) => Route::NotFound("groups have no upload endpoint; upload to a project"),
             },
             "/simple" | "/simple/" => Route::SimpleRoot { scope, prefix: format!("{base}/simple/") },
+            "/-/retention" => Route::Retention { scope },
             _ => {
                 if let Some(name) = rest.strip_prefix("/simple/") {
                     let (name, trailing_slash) = match name.strip_suffix('/') {

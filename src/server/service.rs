@@ -153,6 +153,12 @@ async fn route_request(
             let writer = write_access(state, headers, &scope, audit::Action::Upload, None, peer).await?;
             handlers::upload::upload(state, &writer, peer, headers, body).await
         }
+        Route::Retention { scope } if method == Method::POST => {
+            let writer = write_access(state, headers, &scope, audit::Action::Retention, None, peer).await?;
+            let dry_run =
+                parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true" || kv == "dry_run=1"));
+            handlers::manage::retention(state, &writer, peer, dry_run).await
+        }
         Route::Ui { scope, view } if is_read => {
             let reader = auth::reader(config, headers, &scope, peer)?;
             handlers::ui::view(state, &reader, &scope, view, headers, parts.uri.query(), method == Method::HEAD).await
@@ -167,6 +173,7 @@ async fn route_request(
         Route::Upload { .. } if is_read && handlers::ui::is_browser(headers) => Ok(handlers::ui::to_home()),
         Route::Upload { .. } => Ok(method_not_allowed("POST, PUT")),
         Route::Yank { .. } => Ok(method_not_allowed("POST, PUT, DELETE")),
+        Route::Retention { .. } => Ok(method_not_allowed("POST")),
         Route::File { .. } => Ok(method_not_allowed("GET, HEAD, DELETE")),
         Route::NotFound(reason) => Err(HttpError::not_found(reason)),
         Route::BadPath(reason) => Err(HttpError::bad_request(reason)),

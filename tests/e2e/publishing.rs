@@ -462,3 +462,161 @@ projects = ["team"]
     assert!(!raw.contains(&once), "an OIDC token in the audit log");
     assert!(!larder.log().contains(&minted), "a minted secret in the server log");
 }
+
+fn page_files(larder: &Larder, project: &str, name: &str) -> Vec<String> {
+    let page: serde_json::Value =
+        crate::util::json_page(&larder.url(&format!("/api/v4/projects/{project}/packages/pypi/simple/{name}/")), None);
+    page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap().to_string()).collect()
+}
+
+/// Issue 23 part 4: `larder retention --dry-run` prints what the policy lets go and deletes
+/// nothing; without it the old versions and the old pre-release go (audited, tombstoned: the
+/// filename cannot come back), the newest versions and every upstream-cached file stay; the
+/// background job applies it too. Each upload and delete reaches the webhook signed with
+/// HMAC-SHA256, retried after a failure, and a receiver that stalls does not delay uploads.
+#[test]
+fn retention_deletes_what_the_policy_lets_go_and_webhooks_announce_it_signed() {
+    use hmac::Mac;
+    const HOOK_SECRET: &str = "webhook-signing-secret-0123";
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = stalled.clone();
+    let hook = HttpStub::start(move |_| {
+        if !first.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_secs(5)); // slow, then a failure: retried
+            return (500, "text/plain", b"try again".to_vec());
+        }
+        (200, "text/plain", b"ok".to_vec())
+    });
+    let (up, _) = crate::util::upstream::upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let config = dir.path().join("larder.toml");
+    let write_config = |keep: usize, interval: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+audit_log = "{audit}"
+retention_interval = "{interval}"
+[[tokens]]
+name = "ci"
+secret = "{WRITE}"
+scopes = ["write"]
+[projects.team]
+retention = {{ keep_versions = {keep}, delete_prereleases_after = "1s" }}
+[[webhooks]]
+name = "chat"
+url = "{hook}/hook"
+events = ["upload", "delete"]
+secret_env = "TEST_HOOK_SECRET"
+"#,
+                audit = audit.display(),
+                hook = hook.base
+            ),
+        )
+        .unwrap()
+    };
+    write_config(3, "1h");
+    let start = || {
+        Larder::start_with_env(
+            &dir.path().join("data"),
+            &["--upstream", &up.simple_url(), "--config", config.to_str().unwrap()],
+            &[("TEST_HOOK_SECRET", HOOK_SECRET)],
+        )
+    };
+    let larder = start();
+    let scratch = tempfile::tempdir().unwrap();
+    let versions = ["1.0", "1.1", "1.2", "1.3b1", "2.0a1"];
+    let files: Vec<String> = versions.iter().map(|v| write_file(scratch.path(), &wheel("corp-kept", v, &[]))).collect();
+    let mut args = vec!["upload", "--repository-url"];
+    let url = upload_url(&larder, "team");
+    args.push(&url);
+    args.extend_from_slice(&["-u", "__token__", "-p", WRITE]);
+    args.extend(files.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    assert_ok(&twine(scratch.path(), &args), "twine upload of five versions");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "a stalled webhook delayed the uploads");
+    // An upstream file read through the same project: retention never touches it.
+    let app = page_files(&larder, "team", "app");
+    assert_eq!(app.len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // the pre-releases are now "old"
+
+    let env = [("LARDER_TOKEN", WRITE)];
+    let dry = larder_cli(&["retention", "--server", &larder.base, "--project", "team", "--dry-run"], &env);
+    assert_ok(&dry, "larder retention --dry-run");
+    let said = String::from_utf8_lossy(&dry.stdout).to_string();
+    for gone in ["corp_kept-1.0-", "corp_kept-1.1-", "corp_kept-1.3b1-"] {
+        assert!(said.lines().any(|l| l.starts_with("would delete") && l.contains(gone)), "{gone}: {said}");
+    }
+    assert!(said.contains("older than the newest 3 versions") && said.contains("pre-release"), "{said}");
+    assert!(!said.contains("1.2-") && !said.contains("2.0a1-"), "{said}");
+    assert_eq!(page_files(&larder, "team", "corp-kept").len(), 5, "a dry run deletes nothing");
+
+    let run = larder_cli(&["retention", "--server", &larder.base, "--project", "team"], &env);
+    assert_ok(&run, "larder retention");
+    let kept = page_files(&larder, "team", "corp-kept");
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().any(|f| f.contains("-1.2-")) && kept.iter().any(|f| f.contains("-2.0a1-")), "{kept:?}");
+    assert_eq!(page_files(&larder, "team", "app"), app, "upstream-cached files stay");
+    // Tombstoned: the deleted filename cannot be uploaded again.
+    let again = twine(scratch.path(), &["upload", "--repository-url", &url, "-u", "__token__", "-p", WRITE, &files[0]]);
+    assert!(!again.status.success(), "a deleted filename was accepted again");
+    let lines = audit_lines(&audit);
+    let deletes: Vec<&serde_json::Value> = lines.iter().filter(|l| l["action"] == "delete").collect();
+    assert_eq!(deletes.len(), 3, "{lines:#?}");
+    assert!(
+        deletes.iter().all(|l| l["who"]["name"] == "ci" && l["reason"].as_str().unwrap().starts_with("retention: "))
+    );
+    let runs: Vec<&serde_json::Value> = lines.iter().filter(|l| l["action"] == "retention").collect();
+    assert_eq!(runs.len(), 2, "the dry run and the run");
+    assert!(runs[0]["reason"].as_str().unwrap().contains("dry run: 3 files"), "{}", runs[0]);
+
+    // The background job, every second, with a stricter policy after a restart (once the
+    // webhook has had what this process queued: 5 uploads, one of them twice, 3 deletes).
+    crate::util::wait_until(std::time::Duration::from_secs(30), || hook.requests().len() >= 9);
+    drop(larder);
+    write_config(1, "1s");
+    let larder = start();
+    crate::util::wait_until(std::time::Duration::from_secs(15), || page_files(&larder, "team", "corp-kept").len() == 1);
+    assert!(page_files(&larder, "team", "corp-kept")[0].contains("-2.0a1-"));
+    let by_job = audit_lines(&audit)
+        .into_iter()
+        .filter(|l| l["action"] == "delete" && l["who"]["kind"] == "server" && l["who"]["job"] == "retention")
+        .count();
+    assert_eq!(by_job, 1);
+
+    // The webhook: 5 uploads and 4 deletes, each signed; the first one retried after its 500.
+    crate::util::wait_until(std::time::Duration::from_secs(10), || hook.requests().len() >= 10);
+    let received = hook.requests();
+    let mut deliveries = std::collections::BTreeMap::new();
+    for r in &received {
+        assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/hook"));
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+        mac.update(&r.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(r.header("x-larder-signature"), Some(expected.as_str()), "signature");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(r.header("x-larder-event"), body["event"].as_str());
+        assert_eq!(body["project"], "team");
+        *deliveries.entry(body["delivery"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    let events: Vec<String> = received
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events.iter().filter(|e| *e == "upload").count(), 6, "5 uploads, the first twice: {events:?}");
+    assert_eq!(events.iter().filter(|e| *e == "delete").count(), 4, "{events:?}");
+    assert_eq!(deliveries.values().filter(|n| **n == 2).count(), 1, "one delivery retried: {deliveries:?}");
+    // A forged body does not carry a valid signature (the receiver's check can fail).
+    assert_ne!(
+        received[1].header("x-larder-signature"),
+        Some(larder_signature_of(HOOK_SECRET, b"{\"event\":\"delete\"}").as_str())
+    );
+}
+
+fn larder_signature_of(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}

@@ -97,3 +97,29 @@ async fn apply(
     };
     Ok(respond::text(StatusCode::OK, format!("{done} {file}")))
 }
+
+/// `POST …/-/retention`: applies the project's retention policy now and says, one line per
+/// file, what it deleted (or, with `dry_run`, would delete).
+pub async fn retention(
+    state: &AppState,
+    writer: &Writer<'_>,
+    peer: IpAddr,
+    dry_run: bool,
+) -> Result<Response<Body>, HttpError> {
+    let run = state.cache.apply_retention(writer.project, dry_run, writer.who.clone(), Some(peer)).await?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut out = String::new();
+    for d in &run.doomed {
+        if let Some((_, why)) = run.failed.iter().find(|(f, _)| f.sha256 == d.sha256) {
+            out.push_str(&format!("failed to delete {} ({})\n", d.filename, why));
+        } else {
+            out.push_str(&format!("{verb} {} ({}; {})\n", d.filename, d.version, d.why));
+        }
+    }
+    out.push_str(&match dry_run {
+        true => format!("dry run: {} files would be deleted from project {}", run.doomed.len(), writer.project),
+        false => format!("{} files deleted from project {}, {} failed", run.deleted, writer.project, run.failed.len()),
+    });
+    // Deletes that failed are lines of the answer (`larder retention` exits 1 on them).
+    Ok(respond::text(StatusCode::OK, out))
+}
