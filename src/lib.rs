@@ -8,7 +8,9 @@
 //!   dispatch); `handlers` (HTTP adapters: `simple`, `files`, `upload`, `manage`, `health`);
 //!   `error` (the one place a failure becomes a status); `route`, `body`, `respond`, `idle`, `tls`.
 //!   `handlers::ui` serves the pages for people (`/-/ui/`), rendered by `ui`, with `stats`.
-//! - `auth`: tokens, and who may read a scope or write to a project (`Reader`, or `Denied`).
+//! - `auth`: tokens, and who may read a scope or write to a project (`Reader`, `Writer`, or
+//!   `Denied`); `oidc`: trusted publishing (OIDC tokens verified, upload tokens minted);
+//!   `audit`: one JSON line per write (file, bucket, listeners); `webhooks`: signed POSTs of them.
 //! - `cache`: the engine behind one facade, `Cache` (page, file, metadata, upload, yank,
 //!   delete, warm, shutdown). Inside: `pages` (memory, disk, upstream; freshness, stale),
 //!   `private` (uploads, claimed names, tombstones), `links` (wheel → METADATA), `prefetch`
@@ -24,6 +26,7 @@
 //!   `name`, `filename` (the one distribution-filename parser), `media_type`.
 //! - `policy`: what a scope may be given of the upstreams: per-project upstreams, release
 //!   cooldown, block lists (reloadable), project status; a pure page filter the engine caches.
+//!   `publishers` (which OIDC claims may publish where), `retention` (which uploads go).
 //!   `upstream::routes` decides which upstream owns a name.
 //! - `metadata` (METADATA / PKG-INFO out of distributions), `archive` (bounded tar/zip reading),
 //!   `coalesce` (one coalescer), `clock`, `digest`, `scope`, `lockfile`, `bundle` (air-gap
@@ -51,7 +54,6 @@ pub(crate) mod lockfile;
 pub(crate) mod metadata;
 pub(crate) mod oidc;
 pub mod policy;
-pub(crate) mod retention;
 pub(crate) mod scope;
 pub mod server;
 pub mod state;

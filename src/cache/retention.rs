@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::{Cache, Error};
 use crate::audit::{self, Event, Outcome, Who};
-use crate::retention::{Doomed, plan};
+use crate::policy::retention::{Doomed, Uploaded, plan};
 
 /// What a run found, and what it deleted.
 pub struct RetentionRun {
@@ -38,8 +38,23 @@ impl Cache {
             self.private.refresh_names().await.map_err(Error::from)?;
         }
         let now = SystemTime::now();
-        let doomed: Vec<Doomed> =
-            self.private.files_of(project).iter().flat_map(|(name, files)| plan(&policy, name, files, now)).collect();
+        let doomed: Vec<Doomed> = self
+            .private
+            .files_of(project)
+            .iter()
+            .flat_map(|(name, files)| {
+                let files: Vec<Uploaded> = files
+                    .iter()
+                    .map(|f| Uploaded {
+                        filename: f.filename.clone(),
+                        version: f.version.clone(),
+                        sha256: f.sha256.clone(),
+                        upload_time: f.upload_time.clone(),
+                    })
+                    .collect();
+                plan(&policy, name, &files, now)
+            })
+            .collect();
         let mut run = RetentionRun { doomed: doomed.clone(), deleted: 0, failed: Vec::new() };
         if !dry_run {
             for d in doomed {

@@ -11,7 +11,6 @@
 //! used `jti`s are records too, so any replica accepts the token and a replay is seen by all.
 
 mod jwks;
-pub mod publishers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,8 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::Who;
+use crate::policy::publishers::{self, Publisher};
 use crate::store::Store;
-pub use publishers::{Publisher, PublisherConfig};
 
 /// How long a minted token is valid.
 pub const MINTED_LIFETIME: Duration = Duration::from_secs(15 * 60);

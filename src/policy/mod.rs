@@ -4,6 +4,8 @@
 //! every page and every file request, and caches the filtered pages on the page itself.
 
 pub mod block;
+pub mod publishers;
+pub mod retention;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;

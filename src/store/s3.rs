@@ -579,4 +579,20 @@ mod tests {
         assert_eq!(listed, [key]);
         assert_eq!(store.get_record(key).await.unwrap().as_deref(), Some(&b"{}"[..]));
     }
+
+    /// Audit events live under `<prefix>/audit/`, not among the records start-up lists.
+    #[tokio::test]
+    async fn audit_events_are_objects_beside_the_records() {
+        let bucket = Arc::new(object_store::memory::InMemory::new());
+        let store =
+            S3Store { bucket: bucket.clone(), breaker: Arc::default(), prefix: "p".into(), location: String::new() };
+        store.put_record("audit/2026-12-07/t1-a", b"{}".to_vec()).await.unwrap();
+        store.put_record("page/x", b"{}".to_vec()).await.unwrap();
+        let head = bucket.head(&Path::from("p/audit/2026-12-07/t1-a")).await;
+        assert!(head.is_ok(), "{head:?}");
+        assert_eq!(store.list_records().await.unwrap().keys.into_iter().collect::<Vec<_>>(), ["page/x"]);
+        let day = store.list_record_keys("audit/2026-12-07/").await.unwrap();
+        assert_eq!(day.into_iter().map(|(k, _)| k).collect::<Vec<_>>(), ["audit/2026-12-07/t1-a"]);
+        assert_eq!(store.get_record("audit/2026-12-07/t1-a").await.unwrap().as_deref(), Some(&b"{}"[..]));
+    }
 }

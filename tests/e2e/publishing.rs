@@ -620,3 +620,64 @@ fn larder_signature_of(secret: &str, body: &[u8]) -> String {
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+/// Replicas on one bucket (issue 23 with issue 13): a token minted through one replica uploads
+/// through another, a burn through either revokes it on both, a JWT exchanged on one is a
+/// replay on the other, and every replica's audit events are objects under `<prefix>/audit/`,
+/// so each replica's audit page shows them all.
+#[test]
+fn replicas_share_minted_tokens_used_jtis_and_the_audit_trail() {
+    use crate::util::s3::S3Server;
+    let issuer = Issuer::start();
+    let s3 = S3Server::start();
+    let up = MockUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("larder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+metrics_token = "{METRICS}"
+[[trusted_publishers]]
+issuer = "{issuer}"
+repository = "acme/app"
+workflow = "release.yml"
+projects = ["team"]
+"#,
+            issuer = issuer.stub.base
+        ),
+    )
+    .unwrap();
+    let mut args = s3.args("pub");
+    args.extend(["--upstream".into(), up.simple_url(), "--config".into(), config.to_string_lossy().into_owned()]);
+    let a = s3.larder(&args, &dir.path().join("a"), WRITE);
+    let b = s3.larder(&args, &dir.path().join("b"), WRITE);
+    let mint = |larder: &Larder, jwt: &str| {
+        let resp =
+            http().post(larder.url("/_/oidc/mint-token")).json(&serde_json::json!({"token": jwt})).send().unwrap();
+        (resp.status().as_u16(), resp.json::<serde_json::Value>().unwrap())
+    };
+    let jwt = issuer.token("larder", serde_json::json!({}));
+    let (status, body) = mint(&a, &jwt);
+    assert_eq!(status, 200, "{body}");
+    let minted = body["token"].as_str().unwrap().to_string();
+    let (status, body) = mint(&b, &jwt);
+    assert_eq!(status, 422, "the same JWT on the other replica is a replay: {body}");
+    assert!(body["errors"][0]["description"].as_str().unwrap().contains("already exchanged"), "{body}");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let upload = |larder: &Larder, version: &str| {
+        let path = write_file(scratch.path(), &wheel("corp-replicated", version, &[]));
+        twine_upload(scratch.path(), &upload_url(larder, "team"), &minted, &path)
+    };
+    assert_ok(&upload(&b, "1.0"), "a token minted on A, used on B");
+    let burn = http().post(b.url("/_/oidc/burn-token")).json(&serde_json::json!({"token": minted})).send().unwrap();
+    assert_eq!(burn.status(), 200);
+    assert!(!upload(&a, "1.1").status.success(), "burned on B, still accepted on A");
+
+    // A's audit page lists B's events too (mint on A; upload and burn on B).
+    crate::util::wait_until(std::time::Duration::from_secs(10), || {
+        let html = http().get(a.url("/-/ui/audit")).bearer_auth(METRICS).send().unwrap().text().unwrap();
+        html.contains("mint_token") && html.contains("burn_token") && html.contains("corp_replicated-1.0")
+    });
+}

@@ -9,12 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use crate::audit::{Action, Event, Listener, Outcome};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::audit::{Event, Listener, Outcome};
+use crate::config::publishing::Webhook;
 
 /// Events waiting per webhook; past it they are dropped (and counted), never buffered without end.
 const QUEUE: usize = 1024;
@@ -22,65 +23,6 @@ const QUEUE: usize = 1024;
 const ATTEMPTS: u32 = 6;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `[[webhooks]]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// A label for metrics and logs (default: the URL's host).
-    pub name: Option<String>,
-    pub url: url::Url,
-    /// Any of `upload`, `yank`, `unyank`, `delete`.
-    pub events: Vec<String>,
-    /// The environment variable holding the signing secret.
-    pub secret_env: String,
-}
-
-/// A resolved webhook.
-#[derive(Clone)]
-pub struct Webhook {
-    pub name: String,
-    pub url: url::Url,
-    pub events: Vec<Action>,
-    secret: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the secret.
-        f.debug_struct("Webhook").field("name", &self.name).field("url", &self.url.as_str()).finish()
-    }
-}
-
-impl Webhook {
-    pub fn from_config(c: &WebhookConfig) -> Result<Webhook, String> {
-        let name = c.name.clone().unwrap_or_else(|| c.url.host_str().unwrap_or("webhook").to_string());
-        let at = |what: String| format!("[[webhooks]] `{name}`: {what}");
-        if !matches!(c.url.scheme(), "http" | "https") {
-            return Err(at("the url must be http or https".into()));
-        }
-        let events = c
-            .events
-            .iter()
-            .map(|e| match e.as_str() {
-                "upload" => Ok(Action::Upload),
-                "yank" => Ok(Action::Yank),
-                "unyank" => Ok(Action::Unyank),
-                "delete" => Ok(Action::Delete),
-                other => Err(at(format!("unknown event `{other}`; use upload, yank, unyank or delete"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if events.is_empty() {
-            return Err(at("list the events to send in `events`".into()));
-        }
-        let secret = std::env::var(&c.secret_env)
-            .map_err(|_| at(format!("environment variable `{}` (secret_env) is not set", c.secret_env)))?;
-        if secret.len() < 16 {
-            return Err(at("the signing secret is shorter than 16 characters".into()));
-        }
-        Ok(Webhook { name, url: c.url.clone(), events, secret: Arc::from(secret.into_bytes()) })
-    }
-}
 
 /// `sha256=<hex>` of HMAC-SHA256(secret, body): what a receiver recomputes and compares.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
@@ -130,7 +72,7 @@ impl Listener for Webhooks {
         }
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let mut shared = None;
-        for (hook, tx) in queues.iter().filter(|(h, _)| h.events.contains(&event.action)) {
+        for (hook, tx) in queues.iter().filter(|(h, _)| h.events.contains(&event.action.as_str())) {
             let event = shared.get_or_insert_with(|| Arc::new(event.clone())).clone();
             if tx.try_send(event).is_err() {
                 metrics::counter!("larder_webhook_dropped_total", "webhook" => hook.name.clone()).increment(1);

@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 use crate::cli::Settings;
 
+pub mod publishing;
+
 /// The config file as written: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +40,7 @@ pub struct FileConfig {
     pub audit_log: Option<String>,
     /// `[[webhooks]]`: JSON POSTs, signed, for uploads, yanks and deletes.
     #[serde(default)]
-    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    pub webhooks: Vec<publishing::WebhookConfig>,
     /// How often the retention job runs (default 1h).
     #[serde(default, with = "humantime_serde")]
     pub retention_interval: Option<Duration>,
@@ -46,7 +48,7 @@ pub struct FileConfig {
     pub oidc_audience: Option<String>,
     /// `[[trusted_publishers]]`: CI identities that may exchange OIDC tokens for upload tokens.
     #[serde(default)]
-    pub trusted_publishers: Vec<crate::oidc::PublisherConfig>,
+    pub trusted_publishers: Vec<crate::policy::publishers::PublisherConfig>,
     pub max_archive_members: Option<u64>,
     pub max_archive_unpacked: Option<String>,
     pub max_page_size: Option<String>,
@@ -179,7 +181,7 @@ pub struct ProjectConfig {
     pub status: Option<PrivateStatus>,
     pub status_reason: Option<String>,
     /// Which private files a background job (and `larder retention`) deletes (issue 23).
-    pub retention: Option<crate::retention::Retention>,
+    pub retention: Option<crate::policy::retention::Retention>,
 }
 
 /// The statuses a private project can be given (PEP 792).
@@ -265,14 +267,14 @@ pub struct Config {
     /// `/metrics` needs this token (Bearer or Basic password) when set.
     pub metrics_token: Option<String>,
     /// Where the audit log goes (issue 23); `None`: only to the bucket (S3) and memory.
-    pub audit_log: Option<crate::audit::Destination>,
+    pub audit_log: Option<publishing::Destination>,
     /// Where uploads, yanks and deletes are announced (issue 23).
-    pub webhooks: Vec<crate::webhooks::Webhook>,
+    pub webhooks: Vec<publishing::Webhook>,
     /// How often projects' retention policies are applied in the background.
     pub retention_interval: Duration,
     /// Trusted publishing (issue 23): the audience tokens must name, and who may publish.
     pub oidc_audience: String,
-    pub trusted_publishers: Vec<crate::oidc::Publisher>,
+    pub trusted_publishers: Vec<crate::policy::publishers::Publisher>,
     /// Bounds on reading uploaded and upstream archives.
     pub archive_limits: crate::archive::ArchiveLimits,
     /// Fetch the METADATA of new upstream wheels with range requests in the background.
@@ -523,7 +525,7 @@ impl Config {
             webhooks: file
                 .webhooks
                 .iter()
-                .map(crate::webhooks::Webhook::from_config)
+                .map(publishing::Webhook::from_config)
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?,
             retention_interval: file
@@ -538,7 +540,7 @@ impl Config {
             trusted_publishers: file
                 .trusted_publishers
                 .iter()
-                .map(crate::oidc::Publisher::from_config)
+                .map(crate::policy::publishers::Publisher::from_config)
                 .collect::<Result<_, _>>()
                 .map_err(anyhow::Error::msg)?,
             audit_log: s
@@ -546,7 +548,7 @@ impl Config {
                 .clone()
                 .or(file.audit_log.clone())
                 .filter(|p| !p.is_empty())
-                .map(|p| crate::audit::Destination::parse(&p)),
+                .map(|p| publishing::Destination::parse(&p)),
             archive_limits: crate::archive::ArchiveLimits {
                 max_members: s.max_archive_members.or(file.max_archive_members).unwrap_or(100_000),
                 max_unpacked: size("max_archive_unpacked", &s.max_archive_unpacked, file.max_archive_unpacked, "4GiB")?,
@@ -867,7 +869,7 @@ projects = ["ml", "other"]
 
     #[test]
     fn shipped_example_parses() {
-        let text = include_str!("../config/larder.toml");
+        let text = include_str!("../../config/larder.toml");
         toml::from_str::<FileConfig>(text).expect("config/larder.toml must stay valid");
     }
 }

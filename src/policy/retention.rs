@@ -12,8 +12,17 @@ use std::time::{Duration, SystemTime};
 use pep440_rs::Version;
 use serde::Deserialize;
 
-use crate::cache::records::PrivateFile;
 use crate::index::ProjectName;
+
+/// One uploaded file, as far as retention cares.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub filename: String,
+    pub version: String,
+    pub sha256: String,
+    /// RFC 3339.
+    pub upload_time: String,
+}
 
 /// `retention = { … }` in a project's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -49,7 +58,7 @@ pub struct Doomed {
 }
 
 /// The files of one package that `policy` deletes at `now`.
-pub fn plan(policy: &Retention, name: &ProjectName, files: &[PrivateFile], now: SystemTime) -> Vec<Doomed> {
+pub fn plan(policy: &Retention, name: &ProjectName, files: &[Uploaded], now: SystemTime) -> Vec<Doomed> {
     let mut versions: Vec<(Version, &str)> = Vec::new();
     for f in files {
         if let Ok(v) = f.version.parse::<Version>()
@@ -62,7 +71,7 @@ pub fn plan(policy: &Retention, name: &ProjectName, files: &[PrivateFile], now: 
     let newest = versions.first().map(|(v, _)| v.clone());
     let mut doomed = Vec::new();
     for (rank, (version, _)) in versions.iter().enumerate() {
-        let of_version: Vec<&PrivateFile> =
+        let of_version: Vec<&Uploaded> =
             files.iter().filter(|f| f.version.parse::<Version>().is_ok_and(|v| v == *version)).collect();
         let why = if policy.keep_versions.is_some_and(|keep| rank >= keep) {
             Some(format!("older than the newest {} versions", policy.keep_versions.unwrap_or_default()))
@@ -90,7 +99,7 @@ pub fn plan(policy: &Retention, name: &ProjectName, files: &[PrivateFile], now: 
 
 /// Was the file uploaded longer than `after` before `now`? A time that does not parse counts
 /// as recent (never deleted for its age).
-fn uploaded_before(f: &PrivateFile, now: SystemTime, after: Duration) -> bool {
+fn uploaded_before(f: &Uploaded, now: SystemTime, after: Duration) -> bool {
     humantime::parse_rfc3339_weak(f.upload_time.trim_end_matches('Z'))
         .or_else(|_| humantime::parse_rfc3339(&f.upload_time))
         .ok()
@@ -102,20 +111,13 @@ fn uploaded_before(f: &PrivateFile, now: SystemTime, after: Duration) -> bool {
 mod tests {
     use super::*;
 
-    fn file(version: &str, kind: &str, days_ago: u64, now: SystemTime) -> PrivateFile {
+    fn file(version: &str, kind: &str, days_ago: u64, now: SystemTime) -> Uploaded {
         let at = now - Duration::from_secs(days_ago * 86_400);
-        PrivateFile {
+        Uploaded {
             filename: format!("pkg-{version}{kind}"),
             version: version.into(),
             sha256: format!("{version}{kind}"),
-            md5: String::new(),
-            blake2_256: String::new(),
-            size: 1,
             upload_time: humantime::format_rfc3339_micros(at).to_string(),
-            requires_python: None,
-            metadata_sha256: None,
-            yanked: Default::default(),
-            attestations: None,
         }
     }
 
