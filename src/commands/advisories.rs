@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use crate::audit::{self, Audit};
 use crate::cli::AdvisoriesImportArgs;
 use crate::config::Config;
 use crate::store;
@@ -14,7 +15,25 @@ pub async fn import(config: Config, args: AdvisoriesImportArgs) -> anyhow::Resul
             eprintln!("skipped {name}: {why}");
         }
     };
-    let done = crate::cache::advisory_store::import(&*store, &args.path, &mut report).await?;
+    let audit = Audit::open(config.audit_log.as_ref(), store.is_shared().then(|| store.clone()))?;
+    let result = crate::cache::advisory_store::import(&*store, &args.path, &mut report).await;
+    let event =
+        audit::Event::new(audit::Action::Import, audit::Who::Operator { via: "larder advisories import".into() });
+    audit.record(match &result {
+        Ok(d) => event.ended(
+            audit::Outcome::Ok,
+            Some(format!(
+                "advisories from {}: {} added, {} updated, {} withdrawn",
+                args.path.display(),
+                d.added,
+                d.updated,
+                d.withdrawn
+            )),
+        ),
+        Err(e) => event.ended(audit::Outcome::Refused, Some(format!("advisories from {}: {e:#}", args.path.display()))),
+    });
+    audit.flush().await;
+    let done = result?;
     println!(
         "advisories: {} added, {} updated, {} unchanged, {} withdrawn, {} skipped; {} in the store",
         done.added, done.updated, done.unchanged, done.withdrawn, done.skipped, done.total

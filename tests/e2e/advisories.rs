@@ -280,7 +280,26 @@ fn a_new_import_reaches_a_running_server_and_a_bundle_carries_the_advisories() {
         "export",
     );
     let other = dir.path().join("other");
-    assert_ok(&larder_cli(&["import", "--data-dir", other.to_str().unwrap(), bundle.to_str().unwrap()], &[]), "import");
+    // Imports are audited (issue 23): the bundle and the advisories, one line each.
+    let audit = dir.path().join("audit.jsonl");
+    let audit_env = [("LARDER_AUDIT_LOG", audit.to_str().unwrap())];
+    assert_ok(
+        &larder_cli(&["import", "--data-dir", other.to_str().unwrap(), bundle.to_str().unwrap()], &audit_env),
+        "import",
+    );
+    let records = dir.path().join("osv-again");
+    write_records(&records);
+    let out = larder_cli(
+        &["advisories", "import", "--data-dir", other.to_str().unwrap(), records.to_str().unwrap()],
+        &audit_env,
+    );
+    assert_ok(&out, "advisories import, audited");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l["action"] == "import" && l["result"] == "ok" && l["who"]["kind"] == "operator"));
+    assert_eq!(lines[0]["who"]["via"], "larder import");
+    assert!(lines[1]["reason"].as_str().unwrap().starts_with("advisories from"), "{}", lines[1]);
     let second = Larder::start(&other, &["--offline"]);
     let (status, batch) = post(
         &second,
