@@ -148,6 +148,15 @@ pub fn metrics(config: &Config, headers: &HeaderMap) -> Result<(), Denied> {
     }
 }
 
+/// `/-/ui/audit` needs the metrics token, and is not there at all without one: the audit log
+/// names private files, token names and client addresses.
+pub fn audit_reader(config: &Config, headers: &HeaderMap) -> Result<(), Denied> {
+    if config.metrics_token.is_none() {
+        return Err(Denied::NotFound("the audit page needs metrics_token to be set; its holder may read it".into()));
+    }
+    metrics(config, headers)
+}
+
 fn check_token(config: &Config, headers: &HeaderMap, scope: &Scope, write: bool) -> Result<Token, Denied> {
     let Some(secret) = credentials(headers) else {
         let what = if write { "uploading" } else { "reading this private project" };

@@ -37,6 +37,7 @@ impl AppState {
             config.oidc_audience.clone(),
             config.trusted_publishers.clone(),
             cache.shared_store(),
+            Some(config.data_dir.join("oidc-used-jti")),
         )?);
         Ok(AppState { config, cache, metrics: None, stats: Arc::default(), draining: Arc::default(), publishing })
     }

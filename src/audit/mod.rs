@@ -21,6 +21,11 @@ pub mod event;
 
 /// How many events the pages for people can show without reading the log back.
 const RECENT: usize = 200;
+/// Audit objects being written to the bucket at once; past it events go to the log only
+/// (counted), so a flood of refused requests cannot queue bucket writes without end.
+const MAX_PENDING_PUTS: usize = 256;
+/// A reason longer than this is cut (it may quote what a client sent).
+const MAX_REASON: usize = 300;
 
 /// Receives every recorded event after it is written (the webhooks).
 pub trait Listener: Send + Sync {
@@ -81,7 +86,10 @@ impl Audit {
     /// Records one event: the log line (one `write` of a whole line, so lines from concurrent
     /// writers never interleave in an append-only file), the recent list, the shared store,
     /// the listeners.
-    pub fn record(&self, event: Event) {
+    pub fn record(&self, mut event: Event) {
+        if let Some(reason) = event.reason.as_mut() {
+            tidy(reason);
+        }
         let line = match serde_json::to_string(&event) {
             Ok(l) => l,
             Err(e) => {
@@ -106,9 +114,18 @@ impl Audit {
             }
             recent.push_back(Arc::from(line.as_str()));
         }
+        // Refusals of requests that proved no identity are this replica's business only: the
+        // bucket is written for what somebody with a token or a trusted identity did.
+        let anonymous_refusal = event.who == Who::Anonymous && event.result != Outcome::Ok;
         if let Some(store) = &self.shared
+            && !anonymous_refusal
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
+            if self.tasks.len() >= MAX_PENDING_PUTS {
+                metrics::counter!("larder_audit_failures_total", "to" => "bucket").increment(1);
+                tracing::warn!("too many audit objects being written; this event goes to the log only");
+                return self.notify(&event);
+            }
             let key = format!("audit/{}/{}-{:016x}", event.day(), event.time, rand::random::<u64>());
             let store = store.clone();
             let body = line.clone().into_bytes();
@@ -122,9 +139,13 @@ impl Audit {
                 &handle,
             );
         }
+        self.notify(&event);
+    }
+
+    fn notify(&self, event: &Event) {
         let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for l in listeners {
-            l.event(&event);
+            l.event(event);
         }
     }
 
@@ -163,6 +184,21 @@ impl Audit {
     fn in_memory(&self, limit: usize) -> Vec<String> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().rev().take(limit).map(|l| l.to_string()).collect()
+    }
+}
+
+/// One line of at most `MAX_REASON` bytes, control characters replaced.
+fn tidy(reason: &mut String) {
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    if reason.chars().any(char::is_control) {
+        *reason = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     }
 }
 
@@ -226,6 +262,16 @@ mod tests {
         assert_eq!(v["who"]["name"], "ci");
         assert_eq!(v["result"], "ok");
         assert!(v.get("reason").is_none());
+    }
+
+    #[test]
+    fn reasons_are_one_bounded_line() {
+        let mut long = format!("a\nb\r{}", "é".repeat(400));
+        tidy(&mut long);
+        assert!(long.len() <= MAX_REASON + '…'.len_utf8() && !long.contains(['\n', '\r']), "{long}");
+        let mut short = "fine".to_string();
+        tidy(&mut short);
+        assert_eq!(short, "fine");
     }
 
     #[test]

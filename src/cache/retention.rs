@@ -8,23 +8,33 @@ use super::{Cache, Error};
 use crate::audit::{self, Event, Outcome, Who};
 use crate::policy::retention::{Doomed, Uploaded, plan};
 
+/// A background run deletes at most this many files of a package at once, unless that is at
+/// most half of its files: a burst of bogus high versions (a leaked upload token) must not
+/// make the job delete a package's real releases; an operator's `larder retention` can.
+const CAREFUL_MAX: usize = 5;
+
 /// What a run found, and what it deleted.
 pub struct RetentionRun {
     /// Every file the policy lets go (with `dry_run`, nothing was deleted).
     pub doomed: Vec<Doomed>,
     /// How many were deleted.
     pub deleted: usize,
+    /// Packages a careful run left alone, with why.
+    pub held: Vec<String>,
     /// Deletes that failed, with why (the next run tries again).
     pub failed: Vec<(Doomed, String)>,
 }
 
 impl Cache {
     /// Applies `project`'s retention policy: lists what it lets go and, unless `dry_run`,
-    /// deletes it. `who` and `peer` are for the audit log.
+    /// deletes it. `careful` (the background job): a package would lose more than
+    /// `CAREFUL_MAX` files and more than half of them is left alone. `who` and `peer` are for
+    /// the audit log.
     pub async fn apply_retention(
         &self,
         project: &str,
         dry_run: bool,
+        careful: bool,
         who: Who,
         peer: Option<std::net::IpAddr>,
     ) -> Result<RetentionRun, Error> {
@@ -38,6 +48,7 @@ impl Cache {
             self.private.refresh_names().await.map_err(Error::from)?;
         }
         let now = SystemTime::now();
+        let mut held = Vec::new();
         let doomed: Vec<Doomed> = self
             .private
             .files_of(project)
@@ -50,12 +61,31 @@ impl Cache {
                         version: f.version.clone(),
                         sha256: f.sha256.clone(),
                         upload_time: f.upload_time.clone(),
+                        yanked: !matches!(f.yanked, crate::index::Yanked::No),
                     })
                     .collect();
-                plan(&policy, name, &files, now)
+                let doomed = plan(&policy, name, &files, now);
+                if careful && doomed.len() > CAREFUL_MAX && doomed.len() * 2 > files.len() {
+                    held.push(format!(
+                        "`{name}`: the policy lets {} of its {} files go at once; run `larder retention --project {project}` to confirm",
+                        doomed.len(),
+                        files.len()
+                    ));
+                    return Vec::new();
+                }
+                doomed
             })
             .collect();
-        let mut run = RetentionRun { doomed: doomed.clone(), deleted: 0, failed: Vec::new() };
+        for why in &held {
+            tracing::warn!(%project, "retention held back: {why}");
+            self.audit.record(
+                Event::new(audit::Action::Retention, who.clone())
+                    .project(project)
+                    .peer(peer)
+                    .ended(Outcome::Refused, Some(why.clone())),
+            );
+        }
+        let mut run = RetentionRun { doomed: doomed.clone(), deleted: 0, held, failed: Vec::new() };
         if !dry_run {
             for d in doomed {
                 let result = self.delete(project, &d.sha256, &d.filename).await;

@@ -76,7 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tokio::time::sleep(every).await;
                 for project in cache.retained_projects() {
                     let who = audit::Who::Server { job: "retention".into() };
-                    match cache.apply_retention(&project, false, who, None).await {
+                    match cache.apply_retention(&project, false, true, who, None).await {
                         Ok(run) if run.deleted > 0 || !run.failed.is_empty() => tracing::info!(
                             %project, deleted = run.deleted, failed = run.failed.len(), "retention applied"
                         ),

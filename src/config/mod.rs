@@ -532,11 +532,13 @@ impl Config {
                 .retention_interval
                 .unwrap_or(Duration::from_secs(3600))
                 .max(Duration::from_secs(1)),
-            oidc_audience: file
-                .oidc_audience
-                .clone()
-                .filter(|a| !a.trim().is_empty())
-                .unwrap_or_else(|| "larder".into()),
+            // Per deployment: a token minted for another Larder is not accepted here.
+            oidc_audience: file.oidc_audience.clone().filter(|a| !a.trim().is_empty()).unwrap_or_else(|| {
+                match s.public_url.clone().or(file.public_url.clone()).and_then(|u| u.host_str().map(str::to_string)) {
+                    Some(host) => host,
+                    None => "larder".into(),
+                }
+            }),
             trusted_publishers: file
                 .trusted_publishers
                 .iter()

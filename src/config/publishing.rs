@@ -52,7 +52,8 @@ pub struct Webhook {
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secret.
-        f.debug_struct("Webhook").field("name", &self.name).field("url", &self.url.as_str()).finish()
+        // Never the secret, nor the URL's path (chat webhooks carry a secret there).
+        f.debug_struct("Webhook").field("name", &self.name).field("host", &self.url.host_str()).finish()
     }
 }
 

@@ -26,10 +26,15 @@ struct Cached {
     fetched: Instant,
 }
 
+/// After a failed fetch, the issuer is not asked again for this long (mints get a 503 at once).
+const FAILED_PAUSE: Duration = Duration::from_secs(30);
+
 pub struct Keys {
     client: reqwest::Client,
     /// One fetch per issuer at a time: the lock is held across it.
     cache: tokio::sync::Mutex<HashMap<String, Cached>>,
+    /// When each issuer's last fetch failed.
+    failed: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Keys {
@@ -39,7 +44,7 @@ impl Keys {
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Keys { client, cache: tokio::sync::Mutex::default() })
+        Ok(Keys { client, cache: tokio::sync::Mutex::default(), failed: Default::default() })
     }
 
     /// The issuer's key `kid`.
@@ -57,7 +62,20 @@ impl Keys {
                 return Err(MintError::InvalidToken(format!("the issuer has no signing key `{kid}`")));
             }
         }
-        let keys = self.fetch(issuer).await?;
+        let recently_failed =
+            |failed: &HashMap<String, Instant>| failed.get(issuer).is_some_and(|at| at.elapsed() < FAILED_PAUSE);
+        if recently_failed(&self.failed.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Err(MintError::IssuerUnavailable(
+                "the issuer's signing keys could not be fetched a moment ago; retry shortly".into(),
+            ));
+        }
+        let keys = match self.fetch(issuer).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.failed.lock().unwrap_or_else(|p| p.into_inner()).insert(issuer.to_string(), Instant::now());
+                return Err(e);
+            }
+        };
         let cached = Cached { keys, fetched: Instant::now() };
         let key = find(&cached);
         cache.insert(issuer.to_string(), cached);

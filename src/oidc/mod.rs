@@ -84,6 +84,9 @@ pub struct TrustedPublishing {
     used: Mutex<HashMap<String, u64>>,
     /// The store, when other replicas share it.
     shared: Option<Arc<dyn Store>>,
+    /// Without a shared store: the used `jti`s are appended here too, so a restart does not
+    /// make an exchanged token usable again.
+    journal: Option<std::path::PathBuf>,
 }
 
 fn now_unix() -> u64 {
@@ -104,14 +107,39 @@ fn remember<V>(map: &mut HashMap<String, V>, key: String, value: V, expiry: impl
 }
 
 impl TrustedPublishing {
-    pub fn new(audience: String, publishers: Vec<Publisher>, shared: Option<Arc<dyn Store>>) -> anyhow::Result<Self> {
+    /// `journal`: where a process without a shared store keeps the used `jti`s (read back,
+    /// and pruned of expired ones, here).
+    pub fn new(
+        audience: String,
+        publishers: Vec<Publisher>,
+        shared: Option<Arc<dyn Store>>,
+        journal: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let journal = journal.filter(|_| shared.is_none() && !publishers.is_empty());
+        let mut used = HashMap::new();
+        if let Some(path) = &journal {
+            let now = now_unix();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            for line in text.lines() {
+                if let Some((id, exp)) = line.split_once(' ')
+                    && let Ok(exp) = exp.parse::<u64>()
+                    && exp > now
+                    && used.len() < MAX_REMEMBERED
+                {
+                    used.insert(id.to_string(), exp);
+                }
+            }
+            let kept: String = used.iter().map(|(id, exp)| format!("{id} {exp}\n")).collect();
+            std::fs::write(path, kept).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
         Ok(TrustedPublishing {
             audience,
             publishers,
             keys: jwks::Keys::new()?,
             minted: Mutex::default(),
-            used: Mutex::default(),
+            used: Mutex::new(used),
             shared,
+            journal,
         })
     }
 
@@ -205,6 +233,19 @@ impl TrustedPublishing {
             }
             if !remember(&mut used, id.clone(), exp + LEEWAY_SECS, |e| *e) {
                 return Err(MintError::Store("too many tokens exchanged recently; retry in a few minutes".into()));
+            }
+            if let Some(path) = &self.journal {
+                use std::io::Write;
+                let line = format!("{id} {}\n", exp + LEEWAY_SECS);
+                let written = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(e) = written {
+                    used.remove(&id);
+                    return Err(MintError::Store(format!("cannot record the token's use: {e}; retry shortly")));
+                }
             }
         }
         if let Some(store) = &self.shared {

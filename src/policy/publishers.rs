@@ -46,8 +46,14 @@ enum Expect {
     Equal(String),
     /// GitHub repository and owner names are case-insensitive.
     EqualIgnoringCase(String),
-    /// GitHub's `job_workflow_ref` is `<owner>/<repo>/.github/workflows/<file>@<ref>`.
-    WorkflowFile(String),
+    /// GitHub's `job_workflow_ref` is `<owner>/<repo>/.github/workflows/<file>@<ref>`: the
+    /// workflow file of this repository (when the publisher names it; a reusable workflow of
+    /// another repository called by the trusted one does not match), or of any repository
+    /// when only `repository_id` binds the publisher.
+    WorkflowFile {
+        repository: Option<String>,
+        file: String,
+    },
 }
 
 impl Expect {
@@ -55,8 +61,10 @@ impl Expect {
         match self {
             Expect::Equal(v) => value == v,
             Expect::EqualIgnoringCase(v) => value.eq_ignore_ascii_case(v),
-            Expect::WorkflowFile(file) => {
-                value.split_once('@').is_some_and(|(path, _)| path.ends_with(&format!("/.github/workflows/{file}")))
+            Expect::WorkflowFile { repository, file } => {
+                let Some((path, _)) = value.split_once('@') else { return false };
+                let Some((repo, workflow)) = path.split_once("/.github/workflows/") else { return false };
+                workflow == file && repository.as_ref().is_none_or(|r| repo.eq_ignore_ascii_case(r))
             }
         }
     }
@@ -96,12 +104,35 @@ impl Publisher {
             .any(|v| v.is_some());
         let gitlab =
             [&c.project_path, &c.project_id, &c.namespace_id, &c.ci_config_ref_uri].iter().any(|v| v.is_some());
-        let mut rules: Vec<(String, Expect)> = Vec::new();
-        let mut add = |claim: &str, value: &Option<String>, expect: fn(String) -> Expect| {
-            if let Some(v) = value.as_ref().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-                rules.push((claim.to_string(), expect(v.to_string())));
+        // A blank value would bind nothing: refused, never skipped.
+        for (key, value) in [
+            ("repository", &c.repository),
+            ("repository_id", &c.repository_id),
+            ("repository_owner_id", &c.repository_owner_id),
+            ("workflow", &c.workflow),
+            ("environment", &c.environment),
+            ("ref", &c.git_ref),
+            ("project_path", &c.project_path),
+            ("project_id", &c.project_id),
+            ("namespace_id", &c.namespace_id),
+            ("ci_config_ref_uri", &c.ci_config_ref_uri),
+        ] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty() || v.trim() != v) {
+                return Err(at(&format!("`{key}` must not be blank or padded with spaces")));
             }
-        };
+        }
+        if c.claims.iter().any(|(k, v)| k.trim().is_empty() || v.trim().is_empty()) {
+            return Err(at("`claims` must not hold blank names or values"));
+        }
+        if c.workflow.as_ref().is_some_and(|w| w.contains('/') || w.contains('@')) {
+            return Err(at("`workflow` is the workflow's file name only, e.g. release.yml"));
+        }
+        let mut rules: Vec<(String, Expect)> = Vec::new();
+        fn add(rules: &mut Vec<(String, Expect)>, claim: &str, value: &Option<String>, expect: fn(String) -> Expect) {
+            if let Some(v) = value {
+                rules.push((claim.to_string(), expect(v.clone())));
+            }
+        }
         let identity = match (github, gitlab) {
             (true, true) => return Err(at("mixes GitHub keys (repository, workflow) with GitLab keys (project_path)")),
             (true, false) => {
@@ -111,12 +142,15 @@ impl Publisher {
                 if c.workflow.is_none() {
                     return Err(at("a GitHub publisher needs `workflow` (the workflow file name, e.g. release.yml)"));
                 }
-                add("repository", &c.repository, Expect::EqualIgnoringCase);
-                add("repository_id", &c.repository_id, Expect::Equal);
-                add("repository_owner_id", &c.repository_owner_id, Expect::Equal);
-                add("job_workflow_ref", &c.workflow, Expect::WorkflowFile);
-                add("environment", &c.environment, Expect::Equal);
-                add("ref", &c.git_ref, Expect::Equal);
+                add(&mut rules, "repository", &c.repository, Expect::EqualIgnoringCase);
+                add(&mut rules, "repository_id", &c.repository_id, Expect::Equal);
+                add(&mut rules, "repository_owner_id", &c.repository_owner_id, Expect::Equal);
+                if let Some(file) = &c.workflow {
+                    let repository = c.repository.clone();
+                    rules.push(("job_workflow_ref".into(), Expect::WorkflowFile { repository, file: file.clone() }));
+                }
+                add(&mut rules, "environment", &c.environment, Expect::Equal);
+                add(&mut rules, "ref", &c.git_ref, Expect::Equal);
                 ("repository", Some("job_workflow_ref"))
             }
             (false, true) => {
@@ -126,11 +160,11 @@ impl Publisher {
                 if c.ci_config_ref_uri.is_none() {
                     return Err(at("a GitLab publisher needs `ci_config_ref_uri`"));
                 }
-                add("project_path", &c.project_path, Expect::EqualIgnoringCase);
-                add("project_id", &c.project_id, Expect::Equal);
-                add("namespace_id", &c.namespace_id, Expect::Equal);
-                add("ci_config_ref_uri", &c.ci_config_ref_uri, Expect::Equal);
-                add("environment", &c.environment, Expect::Equal);
+                add(&mut rules, "project_path", &c.project_path, Expect::EqualIgnoringCase);
+                add(&mut rules, "project_id", &c.project_id, Expect::Equal);
+                add(&mut rules, "namespace_id", &c.namespace_id, Expect::Equal);
+                add(&mut rules, "ci_config_ref_uri", &c.ci_config_ref_uri, Expect::Equal);
+                add(&mut rules, "environment", &c.environment, Expect::Equal);
                 ("project_path", Some("ci_config_ref_uri"))
             }
             (false, false) => {
@@ -227,6 +261,11 @@ projects = ["team"]
             (github("repository = \"a/b\"\nworkflow = \"r.yml\"\nproject_path = \"x/y\""), "mixes"),
             (github("project_path = \"a/b\""), "ci_config_ref_uri"),
             (github("claims = { aud = \"x\" }"), "say whose tokens"),
+            (github("repository = \"\"\nworkflow = \"release.yml\""), "blank"),
+            (github("repository = \"a/b\"\nworkflow = \" \""), "blank"),
+            (github("repository = \"a/b\"\nworkflow = \".github/workflows/r.yml\""), "file name only"),
+            (github("project_path = \"a/b\"\nci_config_ref_uri = \"\""), "blank"),
+            (github("claims = { sub = \"\" }"), "blank"),
         ] {
             let err = Publisher::from_config(&cfg).unwrap_err();
             assert!(err.contains(why), "{err}");
@@ -264,6 +303,9 @@ projects = ["team"]
                 "job_workflow_ref",
             ),
             ("job_workflow_ref", serde_json::json!("acme/app/.github/workflows/xrelease.yml@r"), "job_workflow_ref"),
+            // A reusable workflow of another repository, called by the trusted one.
+            ("job_workflow_ref", serde_json::json!("evil/lib/.github/workflows/release.yml@v1"), "job_workflow_ref"),
+            ("job_workflow_ref", serde_json::json!("acme/app/.github/workflows/release.yml"), "job_workflow_ref"),
             ("environment", serde_json::json!(null), "no `environment`"),
         ] {
             let mut c = good.clone();

@@ -4,6 +4,8 @@
 //! of each package, the files of versions older than the newest `keep_versions` go, and so do
 //! pre-releases (and dev releases) last uploaded longer ago than `delete_prereleases_after`,
 //! unless that pre-release is the package's newest version (a package never vanishes whole).
+//! The newest version that is not yanked (a final release, when there is one) always stays:
+//! clients can still install something.
 //! Upstream-cached files are never touched: this sees private records only. A version that
 //! does not parse (PEP 440) is never deleted. This file decides; `cache::retention` deletes.
 
@@ -22,6 +24,7 @@ pub struct Uploaded {
     pub sha256: String,
     /// RFC 3339.
     pub upload_time: String,
+    pub yanked: bool,
 }
 
 /// `retention = { … }` in a project's table.
@@ -69,11 +72,19 @@ pub fn plan(policy: &Retention, name: &ProjectName, files: &[Uploaded], now: Sys
     }
     versions.sort_by(|a, b| b.0.cmp(&a.0)); // newest first
     let newest = versions.first().map(|(v, _)| v.clone());
+    // The newest version a client installs by default (not yanked; a final release when there
+    // is one) is never deleted, whatever the policy.
+    let installable: Vec<Version> =
+        files.iter().filter(|f| !f.yanked).filter_map(|f| f.version.parse::<Version>().ok()).collect();
+    let newest_installable =
+        installable.iter().filter(|v| !v.any_prerelease()).max().or_else(|| installable.iter().max()).cloned();
     let mut doomed = Vec::new();
     for (rank, (version, _)) in versions.iter().enumerate() {
         let of_version: Vec<&Uploaded> =
             files.iter().filter(|f| f.version.parse::<Version>().is_ok_and(|v| v == *version)).collect();
-        let why = if policy.keep_versions.is_some_and(|keep| rank >= keep) {
+        let why = if Some(version) == newest_installable.as_ref() {
+            None
+        } else if policy.keep_versions.is_some_and(|keep| rank >= keep) {
             Some(format!("older than the newest {} versions", policy.keep_versions.unwrap_or_default()))
         } else if let Some(after) = policy.delete_prereleases_after
             && (version.any_prerelease())
@@ -118,6 +129,7 @@ mod tests {
             version: version.into(),
             sha256: format!("{version}{kind}"),
             upload_time: humantime::format_rfc3339_micros(at).to_string(),
+            yanked: false,
         }
     }
 
@@ -140,7 +152,21 @@ mod tests {
         let keep2 = Retention { keep_versions: Some(2), delete_prereleases_after: None };
         assert_eq!(names(&plan(&keep2, &name, &files, now)), ["pkg-1.9.tar.gz", "pkg-1.2.tar.gz"]);
         let keep1 = Retention { keep_versions: Some(1), delete_prereleases_after: None };
-        assert_eq!(plan(&keep1, &name, &files, now).len(), 4, "both files of 1.10 go too");
+        // 2.0rc1 is the newest version, 1.10 the newest final release: both stay.
+        assert_eq!(names(&plan(&keep1, &name, &files, now)), ["pkg-1.9.tar.gz", "pkg-1.2.tar.gz"]);
+        let finals: Vec<Uploaded> = files.iter().filter(|f| f.version != "2.0rc1").cloned().collect();
+        assert_eq!(plan(&keep1, &name, &finals, now).len(), 2, "1.10 is the newest: 1.9 and 1.2 go");
+        let mut two_files = finals.clone();
+        two_files.retain(|f| f.version != "1.10");
+        two_files.push(file("1.0", ".tar.gz", 30, now));
+        two_files.push(file("1.0", "-py3-none-any.whl", 30, now));
+        let doomed = plan(&keep1, &name, &two_files, now);
+        assert_eq!(doomed.len(), 3, "both files of 1.0 go too: {doomed:?}");
+        // With 1.10 and 1.9 yanked, 1.2 is the newest installable version: it stays.
+        let mut yanked = files.clone();
+        yanked.iter_mut().filter(|f| f.version == "1.10" || f.version == "1.9").for_each(|f| f.yanked = true);
+        let doomed = plan(&keep2, &name, &yanked, now);
+        assert_eq!(names(&doomed), ["pkg-1.9.tar.gz"], "{doomed:?}");
         let keep9 = Retention { keep_versions: Some(9), delete_prereleases_after: None };
         assert!(plan(&keep9, &name, &files, now).is_empty());
         assert!(plan(&keep2, &name, &[], now).is_empty());

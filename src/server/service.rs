@@ -155,9 +155,7 @@ async fn route_request(
         }
         Route::Retention { scope } if method == Method::POST => {
             let writer = write_access(state, headers, &scope, audit::Action::Retention, None, peer).await?;
-            let dry_run =
-                parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true" || kv == "dry_run=1"));
-            handlers::manage::retention(state, &writer, peer, dry_run).await
+            handlers::manage::retention(state, &writer, peer, dry_run(parts.uri.query())?).await
         }
         Route::Ui { scope, view } if is_read => {
             let reader = auth::reader(config, headers, &scope, peer)?;
@@ -165,7 +163,7 @@ async fn route_request(
         }
         Route::UiAsset(name) if is_read => Ok(handlers::ui::asset(name)),
         Route::UiAudit if is_read => {
-            auth::metrics(config, headers)?;
+            auth::audit_reader(config, headers)?;
             Ok(handlers::ui::audit(state).await)
         }
         Route::UiSlash if is_read => Ok(respond::moved_permanently(&format!("{}/", parts.uri.path()))),
@@ -206,6 +204,21 @@ async fn write_access<'a>(
         state.cache.audit().record(event);
         denied.into()
     })
+}
+
+/// `?dry_run=true|false` (or 1/0); anything else is refused rather than taken as "no".
+fn dry_run(query: Option<&str>) -> Result<bool, HttpError> {
+    let mut dry = false;
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        dry = match kv.split_once('=') {
+            Some(("dry_run", "true" | "1")) => true,
+            Some(("dry_run", "false" | "0")) => false,
+            _ => {
+                return Err(HttpError::bad_request(format!("unknown query `{kv}`; the only one is dry_run=true|false")));
+            }
+        };
+    }
+    Ok(dry)
 }
 
 /// Was this request sent by a web page? Browsers add `Origin` to cross-origin and to every

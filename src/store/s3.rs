@@ -27,8 +27,11 @@ use tokio::io::AsyncReadExt;
 use super::breaker::{Breaker, Permit};
 use super::{Blob, BlobSource, ByteStream, Error, RecordRead, Records, Store};
 
-/// Record keys under this prefix are audit events (`crate::audit`).
+/// Record keys under these prefixes are kept beside the records, not among them: audit events
+/// (`crate::audit`) and trusted publishing's minted tokens and used `jti`s (`crate::oidc`), which
+/// only grow and which start-up, export and verify have no business listing.
 const AUDIT: &str = "audit/";
+const OIDC: &str = "oidc/";
 
 /// Blobs up to this size are written with one PUT; larger ones as multipart uploads in parts
 /// of this size (S3's minimum part is 5 MiB).
@@ -187,9 +190,12 @@ impl S3Store {
     /// A record's object. Audit events (issue 23) live under `<prefix>/audit/`, beside the
     /// records rather than among them: start-up lists every record, and the audit trail only grows.
     fn record_path(&self, key: &str) -> Path {
-        match key.strip_prefix(AUDIT) {
-            Some(rest) => self.path("audit", rest),
-            None => self.path("records", key),
+        if let Some(rest) = key.strip_prefix(AUDIT) {
+            self.path("audit", rest)
+        } else if let Some(rest) = key.strip_prefix(OIDC) {
+            self.path("oidc", rest)
+        } else {
+            self.path("records", key)
         }
     }
 
@@ -447,7 +453,7 @@ impl Store for S3Store {
         // Listed under the prefix itself: a private listing does not walk every page record.
         let kind = match prefix.trim_end_matches('/') {
             "" => "records".to_string(),
-            p if p.starts_with(AUDIT) => p.to_string(),
+            p if p.starts_with(AUDIT) || p.starts_with(OIDC) => p.to_string(),
             p => format!("records/{p}"),
         };
         let keys = self.list_kind(&kind).await?;
@@ -587,7 +593,9 @@ mod tests {
         let store =
             S3Store { bucket: bucket.clone(), breaker: Arc::default(), prefix: "p".into(), location: String::new() };
         store.put_record("audit/2026-12-07/t1-a", b"{}".to_vec()).await.unwrap();
+        store.put_record("oidc/jti/abc", b"1".to_vec()).await.unwrap();
         store.put_record("page/x", b"{}".to_vec()).await.unwrap();
+        assert!(bucket.head(&Path::from("p/oidc/jti/abc")).await.is_ok());
         let head = bucket.head(&Path::from("p/audit/2026-12-07/t1-a")).await;
         assert!(head.is_ok(), "{head:?}");
         assert_eq!(store.list_records().await.unwrap().keys.into_iter().collect::<Vec<_>>(), ["page/x"]);

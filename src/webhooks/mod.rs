@@ -108,7 +108,8 @@ async fn deliver_all(hook: Webhook, client: reqwest::Client, mut rx: mpsc::Recei
                     break;
                 }
                 Ok(r) => format!("answered {}", r.status()),
-                Err(e) => e.to_string(),
+                // Without the URL: a webhook URL often carries a secret of its own.
+                Err(e) => e.without_url().to_string(),
             };
             if attempt == ATTEMPTS {
                 tracing::warn!(webhook = %hook.name, %delivery, error = %why, "webhook delivery failed; giving up");

@@ -326,6 +326,8 @@ projects = ["team"]
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca_pem).unwrap()).unwrap())
         .build()
         .unwrap();
+    // No metrics_token here: the audit page does not exist (it names private files and clients).
+    assert_eq!(client.get(larder.url("/-/ui/audit")).send().unwrap().status(), 404);
     let audience: serde_json::Value = client.get(larder.url("/_/oidc/audience")).send().unwrap().json().unwrap();
     assert_eq!(audience, serde_json::json!({"audience": "larder-test"}));
 
@@ -552,6 +554,14 @@ secret_env = "TEST_HOOK_SECRET"
     assert!(!said.contains("1.2-") && !said.contains("2.0a1-"), "{said}");
     assert_eq!(page_files(&larder, "team", "corp-kept").len(), 5, "a dry run deletes nothing");
 
+    // A dry run asked for in a way Larder does not know is refused, never taken as "no".
+    let odd = http()
+        .post(larder.url("/api/v4/projects/team/packages/pypi/-/retention?dry_run=yes"))
+        .basic_auth("x", Some(WRITE))
+        .send()
+        .unwrap();
+    assert_eq!(odd.status(), 400);
+    assert_eq!(page_files(&larder, "team", "corp-kept").len(), 5);
     let run = larder_cli(&["retention", "--server", &larder.base, "--project", "team"], &env);
     assert_ok(&run, "larder retention");
     let kept = page_files(&larder, "team", "corp-kept");
@@ -572,21 +582,45 @@ secret_env = "TEST_HOOK_SECRET"
     assert!(runs[0]["reason"].as_str().unwrap().contains("dry run: 3 files"), "{}", runs[0]);
 
     // The background job, every second, with a stricter policy after a restart (once the
-    // webhook has had what this process queued: 5 uploads, one of them twice, 3 deletes).
+    // webhook has had what this process queued: 5 uploads, one of them twice, 3 deletes). A
+    // final 2.0 arrives: 2.0a1 and 1.2 (until now the newest final release) go.
     crate::util::wait_until(std::time::Duration::from_secs(30), || hook.requests().len() >= 9);
     drop(larder);
     write_config(1, "1s");
     let larder = start();
+    let url = upload_url(&larder, "team");
+    let final_release = write_file(scratch.path(), &wheel("corp-kept", "2.0", &[]));
+    let out =
+        twine(scratch.path(), &["upload", "--repository-url", &url, "-u", "__token__", "-p", WRITE, &final_release]);
+    assert_ok(&out, "2.0");
     crate::util::wait_until(std::time::Duration::from_secs(15), || page_files(&larder, "team", "corp-kept").len() == 1);
-    assert!(page_files(&larder, "team", "corp-kept")[0].contains("-2.0a1-"));
+    assert!(page_files(&larder, "team", "corp-kept")[0].contains("-2.0-"));
     let by_job = audit_lines(&audit)
         .into_iter()
         .filter(|l| l["action"] == "delete" && l["who"]["kind"] == "server" && l["who"]["job"] == "retention")
         .count();
-    assert_eq!(by_job, 1);
+    assert_eq!(by_job, 2);
+    // A burst of versions (a leaked upload token uploading bogus ones): the job would delete 6
+    // of 7 files at once, so it holds back and says so; an operator's run confirms it.
+    let burst: Vec<String> =
+        (1..=7).map(|v| write_file(scratch.path(), &wheel("corp-burst", &format!("{v}.0"), &[]))).collect();
+    let mut args = vec!["upload", "--repository-url", &url, "-u", "__token__", "-p", WRITE];
+    args.extend(burst.iter().map(String::as_str));
+    assert_ok(&twine(scratch.path(), &args), "seven versions");
+    crate::util::wait_until(std::time::Duration::from_secs(15), || {
+        audit_lines(&audit).iter().any(|l| {
+            l["action"] == "retention"
+                && l["result"] == "refused"
+                && l["reason"].as_str().unwrap().contains("corp-burst")
+        })
+    });
+    assert_eq!(page_files(&larder, "team", "corp-burst").len(), 7, "held back");
+    assert_ok(&larder_cli(&["retention", "--server", &larder.base, "--project", "team"], &env), "confirmed");
+    assert_eq!(page_files(&larder, "team", "corp-burst").len(), 1);
 
-    // The webhook: 5 uploads and 4 deletes, each signed; the first one retried after its 500.
-    crate::util::wait_until(std::time::Duration::from_secs(10), || hook.requests().len() >= 10);
+    // The webhook: 6 uploads and 5 deletes of corp-kept, each signed; the first one retried
+    // after its 500 (and corp-burst's 7 uploads and 6 deletes).
+    crate::util::wait_until(std::time::Duration::from_secs(10), || hook.requests().len() >= 12 + 13);
     let received = hook.requests();
     let mut deliveries = std::collections::BTreeMap::new();
     for r in &received {
@@ -602,10 +636,12 @@ secret_env = "TEST_HOOK_SECRET"
     }
     let events: Vec<String> = received
         .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["event"].as_str().unwrap().to_string())
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap())
+        .filter(|b| b["filename"].as_str().unwrap().starts_with("corp_kept"))
+        .map(|b| b["event"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(events.iter().filter(|e| *e == "upload").count(), 6, "5 uploads, the first twice: {events:?}");
-    assert_eq!(events.iter().filter(|e| *e == "delete").count(), 4, "{events:?}");
+    assert_eq!(events.iter().filter(|e| *e == "upload").count(), 7, "6 uploads, the first twice: {events:?}");
+    assert_eq!(events.iter().filter(|e| *e == "delete").count(), 5, "{events:?}");
     assert_eq!(deliveries.values().filter(|n| **n == 2).count(), 1, "one delivery retried: {deliveries:?}");
     // A forged body does not carry a valid signature (the receiver's check can fail).
     assert_ne!(

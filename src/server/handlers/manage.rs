@@ -106,7 +106,7 @@ pub async fn retention(
     peer: IpAddr,
     dry_run: bool,
 ) -> Result<Response<Body>, HttpError> {
-    let run = state.cache.apply_retention(writer.project, dry_run, writer.who.clone(), Some(peer)).await?;
+    let run = state.cache.apply_retention(writer.project, dry_run, false, writer.who.clone(), Some(peer)).await?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut out = String::new();
     for d in &run.doomed {
