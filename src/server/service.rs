@@ -214,7 +214,9 @@ fn dry_run(query: Option<&str>) -> Result<bool, HttpError> {
             Some(("dry_run", "true" | "1")) => true,
             Some(("dry_run", "false" | "0")) => false,
             _ => {
-                return Err(HttpError::bad_request(format!("unknown query `{kv}`; the only one is dry_run=true|false")));
+                return Err(HttpError::bad_request(format!(
+                    "unknown query `{kv}`; the only one is dry_run=true|false"
+                )));
             }
         };
     }

@@ -171,6 +171,43 @@ struct Issuer {
 }
 
 const KID: &str = "test-key-1";
+/// A fixed 2048-bit RSA key (PKCS#1 DER, base64) for RS256 tokens, GitHub's algorithm; made
+/// with `openssl genrsa` for these tests only.
+const RSA_KEY: &str = concat!(
+    "MIIEowIBAAKCAQEAndO9FEwAze80N5VDkfa10lIiXkeXhD8MaePuCXToMxqh4ti0a6ljQJ9T9IuoceZqIemFXKCcJGlRNk1T",
+    "sEZLggGipd9X6gIhGVlrkGq+eRuP+aUulEY44cin+4oexkIJJfJkuPrIVFshMhj6PZRGf6iLic2gDQypcwQcgPR2AeDVJ6dY",
+    "YYC78lDycv57cjnkIZdjig9HMBlVhR685r4BwOLKFYawGGUeqXQQTCscQM/b78/mkZMjqNAEqZnlL4QErOpBdtJO4L0LNgCS",
+    "R1iOCGJk1ZYj56mdqVwgW/NBguwuW/Sqhx75DFbB0sYJVBodnHMxUeFvR+ywecGSidjJfQIDAQABAoIBACA1uU3uIO/mVJLP",
+    "bKXaYssUphz1oW+E6oSl1supR0Y+tjE0psWeITpsCddLtUnhi2F2Zhg8UwF/WOqrJ1w/TGOw77/IcAm6+4RP4orrrgnLXTvG",
+    "wVXTawJxUA8e5h7yFSngaTvzOnU0z/aIcHGm1Chzfl7WT0a6gc6OVT7gJUFGjkkzWgWQNE4U5s8A8EmpHWDZDVZUN2MXtmuc",
+    "003Wu3i7NUN6pXxWhK2hFA8m7TTM4tPfYYCf/A4AGjGI+yENxNuYbqnqhFjOOl3KzgfV/kvgKhmGF+atJoloRmm9zGTU5+pm",
+    "ZUobrBvKwWLlsShPrMNGJKfBmnq8Sss3verU58ECgYEAzX29Ui2FJFwwLEU1ArgcB8uah90BGnNgBj7GvGpFvRHHxkkpYzXg",
+    "cwtVxrMGO6zyvzZNv1HGqkY+izv5jHfF68pr0feepctyIhgqGZu4xd1InAFgpO8nJ1YCUzsZY+wmc6c0iAdVvhOh3vI2hGzE",
+    "/0f2JATIJ76F1CFgiAasQo0CgYEAxJ7M9xV89pLex+c9uTfNc7diR0ZbkGAGqhueP3ulZRk+dmptA92Fx7tUtYGVL10j4W7W",
+    "q1D/FkIfZSWFnThFV+zwWlwEx/ghkIQobtu9+4sKqgnRIsbgzNQcRN54BLMOS2tNvWQcLgYbeWb7DDSfr+4vnLONHIDLB8O5",
+    "4yFLXrECgYBqFu+mPKAPfJTWVkifBcRa9e/rEtud91DtCH38CnXEvihAo8b9VHRzkLeRJR4jsw+ETpnnG2YQxMFHiwg0UCXb",
+    "rR7rQQckG5vqJEWgAPhtFuiEumVV4a56LXp30/wwzVuwu/NwAzFuN56LhstEpQ8zqMhYIivf8QoQ0caPk7pdhQKBgQCWxOaK",
+    "uTF/qhOm2kzcUEv85aw411yzEs9JdbAdIeUr5vWcu/MoOZ+yDpXgMKODFDrFTMbTy2IvYTjNyL3yVwnlaEzOHS2VYVHrjUur",
+    "5liCIJZm2OxDbJlIt4WN0cHaaKsXbgrIpZFuQUSkDTGIpHmm4FAmKxCTwLbvF0jdP9SZoQKBgB66mg3VJDlkXMvQ1A6OVLSm",
+    "zyHFYJ6q0i8eACJvUbL5sRnCV1mPg/rKM5aBWgTRHkefOfB5U6OTH+2afm/IxZxaDW6GkLuAfuQzDdGw4pQ8poZk/amodluk",
+    "iPShw1HibxSMAyVjcbtju6VXPMHL66xLW70OTNZ6ofHVnH+Ijxwo",
+);
+/// Its modulus, base64url, for the JWKS.
+const RSA_N: &str = concat!(
+    "ndO9FEwAze80N5VDkfa10lIiXkeXhD8MaePuCXToMxqh4ti0a6ljQJ9T9IuoceZqIemFXKCcJGlRNk1TsEZLggGipd9X6gIh",
+    "GVlrkGq-eRuP-aUulEY44cin-4oexkIJJfJkuPrIVFshMhj6PZRGf6iLic2gDQypcwQcgPR2AeDVJ6dYYYC78lDycv57cjnk",
+    "IZdjig9HMBlVhR685r4BwOLKFYawGGUeqXQQTCscQM_b78_mkZMjqNAEqZnlL4QErOpBdtJO4L0LNgCSR1iOCGJk1ZYj56md",
+    "qVwgW_NBguwuW_Sqhx75DFbB0sYJVBodnHMxUeFvR-ywecGSidjJfQ",
+);
+const RSA_KID: &str = "test-rsa-key";
+
+fn sign_rs256(claims: &serde_json::Value) -> String {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(RSA_KEY).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(RSA_KID.into());
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_rsa_der(&der)).unwrap()
+}
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -208,7 +245,11 @@ impl Issuer {
                     let doc = serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks")});
                     (200, "application/json", doc.to_string().into_bytes())
                 }
-                "/jwks" => (200, "application/json", serde_json::json!({"keys": [jwk]}).to_string().into_bytes()),
+                "/jwks" => {
+                    let rsa = serde_json::json!({"kty": "RSA", "kid": RSA_KID, "alg": "RS256", "use": "sig",
+                        "n": RSA_N, "e": "AQAB"});
+                    (200, "application/json", serde_json::json!({"keys": [jwk, rsa]}).to_string().into_bytes())
+                }
                 "/token"
                     if req
                         .header("authorization")
@@ -420,6 +461,19 @@ projects = ["team"]
     refused(&once, "invalid-token", "already exchanged");
     let minted = body["token"].as_str().unwrap().to_string();
     assert!(minted.starts_with("larder-oidc-"));
+    // RS256, as GitHub signs: accepted the same way.
+    let mut claims = issuer.github("acme/app");
+    for (k, v) in [
+        ("iss", serde_json::json!(issuer.stub.base)),
+        ("aud", "larder-test".into()),
+        ("exp", (now() + 300).into()),
+        ("iat", now().into()),
+        ("jti", "rsa-1".into()),
+    ] {
+        claims[k] = v;
+    }
+    let (status, body) = mint(&sign_rs256(&claims));
+    assert_eq!(status, 200, "RS256: {body}");
 
     // twine with the minted token: to its project, yes; to another project, or a yank, no.
     let cert = ["--cert", ca_pem.to_str().unwrap()];
@@ -643,6 +697,11 @@ secret_env = "TEST_HOOK_SECRET"
     assert_eq!(events.iter().filter(|e| *e == "upload").count(), 7, "6 uploads, the first twice: {events:?}");
     assert_eq!(events.iter().filter(|e| *e == "delete").count(), 5, "{events:?}");
     assert_eq!(deliveries.values().filter(|n| **n == 2).count(), 1, "one delivery retried: {deliveries:?}");
+    let metrics = http().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("larder_webhook_deliveries_total") && l.contains("result=\"delivered\"")),
+        "{metrics}"
+    );
     // A forged body does not carry a valid signature (the receiver's check can fail).
     assert_ne!(
         received[1].header("x-larder-signature"),
