@@ -441,7 +441,7 @@ fn merged_record(key: &str, local: &[u8], incoming: &[u8]) -> anyhow::Result<Opt
 
 /// The staging directory for an import into `data_dir`.
 pub fn staging_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("spool").join(format!("import-{:016x}", rand::random::<u64>()))
+    crate::config::spool_dir(data_dir).join(format!("import-{:016x}", rand::random::<u64>()))
 }
 
 #[cfg(test)]

@@ -25,9 +25,14 @@ impl Clock {
         Instant::now() + self.offset()
     }
 
+    /// Wall-clock time (upload times, retention ages).
+    pub fn system_time(&self) -> SystemTime {
+        SystemTime::now() + self.offset()
+    }
+
     /// Seconds since the Unix epoch.
     pub fn unix(&self) -> u64 {
-        (SystemTime::now() + self.offset()).duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        self.system_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 
     /// Moves this clock (and every copy of it) forward.

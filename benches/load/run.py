@@ -42,6 +42,16 @@ def fetch(url, accept=None):
     return urllib.request.urlopen(req, timeout=120).read()
 
 
+def fetch_encoded(url, accept, encoding):
+    """The body as sent with this Accept-Encoding (not decoded)."""
+    req = urllib.request.Request(url, headers={"Accept": accept, "Accept-Encoding": encoding})
+    with urllib.request.urlopen(req) as resp:
+        got = resp.headers.get("Content-Encoding", "identity")
+        if got != encoding:
+            sys.exit(f"{url}: asked for {encoding}, got {got}")
+        return resp.read()
+
+
 def rss_kb(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -59,10 +69,12 @@ UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 UNITS_MB = {"B": 1 / 1e6, "KB": 1 / 1e3, "MB": 1.0, "GB": 1e3}
 
 
-def wrk(url, accept, duration, conns, threads):
+def wrk(url, accept, duration, conns, threads, encoding=None):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}", "--latency", url]
     if accept:
         cmd[1:1] = ["-H", f"Accept: {accept}"]
+    if encoding:
+        cmd[1:1] = ["-H", f"Accept-Encoding: {encoding}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     m = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
@@ -158,15 +170,15 @@ def main():
         up_port, static_port, larder_port = free_port(), free_port(), free_port()
         nginx = start_nginx(work, f"""
     server {{ listen 127.0.0.1:{up_port}; root {up_dir}; index index.html; }}
-    server {{ listen 127.0.0.1:{static_port}; root {static}; }}""", procs)
+    server {{ listen 127.0.0.1:{static_port}; root {static}; gzip_static on; }}""", procs)
         upstream = f"http://127.0.0.1:{up_port}/simple/"
         wait_http(upstream + "bigproj/")
 
-        def start_larder(data):
+        def start_larder(data, extra=()):
             env = dict(os.environ, LARDER_LOG="warn", LARDER_CONFIG="/dev/null")
             p = subprocess.Popen(
                 [args.larder, "serve", "--listen", f"127.0.0.1:{larder_port}", "--upstream", upstream,
-                 "--data-dir", data, "--metadata-prefetch", "false"],
+                 "--data-dir", data, "--metadata-prefetch", "false", *extra],
                 env=env)
             procs.append(p)
             wait_http(f"http://127.0.0.1:{larder_port}/-/health")
@@ -199,14 +211,44 @@ def main():
         only = os.environ.get("ONLY")  # a substring of the row labels to run, e.g. "15 MB"
         rows = [r for r in rows if not only or only in r[0]]
         results = []
-        for label, larder_url, nginx_url, accept in rows:
-            runs = {"larder": [], "nginx": []}
-            for r in range(args.rounds):
-                print(f"==> {label}: round {r + 1}/{args.rounds}", flush=True)
-                for who, url in (("larder", larder_url), ("nginx", nginx_url)):
-                    runs[who].append(wrk(url, accept, args.duration, args.conns, threads))
-            results.append((label, runs, rss_kb(larder.pid), nginx_rss_kb(nginx.pid)))
+
+        def measure(rows, larder):
+            for label, larder_url, nginx_url, accept, *encoding in rows:
+                encoding = encoding[0] if encoding else None
+                runs = {"larder": [], "nginx": []}
+                for r in range(args.rounds):
+                    print(f"==> {label}: round {r + 1}/{args.rounds}", flush=True)
+                    for who, url in (("larder", larder_url), ("nginx", nginx_url)):
+                        runs[who].append(wrk(url, accept, args.duration, args.conns, threads, encoding))
+                results.append((label, runs, rss_kb(larder.pid), nginx_rss_kb(nginx.pid)))
+
+        measure(rows, larder)
         peak_rss = rss_kb(larder.pid, "VmHWM")
+
+        # Pages served from disk (issue 21): the same data dir, a Larder whose page memory is
+        # too small to hold these bodies, so each hit streams the stored body; identity and
+        # gzip, against nginx serving the very bytes (`gzip_static` for the compressed rows).
+        disk_rows = [
+            ("page JSON from disk", JSON, "identity", "page.json"),
+            ("page JSON from disk, gzip", JSON, "gzip", "page.json"),
+            ("page HTML from disk, gzip", "text/html", "gzip", "page.html"),
+        ]
+        disk_rows = [r for r in disk_rows if not only or only in r[0]]
+        if disk_rows:
+            larder.terminate()
+            larder.wait()
+            larder = start_larder(os.path.join(work, "data"), ["--page-cache-mib", "1"])
+            for label, accept, encoding, name in disk_rows:
+                body = fetch_encoded(base + "/simple/bigproj/", accept, encoding)
+                if encoding == "gzip":
+                    with open(os.path.join(static, name + ".gz"), "wb") as f:
+                        f.write(body)
+            measure([(f"{label} ({len(fetch_encoded(base + '/simple/bigproj/', a, e)) / 1e6:.2f} MB)",
+                      base + "/simple/bigproj/", f"http://127.0.0.1:{static_port}/{n}", a, e)
+                     for label, a, e, n in disk_rows], larder)
+            larder.terminate()
+            larder.wait()
+            larder = start_larder(os.path.join(work, "data"))
 
         # Client timings: a 20-package set with cold client caches. With UPSTREAM_DELAY_MS, the
         # "upstream" for these rows is a proxy adding that latency to each request, like an

@@ -11,7 +11,11 @@ with a cold uv cache each time, ROUNDS alternated rounds (default 3), medians:
 - warm: the same Larder again, seconds later;
 - restart: the same data dir after the Larder process was killed and started again;
 - floor: nginx serving the very bytes the warm Larder served (its pages, gzip-compressed as
-  `gzip_static` files, and the `.metadata` files), copied into a static tree on loopback.
+  `gzip_static` files, and the `.metadata` files), copied into a static tree on loopback;
+- peryx (the Rust peer, `pip install peryx`) cold, warm and after a restart, the same way: a
+  cached index of BENCH_UPSTREAM with the upstream's file host in `trusted_hosts` (its SSRF
+  guard refuses hosts that resolve to non-public addresses otherwise). PERYX_BIN names its
+  binary; else it is installed into target/peryx-venv. PERYX=0 leaves it out.
 
 Also Larder's RSS after each phase, its data dir's size, and the upstream requests it sent.
 BENCH_UPSTREAM is never written in the repository; it comes from the environment.
@@ -41,6 +45,27 @@ JSON = "application/vnd.pypi.simple.v1+json"
 
 def rss_mb(pid):
     return rss_kb(pid) / 1024
+
+
+def peryx_bin():
+    """peryx's binary: PERYX_BIN, or installed once into target/peryx-venv."""
+    if os.environ.get("PERYX_BIN"):
+        return os.environ["PERYX_BIN"]
+    venv = os.path.join(ROOT, "target", "peryx-venv")
+    binary = os.path.join(venv, "bin", "peryx")
+    if not os.path.exists(binary):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "--quiet", "peryx"], check=True)
+    return binary
+
+
+def file_host(upstream):
+    """The host the upstream's file URLs point at (peryx must be told to trust it)."""
+    import json
+    import urllib.parse
+    req = urllib.request.Request(upstream.rstrip("/") + "/idna/", headers={"Accept": JSON})
+    files = json.load(urllib.request.urlopen(req))["files"]
+    return urllib.parse.urlparse(urllib.parse.urljoin(upstream, files[0]["url"])).hostname
 
 
 def main():
@@ -78,6 +103,49 @@ def main():
         procs.append(p)
         wait_http(f"http://127.0.0.1:{port}/-/health")
         return p, f"http://127.0.0.1:{port}"
+
+    peryx = peryx_bin() if os.environ.get("PERYX", "1") != "0" else None
+    peryx_config = os.path.join(work, "peryx.toml")
+    if peryx:
+        with open(peryx_config, "w") as f:
+            f.write(f"""[[index]]
+ecosystem = "pypi"
+name = "pypi"
+
+[[index.upstream]]
+name = "primary"
+url = "{upstream}"
+trusted_hosts = ["{file_host(upstream)}"]
+""")
+
+    def start_peryx(data, log):
+        port = free_port()
+        p = subprocess.Popen([peryx, "serve", "--config", peryx_config, "--data-dir", data, "--port", str(port)],
+                             stdout=open(log, "a"), stderr=subprocess.STDOUT)
+        procs.append(p)
+        wait_http(f"http://127.0.0.1:{port}/pypi/simple/")
+        return p, f"http://127.0.0.1:{port}/pypi/simple/"
+
+    def peryx_round(r):
+        """peryx cold, warm, and after a restart; seconds and RSS after each."""
+        data = tempfile.mkdtemp(prefix="peryx-data.", dir=work)
+        log = os.path.join(work, f"peryx-{r}.log")
+        p, index = start_peryx(data, log)
+        out = {"peryx_cold": uv(index)}
+        time.sleep(float(os.environ.get("RSS_WAIT", "12")))
+        out["peryx_cold_rss"] = rss_mb(p.pid)
+        out["peryx_warm"] = uv(index)
+        time.sleep(float(os.environ.get("RSS_WAIT", "12")))
+        out["peryx_warm_rss"] = rss_mb(p.pid)
+        p.terminate()
+        p.wait()
+        p, index = start_peryx(data, log)
+        out["peryx_restart"] = uv(index)
+        time.sleep(float(os.environ.get("RSS_WAIT", "12")))
+        out["peryx_restart_rss"] = rss_mb(p.pid)
+        p.terminate()
+        p.wait()
+        return out
 
     def misses(log, since):
         with open(log) as f:
@@ -156,7 +224,7 @@ def main():
             rows.append(dict(direct=direct, cold=cold, warm=warm, restart=restart, floor=floor,
                              cold_misses=cold_misses, warm_misses=warm_misses, restart_misses=restart_misses,
                              cold_rss=cold_rss, warm_rss=warm_rss, restart_rss=restart_rss, store=store_mb,
-                             served=served))
+                             served=served, **(peryx_round(r) if peryx else {})))
             print(rows[-1], flush=True)
     finally:
         stop_all(procs)
@@ -172,6 +240,10 @@ def main():
                              ("warm after a restart", "restart", "restart_misses", "restart_rss")):
         print(f"| {label} | {med(k):.2f} | {med(k) / d:.2f} | {med(k) / fl:.2f} | {med(m)} | {med(rss):.0f} |")
     print(f"| nginx floor (the warm run's bytes) | {fl:.2f} | {fl / d:.2f} | 1.00 | | |")
+    if peryx:
+        for label, k in (("cold peryx", "peryx_cold"), ("warm peryx", "peryx_warm"),
+                         ("peryx after a restart", "peryx_restart")):
+            print(f"| {label} | {med(k):.2f} | {med(k) / d:.2f} | {med(k) / fl:.2f} | | {med(k + '_rss'):.0f} |")
     print(f"\ndata dir after the resolve: {med('store')} MB")
     if not os.environ.get("KEEP"):
         shutil.rmtree(work, ignore_errors=True)

@@ -49,7 +49,7 @@ impl Cache {
     pub async fn refresh_advisories_from_url(&self) {
         let policy = self.advisory_policy.read().expect("advisory policy lock").clone();
         let Some(url) = &policy.url else { return };
-        let spool = self.config.data_dir.join("spool");
+        let spool = self.config.spool_dir();
         match crate::cache::advisory_store::refresh_from(&*self.store, url, policy.refresh, &spool).await {
             Ok(Some(done)) => {
                 tracing::info!(%url, added = done.added, updated = done.updated, withdrawn = done.withdrawn, skipped = done.skipped, total = done.total, "advisories refreshed");

@@ -90,7 +90,6 @@ impl Cache {
         }
         let names: Vec<ProjectName> = crate::index::filename::candidate_projects(dist_name)
             .iter()
-            .take(3)
             .filter_map(|n| ProjectName::parse(n).ok())
             .collect();
         let lag = if strict { self.config.replica_lag } else { self.config.replica_file_lag };

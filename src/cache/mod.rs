@@ -317,7 +317,7 @@ impl Cache {
         }
         let fills = match has_upstream {
             true => {
-                let spool = config.data_dir.join("spool");
+                let spool = config.spool_dir();
                 let limits = config.archive_limits;
                 let budgets = fill::FillBudgets {
                     per_client: config.max_downloads_per_client,

@@ -32,10 +32,6 @@ use crate::store::bounded::Bounded;
 use crate::store::{Blob, Records, Store};
 use crate::upstream::{self, PageFetch, Upstream, Upstreams, Validators};
 
-/// A file miss looks at this many candidate projects at most (legacy sdist names such as
-/// `foo-bar-1.0.tar.gz` may belong to `foo-bar` or `foo`).
-pub(crate) const MAX_CANDIDATES: usize = 3;
-
 /// While the upstream is failing, retry it at most this often per page.
 const STALE_RETRY: Duration = Duration::from_secs(30);
 
@@ -558,7 +554,7 @@ impl Pages {
     /// time. Asks no upstream: the head in memory (however old), else the stored record's head.
     /// The file route serves a stored blob only when this says yes (issue 9).
     pub async fn listed_locally(self: &Arc<Self>, key: &FileKey, filename: &str) -> Option<Listed> {
-        for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
+        for candidate in index::filename::candidate_projects(filename) {
             let Ok(name) = ProjectName::parse(&candidate) else { continue };
             let cached = match self.heads.get(&name).await {
                 Some(p) => p,
@@ -579,7 +575,7 @@ impl Pages {
     }
 
     /// Finds the file a `files/<key>/<filename>` URL names, trying the projects the filename
-    /// most likely belongs to: at most `MAX_CANDIDATES` pages, so that one anonymous request
+    /// most likely belongs to: at most `filename::MAX_CANDIDATES` pages, so that one anonymous request
     /// cannot send dozens upstream (issue 9).
     pub async fn find_file(
         self: &Arc<Self>,
@@ -587,7 +583,7 @@ impl Pages {
         filename: &str,
     ) -> Result<Option<(ProjectName, DistFile)>, Arc<Error>> {
         let mut last_err = None;
-        for candidate in index::filename::candidate_projects(filename).into_iter().take(MAX_CANDIDATES) {
+        for candidate in index::filename::candidate_projects(filename) {
             let Ok(name) = ProjectName::parse(&candidate) else {
                 continue;
             };

@@ -2,8 +2,6 @@
 //! delete a client's `DELETE` runs (the name stays claimed, a tombstone stays), each delete
 //! audited, then one `retention` event for the run.
 
-use std::time::SystemTime;
-
 use super::{Cache, Error};
 use crate::audit::{self, Event, Outcome, Who};
 use crate::policy::retention::{Doomed, Uploaded, plan};
@@ -47,7 +45,7 @@ impl Cache {
         if self.private.is_shared() {
             self.private.refresh_names().await.map_err(Error::from)?;
         }
-        let now = SystemTime::now();
+        let now = self.clock.system_time();
         let mut held = Vec::new();
         let doomed: Vec<Doomed> = self
             .private

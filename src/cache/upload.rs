@@ -82,7 +82,7 @@ impl Cache {
             md5: file.md5.clone(),
             blake2_256: file.blake2_256.clone(),
             size: file.size,
-            upload_time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            upload_time: humantime::format_rfc3339_micros(self.clock.system_time()).to_string(),
             requires_python: md.requires_python.clone(),
             metadata_sha256: metadata_sha256.clone(),
             yanked: Default::default(),

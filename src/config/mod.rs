@@ -313,6 +313,11 @@ pub struct Config {
     pub replica_absent_lag: Duration,
 }
 
+/// `spool_dir` of a data dir (for code that has the directory, not the config).
+pub fn spool_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("spool")
+}
+
 /// A name no replica had claimed a second ago is taken as still unclaimed: random or repeated
 /// names then cost at most one bucket read a second each (issue 22).
 const DEFAULT_REPLICA_ABSENT_LAG: Duration = Duration::from_secs(1);
@@ -320,6 +325,12 @@ const DEFAULT_REPLICA_ABSENT_LAG: Duration = Duration::from_secs(1);
 const DEFAULT_CONFIG_PATH: &str = "config/larder.toml";
 
 impl Config {
+    /// Where uploads, downloads and imports are written before they are whole (one directory,
+    /// cleared at start-up, on the data dir's file system so a finished file is renamed).
+    pub fn spool_dir(&self) -> PathBuf {
+        spool_dir(&self.data_dir)
+    }
+
     /// Reads the config file (the one named, or `config/larder.toml` when present) and merges.
     pub fn load(settings: &Settings) -> anyhow::Result<Config> {
         let path = match &settings.config {

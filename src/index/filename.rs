@@ -118,7 +118,12 @@ pub fn version_of(name: &super::ProjectName, filename: &str) -> Option<String> {
 const SDIST_EXTENSIONS: &[&str] =
     &[".tar.gz", ".zip", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma", ".tgz", ".tar"];
 
-/// The normalized project names a filename may belong to, most likely first.
+/// How many candidate projects a filename is given at most: a file miss looks at that many
+/// pages, so one anonymous request cannot make Larder fetch many (issue 9).
+pub const MAX_CANDIDATES: usize = 3;
+
+/// The normalized project names a filename may belong to, most likely first, at most
+/// `MAX_CANDIDATES`.
 ///
 /// A wheel's name is its first `-` field (FN-3). An sdist is `name-version.ext`; PEP 625 names
 /// split at the last `-`, legacy names like `foo-bar-1.0.tar.gz` may split earlier (FN-5), so
@@ -127,15 +132,19 @@ pub fn candidate_projects(filename: &str) -> Vec<String> {
     if let Some(stem) = filename.strip_suffix(".whl") {
         return stem.split('-').next().map(normalize).into_iter().collect();
     }
-    if let Some(ext) = SDIST_EXTENSIONS.iter().find(|e| filename.ends_with(*e)) {
-        let stem = &filename[..filename.len() - ext.len()];
-        return stem.rmatch_indices('-').map(|(i, _)| normalize(&stem[..i])).filter(|n| !n.is_empty()).collect();
-    }
-    // .egg and other legacy formats: same rule as sdists.
-    filename
-        .rsplit_once('.')
-        .map(|(stem, _)| stem.rmatch_indices('-').map(|(i, _)| normalize(&stem[..i])).collect())
-        .unwrap_or_default()
+    let stem = match SDIST_EXTENSIONS.iter().find(|e| filename.ends_with(*e)) {
+        Some(ext) => &filename[..filename.len() - ext.len()],
+        // .egg and other legacy formats: same rule as sdists.
+        None => match filename.rsplit_once('.') {
+            Some((stem, _)) => stem,
+            None => return Vec::new(),
+        },
+    };
+    stem.rmatch_indices('-')
+        .map(|(i, _)| normalize(&stem[..i]))
+        .filter(|n| !n.is_empty())
+        .take(MAX_CANDIDATES)
+        .collect()
 }
 
 #[cfg(test)]
@@ -171,6 +180,8 @@ mod tests {
         assert_eq!(version_of(&foo_bar, "foo_bar-1.0.tar.gz").as_deref(), Some("1.0"));
         assert_eq!(version_of(&foo_bar, "foo-bar-1.0.tar.gz").as_deref(), Some("1.0"));
         assert_eq!(candidate_projects("Foo.Bar-1.0.zip"), vec!["foo-bar"]);
+        // Bounded however many dashes a hostile name has.
+        assert_eq!(candidate_projects(&format!("{}1.0.tar.gz", "a-".repeat(500))).len(), MAX_CANDIDATES);
     }
 
     #[test]

@@ -341,8 +341,7 @@ pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::A
         Some(settings) => {
             let bucket = s3::S3Store::open(settings)?;
             let local = LocalStore::open(&config.data_dir.join("cache"))?;
-            let tiered =
-                tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.data_dir.join("spool")).await?;
+            let tiered = tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.spool_dir()).await?;
             std::sync::Arc::new(tiered)
         }
     };

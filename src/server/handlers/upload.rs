@@ -119,7 +119,7 @@ async fn receive(
         HttpError::bad_request("expected a multipart/form-data body with a boundary (the legacy upload API)")
     })?;
 
-    let spool_path = state.config.data_dir.join("spool").join(format!("upload-{:016x}.part", rand::random::<u64>()));
+    let spool_path = state.config.spool_dir().join(format!("upload-{:016x}.part", rand::random::<u64>()));
     let _guard = SpoolGuard(spool_path.clone());
     let idle = state.config.connection_limits.idle_timeout;
     let (form, file) = read_form(body, &boundary, limit, idle, &spool_path).await.map_err(|e| match e {
