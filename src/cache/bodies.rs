@@ -23,7 +23,15 @@ pub struct BodyStore {
     compressing: Arc<tokio::sync::Semaphore>,
     /// Small bodies read recently, checked against their sha256 when they came from the disk.
     hot: moka::future::Cache<String, Bytes>,
+    /// Large bodies whose whole content this process has read from the disk and found to
+    /// match: later reads stream them unchecked, as file hits are (hashing a 1.3 MB body on
+    /// every hit halved page throughput). Damage is caught on the first read after a start.
+    checked: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Large bodies remembered as checked, at most (then the set starts again: they are checked
+/// once more, never trusted unchecked).
+const MAX_CHECKED: usize = 100_000;
 
 impl BodyStore {
     pub fn new(store: Arc<Bounded>, hot_bytes: u64) -> BodyStore {
@@ -31,7 +39,7 @@ impl BodyStore {
             .max_capacity(hot_bytes)
             .weigher(|_k, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        BodyStore { store, hot, compressing: Arc::new(tokio::sync::Semaphore::new(1)) }
+        BodyStore { store, hot, compressing: Arc::new(tokio::sync::Semaphore::new(1)), checked: Arc::default() }
     }
 
     /// Compresses `bodies` and writes every body still in memory as a blob; the result holds
@@ -88,18 +96,34 @@ impl BodyStore {
                 self.hot.insert(body.sha256.clone(), bytes.clone()).await;
                 Some(blob)
             }
-            // Large: checked as it streams (the last chunk waits for the hash).
-            None => Some(blob.verified(&body.sha256)),
+            // Large: checked as it streams (the last chunk waits for the hash), the first time.
+            None => {
+                let checked = self.checked.clone();
+                if checked.lock().unwrap_or_else(|p| p.into_inner()).contains(&body.sha256) {
+                    return Some(blob);
+                }
+                let sha = body.sha256.clone();
+                let remember = Box::new(move || {
+                    let mut set = checked.lock().unwrap_or_else(|p| p.into_inner());
+                    if set.len() >= MAX_CHECKED {
+                        set.clear();
+                    }
+                    set.insert(sha);
+                });
+                Some(blob.verified_then(&body.sha256, Some(remember)))
+            }
         }
     }
 
     /// Removes a body no page names any more.
     pub async fn forget(&self, sha: &str) {
         self.hot.invalidate(sha).await;
+        self.checked.lock().unwrap_or_else(|p| p.into_inner()).remove(sha);
         let _ = self.store.delete_blob(sha).await;
     }
 
     async fn damaged(&self, sha: &str, why: &str) -> Option<Blob> {
+        self.checked.lock().unwrap_or_else(|p| p.into_inner()).remove(sha);
         metrics::counter!("larder_integrity_failures_total").increment(1);
         tracing::error!(sha256 = %sha, why, "a stored page body is damaged; it is removed and the page rendered again");
         let _ = self.store.delete_blob(sha).await;

@@ -94,10 +94,16 @@ impl Blob {
     /// error instead (the client sees a cut body, never a complete wrong one). For a backend
     /// whose bytes are not checked on the way in (a bucket others write to).
     pub fn verified(self, sha256: &str) -> Blob {
+        self.verified_then(sha256, None)
+    }
+
+    /// The same; `matched` runs once a whole-content read has matched (a caller that
+    /// remembers which blobs it has checked need not check them on every read).
+    pub fn verified_then(self, sha256: &str, matched: Option<Box<dyn FnOnce() + Send>>) -> Blob {
         match self.body {
             BlobBody::Memory(_) => self,
             BlobBody::Source(inner) => {
-                let source = Verified { inner, sha256: sha256.to_string(), len: self.len };
+                let source = Verified { inner, sha256: sha256.to_string(), len: self.len, matched };
                 Blob { len: self.len, body: BlobBody::Source(Box::new(source)) }
             }
         }
@@ -155,6 +161,7 @@ struct Verified {
     inner: Box<dyn BlobSource>,
     sha256: String,
     len: u64,
+    matched: Option<Box<dyn FnOnce() + Send>>,
 }
 
 #[async_trait]
@@ -165,13 +172,13 @@ impl BlobSource for Verified {
         if !whole {
             return Ok(stream); // a range cannot be checked on its own
         }
-        Ok(verify_stream(stream, self.sha256))
+        Ok(verify_stream(stream, self.sha256, self.matched))
     }
 }
 
 /// Passes `stream` through, hashing it, one chunk behind: the last chunk goes out only once
 /// the whole content matched `sha256`.
-fn verify_stream(stream: ByteStream, sha256: String) -> ByteStream {
+fn verify_stream(stream: ByteStream, sha256: String, matched: Option<Box<dyn FnOnce() + Send>>) -> ByteStream {
     use futures_util::StreamExt;
     use sha2::Digest;
     struct State {
@@ -180,8 +187,9 @@ fn verify_stream(stream: ByteStream, sha256: String) -> ByteStream {
         held: Option<Bytes>,
         sha256: String,
         done: bool,
+        matched: Option<Box<dyn FnOnce() + Send>>,
     }
-    let state = State { stream, hasher: sha2::Sha256::new(), held: None, sha256, done: false };
+    let state = State { stream, hasher: sha2::Sha256::new(), held: None, sha256, done: false, matched };
     Box::pin(futures_util::stream::unfold(state, |mut st| async move {
         if st.done {
             return None;
@@ -209,6 +217,9 @@ fn verify_stream(stream: ByteStream, sha256: String) -> ByteStream {
                             "stored content does not match its sha256",
                         );
                         return Some((Err(e), st));
+                    }
+                    if let Some(matched) = st.matched.take() {
+                        matched();
                     }
                     return st.held.take().map(|last| (Ok(last), st));
                 }
@@ -373,11 +384,25 @@ mod tests {
     async fn a_verified_stream_never_completes_with_wrong_bytes() {
         let parts: &[&'static [u8]] = &[b"abc", b"def", b"ghi"];
         let right = crate::digest::sha256_hex(b"abcdefghi");
-        assert_eq!(collect(verify_stream(chunks(parts), right)).await, (b"abcdefghi".to_vec(), true));
-        let (got, ok) = collect(verify_stream(chunks(parts), crate::digest::sha256_hex(b"other"))).await;
+        assert_eq!(collect(verify_stream(chunks(parts), right, None)).await, (b"abcdefghi".to_vec(), true));
+        let (got, ok) = collect(verify_stream(chunks(parts), crate::digest::sha256_hex(b"other"), None)).await;
         assert!(!ok, "a mismatch ends in an error");
         assert_eq!(got, b"abcdef", "the last chunk is held back");
+        // The callback runs once the whole content matched, never on a mismatch.
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, b) = (seen.clone(), seen.clone());
+        let right = crate::digest::sha256_hex(b"abcdefghi");
+        let on_match = Box::new(move || {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert!(collect(verify_stream(chunks(parts), right, Some(on_match))).await.1);
+        let on_mismatch = Box::new(move || {
+            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let wrong = crate::digest::sha256_hex(b"other");
+        assert!(!collect(verify_stream(chunks(parts), wrong, Some(on_mismatch))).await.1);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
         let empty = crate::digest::sha256_hex(b"");
-        assert_eq!(collect(verify_stream(chunks(&[]), empty)).await, (Vec::new(), true));
+        assert_eq!(collect(verify_stream(chunks(&[]), empty, None)).await, (Vec::new(), true));
     }
 }
