@@ -18,9 +18,9 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::fill::{FillRequest, FillState, Fills};
-use super::pages::{PageState, Pages};
+use super::pages::{Lookup, PageState, Pages};
 use super::prefetch::Demand;
-use super::private::Private;
+use super::private::PrivateRecords;
 use crate::cache::Outcome;
 use crate::index::ProjectName;
 use crate::store::Store;
@@ -41,7 +41,7 @@ pub struct Ahead {
     pub(super) fills: Arc<Fills>,
     pub(super) demand: Arc<Demand>,
     pub(super) upstreams: Arc<Upstreams>,
-    pub(super) private: Arc<Private>,
+    pub(super) private: Arc<PrivateRecords>,
     pub(super) blocks: Arc<crate::policy::Blocks>,
     pub(super) store: Arc<Bounded>,
     pub(super) tasks: TaskTracker,
@@ -125,7 +125,7 @@ impl Ahead {
 
     async fn page_then_metadata(self: &Arc<Self>, name: ProjectName, depth: u8) {
         metrics::counter!("larder_ahead_total", "kind" => "page").increment(1);
-        let Ok((cached, outcome)) = self.pages.get(&name).await else { return };
+        let Ok(Lookup { page: cached, outcome }) = self.pages.get(&name).await else { return };
         // A page Larder had already: its newest metadata was most likely read before, too.
         if outcome == Outcome::Hit || depth >= MAX_DEPTH {
             return;

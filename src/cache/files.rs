@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::fill::{Fill, FillRequest, FillState};
 use super::private::Visibility;
 use super::records::{self, RecordKey};
-use super::views::Source;
+use super::scope_policy::Source;
 use super::{Cache, Error, Outcome, Reader};
 use crate::index::{DistFile, FileKey, PageModel, ProjectName};
 use crate::store::Blob;

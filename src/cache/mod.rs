@@ -12,21 +12,21 @@
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
 mod advisories;
-pub mod advisory_store;
+pub(crate) mod advisory_store;
 mod ahead;
 mod bodies;
-pub mod budget;
+pub(crate) mod budget;
 mod files;
-pub mod fill;
-pub mod links;
-pub mod pages;
+pub(crate) mod fill;
+pub(crate) mod links;
+pub(crate) mod pages;
 pub(crate) mod prefetch;
-pub mod private;
+pub(crate) mod private;
 mod provenance;
 pub mod records;
 mod retention;
+mod scope_policy;
 pub(crate) mod upload;
-mod views;
 mod write_queue;
 
 use std::collections::BTreeSet;
@@ -47,8 +47,8 @@ use crate::store::{self, Store, bounded::Bounded};
 use crate::upstream::Upstreams;
 use fill::Fills;
 use links::MetadataLinks;
-use pages::{PageSettings, PageState, Pages};
-use private::Private;
+use pages::{Lookup, PageSettings, PageState, Pages};
+use private::PrivateRecords;
 
 /// Metadata reads by ranges the prefetcher runs at once, at most.
 const PREFETCH_READS: usize = 8;
@@ -114,7 +114,7 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
-    Rejected(#[from] private::Rejected),
+    Write(#[from] private::WriteError),
     /// Replicas: a name the shared store could not be asked about (fail closed, issue 22).
     #[error(transparent)]
     Unchecked(#[from] private::Unchecked),
@@ -191,7 +191,7 @@ pub struct Cache {
     /// The same store, seen as what it is: the size limit's wrapper (pins, recency, eviction).
     bounded: Arc<Bounded>,
     pages: Arc<Pages>,
-    private: Arc<Private>,
+    private: Arc<PrivateRecords>,
     links: Arc<MetadataLinks>,
     /// `None` when no upstream is configured (or offline).
     fills: Option<Arc<Fills>>,
@@ -257,7 +257,8 @@ impl Cache {
         let on_demand = mode == Mode::Serve && has_upstream;
         let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
         let private = Arc::new(
-            Private::load(store.clone(), &records, listed_at, config.replica_lag, config.replica_absent_lag).await?,
+            PrivateRecords::load(store.clone(), &records, listed_at, config.replica_lag, config.replica_absent_lag)
+                .await?,
         );
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
         for sha in private.blobs().into_iter().chain(links.targets()) {
@@ -448,14 +449,14 @@ impl Cache {
     /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
     /// upstream's, as a model (the pages for people, `larder warm`, the upload checks).
     /// Blocked projects, and names whose upstream the scope does not use, are not found,
-    /// with the reason (issue 14); the rest is filtered by the scope's rules (`views`).
+    /// with the reason (issue 14); the rest is filtered by the scope's rules (`scope_policy`).
     pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
         self.check_project(name)?;
         // Replicas: what another one claimed or changed is seen now (issue 13).
         self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
         if let Some(page) = self.private.page(&reader.projects, name) {
             // UP-06: an upload is visible at once.
-            let page = self.view(reader, name, page, views::Source::Private);
+            let page = self.view(reader, name, page, scope_policy::Source::Private);
             return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
         }
         self.routed_page(reader, name).await
@@ -479,8 +480,8 @@ impl Cache {
                 .ok_or_else(|| Error::Unavailable("a private page body could not be read".into()));
         }
         let owner = self.owner_for(reader, name)?;
-        let source = views::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
-        let (mut cached, mut outcome) = self.pages.get(name).await.map_err(Error::Page)?;
+        let source = scope_policy::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
+        let Lookup { page: mut cached, mut outcome } = self.pages.get(name).await.map_err(Error::Page)?;
         for attempt in 0..3 {
             let head = match &cached.state {
                 PageState::Found(head) => head.clone(),
@@ -501,11 +502,11 @@ impl Cache {
             // A body missing or damaged on disk: render the page again from its model; no
             // model either: fetch the page again.
             if attempt == 0 && self.pages.repair(name, &head).await.is_some() {
-                (cached, _) = self.pages.get(name).await.map_err(Error::Page)?;
+                cached = self.pages.get(name).await.map_err(Error::Page)?.page;
                 continue;
             }
             self.pages.forget(name).await;
-            (cached, outcome) = self.pages.get(name).await.map_err(Error::Page)?;
+            Lookup { page: cached, outcome } = self.pages.get(name).await.map_err(Error::Page)?;
         }
         Err(Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry")))
     }
@@ -562,7 +563,8 @@ impl Cache {
         let owner = self.owner_for(reader, name)?;
         Ok(match self.upstream_page(name).await? {
             PageAnswer::Found { page, outcome, private_upload } => {
-                let source = views::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
+                let source =
+                    scope_policy::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
                 PageAnswer::Found { page: self.view(reader, name, page, source), outcome, private_upload }
             }
             PageAnswer::NotFound => PageAnswer::NotFound,
@@ -571,7 +573,7 @@ impl Cache {
 
     /// The upstream's page for `name`, from memory, disk or upstream, unfiltered.
     pub async fn upstream_page(&self, name: &ProjectName) -> Result<PageAnswer, Error> {
-        let (cached, outcome) = self.pages.get(name).await.map_err(Error::Page)?;
+        let Lookup { page: cached, outcome } = self.pages.get(name).await.map_err(Error::Page)?;
         Ok(match &cached.state {
             PageState::Found(head) => {
                 let page = match self.pages.model(name, head).await {
@@ -579,7 +581,7 @@ impl Cache {
                     None => {
                         // The record went away under the head: fetch it again.
                         self.pages.forget(name).await;
-                        let (cached, _) = self.pages.get(name).await.map_err(Error::Page)?;
+                        let cached = self.pages.get(name).await.map_err(Error::Page)?.page;
                         let PageState::Found(head) = &cached.state else { return Ok(PageAnswer::NotFound) };
                         self.pages.model(name, head).await.ok_or_else(|| {
                             Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry"))

@@ -167,7 +167,13 @@ fn record_key(name: &ProjectName) -> String {
     RecordKey::Page(name.clone()).to_string()
 }
 
-pub type Lookup = (Arc<CachedPage>, Outcome);
+/// What `Pages::get` found: the page as cached now, and how it came to be (for `x-cache`,
+/// the request log and the metrics).
+#[derive(Clone)]
+pub struct Lookup {
+    pub page: Arc<CachedPage>,
+    pub outcome: Outcome,
+}
 
 /// A file a stored page lists: the page, the file's upload time and its metadata's sha256.
 pub struct Listed {
@@ -395,7 +401,7 @@ impl Pages {
             && self.settings.clock.now() < p.fresh_until
         {
             let status = if p.stale { Outcome::Stale } else { Outcome::Hit };
-            return Ok((p, status));
+            return Ok(Lookup { page: p, outcome: status });
         }
         let this = Arc::clone(self);
         let key = name.clone();
@@ -592,7 +598,7 @@ impl Pages {
             // record as it is now (found by the rolling-restart test: a 404 for `.metadata`).
             for attempt in 0..2 {
                 match self.get(&name).await {
-                    Ok((cached, _)) => {
+                    Ok(Lookup { page: cached, .. }) => {
                         let PageState::Found(head) = &cached.state else { break };
                         if head.listing.find(key, filename).is_none() {
                             break;
@@ -634,13 +640,13 @@ impl Pages {
     async fn refresh(self: Arc<Self>, name: ProjectName) -> Result<Lookup, Error> {
         let now = self.settings.clock.now();
         let current = match self.heads.get(&name).await {
-            Some(p) if now < p.fresh_until => return Ok((p, Outcome::Hit)),
+            Some(p) if now < p.fresh_until => return Ok(Lookup { page: p, outcome: Outcome::Hit }),
             Some(p) => Some(p),
             None => match self.load_record(&name).await {
                 // Read back within its TTL (after eviction or a restart): a hit.
                 Some(p) if now < p.fresh_until => {
                     let p = self.heads.entry(name.clone()).or_insert(p).await.into_value();
-                    return Ok((p, Outcome::Hit));
+                    return Ok(Lookup { page: p, outcome: Outcome::Hit });
                 }
                 other => other,
             },
@@ -652,7 +658,7 @@ impl Pages {
                     // Fresh for a TTL, so that hits skip this path (offline pages never expire).
                     let entry = Arc::new(old.again(now + self.settings.ttl, old.confirmed_unix, false));
                     self.heads.insert(name, entry.clone()).await;
-                    Ok((entry, Outcome::Hit))
+                    Ok(Lookup { page: entry, outcome: Outcome::Hit })
                 }
                 _ if self.settings.offline => Err(Error::Offline(name)),
                 _ => Err(Error::NoUpstream(name)),
@@ -678,7 +684,7 @@ impl Pages {
                     self.journal.confirmed(&name, unix);
                     self.heads.insert(name.clone(), entry.clone()).await;
                     self.announce(&name, &model, upstream);
-                    return Ok((entry, Outcome::Revalidated));
+                    return Ok(Lookup { page: entry, outcome: Outcome::Revalidated });
                 }
                 let head = Arc::new(head);
                 let entry = Arc::new(CachedPage {
@@ -697,14 +703,14 @@ impl Pages {
                 self.persist(&name, &entry, head, model.clone(), found.map(|p| &**p));
                 self.heads.insert(name.clone(), entry.clone()).await;
                 self.announce(&name, &model, upstream);
-                Ok((entry, Outcome::Miss))
+                Ok(Lookup { page: entry, outcome: Outcome::Miss })
             }
             Ok(PageFetch::NotModified) if found.is_some() => {
                 let old = found.expect("checked");
                 let entry = Arc::new(old.again(now + self.settings.ttl, unix, false));
                 self.journal.confirmed(&name, unix);
                 self.heads.insert(name.clone(), entry.clone()).await;
-                Ok((entry, Outcome::Revalidated))
+                Ok(Lookup { page: entry, outcome: Outcome::Revalidated })
             }
             Ok(PageFetch::NotModified) => Err(upstream::Error::BadPage {
                 url: format!("{}{name}/", upstream.base()),
@@ -721,7 +727,7 @@ impl Pages {
                     stale: false,
                 });
                 self.heads.insert(name, entry.clone()).await;
-                Ok((entry, Outcome::Miss))
+                Ok(Lookup { page: entry, outcome: Outcome::Miss })
             }
             Err(e) => {
                 let limit = (self.settings.ttl + self.settings.stale_if_error).as_secs();
@@ -731,7 +737,7 @@ impl Pages {
                         let entry =
                             Arc::new(old.again(now + STALE_RETRY.min(self.settings.ttl), old.confirmed_unix, true));
                         self.heads.insert(name, entry.clone()).await;
-                        Ok((entry, Outcome::Stale))
+                        Ok(Lookup { page: entry, outcome: Outcome::Stale })
                     }
                     _ => Err(e.into()),
                 }

@@ -115,8 +115,10 @@ pub enum Added {
     Identical,
 }
 
+/// Why a write to a private record did not happen: refused by the upload rules (exists,
+/// reused, no such file) or failed (the record kept changing, the store failed).
 #[derive(Debug, thiserror::Error)]
-pub enum Rejected {
+pub enum WriteError {
     /// A different file under an existing filename (UPL-08).
     #[error("File already exists ('{filename}', with sha256 hash '{sha256}').")]
     Exists { filename: String, sha256: String },
@@ -133,7 +135,9 @@ pub enum Rejected {
     Store(#[from] crate::store::Error),
 }
 
-pub struct Private {
+/// Every project's private records in memory (uploads, claimed names, tombstones), kept in
+/// step with the store.
+pub struct PrivateRecords {
     store: Arc<dyn Store>,
     index: RwLock<Index>,
     write_lock: tokio::sync::Mutex<()>,
@@ -218,7 +222,7 @@ fn record_key(project: &str, name: &ProjectName) -> String {
     RecordKey::Private { project: project.to_string(), name: name.clone() }.to_string()
 }
 
-impl Private {
+impl PrivateRecords {
     /// Loads every private record from the store. A record that is not valid is reported and
     /// skipped, never fatal; its name stays claimed, with no files (fail closed: a damaged
     /// record must not hand the name to the upstream, DC-1).
@@ -228,7 +232,7 @@ impl Private {
         listed_at: std::time::Instant,
         max_lag: std::time::Duration,
         absent_lag: std::time::Duration,
-    ) -> anyhow::Result<Private> {
+    ) -> anyhow::Result<PrivateRecords> {
         // `records` is a complete listing that started at `listed_at`: it shows every other
         // name unclaimed as of then.
         let mut complete = true;
@@ -253,7 +257,7 @@ impl Private {
             };
             index.insert(&project, name, record, version);
         }
-        Ok(Private {
+        Ok(PrivateRecords {
             store,
             index: RwLock::new(index),
             write_lock: tokio::sync::Mutex::new(()),
@@ -541,11 +545,6 @@ impl Private {
         self.index.read().expect("private index lock").owners.keys().cloned().collect()
     }
 
-    /// Is this blob a private file (or its metadata) of any project?
-    pub fn is_private(&self, sha256: &str) -> bool {
-        self.index.read().expect("private index lock").owners.contains_key(sha256)
-    }
-
     pub fn visibility(&self, sha256: &str, projects: &[String]) -> Visibility {
         let index = self.index.read().expect("private index lock");
         match index.owners.get(sha256) {
@@ -611,7 +610,7 @@ impl Private {
         name: &ProjectName,
         file: PrivateFile,
         store_blobs: F,
-    ) -> Result<Added, Rejected>
+    ) -> Result<Added, WriteError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<String>, crate::store::Error>>,
@@ -630,9 +629,9 @@ impl Private {
             let refused = match record.files.iter().find(|f| f.filename == file.filename) {
                 Some(existing) if existing.sha256 == file.sha256 => Some(Ok(Added::Identical)),
                 Some(existing) => {
-                    Some(Err(Rejected::Exists { filename: file.filename.clone(), sha256: existing.sha256.clone() }))
+                    Some(Err(WriteError::Exists { filename: file.filename.clone(), sha256: existing.sha256.clone() }))
                 }
-                None if record.deleted.contains(&file.filename) => Some(Err(Rejected::Reused(file.filename.clone()))),
+                None if record.deleted.contains(&file.filename) => Some(Err(WriteError::Reused(file.filename.clone()))),
                 None => None,
             };
             if let Some(answer) = refused {
@@ -655,7 +654,7 @@ impl Private {
             }
         }
         self.forget(&created).await;
-        Err(Rejected::Busy(file.filename))
+        Err(WriteError::Busy(file.filename))
     }
 
     /// Removes blobs an upload stored and no record came to list (on a store of its own
@@ -676,20 +675,20 @@ impl Private {
         name: &ProjectName,
         filename: &str,
         yanked: Yanked,
-    ) -> Result<(), Rejected> {
+    ) -> Result<(), WriteError> {
         let _guard = self.lock().await;
         for attempt in 0..MAX_CAS_ATTEMPTS {
             if attempt > 0 {
                 Self::backoff(attempt).await;
             }
             let (mut record, version) = self.current(project, name).await?;
-            let i = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
+            let i = record.position(filename).ok_or_else(|| WriteError::NoSuchFile(filename.into()))?;
             record.files[i].yanked = yanked.clone();
             if self.save_if(project, name, record, version).await? {
                 return Ok(());
             }
         }
-        Err(Rejected::Busy(filename.into()))
+        Err(WriteError::Busy(filename.into()))
     }
 
     /// Deletes a file; the name stays claimed. Returns the sha256s no private file uses any
@@ -700,14 +699,14 @@ impl Private {
         project: &str,
         name: &ProjectName,
         filename: &str,
-    ) -> Result<(Vec<String>, Option<tokio::sync::MutexGuard<'_, ()>>), Rejected> {
+    ) -> Result<(Vec<String>, Option<tokio::sync::MutexGuard<'_, ()>>), WriteError> {
         let guard = self.lock().await;
         for attempt in 0..MAX_CAS_ATTEMPTS {
             if attempt > 0 {
                 Self::backoff(attempt).await;
             }
             let (mut record, version) = self.current(project, name).await?;
-            let position = record.position(filename).ok_or_else(|| Rejected::NoSuchFile(filename.into()))?;
+            let position = record.position(filename).ok_or_else(|| WriteError::NoSuchFile(filename.into()))?;
             let file = record.files.remove(position);
             record.deleted.push(file.filename.clone());
             if !record.deleted_sha256.contains(&file.sha256) {
@@ -728,7 +727,7 @@ impl Private {
                 .collect();
             return Ok((unused, guard));
         }
-        Err(Rejected::Busy(filename.into()))
+        Err(WriteError::Busy(filename.into()))
     }
 
     /// This process's write lock, on a store of its own. A shared store is never locked here:
@@ -747,7 +746,7 @@ impl Private {
 
     /// The record as the store has it now, with its version (a damaged one reads as empty:
     /// the name stays claimed, and the next write repairs it).
-    async fn current(&self, project: &str, name: &ProjectName) -> Result<(PrivateRecord, Option<String>), Rejected> {
+    async fn current(&self, project: &str, name: &ProjectName) -> Result<(PrivateRecord, Option<String>), WriteError> {
         let key = record_key(project, name);
         Ok(match self.store.get_record_versioned(&key).await? {
             Some((bytes, version)) => (decode(&key, name, &bytes), Some(version)),
@@ -763,7 +762,7 @@ impl Private {
         name: &ProjectName,
         mut record: PrivateRecord,
         expected: Option<String>,
-    ) -> Result<bool, Rejected> {
+    ) -> Result<bool, WriteError> {
         // Last-Modified of its page (HDR-1): uploads, yanks and deletes all change it.
         record.changed_unix = crate::clock::Clock::system().unix();
         let bytes = serde_json::to_vec(&record).expect("a private record serializes");

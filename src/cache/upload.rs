@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::private::{Added, Rejected};
+use super::private::{Added, WriteError};
 use super::records::PrivateFile;
 use super::{Cache, Error};
 use crate::archive::ArchiveLimits;
@@ -44,7 +44,7 @@ impl Cache {
         if self.upstreams.owner(name).is_none() {
             return Ok(());
         }
-        match self.pages.get(name).await.map(|(cached, _)| matches!(cached.state, super::pages::PageState::Found(_))) {
+        match self.pages.get(name).await.map(|found| matches!(found.page.state, super::pages::PageState::Found(_))) {
             Ok(true) => Err(Error::Shadowing(format!(
                 "`{name}` exists upstream; a private upload would hide it for every user of this project. An operator can allow it with allow_shadowing (LARDER_ALLOW_SHADOWING)"
             ))),
@@ -136,7 +136,7 @@ impl Cache {
         self.refresh_claims(&[project.to_string()], file, true).await?;
         let name = self.private_file(project, sha, file)?;
         self.private.set_yanked(project, &name, file, yanked).await.map_err(|e| match e {
-            Rejected::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),
+            WriteError::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),
             e => e.into(),
         })
     }
@@ -147,7 +147,7 @@ impl Cache {
         self.refresh_claims(&[project.to_string()], file, true).await?;
         let name = self.private_file(project, sha, file)?;
         let (unused, _lock) = self.private.delete(project, &name, file).await.map_err(|e| match e {
-            Rejected::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),
+            WriteError::NoSuchFile(_) => Error::NotFound(format!("no private file `{file}` in project `{project}`")),
             e => e.into(),
         })?;
         for sha in unused {

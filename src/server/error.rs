@@ -40,6 +40,33 @@ impl HttpError {
         HttpError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// An upload over `max_upload_mib` (413).
+    pub fn upload_too_large(limit: u64) -> HttpError {
+        let mib = limit / (1024 * 1024);
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload is larger than the limit of {mib} MiB (max_upload_mib)"),
+        )
+    }
+
+    /// A request body that stopped arriving (408).
+    pub fn stalled(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::REQUEST_TIMEOUT, message)
+    }
+
+    /// Writing a received body to the spool failed: 507 when the disk is full (an operator
+    /// must act), else 500 with the details in the log only.
+    pub fn spool_failed(e: std::io::Error) -> HttpError {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return HttpError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "Larder's disk is full; an operator must free space (or lower max_store_size)",
+            );
+        }
+        tracing::error!(error = %e, "cannot spool an upload");
+        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot spool the upload; the server log has the details")
+    }
+
     /// How an audited write that failed with this ended: refused (4xx) or failed (5xx), with
     /// the reason the client was given.
     pub fn audit_outcome(&self) -> (crate::audit::Outcome, Option<String>) {
@@ -130,15 +157,15 @@ impl From<cache::Error> for HttpError {
             cache::Error::Fill(f) => (&*f).into(),
             cache::Error::Store(s) => store_failure(&s),
             // UPL-08: "File already exists" in reason phrase and body, what --skip-existing matches.
-            cache::Error::Rejected(e @ private::Rejected::Exists { .. }) => {
+            cache::Error::Write(e @ private::WriteError::Exists { .. }) => {
                 HttpError::bad_request(e.to_string()).with_reason("File already exists")
             }
-            cache::Error::Rejected(private::Rejected::Store(s)) => store_failure(&s),
-            cache::Error::Rejected(e @ private::Rejected::Busy(_)) => {
+            cache::Error::Write(private::WriteError::Store(s)) => store_failure(&s),
+            cache::Error::Write(e @ private::WriteError::Busy(_)) => {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-            cache::Error::Rejected(e @ private::Rejected::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
-            cache::Error::Rejected(e) => HttpError::bad_request(e.to_string()),
+            cache::Error::Write(e @ private::WriteError::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
+            cache::Error::Write(e) => HttpError::bad_request(e.to_string()),
             cache::Error::BadUpload(m) => HttpError::bad_request(m),
             cache::Error::Gone(m) => HttpError::new(StatusCode::GONE, m),
             cache::Error::Shadowing(m) => HttpError::new(StatusCode::FORBIDDEN, m),

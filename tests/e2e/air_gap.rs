@@ -2,20 +2,11 @@
 //! the other side, serve it offline to pip and uv; tampered and truncated bundles are refused.
 
 use std::path::Path;
-use std::process::Output;
 
 use crate::util::upstream::{MockFile, MockUpstream, upstream_with_app};
 use crate::util::{
-    Larder, assert_ok, hashes_in, http, larder_cli, pip_download, sha256_hex, uv, uv_install, venv_bin, wheel,
+    Larder, assert_ok, hashes_in, http, larder_quiet, pip_download, s, sha256_hex, uv, uv_install, venv_bin, wheel,
 };
-
-fn larder(args: &[&str]) -> Output {
-    larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Lock files as uv writes them, resolved against the upstream itself.
 fn make_locks(up: &MockUpstream, dir: &Path) {
@@ -66,39 +57,40 @@ fn warm_export_import_and_serve_offline() {
 
     // Warm from each kind of input.
     let (a, up_url) = (w.join("a"), up.simple_url());
-    let out = larder(&["warm", "--data-dir", s(&a), "--upstream", &up_url, "-r", s(&w.join("requirements.txt"))]);
+    let out = larder_quiet(&["warm", "--data-dir", s(&a), "--upstream", &up_url, "-r", s(&w.join("requirements.txt"))]);
     assert_ok(&out, "warm -r");
     let summary = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(summary.contains("2 files fetched") && summary.contains("0 failed"), "{summary}");
-    let again = larder(&["warm", "--data-dir", s(&a), "--upstream", &up_url, "-r", s(&w.join("requirements.txt"))]);
+    let again =
+        larder_quiet(&["warm", "--data-dir", s(&a), "--upstream", &up_url, "-r", s(&w.join("requirements.txt"))]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("2 already present"), "warm twice is harmless");
     for lock in ["uv.lock", "pylock.toml"] {
         let dir = w.join(format!("warm-{lock}"));
-        let out = larder(&["warm", "--data-dir", s(&dir), "--upstream", &up_url, "--lock", s(&w.join(lock))]);
+        let out = larder_quiet(&["warm", "--data-dir", s(&dir), "--upstream", &up_url, "--lock", s(&w.join(lock))]);
         assert_ok(&out, lock);
         assert!(String::from_utf8_lossy(&out.stdout).contains("2 files fetched"), "{lock}");
     }
     // A pin that cannot be satisfied: non-zero exit and the reason in the summary.
-    let out = larder(&["warm", "--data-dir", s(&w.join("bad")), "--upstream", &up_url, "app==9.9"]);
+    let out = larder_quiet(&["warm", "--data-dir", s(&w.join("bad")), "--upstream", &up_url, "app==9.9"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("app==9.9: no such version"));
 
     // Export the whole store, and a selection by lock file.
     let bundle = w.join("bundle.tar.zst");
-    assert_ok(&larder(&["export", "--data-dir", s(&a), "--output", s(&bundle)]), "export");
+    assert_ok(&larder_quiet(&["export", "--data-dir", s(&a), "--output", s(&bundle)]), "export");
     let selected = w.join("selected.tar");
     assert_ok(
-        &larder(&["export", "--data-dir", s(&a), "--output", s(&selected), "--lock", s(&w.join("uv.lock"))]),
+        &larder_quiet(&["export", "--data-dir", s(&a), "--output", s(&selected), "--lock", s(&w.join("uv.lock"))]),
         "export --lock",
     );
 
     // The other side of the gap: no upstream at all.
     up.set_down(true);
     let b = w.join("b");
-    assert_ok(&larder(&["import", "--data-dir", s(&b), s(&bundle)]), "import");
-    assert_ok(&larder(&["import", "--data-dir", s(&b), s(&bundle)]), "import twice");
+    assert_ok(&larder_quiet(&["import", "--data-dir", s(&b), s(&bundle)]), "import");
+    assert_ok(&larder_quiet(&["import", "--data-dir", s(&b), s(&bundle)]), "import twice");
     let c = w.join("c");
-    assert_ok(&larder(&["import", "--data-dir", s(&c), s(&selected)]), "import the selection");
+    assert_ok(&larder_quiet(&["import", "--data-dir", s(&c), s(&selected)]), "import the selection");
     for data in [&b, &c] {
         let server = Larder::start(data, &["--offline"]);
         let scratch = tempfile::tempdir().unwrap();
@@ -119,11 +111,11 @@ fn tampered_and_truncated_bundles_are_refused() {
     let w = work.path();
     let a = w.join("a");
     assert_ok(
-        &larder(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "app==1.0", "lib-core==2.1"]),
+        &larder_quiet(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "app==1.0", "lib-core==2.1"]),
         "warm",
     );
     let bundle = w.join("b.tar");
-    assert_ok(&larder(&["export", "--data-dir", s(&a), "--output", s(&bundle)]), "export");
+    assert_ok(&larder_quiet(&["export", "--data-dir", s(&a), "--output", s(&bundle)]), "export");
     let bytes = std::fs::read(&bundle).unwrap();
 
     // Flip one byte inside a wheel's body (found by its zip signature).
@@ -137,7 +129,7 @@ fn tampered_and_truncated_bundles_are_refused() {
 
     for (path, reason) in [(&bad, "does not match its sha256"), (&truncated, "truncated")] {
         let target = w.join(format!("into-{}", path.file_name().unwrap().to_string_lossy()));
-        let out = larder(&["import", "--data-dir", s(&target), s(path)]);
+        let out = larder_quiet(&["import", "--data-dir", s(&target), s(path)]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("nothing was imported") && err.contains(reason), "{err}");
@@ -179,8 +171,8 @@ fn verify_finds_and_removes_a_file_corrupted_on_disk() {
     let (up, _) = upstream_with_app();
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
-    assert_ok(&larder(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "lib-core==2.1"]), "warm");
-    assert_ok(&larder(&["verify", "--data-dir", s(&a)]), "a clean store verifies");
+    assert_ok(&larder_quiet(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "lib-core==2.1"]), "warm");
+    assert_ok(&larder_quiet(&["verify", "--data-dir", s(&a)]), "a clean store verifies");
 
     let (name, bytes) = wheel("lib-core", "2.1", &[]);
     let sha = sha256_hex(&bytes);
@@ -189,12 +181,12 @@ fn verify_finds_and_removes_a_file_corrupted_on_disk() {
     on_disk[10] ^= 0x55;
     std::fs::write(&path, on_disk).unwrap();
 
-    let out = larder(&["verify", "--data-dir", s(&a)]);
+    let out = larder_quiet(&["verify", "--data-dir", s(&a)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("corrupt: {sha}")));
-    let out = larder(&["verify", "--data-dir", s(&a), "--remove"]);
+    let out = larder_quiet(&["verify", "--data-dir", s(&a), "--remove"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("corrupt, removed: {sha}")));
-    assert_ok(&larder(&["verify", "--data-dir", s(&a)]), "after --remove the store verifies");
+    assert_ok(&larder_quiet(&["verify", "--data-dir", s(&a)]), "after --remove the store verifies");
     // The next request fetches it again, correctly.
     let server = Larder::start(&a, &["--upstream", &up.simple_url()]);
     let body = http().get(server.url(&format!("/files/{sha}/{name}"))).send().unwrap().bytes().unwrap();

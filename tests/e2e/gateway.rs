@@ -6,7 +6,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, http, multipart, pip, sha256_hex, twine, uv, venv_bin, wheel, wheel_metadata};
+use crate::util::{
+    Larder, assert_ok, filenames, http, multipart, pip, sha256_hex, twine, uv, venv_bin, wheel, wheel_metadata,
+    write_config,
+};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 const TOKEN: &str = "gateway-token-123";
@@ -15,10 +18,6 @@ fn json_page(url: &str) -> serde_json::Value {
     let resp = http().get(url).header("accept", JSON).send().unwrap();
     assert_eq!(resp.status(), 200, "{url}");
     resp.json().unwrap()
-}
-
-fn filenames(page: &serde_json::Value) -> Vec<String> {
-    page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap().to_string()).collect()
 }
 
 /// A wheel with its metadata advertised, uploaded at `upload_time` (PEP 700 form).
@@ -31,12 +30,6 @@ fn add_wheel(up: &MockUpstream, project: &str, version: &str, deps: &[&str], upl
 
 fn ago(secs: u64) -> String {
     humantime::format_rfc3339_micros(SystemTime::now() - Duration::from_secs(secs)).to_string()
-}
-
-fn write_config(dir: &Path, text: &str) -> String {
-    let path = dir.join("larder.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
 }
 
 /// `uv pip compile` of `requirement` through `index`; the resolved lines.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use crate::util::s3::S3Server;
 use crate::util::upstream::{MockFile, MockUpstream};
 use crate::util::{
-    Larder, assert_ok, http, larder_cli, multipart, pip, sha256_hex, twine, uv_install, wheel, wheel_metadata,
+    Larder, assert_ok, filenames, http, larder_cli, multipart, pip, sha256_hex, twine, uv_install, wheel,
+    wheel_metadata,
 };
 
 const TOKEN: &str = "replica-token-123";
@@ -49,10 +50,6 @@ fn wait_for_bucket(larder: &Larder) {
         assert!(std::time::Instant::now() < deadline, "the bucket is back, the replica still answers 503");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn filenames(page: &serde_json::Value) -> Vec<String> {
-    page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap().to_string()).collect()
 }
 
 #[test]

@@ -3,18 +3,9 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Output;
 
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, http, larder_cli, sha256_hex, wheel};
-
-fn larder(args: &[&str]) -> Output {
-    larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::util::{Larder, assert_ok, http, larder_quiet, s, sha256_hex, wheel};
 
 /// A tar entry written with its name bytes exactly as given (tar::Builder refuses `..` and
 /// absolute paths, which is the point of the attack).
@@ -144,7 +135,7 @@ fn import_never_writes_outside_its_staging_dir_nor_imports_unchecked_records() {
             entries.iter().map(|(n, k, d)| (n.as_slice(), *k, d.as_slice())).collect();
         bundle(&path, manifest, &entries);
         let data_dir = w.join(format!("data-{i}"));
-        let out = larder(&["import", "--data-dir", s(&data_dir), s(&path)]);
+        let out = larder_quiet(&["import", "--data-dir", s(&data_dir), s(&path)]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: import must fail\n{err}");
         assert!(err.contains("nothing was imported"), "{what}: {err}");
@@ -177,7 +168,7 @@ fn a_damaged_private_record_is_skipped_at_start_up_and_its_name_stays_private() 
     // A short alias body once panicked `content_path`; now it is a miss like any other.
     let resp = http().get(server.url(&format!("/files/u-{}/x-1.0.tar.gz", "ab".repeat(32)))).send().unwrap();
     assert_eq!(resp.status(), 404);
-    let out = larder(&["verify", "--data-dir", s(dir.path())]);
+    let out = larder_quiet(&["verify", "--data-dir", s(dir.path())]);
     assert!(!out.status.success());
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("unreadable record: private/default/claimed"), "{report}");
@@ -192,10 +183,10 @@ fn a_good_bundle_still_imports() {
     up.add("good", MockFile::new(&name, bytes));
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
-    assert_ok(&larder(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "good==1.0"]), "warm");
+    assert_ok(&larder_quiet(&["warm", "--data-dir", s(&a), "--upstream", &up.simple_url(), "good==1.0"]), "warm");
     let b = work.path().join("b.tar");
-    assert_ok(&larder(&["export", "--data-dir", s(&a), "--output", s(&b)]), "export");
-    assert_ok(&larder(&["import", "--data-dir", s(&work.path().join("c")), s(&b)]), "import");
+    assert_ok(&larder_quiet(&["export", "--data-dir", s(&a), "--output", s(&b)]), "export");
+    assert_ok(&larder_quiet(&["import", "--data-dir", s(&work.path().join("c")), s(&b)]), "import");
 }
 
 /// Every file under the data dir, concatenated: to look for a secret anywhere on disk.

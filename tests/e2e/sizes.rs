@@ -4,10 +4,8 @@
 //! served on a miss and on a hit, warmed, exported, imported and served offline, and every byte
 //! matches its sha256.
 
-use std::path::Path;
-
 use crate::util::upstream::{MockFile, MockUpstream};
-use crate::util::{Larder, assert_ok, http, larder_cli, sha256_hex};
+use crate::util::{Larder, assert_ok, http, larder_cli, s, sha256_hex};
 
 const KIB: usize = 1024;
 const SIZES: &[usize] = &[
@@ -25,10 +23,6 @@ const SIZES: &[usize] = &[
     1024 * KIB + 1,
     5 * 1024 * KIB + 3,
 ];
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// `sizes-0.<i>.tar.gz` holding `SIZES[i]` bytes (the content is not read, only stored).
 pub(crate) fn files() -> Vec<(String, Vec<u8>)> {

@@ -12,22 +12,14 @@ use std::process::Output;
 use larder::store::{LocalStore, Store};
 
 use crate::util::{
-    Larder, assert_ok, hashes_in, json_page, larder_cli, larder_cli_ending, pip, pip_download, sha256_hex,
+    Larder, assert_ok, hashes_in, json_page, larder_cli_ending, larder_quiet, pip, pip_download, s, sha256_hex,
 };
 
 const PRIVATE_TOKEN: &str = "golden-token";
 
-fn larder(args: &[&str]) -> Output {
-    larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
-}
-
 /// `larder <args>` that must end by itself (a `serve` that does not refuse would run on).
 fn larder_ending(args: &[&str]) -> Output {
     larder_cli_ending(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn fixture() -> PathBuf {
@@ -136,7 +128,7 @@ fn serves_the_golden_store(larder: &Larder) {
 fn a_data_dir_of_store_format_1_is_verified_served_and_exported_unchanged() {
     let data = golden_copy();
     let before = tree_hashes(data.path());
-    let out = larder(&["verify", "--data-dir", s(data.path())]);
+    let out = larder_quiet(&["verify", "--data-dir", s(data.path())]);
     assert_ok(&out, "verify of the golden data dir");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     // 6 records and 50 blobs, as the golden bundle lists them; a report writes nothing, not
@@ -158,20 +150,20 @@ fn a_data_dir_of_store_format_1_is_verified_served_and_exported_unchanged() {
     // The export holds what the golden bundle holds, record for record and blob for blob.
     let out_dir = tempfile::tempdir().unwrap();
     let bundle = out_dir.path().join("again.tar");
-    assert_ok(&larder(&["export", "--data-dir", s(data.path()), "--output", s(&bundle)]), "export");
+    assert_ok(&larder_quiet(&["export", "--data-dir", s(data.path()), "--output", s(&bundle)]), "export");
     // The stamp is no record of a bundle; its contents file is listed with the blobs.
     let (golden_keys, mut golden_blobs) = manifest(&fixture().join("bundle.tar"));
     golden_blobs.insert(sha256_hex(&stamp_bytes));
     assert_eq!(manifest(&bundle), (golden_keys, golden_blobs));
-    assert_ok(&larder(&["verify", "--data-dir", s(data.path())]), "verify after serving");
+    assert_ok(&larder_quiet(&["verify", "--data-dir", s(data.path())]), "verify after serving");
 }
 
 #[test]
 fn the_golden_bundle_imports_into_a_new_store_and_serves() {
     let data = tempfile::tempdir().unwrap();
     let bundle = fixture().join("bundle.tar");
-    assert_ok(&larder(&["import", "--data-dir", s(data.path()), s(&bundle)]), "import of the golden bundle");
-    assert_ok(&larder(&["verify", "--data-dir", s(data.path())]), "verify after import");
+    assert_ok(&larder_quiet(&["import", "--data-dir", s(data.path()), s(&bundle)]), "import of the golden bundle");
+    assert_ok(&larder_quiet(&["verify", "--data-dir", s(data.path())]), "verify after import");
     let larder_server = Larder::start_with_env(data.path(), &["--offline"], &[("LARDER_TOKEN", PRIVATE_TOKEN)]);
     serves_the_golden_store(&larder_server);
 }
@@ -208,12 +200,12 @@ fn a_bundle_carrying_a_format_stamp_imports_without_restamping_the_store() {
     drop(tar);
 
     let data = dir.path().join("data");
-    assert_ok(&larder(&["import", "--data-dir", s(&data), s(&bundle)]), "import of a bundle with a stamp");
+    assert_ok(&larder_quiet(&["import", "--data-dir", s(&data), s(&bundle)]), "import of a bundle with a stamp");
     let store = LocalStore::open(&data.join("store")).unwrap();
     let stamp = runtime().block_on(store.get_record("store-format")).unwrap().unwrap();
     let stamp: serde_json::Value = serde_json::from_slice(&stamp).unwrap();
     assert_eq!(stamp["format"], 1, "the store keeps its own stamp: {stamp}");
-    assert_ok(&larder(&["verify", "--data-dir", s(&data)]), "verify after import");
+    assert_ok(&larder_quiet(&["verify", "--data-dir", s(&data)]), "verify after import");
 }
 
 #[test]
@@ -277,7 +269,7 @@ fn verify_says_what_it_would_repair_and_repair_does_it() {
     let before = tree_hashes(&data.path().join("store"));
 
     // Without --repair: every problem and what would be done, nothing changed, exit 1.
-    let out = larder(&["verify", "--data-dir", s(data.path())]);
+    let out = larder_quiet(&["verify", "--data-dir", s(data.path())]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{report}");
     for expected in [
@@ -295,11 +287,11 @@ fn verify_says_what_it_would_repair_and_repair_does_it() {
     assert_eq!(tree_hashes(&data.path().join("store")), before, "a report changes nothing");
 
     // --repair: all but the lost upload repaired; still exit 1 for that one.
-    let out = larder(&["verify", "--data-dir", s(data.path()), "--repair"]);
+    let out = larder_quiet(&["verify", "--data-dir", s(data.path()), "--repair"]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert_eq!(report.matches("(repaired: ").count(), 4, "{report}");
-    let out = larder(&["verify", "--data-dir", s(data.path())]);
+    let out = larder_quiet(&["verify", "--data-dir", s(data.path())]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(report.lines().count(), 2, "only the lost upload is left:\n{report}");
     assert!(report.contains("not repairable here"), "{report}");

@@ -98,12 +98,7 @@ async fn receive(
     received: &mut Option<(String, String)>,
 ) -> Result<Response<Body>, HttpError> {
     let limit = state.config.max_upload_bytes;
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("upload is larger than the limit of {} MiB (max_upload_mib)", limit / (1024 * 1024)),
-        )
-    };
+    let too_large = || HttpError::upload_too_large(limit);
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(n) = declared.filter(|&n| n > limit) {
@@ -125,15 +120,8 @@ async fn receive(
     let (form, file) = read_form(body, &boundary, limit, idle, &spool_path).await.map_err(|e| match e {
         FormError::TooLarge => too_large(),
         FormError::Bad(m) => HttpError::bad_request(m),
-        FormError::Stalled(m) => HttpError::new(StatusCode::REQUEST_TIMEOUT, m),
-        FormError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => HttpError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "Larder's disk is full; an operator must free space (or lower max_store_size)",
-        ),
-        FormError::Io(e) => {
-            tracing::error!(error = %e, "cannot spool an upload");
-            HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot spool the upload; the server log has the details")
-        }
+        FormError::Stalled(m) => HttpError::stalled(m),
+        FormError::Io(e) => HttpError::spool_failed(e),
     })?;
     if let Some(f) = &file {
         *received = Some((f.filename.clone(), f.sha256.clone()));

@@ -317,6 +317,28 @@ pub fn larder_cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
     run(cmd)
 }
 
+/// `larder <args>` with no config file and quiet logs (the air-gap, upgrade and attack tests).
+pub fn larder_quiet(args: &[&str]) -> Output {
+    larder_cli(args, &[("LARDER_CONFIG", "/dev/null"), ("LARDER_LOG", "warn")])
+}
+
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The filenames a PEP 691 JSON page lists, in its order.
+pub fn filenames(page: &serde_json::Value) -> Vec<String> {
+    page["files"].as_array().unwrap().iter().map(|f| f["filename"].as_str().unwrap().to_string()).collect()
+}
+
+/// Writes `text` as `dir/larder.toml`; its path, for `--config`.
+pub fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("larder.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// The same for a command that must end by itself within 30 s: one that would run on (a
 /// `serve` that should have refused) is killed, and the test fails instead of hanging.
 pub fn larder_cli_ending(args: &[&str], envs: &[(&str, &str)]) -> Output {
