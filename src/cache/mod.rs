@@ -547,6 +547,7 @@ impl Cache {
     /// upstream has under an internal name (a squatter's package) into the store, and into
     /// every bundle exported from it. Replicas: claims made elsewhere are listed first.
     pub async fn page_to_warm(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        self.check_project(name)?;
         self.private.refresh_names().await?;
         if self.private.is_claimed_anywhere(name) {
             return Err(Error::Blocked(format!(
@@ -557,9 +558,8 @@ impl Cache {
     }
 
     /// The upstream page for `name` as `reader` sees it: from the name's owner, if the scope
-    /// uses it, filtered by the scope's rules.
+    /// uses it, filtered by the scope's rules. Callers have checked the block list.
     async fn routed_page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
-        self.check_project(name)?;
         let owner = self.owner_for(reader, name)?;
         Ok(match self.upstream_page(name).await? {
             PageAnswer::Found { page, outcome, private_upload } => {

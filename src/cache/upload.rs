@@ -64,15 +64,15 @@ impl Cache {
             let why = status.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
             return Err(Error::Blocked(format!("project `{project}` is archived and takes no uploads{why}")));
         }
-        let (name, file, md) = validate(&upload.form, upload.file, self.config.archive_limits).await?;
+        let Validated { name, file, kind, md } =
+            validate(&upload.form, upload.file, self.config.archive_limits).await?;
         let attestations = attestations(&upload.form)?;
         self.check_shadowing(project, &name).await?;
         // PEP 658: always for wheels, for sdists only when their PKG-INFO is static (MD-05); the
         // bytes exactly as in the file (MD-04).
-        let servable = match filename::parse(&file.filename).map(|f| f.kind) {
-            Ok(DistKind::Wheel) => true,
-            Ok(DistKind::Sdist) => md.is_static_sdist_metadata(),
-            Err(_) => false,
+        let servable = match kind {
+            DistKind::Wheel => true,
+            DistKind::Sdist => md.is_static_sdist_metadata(),
         };
         let metadata_sha256 = servable.then(|| crate::digest::sha256_hex(&md.raw));
         let record = PrivateFile {
@@ -187,12 +187,21 @@ fn field<'a>(form: &'a HashMap<String, Vec<String>>, name: &str) -> Option<&'a s
     form.get(name).and_then(|v| v.first()).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
+/// An upload that passed `validate`: its project name, the file, what kind of distribution
+/// its (once parsed) filename says it is, and the core metadata read from inside it.
+pub(crate) struct Validated {
+    pub name: ProjectName,
+    pub file: Spooled,
+    pub kind: DistKind,
+    pub md: CoreMetadata,
+}
+
 /// Warehouse's checks, in its order (standards §13.4), with its wording where clients match on it.
 pub(crate) async fn validate(
     form: &HashMap<String, Vec<String>>,
     content: Option<Spooled>,
     limits: ArchiveLimits,
-) -> Result<(ProjectName, Spooled, CoreMetadata), Error> {
+) -> Result<Validated, Error> {
     fn bad(m: impl Into<String>) -> Error {
         Error::BadUpload(m.into())
     }
@@ -273,5 +282,5 @@ pub(crate) async fn validate(
             file.filename, md.version
         )));
     }
-    Ok((name, file, md))
+    Ok(Validated { name, file, kind, md })
 }

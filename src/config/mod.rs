@@ -194,11 +194,11 @@ pub enum PrivateStatus {
 }
 
 impl PrivateStatus {
-    pub fn as_str(self) -> &'static str {
+    pub fn marker(self) -> crate::index::StatusMarker {
         match self {
-            PrivateStatus::Active => "active",
-            PrivateStatus::Archived => "archived",
-            PrivateStatus::Deprecated => "deprecated",
+            PrivateStatus::Active => crate::index::StatusMarker::Active,
+            PrivateStatus::Archived => crate::index::StatusMarker::Archived,
+            PrivateStatus::Deprecated => crate::index::StatusMarker::Deprecated,
         }
     }
 }
@@ -629,7 +629,7 @@ fn resolve_rules(file: &FileConfig, s: &Settings) -> anyhow::Result<crate::polic
             }
         };
         let status = p.status.map(|st| crate::index::ProjectStatus {
-            status: st.as_str().to_string(),
+            status: st.marker(),
             reason: p.status_reason.clone().filter(|r| !r.trim().is_empty()),
         });
         let scope = ScopeRules {

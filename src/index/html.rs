@@ -18,8 +18,11 @@ pub fn render_project(page: &ProjectPage, files_base: Option<&str>) -> String {
         writeln!(out, "    <meta name=\"pypi:repository-version\" content=\"{}\">", page.api_version(with_provenance));
     // HTML-10 (PEP 792).
     if let Some(status) = &page.status {
-        let _ =
-            writeln!(out, "    <meta name=\"pypi:project-status\" content=\"{}\">", encode_attr_strict(&status.status));
+        let _ = writeln!(
+            out,
+            "    <meta name=\"pypi:project-status\" content=\"{}\">",
+            encode_attr_strict(status.status.as_str())
+        );
         if let Some(reason) = &status.reason {
             let _ = writeln!(
                 out,

@@ -33,32 +33,59 @@ pub struct ProjectPage {
     pub status: Option<ProjectStatus>,
 }
 
+/// A PEP 792 status marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusMarker {
+    Active,
+    Archived,
+    Quarantined,
+    Deprecated,
+}
+
+impl StatusMarker {
+    /// The marker as written in pages (`pypi:project-status`, `project-status.status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusMarker::Active => "active",
+            StatusMarker::Archived => "archived",
+            StatusMarker::Quarantined => "quarantined",
+            StatusMarker::Deprecated => "deprecated",
+        }
+    }
+
+    /// A marker as written (any case, surrounding space); `None` for one PEP 792 does not define.
+    pub fn parse(raw: &str) -> Option<StatusMarker> {
+        let raw = raw.trim();
+        [StatusMarker::Active, StatusMarker::Archived, StatusMarker::Quarantined, StatusMarker::Deprecated]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(raw))
+    }
+}
+
 /// PEP 792: `active`, `archived`, `quarantined` or `deprecated`, with an optional reason.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectStatus {
-    pub status: String,
+    pub status: StatusMarker,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 impl ProjectStatus {
-    pub const MARKERS: [&'static str; 4] = ["active", "archived", "quarantined", "deprecated"];
-
     /// A status from an upstream: an unknown marker is read as `active` (PEP 792: clients
     /// treat unknown markers as active), and an `active` status without reason says nothing.
     pub fn from_upstream(status: &str, reason: Option<String>) -> Option<ProjectStatus> {
-        let status = status.trim().to_ascii_lowercase();
-        let status = if Self::MARKERS.contains(&status.as_str()) { status } else { "active".into() };
+        let status = StatusMarker::parse(status).unwrap_or(StatusMarker::Active);
         let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
-        (status != "active" || reason.is_some()).then_some(ProjectStatus { status, reason })
+        (status != StatusMarker::Active || reason.is_some()).then_some(ProjectStatus { status, reason })
     }
 
     pub fn is_quarantined(&self) -> bool {
-        self.status == "quarantined"
+        self.status == StatusMarker::Quarantined
     }
 
     pub fn is_archived(&self) -> bool {
-        self.status == "archived"
+        self.status == StatusMarker::Archived
     }
 }
 

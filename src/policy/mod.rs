@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn a_configured_status_is_shown() {
         let blocks = BlockList::default();
-        let status = ProjectStatus { status: "deprecated".into(), reason: Some("use lib2".into()) };
+        let status = ProjectStatus { status: crate::index::StatusMarker::Deprecated, reason: Some("use lib2".into()) };
         let f = Filter { status: Some(&status), ..filter(&blocks, None, UnknownUploadTime::Show) };
         let p = f.apply(&page()).unwrap().page.unwrap();
         assert_eq!(p.status.as_ref(), Some(&status));
