@@ -325,6 +325,11 @@ fn rand_u64() -> u64 {
 fn uv_publishes_with_trusted_publishing_and_everything_else_is_refused() {
     let issuer = Issuer::start();
     *issuer.claims.lock().unwrap() = issuer.github("acme/app");
+    // An issuer nobody answers for (a port closed again at once).
+    let gone_issuer = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
     let up = MockUpstream::start();
     let dir = tempfile::tempdir().unwrap();
     let (ca_pem, cert_pem, key_pem) = crate::util::test_tls(dir.path());
@@ -343,9 +348,16 @@ repository = "acme/app"
 workflow = "release.yml"
 environment = "pypi"
 projects = ["team"]
+[[trusted_publishers]]
+name = "gone"
+issuer = "{gone}"
+repository = "acme/app"
+workflow = "release.yml"
+projects = ["team"]
 "#,
             audit = audit.display(),
-            issuer = issuer.stub.base
+            issuer = issuer.stub.base,
+            gone = gone_issuer
         ),
     )
     .unwrap();
@@ -454,6 +466,20 @@ projects = ["team"]
         "exp": now() + 300, "jti": "y", "repository": "acme/app"}),
     );
     refused(&forged_kid, "invalid-token", "does not verify");
+    // An issuer whose keys cannot be fetched: 503, and not asked again at once.
+    let (other_key, _) = p256_key();
+    let to_gone = sign(
+        &other_key,
+        "k",
+        &serde_json::json!({"iss": gone_issuer, "aud": "larder-test",
+        "exp": now() + 300, "jti": "g", "repository": "acme/app"}),
+    );
+    for _ in 0..2 {
+        let (status, body) = mint(&to_gone);
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["errors"][0]["code"], "issuer-unavailable", "{body}");
+    }
+    assert_eq!(larder.log().matches("cannot fetch an OIDC issuer's keys").count(), 1, "{}", larder.log());
     // Replayed: the same token twice.
     let once = issuer.token("larder-test", serde_json::json!({}));
     let (status, body) = mint(&once);
