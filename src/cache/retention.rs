@@ -17,8 +17,6 @@ pub struct RetentionRun {
     pub doomed: Vec<Doomed>,
     /// How many were deleted.
     pub deleted: usize,
-    /// Packages a careful run left alone, with why.
-    pub held: Vec<String>,
     /// Deletes that failed, with why (the next run tries again).
     pub failed: Vec<(Doomed, String)>,
 }
@@ -83,7 +81,7 @@ impl Cache {
                     .ended(Outcome::Refused, Some(why.clone())),
             );
         }
-        let mut run = RetentionRun { doomed: doomed.clone(), deleted: 0, held, failed: Vec::new() };
+        let mut run = RetentionRun { doomed: doomed.clone(), deleted: 0, failed: Vec::new() };
         if !dry_run {
             for d in doomed {
                 let result = self.delete(project, &d.sha256, &d.filename).await;

@@ -558,7 +558,6 @@ fn page_files(larder: &Larder, project: &str, name: &str) -> Vec<String> {
 /// HMAC-SHA256, retried after a failure, and a receiver that stalls does not delay uploads.
 #[test]
 fn retention_deletes_what_the_policy_lets_go_and_webhooks_announce_it_signed() {
-    use hmac::Mac;
     const HOOK_SECRET: &str = "webhook-signing-secret-0123";
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let first = stalled.clone();
@@ -705,9 +704,7 @@ secret_env = "TEST_HOOK_SECRET"
     let mut deliveries = std::collections::BTreeMap::new();
     for r in &received {
         assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/hook"));
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
-        mac.update(&r.body);
-        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let expected = larder_signature_of(HOOK_SECRET, &r.body);
         assert_eq!(r.header("x-larder-signature"), Some(expected.as_str()), "signature");
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(r.header("x-larder-event"), body["event"].as_str());
@@ -728,10 +725,13 @@ secret_env = "TEST_HOOK_SECRET"
         metrics.lines().any(|l| l.starts_with("larder_webhook_deliveries_total") && l.contains("result=\"delivered\"")),
         "{metrics}"
     );
-    // A forged body does not carry a valid signature (the receiver's check can fail).
-    assert_ne!(
+    // The signature covers the whole body: one byte changed, and it no longer matches.
+    let mut tampered = received[1].body.clone();
+    tampered.push(b' ');
+    assert_ne!(received[1].header("x-larder-signature"), Some(larder_signature_of(HOOK_SECRET, &tampered).as_str()));
+    assert_eq!(
         received[1].header("x-larder-signature"),
-        Some(larder_signature_of(HOOK_SECRET, b"{\"event\":\"delete\"}").as_str())
+        Some(larder_signature_of(HOOK_SECRET, &received[1].body).as_str())
     );
 }
 
