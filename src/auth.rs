@@ -12,8 +12,8 @@ use subtle::ConstantTimeEq;
 use std::net::IpAddr;
 
 use crate::audit::Who;
+use crate::cache::ClientKey;
 use crate::cache::Reader;
-use crate::cache::budget::ClientKey;
 use crate::config::{Config, Token};
 use crate::digest::secret_digest;
 use crate::oidc::TrustedPublishing;

@@ -112,6 +112,8 @@ where
 /// two round trips. With `max_age` > 0, a finished check is reused while it is that young.
 pub struct Batcher<K> {
     flights: Mutex<HashMap<K, Arc<Flight>>>,
+    /// A check runs to its end even when its callers hang up: on the engine's tracker.
+    tasks: TaskTracker,
 }
 
 struct Flight {
@@ -122,13 +124,11 @@ struct Flight {
 /// Finished checks kept for reuse, at most (beyond, the old ones go).
 const MAX_KEPT: usize = 10_000;
 
-impl<K: Hash + Eq + Clone + Send + 'static> Default for Batcher<K> {
-    fn default() -> Self {
-        Batcher { flights: Mutex::new(HashMap::new()) }
-    }
-}
-
 impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
+    pub fn new(tasks: TaskTracker) -> Self {
+        Batcher { flights: Mutex::new(HashMap::new()), tasks }
+    }
+
     /// Whether a finished check for `key` is young enough (`max_age`) to stand: the caller
     /// need not wait at all (the hit path with a replica lag takes one lock and no task).
     pub fn is_fresh(&self, key: &K, max_age: std::time::Duration) -> bool {
@@ -172,7 +172,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> Batcher<K> {
                         // Stamped before the check starts: a caller arriving later never joins
                         // a check whose read may already have happened.
                         let started = std::time::Instant::now();
-                        let task = tokio::spawn(check());
+                        let task = self.tasks.spawn(check());
                         let done = async move {
                             let _ = task.await;
                         }
@@ -207,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_batched_check_always_starts_after_the_caller_arrived() {
         use std::sync::atomic::AtomicU64;
-        let batcher = Arc::new(Batcher::<&'static str>::default());
+        let batcher = Arc::new(Batcher::<&'static str>::new(TaskTracker::new()));
         let value = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(AtomicU64::new(0));
         let checks = Arc::new(AtomicUsize::new(0));

@@ -179,8 +179,8 @@ proptest! {
 
     #[test]
     fn ranges_are_inside_the_file(raw in "(bytes=)?[0-9 ,\\-]{0,40}", len in 0u64..1 << 50) {
-        use crate::server::handlers::files::{ByteRange, parse_range};
-        if let ByteRange::Part(start, end) = parse_range(Some(&raw), len) {
+        use crate::byte_range::{ByteRange, resolve};
+        if let ByteRange::Part(start, end) = resolve(Some(&raw), len) {
             prop_assert!(start <= end && end < len, "{raw} on {len}: {start}-{end}");
         }
     }
@@ -317,7 +317,7 @@ proptest! {
             }
         });
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let _ = rt.block_on(crate::cache::upload::validate(&form, file, limits()));
+        let _ = rt.block_on(crate::cache::validate_upload(&form, file, limits()));
     }
 }
 

@@ -42,6 +42,7 @@ pub(crate) mod archive;
 pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod bundle;
+pub(crate) mod byte_range;
 pub mod cache;
 pub mod cli;
 pub mod clock;

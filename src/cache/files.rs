@@ -18,7 +18,7 @@ use crate::store::Blob;
 use crate::upstream::Upstream;
 
 /// Where a file's bytes come from.
-pub enum FileAnswer {
+pub(super) enum FileAnswer {
     /// In the store.
     Stored { blob: Blob, sha256: String, outcome: Outcome, modified: Option<u64> },
     /// Being downloaded: stream it from the fill, or wait for it. `sha256` is the hash the page
@@ -32,7 +32,7 @@ pub enum FileAnswer {
 /// What a file request wants: the whole file (a download starts on a miss), or a part of it
 /// or its headers (a resolver reading a wheel's tail: nothing is downloaded for that).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Want {
+pub(super) enum Want {
     Whole,
     Part,
 }
@@ -48,7 +48,7 @@ fn not_listed(dist_name: &str, key: &FileKey) -> Error {
 impl Cache {
     /// A stored blob (from the hot-file memory when small), or `None`; every use counts for the
     /// size limit's recency (the store counts its own reads).
-    pub async fn stored(&self, sha: &str) -> Result<Option<Blob>, Error> {
+    pub(super) async fn stored(&self, sha: &str) -> Result<Option<Blob>, Error> {
         if self.bounded.is_record_content(sha) {
             return Ok(None); // the store's own records are never files, whatever a page says
         }
@@ -181,7 +181,13 @@ impl Cache {
     }
 
     /// `files/<key>/<dist_name>`.
-    pub async fn file(&self, reader: &Reader, key: &FileKey, dist_name: &str, want: Want) -> Result<FileAnswer, Error> {
+    pub(super) async fn file(
+        &self,
+        reader: &Reader,
+        key: &FileKey,
+        dist_name: &str,
+        want: Want,
+    ) -> Result<FileAnswer, Error> {
         self.refresh_claims_for(reader, dist_name, false).await?;
         let answer = self.file_as_known(reader, key, dist_name, want).await;
         if !self.recheck(&answer) {
@@ -252,12 +258,13 @@ impl Cache {
         self.demand.saw(dist_name);
         let (project, dist) = self.find_upstream(key, dist_name).await?;
         self.check_upstream_file(reader, &project, &dist, sha.as_deref())?;
-        if let Some(sha) = dist.sha256() {
-            if self.hidden(reader, sha).await? {
+        if let Some(listed_sha) = dist.sha256() {
+            // Asked once per file: the key's own hash was checked above.
+            if sha.as_deref() != Some(listed_sha) && self.hidden(reader, listed_sha).await? {
                 return Err(not_listed(dist_name, key));
             }
             // Listed only now (the page was refreshed), and already stored.
-            if let Some(answer) = self.answer_stored(sha, Outcome::Hit, uploaded(&dist)).await? {
+            if let Some(answer) = self.answer_stored(listed_sha, Outcome::Hit, uploaded(&dist)).await? {
                 return Ok(answer);
             }
         }
@@ -289,25 +296,9 @@ impl Cache {
         Ok(FileAnswer::Filling { fill, sha256: dist.sha256().map(str::to_string), modified: uploaded(&dist) })
     }
 
-    /// The length of a file not stored, from the upstream (one HEAD, coalesced).
-    pub async fn upstream_len(&self, upstream: &Upstream, url: &str) -> Result<u64, Error> {
-        self.fills()?.upstream_len(upstream, url).await.map_err(Error::Fill)
-    }
-
-    /// Part of a file not stored, from the upstream (one Range request, coalesced; never stored).
-    pub async fn upstream_range(
-        &self,
-        upstream: &Upstream,
-        url: &str,
-        start: u64,
-        end: u64,
-    ) -> Result<bytes::Bytes, Error> {
-        self.fills()?.upstream_range(upstream, url, start, end).await.map_err(Error::Fill)
-    }
-
     /// `files/<key>/<dist_name>.metadata`: served only with the hash the page advertised
     /// (MD-03, MD-04).
-    pub async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
+    pub(super) async fn metadata(&self, reader: &Reader, key: &FileKey, dist_name: &str) -> Result<FileAnswer, Error> {
         let answer = self.metadata_checked(reader, key, dist_name).await;
         // Ahead of the client (issue 21): the requirements of an upstream wheel's metadata.
         if let Some(ahead) = &self.ahead
@@ -420,7 +411,7 @@ impl Cache {
         Ok(FileAnswer::Filling { fill, sha256: Some(md_sha), modified: uploaded(&dist) })
     }
 
-    fn fills(&self) -> Result<&Arc<super::fill::Fills>, Error> {
+    pub(super) fn fills(&self) -> Result<&Arc<super::fill::Fills>, Error> {
         self.fills.as_ref().ok_or_else(|| {
             let why = if self.config.offline { "Larder is offline" } else { "no upstream is configured" };
             Error::NotFound(format!("{why}, and the file is not in the cache"))

@@ -15,27 +15,36 @@ mod advisories;
 pub(crate) mod advisory_store;
 mod ahead;
 mod bodies;
-pub(crate) mod budget;
+mod budget;
 mod files;
-pub(crate) mod fill;
-pub(crate) mod links;
-pub(crate) mod pages;
-pub(crate) mod prefetch;
-pub(crate) mod private;
+mod fill;
+mod links;
+mod pages;
+mod prefetch;
+mod private;
 mod provenance;
+mod reads;
 pub mod records;
 mod retention;
 mod scope_policy;
-pub(crate) mod upload;
+mod upload;
 mod write_queue;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use files::{FileAnswer, Want};
+pub use budget::{Busy, ClientKey};
+pub use fill::Error as FillError;
+pub(crate) use links::links_in;
+pub use pages::Error as PageError;
+pub use private::{Added, Unchecked, WriteError};
+pub use reads::{FileBody, FileRead, FileReply};
+#[cfg(test)]
+pub(crate) use upload::validate as validate_upload;
 pub use upload::{Spooled, Upload};
 
 use crate::clock::Clock;
@@ -133,6 +142,9 @@ pub enum Error {
     /// A check that needs the upstream could not be made now.
     #[error("{0}")]
     Unavailable(String),
+    /// A broken promise inside Larder (500; the detail goes to the log only).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The answer for a project page.
@@ -177,6 +189,18 @@ pub enum PageReply {
     NotFound,
 }
 
+/// Runs a long-lived loop on the engine's tracker until `stop` fires (mini-redis gives its
+/// purge task an owner the same way): the loop's own work, its reads included, is dropped then.
+fn spawn_loop(tasks: &TaskTracker, stop: &CancellationToken, work: impl Future<Output = ()> + Send + 'static) {
+    let stop = stop.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = work => {}
+        }
+    });
+}
+
 /// Whether the engine runs a server (background prefetch, size limit enforced at start) or a
 /// one-shot command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,10 +223,11 @@ pub struct Cache {
     hot_files: moka::future::Cache<String, bytes::Bytes>,
     /// The wheel tags clients ask for: the prefetcher reads those wheels' metadata first.
     demand: Arc<prefetch::Demand>,
-    /// Every background task: page writes, downloads and their follow-ups, prefetches.
+    /// Every background task: page writes, downloads and their follow-ups, prefetches, the
+    /// store's copies, and the long-lived loops.
     tasks: TaskTracker,
-    /// The long-lived loops (prefetcher, relinker), stopped at shutdown.
-    loops: Vec<tokio::task::JoinHandle<()>>,
+    /// Ends the long-lived loops (prefetcher, relinker, journal) at shutdown.
+    stop: CancellationToken,
     /// Which upstream owns which name (issue 14).
     upstreams: Arc<Upstreams>,
     /// Pages and metadata fetched ahead of the clients (a server with an upstream only).
@@ -229,23 +254,25 @@ pub struct Cache {
 impl Cache {
     /// Opens the store and builds the engine.
     pub async fn open(config: Arc<Config>, mode: Mode) -> anyhow::Result<Cache> {
-        let store = store::from_config(&config).await?;
-        Cache::with_store(config, store, mode, Clock::system()).await
+        let tasks = TaskTracker::new();
+        let store = store::from_config(&config, &tasks).await?;
+        Cache::with_store(config, store, mode, Clock::system(), tasks).await
     }
 
     /// The same, on a given store and clock (tests inject a failing store and move time).
+    /// `tasks`: the tracker the store's own background work runs on; the engine's joins it.
     pub async fn with_store(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         mode: Mode,
         clock: Clock,
+        tasks: TaskTracker,
     ) -> anyhow::Result<Cache> {
         // Offline: no upstream client exists at all, so nothing can open a connection.
         let upstreams =
             Arc::new(Upstreams::new(&config.upstream_routes, config.default_route().as_ref(), config.offline)?);
         let has_upstream = upstreams.any_client();
-        let tasks = TaskTracker::new();
-        let mut loops = Vec::new();
+        let stop = CancellationToken::new();
         // One pass over the record index feeds everything below.
         let listed_at = std::time::Instant::now();
         let records = store.list_records().await?;
@@ -257,8 +284,15 @@ impl Cache {
         let on_demand = mode == Mode::Serve && has_upstream;
         let links = Arc::new(MetadataLinks::from_records(bounded.clone(), &records, on_demand));
         let private = Arc::new(
-            PrivateRecords::load(store.clone(), &records, listed_at, config.replica_lag, config.replica_absent_lag)
-                .await?,
+            PrivateRecords::load(
+                store.clone(),
+                &records,
+                listed_at,
+                config.replica_lag,
+                config.replica_absent_lag,
+                tasks.clone(),
+            )
+            .await?,
         );
         // What exists nowhere else is never evicted: private uploads, metadata Larder extracted.
         for sha in private.blobs().into_iter().chain(links.targets()) {
@@ -295,7 +329,7 @@ impl Cache {
         // Relinks come in bursts (a prefetch finds several wheels of one page): each page is
         // rendered again once per burst.
         let relinker = pages.clone();
-        loops.push(tokio::spawn(async move {
+        spawn_loop(&tasks, &stop, async move {
             while let Some(first) = relink_rx.recv().await {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 let mut names = BTreeSet::from([first]);
@@ -306,15 +340,15 @@ impl Cache {
                     relinker.relink(&name).await;
                 }
             }
-        }));
+        });
         if mode == Mode::Serve {
             let journal = pages.clone();
-            loops.push(tokio::spawn(async move {
+            spawn_loop(&tasks, &stop, async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     journal.flush_journal().await;
                 }
-            }));
+            });
         }
         let fills = match has_upstream {
             true => {
@@ -335,13 +369,8 @@ impl Cache {
                     // Never more than a quarter of the file permits: the rest stay with the clients.
                     let reads = PREFETCH_READS.min(config.max_upstream_connections / 4).max(1);
                     let settings = prefetch::Settings { concurrency: reads };
-                    loops.push(tokio::spawn(prefetch::run(
-                        announce_rx,
-                        fills.clone(),
-                        links.clone(),
-                        settings,
-                        demand.clone(),
-                    )));
+                    let run = prefetch::run(announce_rx, fills.clone(), links.clone(), settings, demand.clone());
+                    spawn_loop(&tasks, &stop, run);
                 }
                 Some(fills)
             }
@@ -384,7 +413,7 @@ impl Cache {
             hot_files,
             demand,
             tasks,
-            loops,
+            stop,
             upstreams,
             ahead,
             blocks,
@@ -411,9 +440,7 @@ impl Cache {
     /// they exit; `serve` after it stopped accepting requests.
     pub async fn shutdown(&self) {
         // The loops first: the prefetcher would go on starting reads the wait below waits for.
-        for l in &self.loops {
-            l.abort();
-        }
+        self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         self.pages.flush_journal().await;

@@ -232,6 +232,7 @@ impl PrivateRecords {
         listed_at: std::time::Instant,
         max_lag: std::time::Duration,
         absent_lag: std::time::Duration,
+        tasks: tokio_util::task::TaskTracker,
     ) -> anyhow::Result<PrivateRecords> {
         // `records` is a complete listing that started at `listed_at`: it shows every other
         // name unclaimed as of then.
@@ -261,7 +262,7 @@ impl PrivateRecords {
             store,
             index: RwLock::new(index),
             write_lock: tokio::sync::Mutex::new(()),
-            checks: Default::default(),
+            checks: crate::coalesce::Batcher::new(tasks),
             max_lag,
             absent_lag,
             confirmed: Default::default(),

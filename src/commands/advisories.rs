@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::store;
 
 pub async fn import(config: Config, args: AdvisoriesImportArgs) -> anyhow::Result<ExitCode> {
-    let store = store::from_config(&config).await?;
+    let store = store::from_config(&config, &crate::commands::background()).await?;
     let mut report = |name: &str, why: &crate::advisories::Invalid| {
         // Records for other ecosystems in a mixed export are not worth a line each.
         if !matches!(why, crate::advisories::Invalid::NotPypi) {

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::audit::{self, Audit};
 use crate::bundle::{self, Selection};
-use crate::cache::links::links_in;
+use crate::cache::links_in;
 use crate::cache::records::{self, RecordKey};
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::commands::warm::{Filters, collect_pins, select_files};
@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::store;
 
 pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = store::from_config(&config).await?;
+    let store = store::from_config(&config, &crate::commands::background()).await?;
     let selection = if !args.selection.is_empty() {
         let pins = collect_pins(&args.selection)?;
         let filters = Filters::from(&args.selection);
@@ -72,7 +72,7 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let store = store::from_config(&config).await?;
+    let store = store::from_config(&config, &crate::commands::background()).await?;
     let audit = Audit::open(config.audit_log.as_ref(), store.is_shared().then(|| store.clone()))?;
     let result = bundle::import(store, &args.bundle, &bundle::staging_dir(&config.data_dir)).await;
     let event = audit::Event::new(audit::Action::Import, audit::Who::Operator { via: "larder import".into() });

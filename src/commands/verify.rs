@@ -61,7 +61,7 @@ impl Problem {
 pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     // Opened without the format check, which runs here: an unreadable stamp is a problem to
     // repair, not a reason to stop. A newer format is still refused before anything is read.
-    let store = store::open(&config).await?;
+    let store = store::open(&config, &crate::commands::background()).await?;
     let mut problems = Vec::new();
     // A report writes nothing, not even the stamp; a repair stamps a store that has none.
     let probe = match args.repair {
@@ -81,7 +81,7 @@ pub async fn run(config: Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         store.list_blobs().await?.into_iter().map(|(sha, _)| sha).filter(|sha| !corrupt.contains(sha)).collect();
     let records = store.list_records().await?;
     // Blobs that exist nowhere else: uploads, and the METADATA Larder extracted.
-    let mut private_shas: HashSet<String> = crate::cache::links::links_in(&records).into_values().collect();
+    let mut private_shas: HashSet<String> = crate::cache::links_in(&records).into_values().collect();
     // The stamp was checked above.
     for key in records.keys.iter().filter(|k| *k != format::KEY) {
         let body = match store.get_record(key).await {

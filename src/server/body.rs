@@ -61,10 +61,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .collect()
         .await
         .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-            Some(_) => HttpError::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {max} bytes"),
-            ),
+            Some(_) => HttpError::body_too_large(max),
             None => HttpError::bad_request(format!("cannot read the request body: {e}")),
         })?
         .to_bytes();

@@ -2,7 +2,7 @@
 
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
-use crate::cache::{self, fill, pages, private};
+use crate::cache::{self, FillError, PageError, WriteError};
 use crate::server::{body::Body, respond};
 use crate::{auth, store, upstream};
 
@@ -18,7 +18,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> HttpError {
         HttpError { status, message: message.into(), headers: Vec::new(), reason: None }
     }
 
@@ -36,8 +36,23 @@ impl HttpError {
         HttpError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// 503: retry later.
+    pub fn unavailable(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 403 with the reason.
+    pub fn forbidden(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// A request body over what its route accepts (413).
+    pub fn body_too_large(max: usize) -> HttpError {
+        HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {max} bytes"))
     }
 
     /// An upload over `max_upload_mib` (413).
@@ -116,30 +131,30 @@ impl From<&upstream::Error> for HttpError {
     }
 }
 
-impl From<&pages::Error> for HttpError {
-    fn from(e: &pages::Error) -> HttpError {
+impl From<&PageError> for HttpError {
+    fn from(e: &PageError) -> HttpError {
         match e {
-            pages::Error::Upstream(u) => u.into(),
-            pages::Error::NoUpstream(_) | pages::Error::Offline(_) => HttpError::not_found(e.to_string()),
-            pages::Error::Internal(_) => internal(e),
+            PageError::Upstream(u) => u.into(),
+            PageError::NoUpstream(_) | PageError::Offline(_) => HttpError::not_found(e.to_string()),
+            PageError::Internal(_) => internal(e),
         }
     }
 }
 
-impl From<&fill::Error> for HttpError {
-    fn from(e: &fill::Error) -> HttpError {
+impl From<&FillError> for HttpError {
+    fn from(e: &FillError) -> HttpError {
         match e {
-            fill::Error::Upstream(u) => u.into(),
-            fill::Error::HashMismatch { .. } | fill::Error::Truncated { .. } | fill::Error::TooLarge { .. } => {
+            FillError::Upstream(u) => u.into(),
+            FillError::HashMismatch { .. } | FillError::Truncated { .. } | FillError::TooLarge { .. } => {
                 HttpError::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
             // The download itself worked; it could not be kept. The next request retries.
-            fill::Error::Internal(_) => internal(e),
-            fill::Error::Shared(inner) => (&**inner).into(),
-            fill::Error::NoMetadata(_) => HttpError::not_found(e.to_string()),
-            fill::Error::Cancelled { .. } => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            FillError::Internal(_) => internal(e),
+            FillError::Shared(inner) => (&**inner).into(),
+            FillError::NoMetadata(_) => HttpError::not_found(e.to_string()),
+            FillError::Cancelled { .. } => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
-            fill::Error::Spool(_) | fill::Error::Store(_) => {
+            FillError::Spool(_) | FillError::Store(_) => {
                 tracing::error!(error = %e, "cannot store a download");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Larder cannot store this file right now; retry later")
             }
@@ -157,19 +172,20 @@ impl From<cache::Error> for HttpError {
             cache::Error::Fill(f) => (&*f).into(),
             cache::Error::Store(s) => store_failure(&s),
             // UPL-08: "File already exists" in reason phrase and body, what --skip-existing matches.
-            cache::Error::Write(e @ private::WriteError::Exists { .. }) => {
+            cache::Error::Write(e @ WriteError::Exists { .. }) => {
                 HttpError::bad_request(e.to_string()).with_reason("File already exists")
             }
-            cache::Error::Write(private::WriteError::Store(s)) => store_failure(&s),
-            cache::Error::Write(e @ private::WriteError::Busy(_)) => {
+            cache::Error::Write(WriteError::Store(s)) => store_failure(&s),
+            cache::Error::Write(e @ WriteError::Busy(_)) => {
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-            cache::Error::Write(e @ private::WriteError::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
+            cache::Error::Write(e @ WriteError::NoSuchFile(_)) => HttpError::not_found(e.to_string()),
             cache::Error::Write(e) => HttpError::bad_request(e.to_string()),
             cache::Error::BadUpload(m) => HttpError::bad_request(m),
             cache::Error::Gone(m) => HttpError::new(StatusCode::GONE, m),
             cache::Error::Shadowing(m) => HttpError::new(StatusCode::FORBIDDEN, m),
             cache::Error::Unavailable(m) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            cache::Error::Internal(m) => internal(&m),
             cache::Error::Unchecked(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             cache::Error::Busy(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("10")),

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -35,6 +35,9 @@ pub async fn handle(state: AppState, req: Request<Incoming>, peer: std::net::Soc
     }
     let status = resp.status().as_u16();
     let outcome = resp.extensions().get::<Outcome>().copied();
+    if let Some(outcome) = outcome {
+        resp.headers_mut().insert("x-cache", http::HeaderValue::from_static(outcome.as_str()));
+    }
     span.in_scope(|| {
         let cache = outcome.map_or("-", Outcome::as_str);
         tracing::info!(status, cache, ms = started.elapsed().as_secs_f64() * 1000.0, "served");
@@ -91,8 +94,7 @@ async fn route_request(
     // any web page's form post: writes are refused from web pages. twine, uv, poetry, pdm and
     // larder's CLI send no Origin and no Sec-Fetch-Site.
     if !is_read && from_a_web_page(headers) {
-        return Err(HttpError::new(
-            StatusCode::FORBIDDEN,
+        return Err(HttpError::forbidden(
             "uploads and changes are not accepted from web pages; use twine, uv or `larder yank/delete`",
         ));
     }
@@ -257,7 +259,5 @@ fn status_label(status: u16) -> &'static str {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut resp = respond::text(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; use {allow}"));
-    resp.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
-    resp
+    respond::method_not_allowed(allow)
 }

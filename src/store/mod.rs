@@ -20,6 +20,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio_util::task::TaskTracker;
 
 pub use local::LocalStore;
 
@@ -327,8 +328,12 @@ pub trait Store: Send + Sync + 'static {
 /// Chooses and opens the store backend from the configuration; the one place that knows which
 /// backend runs. With an S3 store, the local disk keeps a bounded cache of hot blobs
 /// (`local_cache_size`) in `<data_dir>/cache`.
-pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = open(config).await?;
+/// `tasks`: where the store's background work runs (the engine's tracker; a command's own).
+pub async fn from_config(
+    config: &crate::config::Config,
+    tasks: &TaskTracker,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let store = open(config, tasks).await?;
     // Every command opens its store here, so none reads a store format it does not know.
     match format::check(&*store).await {
         Ok(format::Opened::Current) => {}
@@ -346,13 +351,14 @@ pub async fn from_config(config: &crate::config::Config) -> anyhow::Result<std::
 }
 
 /// The backend alone, its format not checked: `larder verify`, which checks it itself.
-pub async fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+pub async fn open(config: &crate::config::Config, tasks: &TaskTracker) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let store: std::sync::Arc<dyn Store> = match &config.s3 {
         None => std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?),
         Some(settings) => {
             let bucket = s3::S3Store::open(settings)?;
             let local = LocalStore::open(&config.data_dir.join("cache"))?;
-            let tiered = tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.spool_dir()).await?;
+            let tiered =
+                tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.spool_dir(), tasks.clone()).await?;
             std::sync::Arc::new(tiered)
         }
     };

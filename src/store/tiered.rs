@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
+use tokio_util::task::TaskTracker;
 
 use super::bounded::Bounded;
 use super::s3::S3Store;
@@ -38,10 +39,18 @@ pub struct Tiered {
     /// Copies under way at once (each is a second download of a large blob).
     copy_slots: Arc<tokio::sync::Semaphore>,
     limit: u64,
+    /// The background copies run on the engine's tracker: a stop waits for them.
+    tasks: TaskTracker,
 }
 
 impl Tiered {
-    pub async fn new(bucket: S3Store, local: LocalStore, limit: u64, spool: PathBuf) -> anyhow::Result<Tiered> {
+    pub async fn new(
+        bucket: S3Store,
+        local: LocalStore,
+        limit: u64,
+        spool: PathBuf,
+        tasks: TaskTracker,
+    ) -> anyhow::Result<Tiered> {
         std::fs::create_dir_all(&spool)?;
         let local: Arc<dyn Store> = Arc::new(local);
         let local = Arc::new(Bounded::new(local, limit, &Records::default(), |_| false).await?);
@@ -53,6 +62,7 @@ impl Tiered {
             copying: Arc::default(),
             copy_slots: Arc::new(tokio::sync::Semaphore::new(MAX_COPIES)),
             limit,
+            tasks,
         })
     }
 
@@ -70,7 +80,7 @@ impl Tiered {
         let (bucket, local, copying) = (self.bucket.clone(), self.local.clone(), self.copying.clone());
         let tmp = self.spool.join(format!("{sha256}.{:016x}.cache", rand::random::<u64>()));
         let sha = sha256.to_string();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = async {
                 let Some(blob) = bucket.open_blob(&sha).await? else { return Ok(()) };
                 let io = |e: std::io::Error| Error::Io { what: format!("caching blob {sha}"), source: e };

@@ -123,3 +123,47 @@ fn the_module_graph_has_no_cycle() {
     assert!(edges["cache::files"].contains("store"), "the scanner sees dependencies");
     assert!(!edges["store"].iter().any(|d| d.starts_with("cache")), "the store never names the engine");
 }
+
+/// Issue 26: handlers reach the engine through its facade only: `crate::cache::<Type>`, never
+/// `crate::cache::<module>::…` (the engine's parts are its own business).
+#[test]
+fn the_server_uses_only_the_engines_facade() {
+    let modules = modules();
+    let engine_parts: BTreeSet<String> = modules
+        .keys()
+        .filter_map(|m| m.strip_prefix("cache::"))
+        .map(|m| m.split("::").next().unwrap().to_string())
+        .collect();
+    assert!(engine_parts.contains("fill"), "the scanner sees the engine's modules");
+    let mut reaching_in = Vec::new();
+    for (module, code) in modules.iter().filter(|(m, _)| m.starts_with("server")) {
+        for path in named(code, "crate::") {
+            let mut parts = path.split("::");
+            if parts.next() == Some("cache")
+                && let Some(part) = parts.next()
+                && engine_parts.contains(part)
+            {
+                reaching_in.push(format!("{module} names crate::{path}"));
+            }
+        }
+    }
+    assert!(reaching_in.is_empty(), "the server reaches into the engine:\n{}", reaching_in.join("\n"));
+}
+
+/// Issue 26: `respond` and `error` choose every status the server answers with; a handler
+/// translates and never names one.
+#[test]
+fn statuses_are_chosen_in_respond_and_error_only() {
+    let mut literal = Vec::new();
+    for (module, code) in modules().iter().filter(|(m, _)| m.starts_with("server")) {
+        if matches!(module.as_str(), "server::respond" | "server::error") {
+            continue;
+        }
+        for (n, line) in code.lines().enumerate() {
+            if line.contains("StatusCode::") || line.contains("status_mut()") {
+                literal.push(format!("{module}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(literal.is_empty(), "statuses chosen outside respond/error:\n{}", literal.join("\n"));
+}

@@ -3,7 +3,7 @@
 //! same URL un-yanks). The server has checked the write token; the name stays claimed after a
 //! delete (DC-1).
 
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -95,7 +95,7 @@ async fn apply(
             "un-yanked"
         }
     };
-    Ok(respond::text(StatusCode::OK, format!("{done} {file}")))
+    Ok(respond::ok_text(format!("{done} {file}")))
 }
 
 /// `POST …/-/retention`: applies the project's retention policy now and says, one line per
@@ -121,5 +121,5 @@ pub async fn retention(
         false => format!("{} files deleted from project {}, {} failed", run.deleted, writer.project, run.failed.len()),
     });
     // Deletes that failed are lines of the answer (`larder retention` exits 1 on them).
-    Ok(respond::text(StatusCode::OK, out))
+    Ok(respond::ok_text(out))
 }

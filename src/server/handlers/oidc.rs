@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
@@ -36,7 +36,7 @@ pub async fn oidc(
             if !publishing.is_configured() {
                 return Ok(oidc_refused(&MintError::NotConfigured));
             }
-            Ok(respond::json(StatusCode::OK, serde_json::json!({"audience": publishing.audience()}).to_string()))
+            Ok(respond::ok_json(serde_json::json!({"audience": publishing.audience()}).to_string()))
         }
         OidcCall::Mint => {
             let request: TokenBody = read_json(body, MAX_BODY).await?;
@@ -48,7 +48,7 @@ pub async fn oidc(
                     let event = Event { who: minted.minted.who.clone(), ..event };
                     state.cache.audit().record(event.ended(Outcome::Ok, Some(format!("for project(s) {projects}"))));
                     let body = serde_json::json!({"success": true, "token": minted.secret, "expires": minted.minted.expires_unix});
-                    Ok(respond::json(StatusCode::OK, body.to_string()))
+                    Ok(respond::ok_json(body.to_string()))
                 }
                 Err(e) => {
                     let result = if matches!(e, MintError::InvalidToken(_) | MintError::NoPublisher(_)) {
@@ -78,7 +78,7 @@ pub async fn oidc(
                 .cache
                 .audit()
                 .record(Event::new(audit::Action::BurnToken, who).peer(Some(peer)).ended(Outcome::Ok, reason));
-            Ok(respond::json(StatusCode::OK, serde_json::json!({"burned": burned.is_some()}).to_string()))
+            Ok(respond::ok_json(serde_json::json!({"burned": burned.is_some()}).to_string()))
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - `POST v1/query` (one such query) → `{"vulns": [<full records>], "next_page_token"}`;
 //! - `GET v1/vulns/<id>` → the record as imported, or OSV's 404.
 
-use http::{Response, StatusCode};
+use http::Response;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
@@ -79,8 +79,8 @@ fn at_most_max_queries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Que
 pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Response<Body>, HttpError> {
     match call {
         OsvCall::Vuln(id) => match state.cache.advisories().get(&id) {
-            Some(a) => Ok(respond::json(StatusCode::OK, a.raw.get().to_string())),
-            None => Ok(respond::json(StatusCode::NOT_FOUND, r#"{"code":5,"message":"Bug not found."}"#.to_string())),
+            Some(a) => Ok(respond::ok_json(a.raw.get().to_string())),
+            None => Ok(respond::not_found_json(r#"{"code":5,"message":"Bug not found."}"#.to_string())),
         },
         OsvCall::Query => {
             let query: Query = read_json(body, MAX_BODY).await?;
@@ -102,7 +102,7 @@ pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Resp
                 out.push_str(&format!("{sep}\"next_page_token\":\"{next}\""));
             }
             out.push('}');
-            Ok(respond::json(StatusCode::OK, out))
+            Ok(respond::ok_json(out))
         }
         OsvCall::QueryBatch => {
             let batch: Batch = read_json(body, MAX_BODY).await?;
@@ -122,7 +122,7 @@ pub async fn osv(state: &AppState, call: OsvCall, body: Incoming) -> Result<Resp
                 }
                 results.push(serde_json::Value::Object(result));
             }
-            Ok(respond::json(StatusCode::OK, serde_json::json!({ "results": results }).to_string()))
+            Ok(respond::ok_json(serde_json::json!({ "results": results }).to_string()))
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `index::pypi_json`. The page is cached and revalidated as the simple API's is; the answer's
 //! ETag is its bytes' hash.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, header};
 
 use crate::cache::{PageAnswer, Reader};
 use crate::index::ProjectName;
@@ -100,15 +100,11 @@ pub async fn json(
     };
     let bytes = pypi_json::render(&page.page, &releases, release, metadata.as_ref(), &links, &answer);
     let etag = format!("\"j{}\"", &crate::digest::sha256_hex(&bytes)[..32]);
-    let mut resp = if respond::not_modified(headers, &etag, page.modified_unix) {
-        let mut r = Response::new(body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
+    let mut resp = respond::if_current(headers, &etag, page.modified_unix).unwrap_or_else(|| {
         let mut r = Response::new(body::full(bytes));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
-    };
+    });
     // The simple API's caching rules (UP-06: private pages revalidate every time).
     let cache_control = match (private_upload, reader.private) {
         (true, _) => "private, no-cache".to_string(),
@@ -130,9 +126,7 @@ pub async fn json(
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("X-PyPI-Last-Serial"));
     }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert("x-cache", HeaderValue::from_static(outcome.as_str()));
-    resp.extensions_mut().insert(outcome);
-    Ok(resp)
+    Ok(respond::with_outcome(resp, outcome))
 }
 
 /// A version in a path segment (`+` of local versions kept, anything unusual escaped).

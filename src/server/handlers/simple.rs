@@ -1,6 +1,6 @@
 //! The simple API: the project list and project pages, negotiated between HTML and JSON.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, header};
 
 use crate::cache::{PageReply, PageWant, Reader};
 use crate::index::rendered::Encoding;
@@ -13,14 +13,11 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     MediaType::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
 }
 
-/// NEG-05: nothing acceptable; still with `Vary: Accept` (NEG-07).
+/// NEG-05: nothing acceptable.
 fn not_acceptable() -> Response<Body> {
-    let mut resp = respond::text(
-        StatusCode::NOT_ACCEPTABLE,
+    respond::not_acceptable(
         "none of the accepted types is served; ask for application/vnd.pypi.simple.v1+json or text/html",
-    );
-    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
-    resp
+    )
 }
 
 /// `…/simple/`: the projects Larder has pages for, private ones included.
@@ -86,14 +83,12 @@ pub async fn detail(
         }
     };
     let mut resp = if served.not_modified {
-        let mut r = Response::new(body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+        respond::unchanged()
     } else {
         let stream = match served.body {
             Some(blob) => body::stream(blob.stream(0, served.len).await.map_err(|e| {
                 tracing::warn!(project = %name, error = %e, "cannot read a stored page body");
-                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "the page could not be read from the store; retry")
+                HttpError::unavailable("the page could not be read from the store; retry")
             })?),
             None => body::empty(),
         };
@@ -114,9 +109,7 @@ pub async fn detail(
     }
     h.insert(header::VARY, vary(reader.private));
     h.insert(header::CACHE_CONTROL, header_value(&cache_control));
-    h.insert("x-cache", HeaderValue::from_static(served.outcome.as_str()));
-    resp.extensions_mut().insert(served.outcome);
-    Ok(resp)
+    Ok(respond::with_outcome(resp, served.outcome))
 }
 
 /// NEG-07's `Vary: Accept`, with `Accept-Encoding` (pages are compressed, issue 21), plus

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, header};
 
 use crate::cache::{PageAnswer, Reader};
 use crate::index::{ProjectName, Yanked, filename};
@@ -35,8 +35,7 @@ pub fn is_browser(headers: &HeaderMap) -> bool {
 
 /// `GET /` from a browser: the home page.
 pub fn to_home() -> Response<Body> {
-    let mut resp = respond::text(StatusCode::SEE_OTHER, "see /-/ui/");
-    resp.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/-/ui/"));
+    let mut resp = respond::see_other("/-/ui/");
     resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
     resp
 }
@@ -79,13 +78,13 @@ pub async fn view(
     };
     let frame = Frame { base: &base, scope_label: &label, simple: &simple };
     let origin = origin(state, headers);
-    let (status, html) = match view {
-        UiView::Home => (StatusCode::OK, home(state, reader, scope, &frame, &origin, headers)),
+    let (found, html) = match view {
+        UiView::Home => (true, home(state, reader, scope, &frame, &origin, headers)),
         UiView::Search => {
             let q = query_param(query, "q").unwrap_or_default();
             let fragment = query_param(query, "fragment").is_some();
             let (names, total) = search(state, reader, &q);
-            (StatusCode::OK, ui::search(&frame, &q, &names, total, fragment))
+            (true, ui::search(&frame, &q, &names, total, fragment))
         }
         UiView::Package(raw) => {
             let name = match canonical_package(&raw, &base, query)? {
@@ -96,7 +95,7 @@ pub async fn view(
             package(state, reader, &frame, &origin, &simple, &name, all).await?
         }
     };
-    Ok(html_response(status, body::full(html), reader.private))
+    Ok(respond::for_people(found, body::full(html), reader.private))
 }
 
 /// How many audit events `/-/ui/audit` shows.
@@ -109,7 +108,7 @@ pub async fn audit(state: &AppState) -> Response<Body> {
     let scope = Scope::Project(default.clone());
     let (base, simple) = (ui_base(&scope, default), simple_base(&scope, default));
     let frame = Frame { base: &base, scope_label: "audit log", simple: &simple };
-    html_response(StatusCode::OK, body::full(ui::audit(&frame, &events)), true)
+    respond::for_people(true, body::full(ui::audit(&frame, &events)), true)
 }
 
 /// HEAD of a page for people: its status and headers, without rendering it (issue 22, item
@@ -122,22 +121,22 @@ async fn view_head(
     view: UiView,
     query: Option<&str>,
 ) -> Result<Response<Body>, HttpError> {
-    let status = match view {
-        UiView::Home | UiView::Search => StatusCode::OK,
+    let found = match view {
+        UiView::Home | UiView::Search => true,
         UiView::Package(raw) => {
             let name = match canonical_package(&raw, &ui_base(scope, &state.config.default_project), query)? {
                 Ok(name) => name,
                 Err(redirect) => return Ok(redirect),
             };
             match state.cache.page(reader, &name).await? {
-                PageAnswer::Found { .. } => StatusCode::OK,
-                PageAnswer::NotFound => StatusCode::NOT_FOUND,
+                PageAnswer::Found { .. } => true,
+                PageAnswer::NotFound => false,
             }
         }
     };
     // A body of unknown length: the server then sends no Content-Length for this HEAD.
     let unknown_length = body::stream(Box::pin(futures_util::stream::empty()));
-    Ok(html_response(status, unknown_length, reader.private))
+    Ok(respond::for_people(found, unknown_length, reader.private))
 }
 
 /// A package page's name, or the redirect to its normalized URL (the query kept).
@@ -152,22 +151,6 @@ fn canonical_package(
     }
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     Ok(Err(respond::moved_permanently(&format!("{base}packages/{name}{query}"))))
-}
-
-fn html_response(status: StatusCode, content: Body, private: bool) -> Response<Body> {
-    let mut resp = Response::new(content);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    let cache_control = if private { "private, no-cache" } else { "no-cache" };
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
-    h.insert(header::VARY, HeaderValue::from_static("Authorization"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
-    );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    resp
 }
 
 /// `scheme://host` as the browser reached this server, for the setup snippets. The Host
@@ -274,12 +257,12 @@ async fn package(
     simple: &str,
     name: &ProjectName,
     all: bool,
-) -> Result<(StatusCode, String), HttpError> {
+) -> Result<(bool, String), HttpError> {
     let (page, private) = match state.cache.page(reader, name).await? {
         PageAnswer::Found { page, private_upload, .. } => (page, private_upload),
         PageAnswer::NotFound => {
             let message = format!("No project `{name}` here: not uploaded to this scope, and not on the upstream.");
-            return Ok((StatusCode::NOT_FOUND, ui::not_found(frame, &message)));
+            return Ok((false, ui::not_found(frame, &message)));
         }
     };
     if !private && !reader.private {
@@ -372,7 +355,7 @@ async fn package(
             advisories,
         },
     );
-    Ok((StatusCode::OK, html))
+    Ok((true, html))
 }
 
 /// The header fields of a stored core metadata file; `None` when it is not stored (the page

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use blake2::Blake2b;
 use blake2::digest::consts::U32;
 use futures_util::StreamExt;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, Response, header};
 use hyper::body::Incoming;
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -21,8 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::audit;
 use crate::auth::Writer;
-use crate::cache::private::Added;
-use crate::cache::{Spooled, Upload};
+use crate::cache::{Added, Spooled, Upload};
 use crate::server::error::HttpError;
 use crate::server::{body::Body, respond};
 use crate::state::AppState;
@@ -127,8 +126,8 @@ async fn receive(
         *received = Some((f.filename.clone(), f.sha256.clone()));
     }
     match state.cache.upload(project, Upload { form, file }).await? {
-        Added::New => Ok(respond::text(StatusCode::OK, "OK")),
-        Added::Identical => Ok(respond::text(StatusCode::OK, "OK (identical file already uploaded)")),
+        Added::New => Ok(respond::ok_text("OK")),
+        Added::Identical => Ok(respond::ok_text("OK (identical file already uploaded)")),
     }
 }
 
