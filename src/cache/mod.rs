@@ -270,7 +270,7 @@ impl Cache {
     ) -> anyhow::Result<Cache> {
         // Offline: no upstream client exists at all, so nothing can open a connection.
         let upstreams =
-            Arc::new(Upstreams::new(&config.upstream_routes, config.default_route().as_ref(), config.offline)?);
+            Arc::new(Upstreams::new(&config.upstream_routes, config.default_upstream.as_ref(), config.offline)?);
         let has_upstream = upstreams.any_client();
         let stop = CancellationToken::new();
         // One pass over the record index feeds everything below.
@@ -376,9 +376,7 @@ impl Cache {
             }
             false => None,
         };
-        let blocks = Arc::new(crate::policy::Blocks::new(
-            crate::policy::BlockList::parse(&config.block).map_err(|e| anyhow::anyhow!(e))?,
-        ));
+        let blocks = Arc::new(crate::policy::Blocks::new(config.block.clone()));
         let ahead = match (&fills, mode, config.fetch_ahead) {
             (Some(fills), Mode::Serve, true) => Some(Arc::new(ahead::Ahead {
                 pages: pages.clone(),

@@ -15,11 +15,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; pick another address with --listen", config.listen))?;
     let addr = listener.local_addr()?;
-    match &config.upstream {
+    match &config.default_upstream {
         _ if config.offline => {
             tracing::warn!("offline: Larder never contacts the upstream; serving only what is stored")
         }
-        Some(up) => tracing::info!(upstream = %up, "pulling through from upstream"),
+        Some(up) => tracing::info!(upstream = %up.settings.base, "pulling through from upstream"),
         None => tracing::warn!(
             "no upstream configured (--upstream / LARDER_UPSTREAM): serving private packages and what is already stored only"
         ),

@@ -106,7 +106,7 @@ enum Outcome {
 pub async fn run(config: Config, args: WarmArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!config.offline, "warm fills the cache from the upstream; it cannot run --offline");
     anyhow::ensure!(
-        config.upstream.is_some() || !config.upstream_routes.is_empty(),
+        config.default_upstream.is_some() || !config.upstream_routes.is_empty(),
         "warm needs an upstream (--upstream or LARDER_UPSTREAM, or [[upstreams]])"
     );
     let pins = collect_pins(&args.selection)?;

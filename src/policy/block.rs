@@ -87,6 +87,12 @@ impl AdvisoryRules {
     }
 }
 
+impl std::fmt::Debug for BlockList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockList").field("rules", &self.rules).finish_non_exhaustive()
+    }
+}
+
 impl BlockList {
     pub fn parse(entries: &[BlockConfig]) -> Result<BlockList, String> {
         let mut list = BlockList::default();

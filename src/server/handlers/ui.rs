@@ -192,7 +192,11 @@ fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin:
             upload_path: upload_path.as_deref(),
             private_scope: reader.private,
             private_names: state.cache.private_names(reader).into_iter().collect(),
-            upstream: state.config.upstream.as_ref().map(|u| crate::upstream::guard::redact(u.as_str())),
+            upstream: state
+                .config
+                .default_upstream
+                .as_ref()
+                .map(|u| crate::upstream::guard::redact(u.settings.base.as_str())),
             upstream_health,
             store_degraded: state.cache.degraded(),
             store_bytes,
