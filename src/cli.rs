@@ -261,7 +261,7 @@ pub struct Settings {
 
     /// Largest upstream project page accepted, after decompression, e.g. `64MiB` [default: 64MiB].
     #[arg(long, env = "LARDER_MAX_PAGE_SIZE", value_name = "SIZE")]
-    pub max_page_size: Option<crate::config::ByteSize>,
+    pub max_page_size: Option<crate::byte_size::ByteSize>,
 
     /// Most files one upstream project page may list; a page with more is refused with a 502
     /// naming this setting (the largest real pages list tens of thousands) [default: 100000].
@@ -271,7 +271,7 @@ pub struct Settings {
     /// Largest upstream file accepted when neither its page nor the upstream announces its size
     /// (a file is never allowed past the size announced) [default: 20GiB].
     #[arg(long, env = "LARDER_MAX_FILE_SIZE", value_name = "SIZE")]
-    pub max_file_size: Option<crate::config::ByteSize>,
+    pub max_file_size: Option<crate::byte_size::ByteSize>,
 
     /// Serve HTTPS: the PEM certificate chain (leaf first). Needs --tls-key.
     #[arg(long, env = "LARDER_TLS_CERT", value_name = "FILE")]
@@ -315,7 +315,7 @@ pub struct Settings {
     /// Store size limit, e.g. `50GiB`: above it, least-recently-used files cached from upstream
     /// are evicted (private uploads never are) [default: no limit].
     #[arg(long, env = "LARDER_MAX_STORE_SIZE", value_name = "SIZE")]
-    pub max_store_size: Option<crate::config::ByteSize>,
+    pub max_store_size: Option<crate::byte_size::ByteSize>,
 
     /// Project id served by the short `/simple/` and `/files/` aliases [default: default].
     #[arg(long, env = "LARDER_DEFAULT_PROJECT", value_name = "ID")]
@@ -369,7 +369,7 @@ pub struct Settings {
     /// Most bytes an uploaded sdist may unpack to while Larder looks for its PKG-INFO, e.g.
     /// `4GiB`; a compression bomb stops there with a 400 [default: 4GiB].
     #[arg(long, env = "LARDER_MAX_ARCHIVE_UNPACKED", value_name = "SIZE")]
-    pub max_archive_unpacked: Option<crate::config::ByteSize>,
+    pub max_archive_unpacked: Option<crate::byte_size::ByteSize>,
 
     /// The URL clients reach this server at, e.g. `https://pypi.example.com` (or with a path
     /// prefix, behind a proxy). Used for the absolute URLs PEP 740 provenance needs and on the
@@ -396,7 +396,7 @@ pub struct Settings {
     /// With an S3 store: the most disk the local cache of hot blobs may use (under
     /// data_dir/cache), e.g. `20GiB` [default: 10GiB].
     #[arg(long, env = "LARDER_LOCAL_CACHE_SIZE", value_name = "SIZE")]
-    pub local_cache_size: Option<crate::config::ByteSize>,
+    pub local_cache_size: Option<crate::byte_size::ByteSize>,
 
     /// With an S3 store: how stale this replica's pages may be about uploads, yanks and
     /// deletes made on other replicas. 0s (default): they count on the very next request here,

@@ -43,6 +43,7 @@ pub(crate) mod audit;
 pub(crate) mod auth;
 pub(crate) mod bundle;
 pub(crate) mod byte_range;
+pub mod byte_size;
 pub mod cache;
 pub mod cli;
 pub mod clock;

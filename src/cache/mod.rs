@@ -52,7 +52,7 @@ use crate::config::Config;
 use crate::index::rendered::{Bodies, Encoding};
 use crate::index::{MediaType, PageModel, ProjectName};
 use crate::store::Blob;
-use crate::store::{self, Store, bounded::Bounded};
+use crate::store::{self, Store, bounded::Bounded, health::Health};
 use crate::upstream::Upstreams;
 use fill::Fills;
 use links::MetadataLinks;
@@ -212,8 +212,10 @@ pub enum Mode {
 pub struct Cache {
     config: Arc<Config>,
     store: Arc<dyn Store>,
-    /// The same store, seen as what it is: the size limit's wrapper (pins, recency, eviction).
+    /// The same store, seen as what it is: the size limit's wrapper (pins, recency, eviction)…
     bounded: Arc<Bounded>,
+    /// … over the health layer (failing reads and writes, for `/-/health` and `/-/ready`).
+    health: Arc<Health>,
     pages: Arc<Pages>,
     private: Arc<PrivateRecords>,
     links: Arc<MetadataLinks>,
@@ -278,7 +280,8 @@ impl Cache {
         let records = store.list_records().await?;
         // Always track the store's size (the `larder_store_bytes` gauge); evict only under a limit.
         let limit = config.max_store_bytes.unwrap_or(u64::MAX);
-        let bounded = Arc::new(Bounded::new(store, limit, &records, records::is_page_key).await?);
+        let health = Arc::new(Health::new(store));
+        let bounded = Arc::new(Bounded::new(health.clone(), limit, &records, records::is_page_key).await?);
         let store: Arc<dyn Store> = bounded.clone();
         // Pages of a server with an upstream advertise `.metadata` for every wheel (issue 11).
         let on_demand = mode == Mode::Serve && has_upstream;
@@ -404,6 +407,7 @@ impl Cache {
             config,
             store,
             bounded,
+            health,
             pages,
             private,
             links,
@@ -447,7 +451,7 @@ impl Cache {
 
     /// What is degraded, if anything: the store failing its writes (a full disk) or its reads.
     pub fn degraded(&self) -> Option<String> {
-        self.bounded.degraded()
+        self.health.degraded()
     }
 
     /// The store, when other processes write to it too (replicas on a bucket): what must be

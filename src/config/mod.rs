@@ -16,12 +16,11 @@ use crate::cli::Settings;
 mod file;
 pub mod publishing;
 mod resolve;
-mod size;
 
+pub use crate::byte_size::ByteSize;
 use file::read_file;
 pub use file::{FileConfig, GroupConfig, PrivateStatus, ProjectConfig, TokenConfig, TokenScope, UpstreamConfig};
 use resolve::{resolve_publishing, resolve_rules, resolve_store, resolve_tokens, resolve_upstreams};
-pub use size::ByteSize;
 
 /// A resolved token: the sha256 of its secret, compared in constant time.
 #[derive(Clone)]

@@ -1,5 +1,7 @@
 //! The store's size limit, as a wrapper around any `Store` (sccache's `ReadOnly` shape):
-//! least-recently-used eviction of what can be fetched again.
+//! least-recently-used eviction of what can be fetched again. It knows which blobs are
+//! records' contents (eviction must keep the held ones), so it also answers whether a blob is
+//! the store's own (`is_record_content`: never served as a file). Health is `health::Health`.
 //!
 //! Every read and write through the wrapper keeps recency and size; nothing above calls it for
 //! that, except a layer that serves blobs from memory (`touch`). Evictable: blobs, and the
@@ -100,25 +102,6 @@ pub struct Bounded {
     pinned: tokio::sync::Mutex<HashSet<String>>,
     /// Evictions run one at a time.
     running: tokio::sync::Mutex<()>,
-    /// The last failure of a write and of a read, each cleared by the next success (a read
-    /// failure also fades after `READ_FAILURE_MEMORY`): what `/-/health` and `/-/ready` report.
-    failing_writes: Mutex<Option<String>>,
-    failing_reads: Mutex<Option<(std::time::Instant, String)>>,
-}
-
-/// How long a read failure keeps the store reported as degraded.
-const READ_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// A failure, as health reports it: the operation and the kind of error, never a path.
-fn summary(op: &str, e: &Error) -> String {
-    let kind = match e {
-        Error::Io { source, .. } => source.kind().to_string(),
-        Error::Cache { .. } => "storage error".into(),
-        Error::Integrity { .. } => "integrity check failed".into(),
-        Error::InvalidKey { .. } => "invalid key".into(),
-        Error::Unreachable { .. } => "the bucket is unreachable".into(),
-    };
-    format!("store {op} failing ({kind})")
 }
 
 impl Bounded {
@@ -159,47 +142,7 @@ impl Bounded {
             contents: Mutex::new(contents),
             pinned: Default::default(),
             running: Default::default(),
-            failing_writes: Mutex::new(None),
-            failing_reads: Mutex::new(None),
         })
-    }
-
-    /// What is degraded: failing writes, or reads that failed recently.
-    pub fn degraded(&self) -> Option<String> {
-        if let Some(w) = self.failing_writes.lock().expect("health lock").clone() {
-            return Some(w);
-        }
-        let reads = self.failing_reads.lock().expect("health lock");
-        reads.as_ref().filter(|(at, _)| at.elapsed() < READ_FAILURE_MEMORY).map(|(_, why)| why.clone())
-    }
-
-    /// Counts a failure (`larder_store_errors_total{op}`) and keeps it for health.
-    fn wrote<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        match &result {
-            Ok(_) => *self.failing_writes.lock().expect("health lock") = None,
-            Err(e) => {
-                metrics::counter!("larder_store_errors_total", "op" => "write").increment(1);
-                *self.failing_writes.lock().expect("health lock") = Some(summary("writes", e));
-            }
-        }
-        result
-    }
-
-    fn read<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        match &result {
-            Ok(_) => {
-                let mut failing = self.failing_reads.lock().expect("health lock");
-                if failing.is_some() {
-                    *failing = None;
-                }
-            }
-            Err(e) => {
-                metrics::counter!("larder_store_errors_total", "op" => "read").increment(1);
-                *self.failing_reads.lock().expect("health lock") =
-                    Some((std::time::Instant::now(), summary("reads", e)));
-            }
-        }
-        result
     }
 
     /// Never evict this blob (until `unpin`).
@@ -340,7 +283,7 @@ impl Bounded {
 #[async_trait]
 impl Store for Bounded {
     async fn open_blob(&self, sha256: &str) -> Result<Option<Blob>, Error> {
-        let blob = self.read(self.inner.open_blob(sha256).await)?;
+        let blob = self.inner.open_blob(sha256).await?;
         if let Some(b) = &blob {
             self.touch(sha256, b.len);
         }
@@ -348,18 +291,18 @@ impl Store for Bounded {
     }
 
     async fn has_blob(&self, sha256: &str) -> Result<bool, Error> {
-        self.read(self.inner.has_blob(sha256).await)
+        self.inner.has_blob(sha256).await
     }
 
     async fn put_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
-        self.wrote(self.inner.put_blob_file(sha256, path).await)?;
+        self.inner.put_blob_file(sha256, path).await?;
         let size = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
         self.touch(sha256, size);
         Ok(())
     }
 
     async fn put_verified_blob_file(&self, sha256: &str, path: &Path) -> Result<(), Error> {
-        self.wrote(self.inner.put_verified_blob_file(sha256, path).await)?;
+        self.inner.put_verified_blob_file(sha256, path).await?;
         let size = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
         self.touch(sha256, size);
         Ok(())
@@ -367,7 +310,7 @@ impl Store for Bounded {
 
     async fn put_blob_bytes(&self, sha256: &str, bytes: Bytes) -> Result<(), Error> {
         let size = bytes.len() as u64;
-        self.wrote(self.inner.put_blob_bytes(sha256, bytes).await)?;
+        self.inner.put_blob_bytes(sha256, bytes).await?;
         self.touch(sha256, size);
         Ok(())
     }
@@ -386,27 +329,27 @@ impl Store for Bounded {
         if (self.evictable_record)(key) {
             self.lru.lock().expect("lru lock").touch_known(key);
         }
-        self.read(self.inner.get_record(key).await)
+        self.inner.get_record(key).await
     }
 
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         let (sha, size) = (crate::digest::sha256_hex(&value), value.len() as u64);
-        self.wrote(self.inner.put_record(key, value).await)?;
+        self.inner.put_record(key, value).await?;
         self.account_record(key, sha, size).await;
         Ok(())
     }
 
     async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
-        self.read(self.inner.get_record_versioned(key).await)
+        self.inner.get_record_versioned(key).await
     }
 
     async fn get_record_if_changed(&self, key: &str, known: Option<&str>) -> Result<super::RecordRead, Error> {
-        self.read(self.inner.get_record_if_changed(key, known).await)
+        self.inner.get_record_if_changed(key, known).await
     }
 
     async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
         let (sha, size) = (crate::digest::sha256_hex(&value), value.len() as u64);
-        let won = self.wrote(self.inner.put_record_if(key, value, expected).await)?;
+        let won = self.inner.put_record_if(key, value, expected).await?;
         if won.is_some() {
             self.account_record(key, sha, size).await;
         }
@@ -414,7 +357,7 @@ impl Store for Bounded {
     }
 
     async fn list_record_keys(&self, prefix: &str) -> Result<Vec<(String, Option<String>)>, Error> {
-        self.read(self.inner.list_record_keys(prefix).await)
+        self.inner.list_record_keys(prefix).await
     }
 
     fn is_shared(&self) -> bool {

@@ -30,13 +30,17 @@ pub const SMALL_BLOB: u64 = 1024 * 1024;
 
 pub struct LocalStore {
     dir: PathBuf,
+    /// Compare-and-swap writes of records, one at a time: this process is the store's only
+    /// writer (the data dir's lock), so this makes them atomic against each other (a plain
+    /// `put_record` is for records nobody swaps: pages, aliases).
+    record_swaps: tokio::sync::Mutex<()>,
 }
 
 impl LocalStore {
     pub fn open(dir: &Path) -> anyhow::Result<LocalStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create the data directory `{}`: {e}", dir.display()))?;
-        Ok(LocalStore { dir: dir.to_path_buf() })
+        Ok(LocalStore { dir: dir.to_path_buf(), record_swaps: tokio::sync::Mutex::new(()) })
     }
 
     /// cacache's content layout: `content-v2/sha256/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`.
@@ -258,6 +262,23 @@ impl Store for LocalStore {
     async fn put_record(&self, key: &str, value: Vec<u8>) -> Result<(), Error> {
         cacache::write_with_algo(Algorithm::Sha256, &self.dir, key, value).await.map_err(cache_err(key))?;
         Ok(())
+    }
+
+    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        Ok(self.get_record(key).await?.map(|b| {
+            let v = crate::digest::sha256_hex(&b);
+            (b, v)
+        }))
+    }
+
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
+        let _one = self.record_swaps.lock().await;
+        let now = self.get_record_versioned(key).await?;
+        if now.as_ref().map(|(_, v)| v.as_str()) != expected {
+            return Ok(None);
+        }
+        let version = crate::digest::sha256_hex(&value);
+        self.put_record(key, value).await.map(|()| Some(version))
     }
 
     async fn delete_record(&self, key: &str) -> Result<(), Error> {

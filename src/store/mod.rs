@@ -4,12 +4,14 @@
 //! sha256) and **records** (small keyed documents such as a project's page model). Nothing above
 //! this trait assumes a local disk. Backends: `LocalStore` (cacache on disk), `S3Store` (an
 //! S3-compatible bucket shared by any number of Larder processes), and `Tiered` (a bounded local
-//! cache of hot blobs in front of the bucket). `bounded` wraps any of them with a size limit;
-//! `from_config` is the one place that chooses.
+//! cache of hot blobs in front of the bucket). Layers wrap any of them, one job each, forwarding
+//! every method in one line: `health` (failures, for `/-/health`), `bounded` (the size limit).
+//! `from_config` is the one place that chooses the backend; the engine stacks the layers.
 
 pub mod bounded;
 mod breaker;
 pub mod format;
+pub mod health;
 mod local;
 pub mod s3;
 mod tiered;
@@ -276,14 +278,9 @@ pub trait Store: Send + Sync + 'static {
     /// everything that needs it.
     async fn list_records(&self) -> Result<Records, Error>;
 
-    /// A record with its version (compare-and-swap writes use it). The default version is the
-    /// sha256 of the contents; an object store uses its ETag.
-    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
-        Ok(self.get_record(key).await?.map(|b| {
-            let v = crate::digest::sha256_hex(&b);
-            (b, v)
-        }))
-    }
+    /// A record with its version (compare-and-swap writes use it): the sha256 of the contents
+    /// on a local store, the ETag on an object store.
+    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error>;
 
     /// A record, unless it is still at version `known` (`None`: the caller knows of none).
     async fn get_record_if_changed(&self, key: &str, known: Option<&str>) -> Result<RecordRead, Error> {
@@ -296,18 +293,11 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Writes a record only if it is still at version `expected` (`None`: only if there is
-    /// none). `Ok(None)`: somebody else wrote it first; read it again and retry. `Ok(Some(v))`:
-    /// written, now at version `v` (empty when the store did not say). The default checks, then
-    /// writes: enough for a store only one process writes, whose writers are serialized by the
-    /// caller; a shared store must make it atomic.
-    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
-        let now = self.get_record_versioned(key).await?;
-        if now.as_ref().map(|(_, v)| v.as_str()) != expected {
-            return Ok(None);
-        }
-        let version = crate::digest::sha256_hex(&value);
-        self.put_record(key, value).await.map(|()| Some(version))
-    }
+    /// none), atomically against every writer of the store: no default, so that no backend
+    /// (least of all a shared one) can inherit a check-then-write by forgetting it.
+    /// `Ok(None)`: somebody else wrote it first; read it again and retry. `Ok(Some(v))`:
+    /// written, now at version `v` (empty when the store did not say).
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error>;
 
     /// The keys of the records under `prefix`, with their versions when the listing says
     /// (the default filters the whole listing, without versions).

@@ -72,6 +72,14 @@ impl Store for Faulty {
     async fn delete_record(&self, key: &str) -> Result<(), Error> {
         self.inner.delete_record(key).await
     }
+    async fn get_record_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, Error> {
+        self.read(key)?;
+        self.inner.get_record_versioned(key).await
+    }
+    async fn put_record_if(&self, key: &str, value: Vec<u8>, expected: Option<&str>) -> Result<Option<String>, Error> {
+        self.write(key)?;
+        self.inner.put_record_if(key, value, expected).await
+    }
     async fn list_records(&self) -> Result<Records, Error> {
         self.inner.list_records().await
     }
