@@ -5,21 +5,26 @@
 //! and events. The module graph has no cycle (`tests/e2e/layout.rs` checks it).
 //!
 //! - `server`: the accept loop; `service` (span, `Route` parsing, access decided once,
-//!   dispatch); `handlers` (HTTP adapters: `simple`, `files`, `upload`, `manage`, `health`);
-//!   `error` (the one place a failure becomes a status); `route`, `body`, `respond`, `idle`, `tls`.
+//!   dispatch); `handlers` (HTTP adapters: request → one engine call → response: `simple`,
+//!   `files`, `upload`, `manage`, `health`, `oidc`, `osv`, `pypi_json`); `respond` and `error`
+//!   (the only places a status is chosen: a response, or a failure; `tests/e2e/layout.rs`
+//!   checks it); `route`, `body`, `idle`, `tls`.
 //!   `handlers::ui` serves the pages for people (`/-/ui/`), rendered by `ui`, with `stats`.
 //! - `auth`: tokens, and who may read a scope or write to a project (`Reader`, `Writer`, or
 //!   `Denied`); `oidc`: trusted publishing (OIDC tokens verified, upload tokens minted);
 //!   `audit`: one JSON line per write (file, bucket, listeners); `webhooks`: signed POSTs of them.
-//! - `cache`: the engine behind one facade, `Cache` (page, file, metadata, upload, yank,
-//!   delete, warm, shutdown). Inside: `pages` (memory, disk, upstream; freshness, stale),
-//!   `private` (uploads, claimed names, tombstones), `links` (wheel → METADATA), `prefetch`
-//!   (METADATA by range requests), `fill` (one hash-checked download per missing file),
-//!   `files` and `upload` (the facade's file and upload halves), `records` (every record key
-//!   and schema, validated before use).
+//! - `cache`: the engine behind one facade, `Cache` (page, read_file, upload, yank, delete,
+//!   warm, shutdown); the server names only the facade's types (checked). Inside: `pages`
+//!   (memory, disk, upstream; freshness, stale), `private` (uploads, claimed names,
+//!   tombstones), `links` (wheel → METADATA), `prefetch` (METADATA by range requests), `ahead`
+//!   (requirements fetched before the client asks), `fill` (one hash-checked download per
+//!   missing file), `reads` (one call answers a file read), `files` (what a reader may see),
+//!   `upload`, `scope_policy` (blocks, cooldown, status per scope), `provenance`, `advisories`,
+//!   `retention`, `records` (every record key and schema, validated before use).
 //! - `store`: the `Store` trait, `local` (cacache on disk), `s3` (a shared bucket, behind a
-//!   `breaker` while it fails), `tiered` (a local cache of a bucket's blobs), `bounded` (the
-//!   size limit, as a wrapper), `format` (the store's format stamp). `upstream`: the upstream
+//!   `breaker` while it fails), `tiered` (a local cache of a bucket's blobs); layers with one
+//!   job each: `health` (failures, for `/-/health`), `bounded` (the size limit); `format` (the
+//!   store's format stamp). `upstream`: the upstream
 //!   index client; `guard` (redirects, addresses, redaction), `ranges` (METADATA by range
 //!   requests), `html` (PEP 503 parsing), `throttle` (an upstream's 429 pause).
 //! - `index`: the page model, rendered to PEP 503 HTML and PEP 691 JSON (`PageModel`);
@@ -29,10 +34,13 @@
 //!   `publishers` (which OIDC claims may publish where), `retention` (which uploads go).
 //!   `upstream::routes` decides which upstream owns a name.
 //! - `metadata` (METADATA / PKG-INFO out of distributions), `archive` (bounded tar/zip reading),
-//!   `coalesce` (one coalescer), `clock`, `digest`, `scope`, `lockfile`, `bundle` (air-gap
-//!   bundles), `advisories` (OSV advisories: import, blocks, the audit API); `fuzz` (tests only).
-//! - `cli`, `config`: the command line, the TOML file, and the resolved `Config`;
-//!   `commands`: one file per subcommand; `state`: what a handler gets; `telemetry`.
+//!   `coalesce` (one coalescer, one batcher), `clock`, `digest`, `scope`, `lockfile`, `bundle`
+//!   (air-gap bundles), `advisories` (OSV advisories: import, blocks, the audit API),
+//!   `byte_range` (HTTP ranges), `byte_size` (`500MiB` in settings); `fuzz` (tests only).
+//! - `cli`, `config`: the command line, and the resolved `Config` (`config::file`: the TOML
+//!   file as written; `config::resolve`: one resolver per concern); `commands`: one file per
+//!   subcommand; `state`: what a handler gets; `stats` (the UI's counters); `ui` (pages for
+//!   people); `telemetry`.
 //!
 //! Protocol rules are cited by their IDs in `../shared/standards.md` (ROUTE-02, NEG-08, …).
 //! Public here is what the binary, the benchmarks and the tests use; the rest is crate-private.

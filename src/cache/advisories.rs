@@ -2,12 +2,37 @@
 //! store's record changes (another process imported), and its `MAL-` records turned into
 //! block rules for upstream files.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use pep440_rs::Version;
 
 use super::Cache;
 use crate::advisories::{Advisory, Db, Kind, Policy};
+
+/// The advisories in force: the imported set with the version of the record naming it, and
+/// the `[advisories]` policy (both replaced whole: an import, a SIGHUP).
+pub(super) struct AdvisoryState {
+    db: RwLock<(Arc<Db>, Option<String>)>,
+    policy: RwLock<Arc<Policy>>,
+}
+
+impl AdvisoryState {
+    pub(super) fn new(policy: Policy) -> AdvisoryState {
+        AdvisoryState { db: RwLock::default(), policy: RwLock::new(Arc::new(policy)) }
+    }
+
+    fn db(&self) -> Arc<Db> {
+        self.db.read().expect("advisories lock").0.clone()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.db.read().expect("advisories lock").1.clone()
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        self.policy.read().expect("advisory policy lock").clone()
+    }
+}
 use crate::index::ProjectName;
 use crate::policy::block::{AdvisoryRule, AdvisoryRules};
 
@@ -15,7 +40,7 @@ impl Cache {
     /// Reads the advisories again if their record changed in the store (a no-op otherwise:
     /// one record read). A set that cannot be read leaves the one in force, logged.
     pub async fn reload_advisories(&self) {
-        let known = self.advisories.read().expect("advisories lock").1.clone();
+        let known = self.advisory_state.version();
         let now = match crate::cache::advisory_store::version(&*self.store).await {
             Ok(now) if now == known => return,
             Ok(now) => now,
@@ -32,14 +57,14 @@ impl Cache {
                 }
                 tracing::info!(advisories = db.len(), "advisories loaded");
                 metrics::gauge!("larder_advisories").set(db.len() as f64);
-                *self.advisories.write().expect("advisories lock") = (Arc::new(db), version);
+                *self.advisory_state.db.write().expect("advisories lock") = (Arc::new(db), version);
                 self.apply_advisories();
             }
             // Not retried until the record changes again (a broken set costs one read, not one
             // every check).
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read the advisories in the store; keeping the ones in force until the next import");
-                self.advisories.write().expect("advisories lock").1 = now;
+                self.advisory_state.db.write().expect("advisories lock").1 = now;
             }
         }
     }
@@ -47,7 +72,7 @@ impl Cache {
     /// Where `[advisories] url` is set: imports OSV's export when the set in the store is
     /// older than `refresh` (any replica's import counts), then loads it.
     pub async fn refresh_advisories_from_url(&self) {
-        let policy = self.advisory_policy.read().expect("advisory policy lock").clone();
+        let policy = self.advisory_state.policy();
         let Some(url) = &policy.url else { return };
         let spool = self.config.spool_dir();
         match crate::cache::advisory_store::refresh_from(&*self.store, url, policy.refresh, &spool).await {
@@ -66,15 +91,14 @@ impl Cache {
 
     /// A new `[advisories]` policy (SIGHUP): the block rules are made again from it.
     pub fn replace_advisory_policy(&self, policy: Policy) {
-        *self.advisory_policy.write().expect("advisory policy lock") = Arc::new(policy);
+        *self.advisory_state.policy.write().expect("advisory policy lock") = Arc::new(policy);
         self.apply_advisories();
     }
 
     /// The block rules from the advisories and the policy in force; break-glass entries are
     /// logged, so that what is let through is on record.
     fn apply_advisories(&self) {
-        let policy = self.advisory_policy.read().expect("advisory policy lock").clone();
-        let db = self.advisories();
+        let (policy, db) = (self.advisory_state.policy(), self.advisories());
         let now = self.clock.unix();
         for a in &policy.allow {
             let active = now < a.expires_unix;
@@ -88,12 +112,12 @@ impl Cache {
 
     /// Whether advisories apply to a page or file from `private` uploads (`match_private`).
     pub(crate) fn advisories_apply(&self, private: bool) -> bool {
-        !private || self.advisory_policy.read().expect("advisory policy lock").match_private
+        !private || self.advisory_state.policy().match_private
     }
 
     /// The advisories in force.
     pub fn advisories(&self) -> Arc<Db> {
-        self.advisories.read().expect("advisories lock").0.clone()
+        self.advisory_state.db()
     }
 
     /// The advisories that affect `version` of `name` (`None`: every one of the name).

@@ -7,7 +7,8 @@
 //! from a lower part into a higher one.
 //!
 //! - `Cache::page`, `names`: the simple API's pages, private uploads masking the upstream (DC-1).
-//! - `Cache::file`, `metadata`, `stored`: files and PEP 658 metadata (`files.rs`).
+//! - `Cache::read_file`: files and PEP 658 metadata (`reads.rs` answers, `files.rs` decides
+//!   what the reader may see), `provenance`.
 //! - `Cache::upload`, `yank`, `delete`: private packages (`upload.rs`).
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
@@ -236,19 +237,12 @@ pub struct Cache {
     ahead: Option<Arc<ahead::Ahead>>,
     /// The block list in force (reloaded on SIGHUP).
     blocks: Arc<crate::policy::Blocks>,
-    /// Imported OSV advisories and the version of the record naming them (issue 25).
-    advisories: std::sync::RwLock<(Arc<crate::advisories::Db>, Option<String>)>,
-    /// `[advisories]` in force (SIGHUP reloads it).
-    advisory_policy: std::sync::RwLock<Arc<crate::advisories::Policy>>,
+    /// Imported OSV advisories and the `[advisories]` policy in force (issue 25).
+    advisory_state: advisories::AdvisoryState,
     /// Cooldowns are measured on it.
     clock: Clock,
-    /// When each stored provenance object was last found unchanged upstream, by file sha256.
-    provenance_checked: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// Provenance fetches under way, one per URL.
-    provenance_flight:
-        Arc<crate::coalesce::Coalescer<String, crate::coalesce::SharedResult<bytes::Bytes, fill::Error>>>,
-    /// The origins pages with provenance are rendered for (issue 22, item 7).
-    origins: provenance::Origins,
+    /// PEP 740 provenance: what was checked, fetches under way, origins rendered for.
+    provenance: provenance::Provenance,
     /// Every write is recorded here (issue 23).
     audit: Arc<crate::audit::Audit>,
 }
@@ -400,9 +394,9 @@ impl Cache {
             .max_capacity(config.file_cache_bytes)
             .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
             .build();
-        let advisory_policy = std::sync::RwLock::new(Arc::new(config.advisories.clone()));
         let shared = store.is_shared().then(|| store.clone());
         let audit = Arc::new(crate::audit::Audit::open(config.audit_log.as_ref(), shared)?);
+        let advisory_state = advisories::AdvisoryState::new(config.advisories.clone());
         let cache = Cache {
             config,
             store,
@@ -419,12 +413,9 @@ impl Cache {
             upstreams,
             ahead,
             blocks,
-            advisories: Default::default(),
-            advisory_policy,
+            advisory_state,
             clock,
-            provenance_flight: crate::coalesce::Coalescer::new(tasks_for_flights),
-            provenance_checked: Default::default(),
-            origins: provenance::Origins::default(),
+            provenance: provenance::Provenance::new(tasks_for_flights),
             audit,
         };
         cache.reload_advisories().await;

@@ -4,13 +4,45 @@
 //! air gaps, and refreshed after `index_ttl` like a page, because it may change upstream
 //! (PROV-03); when the upstream fails, the stored copy is served.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 
 use super::records::{self, ProvenanceRecord, RecordKey};
 use super::{Cache, Error, Outcome, Reader};
+use crate::coalesce::{Coalescer, SharedResult};
 use crate::index::FileKey;
+
+/// What the engine keeps for provenance: when stored objects were last found unchanged, the
+/// fetches under way, and the origins pages with provenance are rendered for.
+pub(super) struct Provenance {
+    /// By file sha256: when its stored object was last found unchanged upstream.
+    checked: Mutex<HashMap<String, u64>>,
+    /// Fetches under way, one per URL.
+    flight: std::sync::Arc<Coalescer<String, SharedResult<Bytes, super::fill::Error>>>,
+    pub(super) origins: Origins,
+}
+
+impl Provenance {
+    pub(super) fn new(tasks: tokio_util::task::TaskTracker) -> Provenance {
+        Provenance { checked: Mutex::default(), flight: Coalescer::new(tasks), origins: Origins::default() }
+    }
+
+    fn checked_at(&self, sha: &str) -> Option<u64> {
+        self.checked.lock().expect("provenance lock").get(sha).copied()
+    }
+
+    /// Found unchanged upstream at `now` (kept in memory: rewriting an unchanged record would
+    /// only grow the store).
+    fn unchanged_at(&self, sha: &str, now: u64) {
+        let mut checked = self.checked.lock().expect("provenance lock");
+        if checked.len() >= 10_000 {
+            checked.clear(); // a bound; forgetting only means one more write
+        }
+        checked.insert(sha.to_string(), now);
+    }
+}
 
 impl Cache {
     /// The provenance object of `dist_name` (listed under `key`), and how it was produced.
@@ -35,10 +67,7 @@ impl Cache {
         let now = self.clock.unix();
         // When it was last confirmed upstream: the record's time, or a later check that found it
         // unchanged (kept in memory: rewriting an unchanged record would only grow the store).
-        let confirmed = |r: &ProvenanceRecord| {
-            let checked = self.provenance_checked.lock().expect("provenance lock").get(&sha).copied();
-            checked.unwrap_or(0).max(r.fetched_unix)
-        };
+        let confirmed = |r: &ProvenanceRecord| self.provenance.checked_at(&sha).unwrap_or(0).max(r.fetched_unix);
         let fresh = |r: &ProvenanceRecord| now.saturating_sub(confirmed(r)) < self.config.index_ttl.as_secs();
         // The same rules as the file itself: a blocked or held-back file has no provenance here.
         self.check_upstream_file(reader, &project, &dist, None)?;
@@ -51,18 +80,15 @@ impl Cache {
         }
         let upstream = upstream.ok_or_else(none)?;
         let fetched = self
-            .provenance_flight
+            .provenance
+            .flight
             .run(url.clone(), move || async move { Ok(upstream.fetch_provenance(&url).await?) })
             .await;
         match fetched {
             Ok(body) => {
                 let unchanged = stored.as_ref().is_some_and(|r| r.body.as_bytes() == &body[..]);
                 if unchanged {
-                    let mut checked = self.provenance_checked.lock().expect("provenance lock");
-                    if checked.len() >= 10_000 {
-                        checked.clear(); // a bound; forgetting only means one more write
-                    }
-                    checked.insert(sha.clone(), now);
+                    self.provenance.unchanged_at(&sha, now);
                     return Ok((body, Outcome::Revalidated));
                 }
                 // The body parsed as JSON, so it is UTF-8: kept byte for byte (PROV-03).

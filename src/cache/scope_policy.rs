@@ -152,7 +152,7 @@ impl Cache {
         let view =
             filter.as_ref().map(|_| ViewKey { rules: reader.rules.id, blocks: blocks.as_ref().map_or(0, |b| b.1) });
         // Provenance links are per origin: only for the first few origins (issue 22, item 7).
-        let files_base = files_base.filter(|b| head.provenance && self.origins.admit(b));
+        let files_base = files_base.filter(|b| head.provenance && self.provenance.origins.admit(b));
         let mut key = VariantKey { view, files_base: files_base.map(str::to_string) };
         let now = self.clock.unix();
         loop {
