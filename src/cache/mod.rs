@@ -35,8 +35,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use budget::{Busy, ClientKey};
 pub use fill::Error as FillError;
@@ -143,6 +141,9 @@ pub enum Error {
     /// A check that needs the upstream could not be made now.
     #[error("{0}")]
     Unavailable(String),
+    /// A download that ended without a result (502: the upstream side failed to finish).
+    #[error("{0}")]
+    Incomplete(String),
     /// A broken promise inside Larder (500; the detail goes to the log only).
     #[error("{0}")]
     Internal(String),
@@ -190,18 +191,6 @@ pub enum PageReply {
     NotFound,
 }
 
-/// Runs a long-lived loop on the engine's tracker until `stop` fires (mini-redis gives its
-/// purge task an owner the same way): the loop's own work, its reads included, is dropped then.
-fn spawn_loop(tasks: &TaskTracker, stop: &CancellationToken, work: impl Future<Output = ()> + Send + 'static) {
-    let stop = stop.clone();
-    tasks.spawn(async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = work => {}
-        }
-    });
-}
-
 /// Whether the engine runs a server (background prefetch, size limit enforced at start) or a
 /// one-shot command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,11 +215,10 @@ pub struct Cache {
     hot_files: moka::future::Cache<String, bytes::Bytes>,
     /// The wheel tags clients ask for: the prefetcher reads those wheels' metadata first.
     demand: Arc<prefetch::Demand>,
-    /// Every background task: page writes, downloads and their follow-ups, prefetches, the
-    /// store's copies, and the long-lived loops.
-    tasks: TaskTracker,
-    /// Ends the long-lived loops (prefetcher, relinker, journal) at shutdown.
-    stop: CancellationToken,
+    /// Every background task (page writes, downloads and their follow-ups, prefetches, the
+    /// store's copies, the long-lived loops: mini-redis gives its purge task an owner the same
+    /// way), and the signal that ends the loops at shutdown.
+    background: store::Background,
     /// Which upstream owns which name (issue 14).
     upstreams: Arc<Upstreams>,
     /// Pages and metadata fetched ahead of the clients (a server with an upstream only).
@@ -250,25 +238,25 @@ pub struct Cache {
 impl Cache {
     /// Opens the store and builds the engine.
     pub async fn open(config: Arc<Config>, mode: Mode) -> anyhow::Result<Cache> {
-        let tasks = TaskTracker::new();
-        let store = store::from_config(&config, &tasks).await?;
-        Cache::with_store(config, store, mode, Clock::system(), tasks).await
+        let background = store::Background::default();
+        let store = store::from_config(&config, &background).await?;
+        Cache::with_store(config, store, mode, Clock::system(), background).await
     }
 
     /// The same, on a given store and clock (tests inject a failing store and move time).
-    /// `tasks`: the tracker the store's own background work runs on; the engine's joins it.
+    /// `background`: what the store's own background work runs on; the engine's joins it.
     pub async fn with_store(
         config: Arc<Config>,
         store: Arc<dyn Store>,
         mode: Mode,
         clock: Clock,
-        tasks: TaskTracker,
+        background: store::Background,
     ) -> anyhow::Result<Cache> {
+        let tasks = background.tasks.clone();
         // Offline: no upstream client exists at all, so nothing can open a connection.
         let upstreams =
             Arc::new(Upstreams::new(&config.upstream_routes, config.default_upstream.as_ref(), config.offline)?);
         let has_upstream = upstreams.any_client();
-        let stop = CancellationToken::new();
         // One pass over the record index feeds everything below.
         let listed_at = std::time::Instant::now();
         let records = store.list_records().await?;
@@ -326,7 +314,7 @@ impl Cache {
         // Relinks come in bursts (a prefetch finds several wheels of one page): each page is
         // rendered again once per burst.
         let relinker = pages.clone();
-        spawn_loop(&tasks, &stop, async move {
+        background.spawn(async move {
             while let Some(first) = relink_rx.recv().await {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 let mut names = BTreeSet::from([first]);
@@ -340,7 +328,7 @@ impl Cache {
         });
         if mode == Mode::Serve {
             let journal = pages.clone();
-            spawn_loop(&tasks, &stop, async move {
+            background.spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     journal.flush_journal().await;
@@ -367,7 +355,7 @@ impl Cache {
                     let reads = PREFETCH_READS.min(config.max_upstream_connections / 4).max(1);
                     let settings = prefetch::Settings { concurrency: reads };
                     let run = prefetch::run(announce_rx, fills.clone(), links.clone(), settings, demand.clone());
-                    spawn_loop(&tasks, &stop, run);
+                    background.spawn(run);
                 }
                 Some(fills)
             }
@@ -408,8 +396,7 @@ impl Cache {
             fills,
             hot_files,
             demand,
-            tasks,
-            stop,
+            background,
             upstreams,
             ahead,
             blocks,
@@ -433,9 +420,9 @@ impl Cache {
     /// they exit; `serve` after it stopped accepting requests.
     pub async fn shutdown(&self) {
         // The loops first: the prefetcher would go on starting reads the wait below waits for.
-        self.stop.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.background.stop.cancel();
+        self.background.tasks.close();
+        self.background.tasks.wait().await;
         self.pages.flush_journal().await;
         self.audit.flush().await;
     }

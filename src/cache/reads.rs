@@ -25,9 +25,13 @@ pub struct FileRead<'a> {
     pub head: bool,
     /// The client's `Range`.
     pub range: RangeHeader,
-    /// Validators were sent (If-None-Match, If-Modified-Since, If-Range): answered from the
-    /// stored file, which knows them.
+    /// Validators were sent (If-None-Match, If-Modified-Since, If-Range): a miss is answered
+    /// from the whole file, which knows them.
     pub conditional: bool,
+    /// If-None-Match was sent: a HEAD on a download under way waits for the stored file.
+    pub if_none_match: bool,
+    /// If-Range was sent: a Range on a download under way waits for the stored file.
+    pub if_range: bool,
 }
 
 /// What to send for a file read.
@@ -145,13 +149,13 @@ impl Cache {
         // HEAD needs only the length upstream announced and the hash the page names (pip's
         // lazy wheel and uv send HEAD first). The download goes on meanwhile.
         if read.head
-            && !read.conditional
+            && !read.if_none_match
             && let (Some(total), Some(_)) = (total, &sha256)
         {
             return Ok(FileReply::miss(sha256, modified, FileBody::Length(total)));
         }
         if !read.head
-            && !read.conditional
+            && !read.if_range
             && let (Some(total), Some(range)) = (total, read.range.single())
             && let ByteRange::Part(start, end) = range.resolve(total)
             && end - start < MAX_PASSTHROUGH_RANGE
@@ -171,7 +175,7 @@ impl Cache {
                 Ok(FileReply::miss(Some(sha256), modified, FileBody::Stored(blob)))
             }
             FillState::Failed(e) | FillState::Unstored { error: e, .. } => Err(Error::Fill(e)),
-            _ => Err(Error::Unavailable("the download ended without a result; retry".into())),
+            _ => Err(Error::Incomplete("the download ended without a result; retry".into())),
         }
     }
 }

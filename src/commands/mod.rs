@@ -10,6 +10,6 @@ pub mod warm;
 /// The tracker a one-shot command's store runs its background work on (copies of a bucket's
 /// blobs into the local cache): best effort, so the command does not wait for it at exit.
 /// `serve` and `warm` use the engine's tracker, which `Cache::shutdown` waits for.
-pub(crate) fn background() -> tokio_util::task::TaskTracker {
-    tokio_util::task::TaskTracker::new()
+pub(crate) fn background() -> crate::store::Background {
+    crate::store::Background::default()
 }

@@ -112,6 +112,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if tokio::time::timeout_at(deadline, cache.shutdown()).await.is_err() {
         tracing::warn!("background work did not finish in time; stopping anyway (unfinished downloads are not stored)");
         cache.flush_journal().await;
+        // The audit trail's bucket writes still get a moment: they are the record of who did what.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cache.audit().flush()).await;
     }
     // Queued webhook deliveries get what is left of the timeout.
     webhooks.close(deadline.saturating_duration_since(tokio::time::Instant::now())).await;

@@ -186,6 +186,7 @@ impl From<cache::Error> for HttpError {
             cache::Error::Shadowing(m) => HttpError::new(StatusCode::FORBIDDEN, m),
             cache::Error::Unavailable(m) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             cache::Error::Internal(m) => internal(&m),
+            cache::Error::Incomplete(m) => HttpError::new(StatusCode::BAD_GATEWAY, m),
             cache::Error::Unchecked(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             cache::Error::Busy(e) => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("10")),

@@ -22,6 +22,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use local::LocalStore;
@@ -318,12 +319,34 @@ pub trait Store: Send + Sync + 'static {
 /// Chooses and opens the store backend from the configuration; the one place that knows which
 /// backend runs. With an S3 store, the local disk keeps a bounded cache of hot blobs
 /// (`local_cache_size`) in `<data_dir>/cache`.
-/// `tasks`: where the store's background work runs (the engine's tracker; a command's own).
+/// Where a store's background work runs (the engine's tracker) and the signal that ends it
+/// (the engine's stop): a shutdown waits for the tracker, and background copies end at the
+/// signal rather than hold the shutdown up.
+#[derive(Clone, Default)]
+pub struct Background {
+    pub tasks: TaskTracker,
+    pub stop: CancellationToken,
+}
+
+impl Background {
+    /// Runs `work` on the tracker until it is done or the stop signal fires.
+    pub fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
+}
+
+/// `background`: where the store's background work runs (the engine's; a command's own).
 pub async fn from_config(
     config: &crate::config::Config,
-    tasks: &TaskTracker,
+    background: &Background,
 ) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = open(config, tasks).await?;
+    let store = open(config, background).await?;
     // Every command opens its store here, so none reads a store format it does not know.
     match format::check(&*store).await {
         Ok(format::Opened::Current) => {}
@@ -341,14 +364,18 @@ pub async fn from_config(
 }
 
 /// The backend alone, its format not checked: `larder verify`, which checks it itself.
-pub async fn open(config: &crate::config::Config, tasks: &TaskTracker) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+pub async fn open(
+    config: &crate::config::Config,
+    background: &Background,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let store: std::sync::Arc<dyn Store> = match &config.s3 {
         None => std::sync::Arc::new(LocalStore::open(&config.data_dir.join("store"))?),
         Some(settings) => {
             let bucket = s3::S3Store::open(settings)?;
             let local = LocalStore::open(&config.data_dir.join("cache"))?;
             let tiered =
-                tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.spool_dir(), tasks.clone()).await?;
+                tiered::Tiered::new(bucket, local, config.local_cache_bytes, config.spool_dir(), background.clone())
+                    .await?;
             std::sync::Arc::new(tiered)
         }
     };

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio_util::task::TaskTracker;
 
 use super::bounded::Bounded;
 use super::s3::S3Store;
@@ -39,8 +38,9 @@ pub struct Tiered {
     /// Copies under way at once (each is a second download of a large blob).
     copy_slots: Arc<tokio::sync::Semaphore>,
     limit: u64,
-    /// The background copies run on the engine's tracker: a stop waits for them.
-    tasks: TaskTracker,
+    /// The background copies run on the engine's tracker and end at its stop signal (a
+    /// partial copy is never adopted: its spool file is cleared at the next start).
+    background: super::Background,
 }
 
 impl Tiered {
@@ -49,10 +49,11 @@ impl Tiered {
         local: LocalStore,
         limit: u64,
         spool: PathBuf,
-        tasks: TaskTracker,
+        background: super::Background,
     ) -> anyhow::Result<Tiered> {
         std::fs::create_dir_all(&spool)?;
-        let local: Arc<dyn Store> = Arc::new(local);
+        // Its failures are counted (`larder_store_errors_total`) like the bucket's.
+        let local: Arc<dyn Store> = Arc::new(super::health::Health::new(Arc::new(local)));
         let local = Arc::new(Bounded::new(local, limit, &Records::default(), |_| false).await?);
         local.enforce().await;
         Ok(Tiered {
@@ -62,7 +63,7 @@ impl Tiered {
             copying: Arc::default(),
             copy_slots: Arc::new(tokio::sync::Semaphore::new(MAX_COPIES)),
             limit,
-            tasks,
+            background,
         })
     }
 
@@ -80,7 +81,7 @@ impl Tiered {
         let (bucket, local, copying) = (self.bucket.clone(), self.local.clone(), self.copying.clone());
         let tmp = self.spool.join(format!("{sha256}.{:016x}.cache", rand::random::<u64>()));
         let sha = sha256.to_string();
-        self.tasks.spawn(async move {
+        self.background.spawn(async move {
             let result = async {
                 let Some(blob) = bucket.open_blob(&sha).await? else { return Ok(()) };
                 let io = |e: std::io::Error| Error::Io { what: format!("caching blob {sha}"), source: e };

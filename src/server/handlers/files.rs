@@ -45,6 +45,8 @@ pub async fn file(
         conditional: headers.contains_key(header::IF_NONE_MATCH)
             || headers.contains_key(header::IF_MODIFIED_SINCE)
             || headers.contains_key(header::IF_RANGE),
+        if_none_match: headers.contains_key(header::IF_NONE_MATCH),
+        if_range: headers.contains_key(header::IF_RANGE),
     };
     let reply = state.cache.read_file(reader, &read).await?;
     respond::file(reply, &FileAsk { headers, head, private: reader.private }).await

@@ -34,14 +34,15 @@ impl InProcess {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let config = Arc::new(Config::merge(FileConfig::default(), &settings, token).unwrap());
         let clock = Clock::system();
-        let tasks = tokio_util::task::TaskTracker::new();
+        let background = larder::store::Background::default();
         let (base, cache, tx) = runtime.block_on(async {
             let store = match store {
                 Some(s) => s,
-                None => larder::store::from_config(&config, &tasks).await.unwrap(),
+                None => larder::store::from_config(&config, &background).await.unwrap(),
             };
-            let cache =
-                Arc::new(Cache::with_store(config.clone(), store, Mode::Serve, clock.clone(), tasks).await.unwrap());
+            let cache = Arc::new(
+                Cache::with_store(config.clone(), store, Mode::Serve, clock.clone(), background).await.unwrap(),
+            );
             let state = AppState::with_cache(config.clone(), cache.clone()).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
