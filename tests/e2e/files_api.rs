@@ -173,3 +173,42 @@ fn a_range_joins_the_download_under_way() {
     up.set_delay(std::time::Duration::ZERO);
     assert_eq!(up.requests().iter().filter(|r| r.contains(name)).count(), 1, "one download: {:?}", up.requests());
 }
+
+/// A HEAD, and one small Range, on a file still downloading are answered from what the
+/// download has, with validators too (uv sends If-None-Match, a proxy in front If-Modified-Since):
+/// only If-None-Match makes a HEAD wait for the stored file, only If-Range a Range (issue 26's
+/// review: a refactor made any validator wait for the whole file).
+#[test]
+fn validators_do_not_make_head_and_ranges_wait_for_a_download_under_way() {
+    use std::time::Duration;
+    let up = MockUpstream::start();
+    let name = "slowfile-1.0.tar.gz";
+    let bytes: Vec<u8> = (0..1024 * 1024).map(|b| (b % 251) as u8).collect();
+    up.add("slowfile", MockFile::new(name, bytes.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(dir.path(), &["--upstream", &up.simple_url(), "--metadata-prefetch", "false"]);
+    assert_eq!(http().get(larder.url("/simple/slowfile/")).send().unwrap().status(), 200);
+    // 1 MiB in 16 KiB pieces every 40 ms: about 2.6 s.
+    up.state.lock().unwrap().trickle = Some((16 * 1024, Duration::from_millis(40)));
+    let url = file_url(&larder, &sha256_hex(&bytes), name);
+    let whole = {
+        let url = url.clone();
+        std::thread::spawn(move || http().get(&url).send().unwrap().bytes().unwrap())
+    };
+    crate::util::wait_until(Duration::from_secs(5), || up.state.lock().unwrap().trickling == 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let still_downloading = || up.state.lock().unwrap().trickling == 1;
+
+    let head = http().head(&url).header("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT").send().unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], bytes.len().to_string());
+    assert!(still_downloading(), "the HEAD waited for the whole download");
+
+    let part = http().get(&url).header("range", "bytes=0-99").header("if-none-match", "\"other\"").send().unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().unwrap().as_ref(), &bytes[..100]);
+    assert!(still_downloading(), "the Range waited for the whole download");
+
+    assert_eq!(sha256_hex(&whole.join().unwrap()), sha256_hex(&bytes));
+    up.state.lock().unwrap().trickle = None;
+}
