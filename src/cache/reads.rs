@@ -25,11 +25,9 @@ pub struct FileRead<'a> {
     pub head: bool,
     /// The client's `Range`.
     pub range: RangeHeader,
-    /// Validators were sent (If-None-Match, If-Modified-Since, If-Range): a miss is answered
-    /// from the whole file, which knows them.
-    pub conditional: bool,
     /// If-None-Match was sent: a HEAD on a download under way waits for the stored file.
     pub if_none_match: bool,
+    pub if_modified_since: bool,
     /// If-Range was sent: a Range on a download under way waits for the stored file.
     pub if_range: bool,
 }
@@ -57,6 +55,13 @@ pub enum FileBody {
     Streaming { stream: ByteStream, total: Option<u64> },
 }
 
+impl FileRead<'_> {
+    /// Validators were sent: a miss is answered from the whole file, which knows them.
+    fn conditional(&self) -> bool {
+        self.if_none_match || self.if_modified_since || self.if_range
+    }
+}
+
 impl FileReply {
     fn miss(sha256: Option<String>, modified: Option<u64>, body: FileBody) -> FileReply {
         FileReply { sha256, modified, outcome: Outcome::Miss, body }
@@ -69,7 +74,7 @@ impl Cache {
     pub async fn read_file(&self, reader: &Reader, read: &FileRead<'_>) -> Result<FileReply, Error> {
         // A Range or HEAD on a miss is answered from the upstream without downloading the
         // whole file (issue 11: a resolver wants a wheel's tail, not the wheel).
-        let want = match !read.metadata && !read.conditional && (read.head || read.range.is_present()) {
+        let want = match !read.metadata && !read.conditional() && (read.head || read.range.is_present()) {
             true => Want::Part,
             false => Want::Whole,
         };

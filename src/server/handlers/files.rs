@@ -42,10 +42,8 @@ pub async fn file(
         metadata,
         head,
         range: RangeHeader::of(headers.get(header::RANGE)),
-        conditional: headers.contains_key(header::IF_NONE_MATCH)
-            || headers.contains_key(header::IF_MODIFIED_SINCE)
-            || headers.contains_key(header::IF_RANGE),
         if_none_match: headers.contains_key(header::IF_NONE_MATCH),
+        if_modified_since: headers.contains_key(header::IF_MODIFIED_SINCE),
         if_range: headers.contains_key(header::IF_RANGE),
     };
     let reply = state.cache.read_file(reader, &read).await?;
