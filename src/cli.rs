@@ -301,14 +301,15 @@ pub struct Settings {
     #[arg(long, env = "LARDER_UPSTREAM_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Option<Duration>,
 
-    /// Memory for project pages, in MiB [default: 32]: half for page heads, a quarter for page
-    /// models, a quarter for hot page bodies. Bodies themselves are blobs in the store. Pages
+    /// Memory for project pages, in MiB [default: 16]: half for page heads, a quarter for page
+    /// models, a quarter for hot page bodies. Bodies themselves are blobs in the store, read
+    /// back at about the speed of memory (the OS caches them), so more buys little. Pages
     /// waiting to be written may hold up to twice this more (at least 64 MiB); past that a page
     /// is served but not stored.
     #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<u64>,
 
-    /// Memory for small files (up to 1 MiB) served from memory on a hit, in MiB [default: 16].
+    /// Memory for small files (up to 1 MiB) served from memory on a hit, in MiB [default: 8].
     #[arg(long, env = "LARDER_FILE_CACHE_MIB", value_name = "MIB")]
     pub file_cache_mib: Option<u64>,
 

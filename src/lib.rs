@@ -18,8 +18,10 @@
 //!   (memory, disk, upstream; freshness, stale), `private` (uploads, claimed names,
 //!   tombstones), `links` (wheel → METADATA), `prefetch` (METADATA by range requests), `ahead`
 //!   (requirements fetched before the client asks), `fill` (one hash-checked download per
-//!   missing file), `reads` (one call answers a file read), `files` (what a reader may see),
-//!   `upload`, `scope_policy` (blocks, cooldown, status per scope), `provenance`, `advisories`,
+//!   missing file), `files` (one call answers a file read: what a reader may see, where the
+//!   bytes come from), `bodies` (page bodies as blobs, the freshness journal, the write
+//!   queue), `upload`, `scope_policy` (a page as a scope sees it: blocks, cooldown, status),
+//!   `provenance`, `advisories`,
 //!   `retention`, `records` (every record key and schema, validated before use).
 //! - `store`: the `Store` trait, `local` (cacache on disk), `s3` (a shared bucket, behind a
 //!   `breaker` while it fails), `tiered` (a local cache of a bucket's blobs); layers with one

@@ -21,7 +21,22 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
+/// glibc's malloc still serves the C libraries (zstd's contexts, some MB each, made on the
+/// blocking pool's threads). Left to its defaults it gives each thread an arena and raises its
+/// mmap threshold after each big free, so those buffers stayed in RSS after a cold resolve
+/// (16–28 MB beyond jemalloc's, issue 21). One arena and a fixed threshold: big buffers are
+/// mapped and unmapped, and the upkeep loop trims the rest (`telemetry`).
+fn c_allocator_returns_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    c_allocator_returns_memory();
     let cli = Cli::parse();
     larder::telemetry::init_logging(cli.log_format);
     // reqwest is built without a default TLS provider (ring instead of aws-lc-rs).

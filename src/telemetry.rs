@@ -97,6 +97,18 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Background range fetches of wheel METADATA, by result"
     );
     metrics::describe_gauge!(
+        "larder_memory_allocated_bytes",
+        "Bytes the allocator has handed out and not had back (what the process holds)"
+    );
+    metrics::describe_gauge!(
+        "larder_memory_resident_bytes",
+        "Bytes the allocator keeps resident (in use, its caches and freed pages not yet returned)"
+    );
+    metrics::describe_gauge!(
+        "larder_memory_cache_bytes",
+        "Bytes held by each memory cache (page heads, models and hot bodies), as they weigh them"
+    );
+    metrics::describe_gauge!(
         "larder_tasks_alive",
         "Tasks alive in the runtime (requests, downloads, background work): flat on a steady load"
     );
@@ -112,7 +124,30 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             // Sampled here rather than at scrape time so the pages for people see it too.
             let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
             metrics::gauge!("larder_tasks_alive").set(tasks as f64);
+            allocator_gauges();
         }
     });
     Ok(handle)
 }
+
+/// The allocator's view of memory, so an operator can tell data held (allocated) from memory
+/// the allocator has not returned yet (resident minus allocated) when RSS looks high.
+#[cfg(unix)]
+fn allocator_gauges() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // What the C libraries freed goes back to the system (see main.rs).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    if epoch::advance().is_err() {
+        return;
+    }
+    if let (Ok(allocated), Ok(resident)) = (stats::allocated::read(), stats::resident::read()) {
+        metrics::gauge!("larder_memory_allocated_bytes").set(allocated as f64);
+        metrics::gauge!("larder_memory_resident_bytes").set(resident as f64);
+    }
+}
+
+#[cfg(not(unix))]
+fn allocator_gauges() {}

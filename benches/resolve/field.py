@@ -147,6 +147,12 @@ trusted_hosts = ["{file_host(upstream)}"]
         p.wait()
         return out
 
+    def heap_mb(base):
+        """Larder's allocator: (allocated, resident) MB, to tell data held from memory not returned."""
+        text = urllib.request.urlopen(base + "/metrics").read().decode()
+        got = dict(re.findall(r"^larder_memory_(allocated|resident)_bytes (\S+)$", text, re.M))
+        return tuple(round(float(got.get(k, 0)) / 2**20) for k in ("allocated", "resident"))
+
     def misses(log, since):
         with open(log) as f:
             f.seek(since)
@@ -191,11 +197,13 @@ trusted_hosts = ["{file_host(upstream)}"]
             # Background writes end, and jemalloc returns freed pages (its decay is ~10 s).
             time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             cold_rss = rss_mb(p.pid)
+            cold_heap = heap_mb(base)
             mark = os.path.getsize(log)
             warm = uv(base + "/simple/")
             warm_misses = misses(log, mark)
             time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             warm_rss = rss_mb(p.pid)
+            warm_heap = heap_mb(base)
             tree = os.path.join(work, f"tree-{r}")
             served = floor_tree(base, log, mark, tree)
             time.sleep(2.5)  # the freshness journal is written every 2 s
@@ -207,6 +215,7 @@ trusted_hosts = ["{file_host(upstream)}"]
             restart_misses = misses(log, mark)
             time.sleep(float(os.environ.get("RSS_WAIT", "12")))
             restart_rss = rss_mb(p.pid)
+            restart_heap = heap_mb(base)
             p.terminate()
             p.wait()
             store_mb = int(subprocess.run(["du", "-sm", data], capture_output=True, text=True).stdout.split()[0])
@@ -224,6 +233,7 @@ trusted_hosts = ["{file_host(upstream)}"]
             rows.append(dict(direct=direct, cold=cold, warm=warm, restart=restart, floor=floor,
                              cold_misses=cold_misses, warm_misses=warm_misses, restart_misses=restart_misses,
                              cold_rss=cold_rss, warm_rss=warm_rss, restart_rss=restart_rss, store=store_mb,
+                             cold_heap=cold_heap, warm_heap=warm_heap, restart_heap=restart_heap,
                              served=served, **(peryx_round(r) if peryx else {})))
             print(rows[-1], flush=True)
     finally:
@@ -245,6 +255,8 @@ trusted_hosts = ["{file_host(upstream)}"]
                          ("peryx after a restart", "peryx_restart")):
             print(f"| {label} | {med(k):.2f} | {med(k) / d:.2f} | {med(k) / fl:.2f} | | {med(k + '_rss'):.0f} |")
     print(f"\ndata dir after the resolve: {med('store')} MB")
+    heaps = ", ".join(f"{k} {med(k + '_heap')[0]} / {med(k + '_heap')[1]}" for k in ("cold", "warm", "restart"))
+    print(f"Larder's allocator, allocated / resident MB (medians by allocated): {heaps}")
     if not os.environ.get("KEEP"):
         shutil.rmtree(work, ignore_errors=True)
 

@@ -6,9 +6,10 @@
 //! (cache → store, upstream, index); news flows up as return values and events, never as calls
 //! from a lower part into a higher one.
 //!
-//! - `Cache::page`, `names`: the simple API's pages, private uploads masking the upstream (DC-1).
-//! - `Cache::read_file`: files and PEP 658 metadata (`reads.rs` answers, `files.rs` decides
-//!   what the reader may see), `provenance`.
+//! - `Cache::page`, `page_body`: the simple API's pages as a scope sees them, private uploads
+//!   masking the upstream (DC-1; `scope_policy.rs`); `names`: the project list.
+//! - `Cache::read_file`: files and PEP 658 metadata (`files.rs`: what the reader may see, and
+//!   where the bytes come from), `provenance`.
 //! - `Cache::upload`, `yank`, `delete`: private packages (`upload.rs`).
 //! - `Cache::upstream_page`, `warm_file`: what `larder warm` needs.
 
@@ -24,12 +25,10 @@ mod pages;
 mod prefetch;
 mod private;
 mod provenance;
-mod reads;
 pub mod records;
 mod retention;
 mod scope_policy;
 mod upload;
-mod write_queue;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -37,25 +36,25 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use budget::{Busy, ClientKey};
+pub use files::{FileBody, FileRead, FileReply};
 pub use fill::Error as FillError;
 pub(crate) use links::links_in;
 pub use pages::Error as PageError;
 pub use private::{Added, Unchecked, WriteError};
-pub use reads::{FileBody, FileRead, FileReply};
 #[cfg(test)]
 pub(crate) use upload::validate as validate_upload;
 pub use upload::{Spooled, Upload};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::index::rendered::{Bodies, Encoding};
+use crate::index::rendered::Encoding;
 use crate::index::{MediaType, PageModel, ProjectName};
 use crate::store::Blob;
 use crate::store::{self, Store, bounded::Bounded, health::Health};
 use crate::upstream::Upstreams;
 use fill::Fills;
 use links::MetadataLinks;
-use pages::{Lookup, PageSettings, PageState, Pages};
+use pages::{PageSettings, Pages};
 use private::PrivateRecords;
 
 /// Metadata reads by ranges the prefetcher runs at once, at most.
@@ -332,6 +331,7 @@ impl Cache {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     journal.flush_journal().await;
+                    journal.tidy().await;
                 }
             });
         }
@@ -450,155 +450,6 @@ impl Cache {
     /// Where the store lives, for logs.
     pub fn location(&self) -> String {
         self.store.location()
-    }
-
-    /// One project's page as `reader` sees it: its private uploads when the name is claimed in
-    /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
-    /// upstream's, as a model (the pages for people, `larder warm`, the upload checks).
-    /// Blocked projects, and names whose upstream the scope does not use, are not found,
-    /// with the reason (issue 14); the rest is filtered by the scope's rules (`scope_policy`).
-    pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
-        self.check_project(name)?;
-        // Replicas: what another one claimed or changed is seen now (issue 13).
-        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
-        if let Some(page) = self.private.page(&reader.projects, name) {
-            // UP-06: an upload is visible at once.
-            let page = self.view(reader, name, page, scope_policy::Source::Private);
-            return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
-        }
-        self.routed_page(reader, name).await
-    }
-
-    /// The same page as `page`, rendered for a client of the simple API: the body in the
-    /// coding it accepts, streamed from the store like a file (issue 21).
-    pub async fn page_body(
-        &self,
-        reader: &Reader,
-        name: &ProjectName,
-        want: &PageWant<'_>,
-    ) -> Result<PageReply, Error> {
-        self.check_project(name)?;
-        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
-        if let Some((model, shared)) = self.private.page_with_bodies(&reader.projects, name) {
-            let bodies = self.private_bodies(reader, name, model, shared);
-            let served = self.serve_bodies(&bodies, want, Outcome::Hit, true).await;
-            return served
-                .map(PageReply::Found)
-                .ok_or_else(|| Error::Unavailable("a private page body could not be read".into()));
-        }
-        let owner = self.owner_for(reader, name)?;
-        let source = scope_policy::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
-        let Lookup { page: mut cached, mut outcome } = self.pages.get(name).await.map_err(Error::Page)?;
-        for attempt in 0..3 {
-            let head = match &cached.state {
-                PageState::Found(head) => head.clone(),
-                PageState::NotFound => return Ok(PageReply::NotFound),
-            };
-            if let Some(mut bodies) = self.upstream_bodies(reader, name, &head, source, want.files_base).await {
-                // A page's HTML is rendered the first time a client asks for it (pip and uv
-                // read JSON), then kept and stored with the page.
-                if !bodies.has(want.media)
-                    && let Some(with_html) = self.pages.plain_with_html(name, &head).await
-                {
-                    bodies = with_html;
-                }
-                if let Some(served) = self.serve_bodies(&bodies, want, outcome, false).await {
-                    return Ok(PageReply::Found(served));
-                }
-            }
-            // A body missing or damaged on disk: render the page again from its model; no
-            // model either: fetch the page again.
-            if attempt == 0 && self.pages.repair(name, &head).await.is_some() {
-                cached = self.pages.get(name).await.map_err(Error::Page)?.page;
-                continue;
-            }
-            self.pages.forget(name).await;
-            Lookup { page: cached, outcome } = self.pages.get(name).await.map_err(Error::Page)?;
-        }
-        Err(Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry")))
-    }
-
-    /// Picks the body for `want` and opens it (unless the client needs no bytes).
-    /// `None`: the stored body could not be read.
-    async fn serve_bodies(
-        &self,
-        bodies: &Bodies,
-        want: &PageWant<'_>,
-        outcome: Outcome,
-        private_upload: bool,
-    ) -> Option<ServedPage> {
-        let (encoding, body, etag) = bodies.choose(want.media, want.accepted)?;
-        let modified_unix = bodies.modified_unix;
-        // A copy in any coding of these bytes is current; the 304 names the copy the client has.
-        let current = bodies.etags(want.media).find(|t| (want.is_current)(t, modified_unix));
-        let not_modified = current.is_some();
-        let etag = current.unwrap_or(etag);
-        let blob = match not_modified || want.head {
-            true => None,
-            false => Some(self.pages.read_body(body).await?),
-        };
-        Some(ServedPage {
-            etag,
-            encoding,
-            len: body.len,
-            modified_unix,
-            body: blob,
-            not_modified,
-            outcome,
-            private_upload,
-        })
-    }
-
-    /// The upstream page `larder warm` fills the store from: never for a name with private
-    /// uploads in any project (issue 22, item 10): warming it would fetch whatever the
-    /// upstream has under an internal name (a squatter's package) into the store, and into
-    /// every bundle exported from it. Replicas: claims made elsewhere are listed first.
-    pub async fn page_to_warm(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
-        self.check_project(name)?;
-        self.private.refresh_names().await?;
-        if self.private.is_claimed_anywhere(name) {
-            return Err(Error::Blocked(format!(
-                "`{name}` has private uploads here, so its upstream files are never fetched; warm only names no project publishes"
-            )));
-        }
-        self.routed_page(reader, name).await
-    }
-
-    /// The upstream page for `name` as `reader` sees it: from the name's owner, if the scope
-    /// uses it, filtered by the scope's rules. Callers have checked the block list.
-    async fn routed_page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
-        let owner = self.owner_for(reader, name)?;
-        Ok(match self.upstream_page(name).await? {
-            PageAnswer::Found { page, outcome, private_upload } => {
-                let source =
-                    scope_policy::Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
-                PageAnswer::Found { page: self.view(reader, name, page, source), outcome, private_upload }
-            }
-            PageAnswer::NotFound => PageAnswer::NotFound,
-        })
-    }
-
-    /// The upstream's page for `name`, from memory, disk or upstream, unfiltered.
-    pub async fn upstream_page(&self, name: &ProjectName) -> Result<PageAnswer, Error> {
-        let Lookup { page: cached, outcome } = self.pages.get(name).await.map_err(Error::Page)?;
-        Ok(match &cached.state {
-            PageState::Found(head) => {
-                let page = match self.pages.model(name, head).await {
-                    Some(m) => m,
-                    None => {
-                        // The record went away under the head: fetch it again.
-                        self.pages.forget(name).await;
-                        let cached = self.pages.get(name).await.map_err(Error::Page)?.page;
-                        let PageState::Found(head) = &cached.state else { return Ok(PageAnswer::NotFound) };
-                        self.pages.model(name, head).await.ok_or_else(|| {
-                            Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry"))
-                        })?
-                    }
-                };
-                PageAnswer::Found { page, outcome, private_upload: false }
-            }
-            PageState::NotFound => PageAnswer::NotFound,
-        })
     }
 
     /// Before a listing: learns the names other replicas claimed (a no-op on a local store).

@@ -20,11 +20,10 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::Outcome;
-use crate::cache::bodies::{BodyStore, Journal};
+use crate::cache::bodies::{BodyStore, Journal, Queued, WriteQueue};
 use crate::cache::links::MetadataLinks;
 use crate::cache::prefetch::{self, Announced};
 use crate::cache::records::{self, PageRecord, PageRecordHead, RecordKey};
-use crate::cache::write_queue::{Queued, WriteQueue};
 use crate::coalesce::Coalescer;
 use crate::index::rendered::{Bodies, Body, Listing, VariantKey, Variants};
 use crate::index::{self, DistFile, FileKey, MediaType, PageModel, ProjectName, ProjectPage};
@@ -623,6 +622,17 @@ impl Pages {
             Some(e) => Err(e),
             None => Ok(None),
         }
+    }
+
+    /// Lets the memory caches evict what they are over their budget by: moka evicts as it is
+    /// used, so after a cold resolve's burst they would hold the excess until the next one
+    /// (issue 21's memory target). A loop calls it every few seconds.
+    pub async fn tidy(&self) {
+        self.heads.run_pending_tasks().await;
+        self.models.run_pending_tasks().await;
+        self.bodies.tidy().await;
+        metrics::gauge!("larder_memory_cache_bytes", "cache" => "page_heads").set(self.heads.weighted_size() as f64);
+        metrics::gauge!("larder_memory_cache_bytes", "cache" => "page_models").set(self.models.weighted_size() as f64);
     }
 
     /// Writes the freshness journal when it changed (a loop calls it every few seconds).

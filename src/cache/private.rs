@@ -140,8 +140,19 @@ pub enum WriteError {
 pub struct PrivateRecords {
     store: Arc<dyn Store>,
     index: RwLock<Index>,
-    write_lock: tokio::sync::Mutex<()>,
-    /// Record checks against a shared store, batched per record key (`"*"`: the list).
+    /// Serializes writes on a store of its own. `None` on a shared store: its conditional
+    /// writes order the writers, and one slow upload must not hold up every other write of
+    /// this replica.
+    write_lock: Option<tokio::sync::Mutex<()>>,
+    /// `Some` on a store other processes write too (S3, issue 13): what this replica knows of
+    /// their writes, and how recently.
+    replicas: Option<Replicas>,
+}
+
+/// A replica's view of the records other replicas write: every branch that differs on a
+/// shared store asks for this, and finds it only there.
+struct Replicas {
+    /// Record checks against the store, batched per record key (`"*"`: the list).
     checks: crate::coalesce::Batcher<String>,
     /// How old a check may be and still count for pages and listings (`replica_lag`; zero:
     /// strict).
@@ -161,6 +172,31 @@ pub struct PrivateRecords {
     /// Replicas: blobs found stored with no private-blob marker, so never a private upload's
     /// (markers are written before their blobs). Bounded: cleared when full.
     public_blobs: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Replicas {
+    /// Whether a successful check (of this key, or a complete listing) that started no more
+    /// than `window` before `asked` found `key` absent. The caller knows it is not claimed.
+    fn shown_unclaimed(&self, key: &str, asked: std::time::Instant, window: std::time::Duration) -> bool {
+        let since = asked.checked_sub(window);
+        let counts = |at: std::time::Instant| since.is_none_or(|since| at >= since);
+        let listed = *self.listed.lock().expect("listing stamp lock");
+        listed.is_some_and(counts)
+            || self.confirmed.lock().expect("confirmations lock").get(key).is_some_and(|at| counts(*at))
+    }
+
+    fn confirm(&self, key: &str, started: std::time::Instant) {
+        let mut confirmed = self.confirmed.lock().expect("confirmations lock");
+        if confirmed.len() >= MAX_CONFIRMED {
+            let keep = self.absent_lag.max(self.max_lag).max(std::time::Duration::from_secs(1));
+            confirmed.retain(|_, at| at.elapsed() <= keep);
+            if confirmed.len() >= MAX_CONFIRMED {
+                confirmed.clear();
+            }
+        }
+        let at = confirmed.entry(key.to_string()).or_insert(started);
+        *at = (*at).max(started);
+    }
 }
 
 /// The most blobs remembered as public before the set starts again.
@@ -258,10 +294,7 @@ impl PrivateRecords {
             };
             index.insert(&project, name, record, version);
         }
-        Ok(PrivateRecords {
-            store,
-            index: RwLock::new(index),
-            write_lock: tokio::sync::Mutex::new(()),
+        let replicas = store.is_shared().then(|| Replicas {
             checks: crate::coalesce::Batcher::new(tasks),
             max_lag,
             absent_lag,
@@ -270,12 +303,14 @@ impl PrivateRecords {
             budget: Budget::new(UNCLAIMED_READS_PER_SECOND),
             all_key: "*".to_string(),
             public_blobs: Default::default(),
-        })
+        });
+        let write_lock = replicas.is_none().then(|| tokio::sync::Mutex::new(()));
+        Ok(PrivateRecords { store, index: RwLock::new(index), write_lock, replicas })
     }
 
     /// Whether other processes write private records too (an S3 store).
     pub fn is_shared(&self) -> bool {
-        self.store.is_shared()
+        self.replicas.is_some()
     }
 
     /// Brings what this process knows of `names` in `projects` up to date with the store,
@@ -289,19 +324,17 @@ impl PrivateRecords {
         names: &[ProjectName],
         lag: std::time::Duration,
     ) -> Result<(), Unchecked> {
-        if !self.is_shared() {
-            return Ok(());
-        }
+        let Some(replicas) = &self.replicas else { return Ok(()) };
         let asked = std::time::Instant::now();
-        let absent_window = lag.max(self.absent_lag);
+        let absent_window = lag.max(replicas.absent_lag);
         let keys: Vec<(String, ProjectName, String)> =
             projects.iter().flat_map(|p| names.iter().map(move |n| (p.clone(), n.clone(), record_key(p, n)))).collect();
         let claimed = |p: &String, n: &ProjectName| self.is_claimed(std::slice::from_ref(p), n);
         let mut stale: Vec<&(String, ProjectName, String)> = keys
             .iter()
             .filter(|(p, n, key)| match claimed(p, n) {
-                true => !self.checks.is_fresh(key, lag),
-                false => !self.shown_unclaimed(key, asked, lag),
+                true => !replicas.checks.is_fresh(key, lag),
+                false => !replicas.shown_unclaimed(key, asked, lag),
             })
             .collect();
         // Unclaimed names cost a bucket read each while the budget lasts (strict: a claim made
@@ -309,12 +342,12 @@ impl PrivateRecords {
         // random names, a group of many projects), a listing at most `replica_absent_lag` old
         // answers for all of them (`0s`: every name is read, whatever it costs).
         let unclaimed = stale.iter().filter(|(p, n, _)| !claimed(p, n)).count();
-        if unclaimed > 0 && absent_window >= std::time::Duration::from_secs(1) && !self.budget.take(unclaimed) {
+        if unclaimed > 0 && absent_window >= std::time::Duration::from_secs(1) && !replicas.budget.take(unclaimed) {
             metrics::counter!("larder_replica_checks_total", "result" => "over_budget").increment(1);
-            stale.retain(|(p, n, key)| claimed(p, n) || !self.shown_unclaimed(key, asked, absent_window));
+            stale.retain(|(p, n, key)| claimed(p, n) || !replicas.shown_unclaimed(key, asked, absent_window));
             if stale.iter().any(|(p, n, _)| !claimed(p, n)) {
-                self.list_all(absent_window).await;
-                stale.retain(|(p, n, key)| claimed(p, n) || !self.shown_unclaimed(key, asked, absent_window));
+                self.list_all(replicas, absent_window).await;
+                stale.retain(|(p, n, key)| claimed(p, n) || !replicas.shown_unclaimed(key, asked, absent_window));
             }
         }
         futures_util::future::join_all(stale.into_iter().map(|(project, name, key)| {
@@ -326,40 +359,17 @@ impl PrivateRecords {
                         this.reload(&project, &name).await;
                     }
                 };
-                self.checks.run(key.clone(), lag, check).await;
+                replicas.checks.run(key.clone(), lag, check).await;
             }
         }))
         .await;
         for (project, name, key) in &keys {
-            if !claimed(project, name) && !self.shown_unclaimed(key, asked, absent_window) {
+            if !claimed(project, name) && !replicas.shown_unclaimed(key, asked, absent_window) {
                 metrics::counter!("larder_replica_checks_total", "result" => "unchecked").increment(1);
                 return Err(Unchecked::Name(name.clone()));
             }
         }
         Ok(())
-    }
-
-    /// Whether a successful check (of this key, or a complete listing) that started no more
-    /// than `window` before `asked` found `key` absent. The caller knows it is not claimed.
-    fn shown_unclaimed(&self, key: &str, asked: std::time::Instant, window: std::time::Duration) -> bool {
-        let since = asked.checked_sub(window);
-        let counts = |at: std::time::Instant| since.is_none_or(|since| at >= since);
-        let listed = *self.listed.lock().expect("listing stamp lock");
-        listed.is_some_and(counts)
-            || self.confirmed.lock().expect("confirmations lock").get(key).is_some_and(|at| counts(*at))
-    }
-
-    fn confirm(&self, key: &str, started: std::time::Instant) {
-        let mut confirmed = self.confirmed.lock().expect("confirmations lock");
-        if confirmed.len() >= MAX_CONFIRMED {
-            let keep = self.absent_lag.max(self.max_lag).max(std::time::Duration::from_secs(1));
-            confirmed.retain(|_, at| at.elapsed() <= keep);
-            if confirmed.len() >= MAX_CONFIRMED {
-                confirmed.clear();
-            }
-        }
-        let at = confirmed.entry(key.to_string()).or_insert(started);
-        *at = (*at).max(started);
     }
 
     /// Re-reads one record if it changed in the store; whether the store answered.
@@ -394,7 +404,9 @@ impl PrivateRecords {
                 return false;
             }
         }
-        self.confirm(&key, started);
+        if let Some(replicas) = &self.replicas {
+            replicas.confirm(&key, started);
+        }
         true
     }
 
@@ -403,20 +415,18 @@ impl PrivateRecords {
     /// that which blobs are private (and whose) is known before an upstream page may name one.
     /// `Err` (fail closed): no complete listing within that second, the store not answering.
     pub async fn refresh_names(self: &Arc<Self>) -> Result<(), Unchecked> {
-        if !self.is_shared() {
-            return Ok(());
-        }
+        let Some(replicas) = &self.replicas else { return Ok(()) };
         // A listing walks every private record: at most once a second, whatever replica_lag.
-        let window = self.max_lag.max(std::time::Duration::from_secs(1));
+        let window = replicas.max_lag.max(std::time::Duration::from_secs(1));
         let asked = std::time::Instant::now();
         let fresh = |at: Option<std::time::Instant>| {
             at.is_some_and(|at| asked.checked_sub(window).is_none_or(|since| at >= since))
         };
-        if fresh(*self.listed.lock().expect("listing stamp lock")) {
+        if fresh(*replicas.listed.lock().expect("listing stamp lock")) {
             return Ok(()); // the common case on a file hit: two locks, no task
         }
-        self.list_all(window).await;
-        match fresh(*self.listed.lock().expect("listing stamp lock")) {
+        self.list_all(replicas, window).await;
+        match fresh(*replicas.listed.lock().expect("listing stamp lock")) {
             true => Ok(()),
             false => Err(Unchecked::Listing),
         }
@@ -424,7 +434,7 @@ impl PrivateRecords {
 
     /// One listing of every private record (joined when one started within `max_age`), each
     /// changed one re-read; stamps `listed` when all of it succeeded.
-    async fn list_all(self: &Arc<Self>, max_age: std::time::Duration) {
+    async fn list_all(self: &Arc<Self>, replicas: &Replicas, max_age: std::time::Duration) {
         let this = Arc::clone(self);
         let check = || {
             let this = this.clone();
@@ -459,13 +469,13 @@ impl PrivateRecords {
                 }
                 // A listed record that could not be read may be a claim unknown here: then the
                 // listing shows nothing unclaimed.
-                if complete {
-                    let mut listed = this.listed.lock().expect("listing stamp lock");
+                if let (true, Some(replicas)) = (complete, &this.replicas) {
+                    let mut listed = replicas.listed.lock().expect("listing stamp lock");
                     *listed = Some(listed.map_or(started, |at| at.max(started)));
                 }
             }
         };
-        self.checks.run(self.all_key.clone(), max_age, check).await;
+        replicas.checks.run(replicas.all_key.clone(), max_age, check).await;
     }
 
     /// Is `name` claimed in any project at all?
@@ -566,10 +576,11 @@ impl PrivateRecords {
         projects: &[String],
     ) -> Result<Visibility, crate::store::Error> {
         let known = self.visibility(sha256, projects);
-        if !self.is_shared() || !matches!(known, Visibility::Public) || !crate::index::is_sha256_hex(sha256) {
+        let Some(replicas) = &self.replicas else { return Ok(known) };
+        if !matches!(known, Visibility::Public) || !crate::index::is_sha256_hex(sha256) {
             return Ok(known);
         }
-        if self.public_blobs.lock().expect("public blobs lock").contains(sha256) {
+        if replicas.public_blobs.lock().expect("public blobs lock").contains(sha256) {
             return Ok(known);
         }
         let marker = RecordKey::PrivateBlob(sha256.to_string()).to_string();
@@ -578,7 +589,7 @@ impl PrivateRecords {
             return Ok(Visibility::Hidden);
         }
         if self.store.has_blob(sha256).await? {
-            let mut public = self.public_blobs.lock().expect("public blobs lock");
+            let mut public = replicas.public_blobs.lock().expect("public blobs lock");
             if public.len() >= MAX_PUBLIC_BLOBS {
                 public.clear();
             }
@@ -735,7 +746,10 @@ impl PrivateRecords {
     /// its conditional writes order the writers, and one slow upload must not hold up every
     /// other write of this replica.
     async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        if self.is_shared() { None } else { Some(self.write_lock.lock().await) }
+        match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
     }
 
     /// A short random pause before retrying a lost compare-and-swap, so that writers that

@@ -1,4 +1,6 @@
-//! The policy applied (issue 14): which upstream a scope may be served a name from, and what
+//! A page as a scope sees it: `Cache::page` (the model) and `page_body` (the body a client of
+//! the simple API is sent, streamed from the store like a file: issue 21), and the policy
+//! applied to them (issue 14): which upstream a scope may be served a name from, and what
 //! it sees of a page or may download, under the cooldown, the block list and project status.
 //! Filtered renderings are made once per rule set and kept on the page head they came from
 //! (their bodies stored like the page's own), until a held-back file comes out of its
@@ -7,8 +9,8 @@
 
 use std::sync::Arc;
 
-use super::pages::PageHead;
-use super::{Cache, Error, Reader};
+use super::pages::{Lookup, PageHead, PageState};
+use super::{Cache, Error, Outcome, PageAnswer, PageReply, PageWant, Reader, ServedPage};
 use crate::index::rendered::{Bodies, VariantKey};
 use crate::index::{DistFile, PageModel, ProjectName, ViewKey};
 use crate::policy::{BlockList, Filter, Filtered, Refusal, UnhashedFiles};
@@ -19,6 +21,156 @@ use crate::policy::{BlockList, Filter, Filtered, Refusal, UnhashedFiles};
 pub(crate) enum Source<'a> {
     Private,
     Upstream(&'a str),
+}
+
+impl Cache {
+    /// One project's page as `reader` sees it: its private uploads when the name is claimed in
+    /// one of its projects (never merged with, nor asking, the upstream; DC-1), else the
+    /// upstream's, as a model (the pages for people, `larder warm`, the upload checks).
+    /// Blocked projects, and names whose upstream the scope does not use, are not found,
+    /// with the reason (issue 14); the rest is filtered by the scope's rules (`scope_policy`).
+    pub async fn page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        self.check_project(name)?;
+        // Replicas: what another one claimed or changed is seen now (issue 13).
+        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
+        if let Some(page) = self.private.page(&reader.projects, name) {
+            // UP-06: an upload is visible at once.
+            let page = self.view(reader, name, page, Source::Private);
+            return Ok(PageAnswer::Found { page, outcome: Outcome::Hit, private_upload: true });
+        }
+        self.routed_page(reader, name).await
+    }
+
+    /// The same page as `page`, rendered for a client of the simple API: the body in the
+    /// coding it accepts, streamed from the store like a file (issue 21).
+    pub async fn page_body(
+        &self,
+        reader: &Reader,
+        name: &ProjectName,
+        want: &PageWant<'_>,
+    ) -> Result<PageReply, Error> {
+        self.check_project(name)?;
+        self.private.refresh(&reader.projects, std::slice::from_ref(name), self.config.replica_lag).await?;
+        if let Some((model, shared)) = self.private.page_with_bodies(&reader.projects, name) {
+            let bodies = self.private_bodies(reader, name, model, shared);
+            let served = self.serve_bodies(&bodies, want, Outcome::Hit, true).await;
+            return served
+                .map(PageReply::Found)
+                .ok_or_else(|| Error::Unavailable("a private page body could not be read".into()));
+        }
+        let owner = self.owner_for(reader, name)?;
+        let source = Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
+        let Lookup { page: mut cached, mut outcome } = self.pages.get(name).await.map_err(Error::Page)?;
+        for attempt in 0..3 {
+            let head = match &cached.state {
+                PageState::Found(head) => head.clone(),
+                PageState::NotFound => return Ok(PageReply::NotFound),
+            };
+            if let Some(mut bodies) = self.upstream_bodies(reader, name, &head, source, want.files_base).await {
+                // A page's HTML is rendered the first time a client asks for it (pip and uv
+                // read JSON), then kept and stored with the page.
+                if !bodies.has(want.media)
+                    && let Some(with_html) = self.pages.plain_with_html(name, &head).await
+                {
+                    bodies = with_html;
+                }
+                if let Some(served) = self.serve_bodies(&bodies, want, outcome, false).await {
+                    return Ok(PageReply::Found(served));
+                }
+            }
+            // A body missing or damaged on disk: render the page again from its model; no
+            // model either: fetch the page again.
+            if attempt == 0 && self.pages.repair(name, &head).await.is_some() {
+                cached = self.pages.get(name).await.map_err(Error::Page)?.page;
+                continue;
+            }
+            self.pages.forget(name).await;
+            Lookup { page: cached, outcome } = self.pages.get(name).await.map_err(Error::Page)?;
+        }
+        Err(Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry")))
+    }
+
+    /// Picks the body for `want` and opens it (unless the client needs no bytes).
+    /// `None`: the stored body could not be read.
+    async fn serve_bodies(
+        &self,
+        bodies: &Bodies,
+        want: &PageWant<'_>,
+        outcome: Outcome,
+        private_upload: bool,
+    ) -> Option<ServedPage> {
+        let (encoding, body, etag) = bodies.choose(want.media, want.accepted)?;
+        let modified_unix = bodies.modified_unix;
+        // A copy in any coding of these bytes is current; the 304 names the copy the client has.
+        let current = bodies.etags(want.media).find(|t| (want.is_current)(t, modified_unix));
+        let not_modified = current.is_some();
+        let etag = current.unwrap_or(etag);
+        let blob = match not_modified || want.head {
+            true => None,
+            false => Some(self.pages.read_body(body).await?),
+        };
+        Some(ServedPage {
+            etag,
+            encoding,
+            len: body.len,
+            modified_unix,
+            body: blob,
+            not_modified,
+            outcome,
+            private_upload,
+        })
+    }
+
+    /// The upstream page `larder warm` fills the store from: never for a name with private
+    /// uploads in any project (issue 22, item 10): warming it would fetch whatever the
+    /// upstream has under an internal name (a squatter's package) into the store, and into
+    /// every bundle exported from it. Replicas: claims made elsewhere are listed first.
+    pub async fn page_to_warm(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        self.check_project(name)?;
+        self.private.refresh_names().await?;
+        if self.private.is_claimed_anywhere(name) {
+            return Err(Error::Blocked(format!(
+                "`{name}` has private uploads here, so its upstream files are never fetched; warm only names no project publishes"
+            )));
+        }
+        self.routed_page(reader, name).await
+    }
+
+    /// The upstream page for `name` as `reader` sees it: from the name's owner, if the scope
+    /// uses it, filtered by the scope's rules. Callers have checked the block list.
+    async fn routed_page(&self, reader: &Reader, name: &ProjectName) -> Result<PageAnswer, Error> {
+        let owner = self.owner_for(reader, name)?;
+        Ok(match self.upstream_page(name).await? {
+            PageAnswer::Found { page, outcome, private_upload } => {
+                let source = Source::Upstream(owner.as_deref().unwrap_or(crate::upstream::routes::DEFAULT));
+                PageAnswer::Found { page: self.view(reader, name, page, source), outcome, private_upload }
+            }
+            PageAnswer::NotFound => PageAnswer::NotFound,
+        })
+    }
+
+    /// The upstream's page for `name`, from memory, disk or upstream, unfiltered.
+    pub async fn upstream_page(&self, name: &ProjectName) -> Result<PageAnswer, Error> {
+        let Lookup { page: cached, outcome } = self.pages.get(name).await.map_err(Error::Page)?;
+        Ok(match &cached.state {
+            PageState::Found(head) => {
+                let page = match self.pages.model(name, head).await {
+                    Some(m) => m,
+                    None => {
+                        // The record went away under the head: fetch it again.
+                        self.pages.forget(name).await;
+                        let cached = self.pages.get(name).await.map_err(Error::Page)?.page;
+                        let PageState::Found(head) = &cached.state else { return Ok(PageAnswer::NotFound) };
+                        self.pages.model(name, head).await.ok_or_else(|| {
+                            Error::Unavailable(format!("the page of `{name}` could not be read from the store; retry"))
+                        })?
+                    }
+                };
+                PageAnswer::Found { page, outcome, private_upload: false }
+            }
+            PageState::NotFound => PageAnswer::NotFound,
+        })
+    }
 }
 
 impl Cache {

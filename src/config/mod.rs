@@ -226,8 +226,8 @@ impl Config {
             stale_if_error: s.stale_if_error.or(file.stale_if_error).unwrap_or(Duration::from_secs(7 * 86400)),
             not_found_ttl: s.not_found_ttl.or(file.not_found_ttl).unwrap_or(Duration::from_secs(60)),
             // Defaults that keep a busy server under ~200 MiB (the 1,000-client load: issue 10).
-            page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(32) * 1024 * 1024,
-            file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(16) * 1024 * 1024,
+            page_cache_bytes: s.page_cache_mib.or(file.page_cache_mib).unwrap_or(16) * 1024 * 1024,
+            file_cache_bytes: s.file_cache_mib.or(file.file_cache_mib).unwrap_or(8) * 1024 * 1024,
             s3: store.s3,
             max_store_bytes: store.max_store_bytes,
             local_cache_bytes: store.local_cache_bytes,

@@ -21,35 +21,6 @@ pub fn stream(s: ByteStream) -> Body {
     BodyExt::boxed_unsync(StreamBody::new(s.map_ok(Frame::data)))
 }
 
-/// A request body as a stream of data chunks that fails with `TimedOut` when no bytes arrive
-/// for `idle`: a client that stalls halfway through an upload does not hold it forever.
-pub fn incoming_with_idle_timeout(
-    body: hyper::body::Incoming,
-    idle: std::time::Duration,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures_util::stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
-        loop {
-            match tokio::time::timeout(idle, body.frame()).await {
-                Err(_) => {
-                    let e = std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no request body bytes for {}s (idle_timeout)", idle.as_secs()),
-                    );
-                    return Some((Err(e), None));
-                }
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), Some(body)));
-                    }
-                }
-            }
-        }
-    })
-}
-
 /// A JSON request body of at most `max` bytes: 413 past it, 400 when it does not parse.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     body: hyper::body::Incoming,

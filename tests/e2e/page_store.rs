@@ -411,3 +411,34 @@ fn upstream_pages_are_fetched_compressed() {
     let codings = up.state.lock().unwrap().page_codings.clone();
     assert!(!codings.is_empty() && codings.iter().all(|c| c == "zstd"), "{codings:?}");
 }
+
+/// What RSS is made of is on /metrics: each memory cache's bytes (kept within its budget by a
+/// loop, not only when the next request comes: moka evicts as it is used, and after a cold
+/// resolve's burst the excess stayed in RSS) and the allocator's data held vs resident.
+#[test]
+fn memory_gauges_show_the_caches_and_the_allocator() {
+    let (up, _) = upstream_with_app();
+    let dir = tempfile::tempdir().unwrap();
+    let larder = Larder::start(&dir.path().join("data"), &["--upstream", &up.simple_url()]);
+    assert_eq!(get(&larder.url("/simple/app/"), None).status(), 200);
+    let gauge = |text: &str, name: &str| -> Option<f64> {
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = raw().get(larder.url("/metrics")).send().unwrap().text().unwrap();
+        let heads = gauge(&text, "larder_memory_cache_bytes{cache=\"page_heads\"}");
+        let allocated = gauge(&text, "larder_memory_allocated_bytes");
+        let resident = gauge(&text, "larder_memory_resident_bytes");
+        if let (Some(heads), Some(allocated), Some(resident)) = (heads, allocated, resident)
+            && heads > 0.0
+        {
+            assert!(allocated > heads && resident >= allocated, "{heads} {allocated} {resident}");
+            assert!(gauge(&text, "larder_memory_cache_bytes{cache=\"page_models\"}").is_some());
+            assert!(gauge(&text, "larder_memory_cache_bytes{cache=\"page_bodies\"}").is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no memory gauges with the page's head counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

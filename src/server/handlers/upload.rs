@@ -216,7 +216,7 @@ async fn read_form(
     let constraints = multer::Constraints::new()
         .size_limit(multer::SizeLimit::new().whole_stream(limit).per_field(MAX_TEXT_FIELD).for_field("content", limit));
     let mut headers = PartHeaderLimit::new(boundary);
-    let stream = crate::server::body::incoming_with_idle_timeout(body, idle)
+    let stream = incoming_with_idle_timeout(body, idle)
         .map(move |chunk| chunk.and_then(|bytes| headers.feed(&bytes).map(|()| bytes)));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let mut form: HashMap<String, Vec<String>> = HashMap::new();
@@ -271,6 +271,35 @@ async fn read_form(
         }
     }
     Ok((form, content))
+}
+
+/// A request body as a stream of data chunks that fails with `TimedOut` when no bytes arrive
+/// for `idle`: a client that stalls halfway through an upload does not hold it forever.
+fn incoming_with_idle_timeout(
+    body: hyper::body::Incoming,
+    idle: std::time::Duration,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        loop {
+            match tokio::time::timeout(idle, http_body_util::BodyExt::frame(&mut body)).await {
+                Err(_) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no request body bytes for {}s (idle_timeout)", idle.as_secs()),
+                    );
+                    return Some((Err(e), None));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), Some(body)));
+                    }
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
