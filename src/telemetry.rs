@@ -105,6 +105,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Bytes the allocator keeps resident (in use, its caches and freed pages not yet returned)"
     );
     metrics::describe_gauge!(
+        "larder_memory_active_bytes",
+        "Bytes in the allocator's pages that hold live data (active minus allocated: fragmentation)"
+    );
+    metrics::describe_gauge!("larder_memory_metadata_bytes", "Bytes of the allocator's own bookkeeping");
+    metrics::describe_gauge!(
         "larder_memory_cache_bytes",
         "Bytes held by each memory cache (page heads, models and hot bodies), as they weigh them"
     );
@@ -146,6 +151,10 @@ fn allocator_gauges() {
     if let (Ok(allocated), Ok(resident)) = (stats::allocated::read(), stats::resident::read()) {
         metrics::gauge!("larder_memory_allocated_bytes").set(allocated as f64);
         metrics::gauge!("larder_memory_resident_bytes").set(resident as f64);
+    }
+    if let (Ok(active), Ok(meta)) = (stats::active::read(), stats::metadata::read()) {
+        metrics::gauge!("larder_memory_active_bytes").set(active as f64);
+        metrics::gauge!("larder_memory_metadata_bytes").set(meta as f64);
     }
 }
 
