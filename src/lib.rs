@@ -40,7 +40,8 @@
 //!   (air-gap bundles), `advisories` (OSV advisories: import, blocks, the audit API),
 //!   `byte_range` (HTTP ranges), `byte_size` (`500MiB` in settings); `fuzz` (tests only).
 //! - `cli`, `config`: the command line, and the resolved `Config` (`config::file`: the TOML
-//!   file as written; `config::resolve`: one resolver per concern); `commands`: one file per
+//!   file as written; `config::resolve`: one resolver per concern; `ConfigError`: what to
+//!   fix, typed); `commands`: one file per
 //!   subcommand; `state`: what a handler gets; `stats` (the UI's counters); `ui` (pages for
 //!   people); `telemetry`.
 //!

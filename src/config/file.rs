@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use super::ConfigError;
 use serde::Deserialize;
 
 use super::{ByteSize, publishing};
@@ -207,8 +207,8 @@ pub struct GroupConfig {
     pub private: Option<bool>,
 }
 
-pub(super) fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read config file `{}`", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File { path: path.to_path_buf(), source: Box::new(e) })
 }

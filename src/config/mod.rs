@@ -13,9 +13,13 @@ use std::time::Duration;
 
 use crate::cli::Settings;
 
+mod error;
 mod file;
 pub mod publishing;
 mod resolve;
+
+pub use error::ConfigError;
+use error::ensure;
 
 pub use crate::byte_size::ByteSize;
 use file::read_file;
@@ -142,7 +146,7 @@ impl Config {
     }
 
     /// Reads the config file (the one named, or `config/larder.toml` when present) and merges.
-    pub fn load(settings: &Settings) -> anyhow::Result<Config> {
+    pub fn load(settings: &Settings) -> Result<Config, ConfigError> {
         let path = match &settings.config {
             Some(path) => Some(path.clone()),
             None if Path::new(DEFAULT_CONFIG_PATH).is_file() => Some(PathBuf::from(DEFAULT_CONFIG_PATH)),
@@ -160,50 +164,52 @@ impl Config {
 
     /// The block list of the config file as it is now (SIGHUP): the only setting that
     /// changes without a restart.
-    pub fn reload_block_list(&self) -> anyhow::Result<crate::policy::BlockList> {
+    pub fn reload_block_list(&self) -> Result<crate::policy::BlockList, ConfigError> {
         let file = match &self.config_file {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))
+        crate::policy::BlockList::parse(&file.block).map_err(ConfigError::entry("block"))
     }
 
     /// `[advisories]` read again from the config file (SIGHUP), e.g. a new break-glass entry.
-    pub fn reload_advisories_policy(&self) -> anyhow::Result<crate::advisories::Policy> {
+    pub fn reload_advisories_policy(&self) -> Result<crate::advisories::Policy, ConfigError> {
         let file = match &self.config_file {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        crate::advisories::Policy::from_config(&file.advisories).map_err(anyhow::Error::msg)
+        crate::advisories::Policy::from_config(&file.advisories).map_err(ConfigError::entry("advisories"))
     }
 
     /// Flags and environment (`settings`) over the file over defaults. `env_token` is
     /// `LARDER_TOKEN`: one read+write token for every project (the CI sidecar's).
-    pub fn merge(file: FileConfig, s: &Settings, env_token: Option<String>) -> anyhow::Result<Config> {
+    pub fn merge(file: FileConfig, s: &Settings, env_token: Option<String>) -> Result<Config, ConfigError> {
         let tokens = resolve_tokens(&file, env_token)?;
         for (id, project) in &file.projects {
             if let Some(r) = &project.retention {
-                r.check().map_err(|e| anyhow::anyhow!("[projects.{id}]: {e}"))?;
+                r.check().map_err(|e| ConfigError::invalid(format!("[projects.{id}]"), e))?;
             }
         }
         let mut allow_shadowing = BTreeSet::new();
         for raw in s.allow_shadowing.clone().or(file.allow_shadowing.clone()).unwrap_or_default() {
             let name =
-                crate::index::ProjectName::parse(raw.trim()).map_err(|e| anyhow::anyhow!("allow_shadowing: {e}"))?;
+                crate::index::ProjectName::parse(raw.trim()).map_err(|e| ConfigError::invalid("allow_shadowing", e))?;
             allow_shadowing.insert(name);
         }
         let default_project =
             s.default_project.clone().or(file.default_project.clone()).unwrap_or_else(|| "default".into());
-        anyhow::ensure!(
+        ensure(
             crate::scope::is_valid_id(&default_project),
-            "invalid default_project `{default_project}`; use letters, digits, '.', '_', '-' or '%'"
-        );
+            "default_project",
+            format!("invalid id `{default_project}`; use letters, digits, '.', '_', '-' or '%'"),
+        )?;
         let upstreams = resolve_upstreams(&file, s)?;
         let store = resolve_store(&file, s)?;
         let publishing = resolve_publishing(&file, s)?;
         let rules = Arc::new(resolve_rules(&file, s)?);
-        let advisories = crate::advisories::Policy::from_config(&file.advisories).map_err(anyhow::Error::msg)?;
-        let block = crate::policy::BlockList::parse(&file.block).map_err(|e| anyhow::anyhow!(e))?;
+        let advisories =
+            crate::advisories::Policy::from_config(&file.advisories).map_err(ConfigError::entry("advisories"))?;
+        let block = crate::policy::BlockList::parse(&file.block).map_err(ConfigError::entry("block"))?;
         let replica_lag = s.replica_lag.or(file.replica_lag).unwrap_or(Duration::ZERO);
         Ok(Config {
             listen: s.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:3141".parse().unwrap()),
@@ -219,7 +225,7 @@ impl Config {
             tls: match (s.tls_cert.clone().or(file.tls_cert), s.tls_key.clone().or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some((cert, key)),
                 (None, None) => None,
-                _ => anyhow::bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+                _ => return Err(ConfigError::invalid("tls_cert, tls_key", "TLS needs both (--tls-cert, --tls-key)")),
             },
             data_dir: s.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "larder-data".into()),
             index_ttl: s.index_ttl.or(file.index_ttl).unwrap_or(Duration::from_secs(600)),
@@ -362,6 +368,33 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    /// Each kind of mistake is its own error, naming the file or the setting to fix.
+    #[test]
+    fn errors_say_which_setting_or_file_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let load = |path: &Path| Config::load(&Settings { config: Some(path.to_path_buf()), ..Default::default() });
+        assert!(matches!(load(&missing), Err(ConfigError::Read { path, .. }) if path == missing));
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "lisen = 1\n").unwrap();
+        let err = load(&bad).unwrap_err();
+        assert!(matches!(&err, ConfigError::File { path, .. } if path == &bad));
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains("bad.toml") && chain.contains("lisen"), "{chain}");
+
+        let merge = |text: &str, s: &Settings| Config::merge(toml::from_str(text).unwrap(), s, None).unwrap_err();
+        let tls = Settings { tls_cert: Some("c.pem".into()), ..Default::default() };
+        assert!(matches!(merge("", &tls), ConfigError::Invalid { setting, .. } if setting == "tls_cert, tls_key"));
+        let token = "[[tokens]]\nname = \"ci\"\nsecret_env = \"LARDER_TEST_UNSET_VARIABLE\"\nscopes = [\"read\"]\n";
+        let err = merge(token, &Settings::default());
+        assert!(matches!(&err, ConfigError::MissingVariable { var, .. } if var == "LARDER_TEST_UNSET_VARIABLE"));
+        assert_eq!(err.to_string(), "token `ci`: environment variable `LARDER_TEST_UNSET_VARIABLE` is not set");
+        let block = "[[block]]\nreason = \"no name\"\n";
+        assert!(matches!(merge(block, &Settings::default()), ConfigError::Entry { section: "block", .. }));
+        let err = merge("default_project = \"a/b\"\n", &Settings::default());
+        assert!(matches!(&err, ConfigError::Invalid { setting, .. } if setting == "default_project"), "{err}");
     }
 
     #[test]

@@ -4,21 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::{ConfigError, ensure};
 use super::file::FileConfig;
 use super::{ByteSize, S3Settings, Token, TokenScope, publishing};
 use crate::cli::Settings;
 
 /// `[[tokens]]`, and `LARDER_TOKEN` (one read+write token for every project).
-pub(super) fn resolve_tokens(file: &FileConfig, env_token: Option<String>) -> anyhow::Result<Vec<Token>> {
+pub(super) fn resolve_tokens(file: &FileConfig, env_token: Option<String>) -> Result<Vec<Token>, ConfigError> {
     let mut tokens = Vec::new();
     for t in &file.tokens {
+        let setting = || format!("token `{}`", t.name);
         let secret = match (&t.secret, &t.secret_env) {
             (Some(secret), None) => secret.clone(),
-            (None, Some(var)) => std::env::var(var)
-                .map_err(|_| anyhow::anyhow!("token `{}`: environment variable `{var}` is not set", t.name))?,
-            _ => anyhow::bail!("token `{}`: set exactly one of `secret` and `secret_env`", t.name),
+            (None, Some(var)) => {
+                std::env::var(var).map_err(|_| ConfigError::MissingVariable { setting: setting(), var: var.clone() })?
+            }
+            _ => return Err(ConfigError::invalid(setting(), "set exactly one of `secret` and `secret_env`")),
         };
-        anyhow::ensure!(secret.len() >= 8, "token `{}`: the secret is shorter than 8 characters", t.name);
+        ensure(secret.len() >= 8, setting(), "the secret is shorter than 8 characters")?;
         let projects = (!t.projects.iter().any(|p| p == "*")).then(|| t.projects.iter().cloned().collect());
         tokens.push(Token {
             name: t.name.clone(),
@@ -51,7 +54,7 @@ pub(super) struct ResolvedUpstreams {
     pub(super) max_file_bytes: u64,
 }
 
-pub(super) fn resolve_upstreams(file: &FileConfig, s: &Settings) -> anyhow::Result<ResolvedUpstreams> {
+pub(super) fn resolve_upstreams(file: &FileConfig, s: &Settings) -> Result<ResolvedUpstreams, ConfigError> {
     let (upstream, credentials) = split_credentials(
         s.upstream.clone().or(file.upstream.clone()),
         s.upstream_username.clone().or(file.upstream_username.clone()),
@@ -88,12 +91,12 @@ pub(super) struct ResolvedStore {
     pub(super) local_cache_bytes: u64,
 }
 
-pub(super) fn resolve_store(file: &FileConfig, s: &Settings) -> anyhow::Result<ResolvedStore> {
+pub(super) fn resolve_store(file: &FileConfig, s: &Settings) -> Result<ResolvedStore, ConfigError> {
     let s3 = match s.store.clone().or(file.store.clone()).filter(|u| !u.is_empty() && u != "local") {
         None => None,
         Some(url) => {
-            let (bucket, prefix) =
-                S3Settings::parse_url(&url).map_err(|e| anyhow::anyhow!("store: {e}; write s3://bucket/prefix"))?;
+            let (bucket, prefix) = S3Settings::parse_url(&url)
+                .map_err(|e| ConfigError::invalid("store", format!("{e}; write s3://bucket/prefix")))?;
             Some(S3Settings {
                 bucket,
                 prefix,
@@ -104,10 +107,11 @@ pub(super) fn resolve_store(file: &FileConfig, s: &Settings) -> anyhow::Result<R
         }
     };
     let max_store_bytes = s.max_store_size.or(file.max_store_size).map(|b| b.0);
-    anyhow::ensure!(
+    ensure(
         s3.is_none() || max_store_bytes.is_none(),
-        "max_store_size limits a local store; with an S3 store the bucket's size is yours to manage (lifecycle rules), and local_cache_size limits the local cache"
-    );
+        "max_store_size",
+        "it limits a local store; with an S3 store the bucket's size is yours to manage (lifecycle rules), and local_cache_size limits the local cache",
+    )?;
     let local_cache_bytes = s.local_cache_size.or(file.local_cache_size).unwrap_or(ByteSize::gib(10)).0;
     Ok(ResolvedStore { s3, max_store_bytes, local_cache_bytes })
 }
@@ -122,7 +126,7 @@ pub(super) struct ResolvedPublishing {
     pub(super) retention_interval: Duration,
 }
 
-pub(super) fn resolve_publishing(file: &FileConfig, s: &Settings) -> anyhow::Result<ResolvedPublishing> {
+pub(super) fn resolve_publishing(file: &FileConfig, s: &Settings) -> Result<ResolvedPublishing, ConfigError> {
     let public_url = s.public_url.clone().or(file.public_url.clone());
     Ok(ResolvedPublishing {
         // Per deployment: a token minted for another Larder is not accepted here.
@@ -137,7 +141,9 @@ pub(super) fn resolve_publishing(file: &FileConfig, s: &Settings) -> anyhow::Res
             Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                 Some(u.as_str().trim_end_matches('/').to_string())
             }
-            Some(u) => anyhow::bail!("public_url `{u}` must be an http(s) URL with a host"),
+            Some(u) => {
+                return Err(ConfigError::invalid("public_url", format!("`{u}` must be an http(s) URL with a host")));
+            }
             None => None,
         },
         trusted_publishers: file
@@ -145,13 +151,13 @@ pub(super) fn resolve_publishing(file: &FileConfig, s: &Settings) -> anyhow::Res
             .iter()
             .map(crate::policy::publishers::Publisher::from_config)
             .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?,
+            .map_err(ConfigError::entry("trusted_publishers"))?,
         webhooks: file
             .webhooks
             .iter()
             .map(publishing::Webhook::from_config)
             .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?,
+            .map_err(ConfigError::entry("webhooks"))?,
         audit_log: s
             .audit_log
             .clone()
@@ -163,10 +169,10 @@ pub(super) fn resolve_publishing(file: &FileConfig, s: &Settings) -> anyhow::Res
 }
 
 /// Resolves the cooldowns, per-project upstreams and statuses, checking every name.
-pub(super) fn resolve_rules(file: &FileConfig, s: &Settings) -> anyhow::Result<crate::policy::Rules> {
+pub(super) fn resolve_rules(file: &FileConfig, s: &Settings) -> Result<crate::policy::Rules, ConfigError> {
     use crate::policy::{Rules, ScopeRules};
-    let patterns = |what: &str, list: &[String]| -> anyhow::Result<Vec<crate::index::NamePattern>> {
-        list.iter().map(|p| crate::index::NamePattern::parse(p).map_err(|e| anyhow::anyhow!("{what}: {e}"))).collect()
+    let patterns = |what: &str, list: &[String]| -> Result<Vec<crate::index::NamePattern>, ConfigError> {
+        list.iter().map(|p| crate::index::NamePattern::parse(p).map_err(|e| ConfigError::invalid(what, e))).collect()
     };
     let known = |name: &str| name == crate::upstream::routes::DEFAULT || file.upstreams.iter().any(|u| u.name == name);
     let mut rules = Rules {
@@ -184,10 +190,11 @@ pub(super) fn resolve_rules(file: &FileConfig, s: &Settings) -> anyhow::Result<c
             None => None,
             Some(list) => {
                 for u in list {
-                    anyhow::ensure!(
+                    ensure(
                         known(u),
-                        "{what} upstreams: no upstream is named `{u}` (names: default, or a [[upstreams]] name)"
-                    );
+                        format!("{what} upstreams"),
+                        format!("no upstream is named `{u}` (names: default, or a [[upstreams]] name)"),
+                    )?;
                 }
                 Some(list.iter().cloned().collect())
             }
@@ -220,9 +227,13 @@ pub(super) fn split_credentials(
     url: Option<url::Url>,
     username: Option<String>,
     password: Option<String>,
-) -> anyhow::Result<(Option<url::Url>, Option<crate::upstream::Credentials>)> {
+) -> Result<(Option<url::Url>, Option<crate::upstream::Credentials>), ConfigError> {
     let Some(mut url) = url else {
-        anyhow::ensure!(username.is_none() && password.is_none(), "upstream credentials are set, but no upstream");
+        ensure(
+            username.is_none() && password.is_none(),
+            "upstream_username, upstream_password",
+            "credentials are set, but no upstream",
+        )?;
         return Ok((None, None));
     };
     let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
@@ -245,30 +256,31 @@ pub(super) fn split_credentials(
 fn resolve_routes(
     file: &FileConfig,
     settings: &dyn Fn(url::Url, Option<crate::upstream::Credentials>) -> crate::upstream::UpstreamSettings,
-) -> anyhow::Result<Vec<crate::upstream::RouteConfig>> {
+) -> Result<Vec<crate::upstream::RouteConfig>, ConfigError> {
     let mut upstream_routes = Vec::new();
     for u in &file.upstreams {
-        let at = |what: String| anyhow::anyhow!("[[upstreams]] `{}`: {what}", u.name);
-        anyhow::ensure!(
+        let setting = || format!("[[upstreams]] `{}`", u.name);
+        let at = |what: String| ConfigError::invalid(setting(), what);
+        ensure(
             crate::scope::is_valid_id(&u.name) && u.name != crate::upstream::routes::DEFAULT,
-            "[[upstreams]]: invalid name `{}`; use letters, digits, '.', '_', '-' (and not `default`, the name of `upstream`)",
-            u.name
-        );
-        anyhow::ensure!(
+            "[[upstreams]]",
+            format!(
+                "invalid name `{}`; use letters, digits, '.', '_', '-' (and not `default`, the name of `upstream`)",
+                u.name
+            ),
+        )?;
+        ensure(
             !upstream_routes.iter().any(|r: &crate::upstream::RouteConfig| r.name == u.name),
-            "[[upstreams]]: the name `{}` is used twice",
-            u.name
-        );
-        anyhow::ensure!(
-            !u.projects.is_empty(),
-            "[[upstreams]] `{}`: list the project names it serves in `projects`",
-            u.name
-        );
+            "[[upstreams]]",
+            format!("the name `{}` is used twice", u.name),
+        )?;
+        ensure(!u.projects.is_empty(), setting(), "list the project names it serves in `projects`")?;
         let password = match (&u.password, &u.password_env) {
             (p, None) => p.clone(),
-            (None, Some(var)) => {
-                Some(std::env::var(var).map_err(|_| at(format!("environment variable `{var}` is not set")))?)
-            }
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .map_err(|_| ConfigError::MissingVariable { setting: setting(), var: var.clone() })?,
+            ),
             (Some(_), Some(_)) => return Err(at("set at most one of `password` and `password_env`".into())),
         };
         let (base, credentials) = split_credentials(Some(u.url.clone()), u.username.clone(), password)?;
@@ -276,7 +288,7 @@ fn resolve_routes(
             .projects
             .iter()
             .map(|p| crate::index::NamePattern::parse(p).map_err(at))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         upstream_routes.push(crate::upstream::RouteConfig {
             name: u.name.clone(),
             projects,
