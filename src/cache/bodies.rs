@@ -257,6 +257,11 @@ impl<J> WriteQueue<J> {
         WriteQueue { inner: Mutex::new(inner), budget, max_workers: max_workers.max(1) }
     }
 
+    /// What the waiting writes weigh (for `/metrics`).
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().expect("write queue lock").bytes
+    }
+
     /// Queues `job` (weighing `weight` bytes) for `name`; a job already waiting for it is
     /// replaced by `merge(waiting, job)`, in its place in the queue.
     pub fn push(&self, name: ProjectName, job: J, weight: usize, merge: impl FnOnce(J, J) -> J) -> Queued {

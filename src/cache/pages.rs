@@ -633,6 +633,7 @@ impl Pages {
         self.bodies.tidy().await;
         metrics::gauge!("larder_memory_cache_bytes", "cache" => "page_heads").set(self.heads.weighted_size() as f64);
         metrics::gauge!("larder_memory_cache_bytes", "cache" => "page_models").set(self.models.weighted_size() as f64);
+        metrics::gauge!("larder_memory_cache_bytes", "cache" => "page_writes").set(self.writes.bytes() as f64);
     }
 
     /// Writes the freshness journal when it changed (a loop calls it every few seconds).
