@@ -453,13 +453,14 @@ impl Cache {
     }
 
     /// Before a listing: learns the names other replicas claimed (a no-op on a local store).
-    pub async fn refresh_listing(&self) {
+    async fn refresh_listing(&self) {
         // A listing shows what is known when the store does not answer (it serves no files).
         let _ = self.private.refresh_names().await;
     }
 
-    /// The private names of `reader`'s projects.
-    pub fn private_names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
+    /// The private names of `reader`'s projects, claims other replicas made included.
+    pub async fn private_names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
+        self.refresh_listing().await;
         self.private.names(&reader.projects)
     }
 
@@ -469,8 +470,9 @@ impl Cache {
     }
 
     /// The names `reader` sees in the project list: those with stored upstream pages, and the
-    /// private names of its projects.
-    pub fn names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
+    /// private names of its projects (claims other replicas made included).
+    pub async fn names(&self, reader: &Reader) -> BTreeSet<ProjectName> {
+        self.refresh_listing().await;
         let (blocks, _) = self.blocks.current();
         let mut names: BTreeSet<ProjectName> = self
             .pages

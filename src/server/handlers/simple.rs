@@ -25,8 +25,7 @@ pub async fn root(state: &AppState, reader: &Reader, prefix: &str, headers: &Hea
     let Some(media) = negotiate(headers) else {
         return not_acceptable();
     };
-    state.cache.refresh_listing().await;
-    let names = state.cache.names(reader);
+    let names = state.cache.names(reader).await;
     let body = match media {
         MediaType::Json => json::render_root(names.iter()),
         _ => html::render_root(names.iter(), prefix).into_bytes(),

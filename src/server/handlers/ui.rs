@@ -66,7 +66,6 @@ pub async fn view(
     if head {
         return view_head(state, reader, scope, view, query).await;
     }
-    state.cache.refresh_listing().await; // replicas: names claimed elsewhere (issue 13)
     let default = &state.config.default_project;
     let base = ui_base(scope, default);
     let simple = simple_base(scope, default);
@@ -79,11 +78,11 @@ pub async fn view(
     let frame = Frame { base: &base, scope_label: &label, simple: &simple };
     let origin = origin(state, headers);
     let (found, html) = match view {
-        UiView::Home => (true, home(state, reader, scope, &frame, &origin, headers)),
+        UiView::Home => (true, home(state, reader, scope, &frame, &origin, headers).await),
         UiView::Search => {
             let q = query_param(query, "q").unwrap_or_default();
             let fragment = query_param(query, "fragment").is_some();
-            let (names, total) = search(state, reader, &q);
+            let (names, total) = search(state, reader, &q).await;
             (true, ui::search(&frame, &q, &names, total, fragment))
         }
         UiView::Package(raw) => {
@@ -167,7 +166,14 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     })
 }
 
-fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin: &str, headers: &HeaderMap) -> String {
+async fn home(
+    state: &AppState,
+    reader: &Reader,
+    scope: &Scope,
+    frame: &Frame<'_>,
+    origin: &str,
+    headers: &HeaderMap,
+) -> String {
     let stats = &state.stats;
     let seen = stats.upstream();
     let ago = |t: SystemTime| t.elapsed().map(|d| format!("{} s ago", d.as_secs())).unwrap_or_default();
@@ -191,7 +197,7 @@ fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin:
             simple_path: frame.simple,
             upload_path: upload_path.as_deref(),
             private_scope: reader.private,
-            private_names: state.cache.private_names(reader).into_iter().collect(),
+            private_names: state.cache.private_names(reader).await.into_iter().collect(),
             upstream: state
                 .config
                 .default_upstream
@@ -215,7 +221,7 @@ fn home(state: &AppState, reader: &Reader, scope: &Scope, frame: &Frame, origin:
 /// Names the reader can see (private names of its projects, names with cached pages) that
 /// contain the query, normalized the way project names are (PEP 503): exact match first, then
 /// prefixes, then the rest, each alphabetically.
-fn search(state: &AppState, reader: &Reader, query: &str) -> (Vec<ProjectName>, usize) {
+async fn search(state: &AppState, reader: &Reader, query: &str) -> (Vec<ProjectName>, usize) {
     // PEP 503 normalization: runs of `-`, `_`, `.` (and spaces, as people type) are one `-`.
     let mut q = String::with_capacity(query.len().min(MAX_QUERY));
     for c in query.trim().chars().take(MAX_QUERY) {
@@ -233,6 +239,7 @@ fn search(state: &AppState, reader: &Reader, query: &str) -> (Vec<ProjectName>, 
     let mut hits: Vec<(u8, ProjectName)> = state
         .cache
         .names(reader)
+        .await
         .into_iter()
         .filter_map(|n| {
             let s = n.as_str();
