@@ -111,7 +111,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!("larder_memory_metadata_bytes", "Bytes of the allocator's own bookkeeping");
     metrics::describe_gauge!(
         "larder_memory_cache_bytes",
-        "Bytes held by each memory cache (page heads, models and hot bodies), as they weigh them"
+        "Bytes held by each memory cache (page heads, models, hot bodies, small files, page writes waiting), as they weigh them"
     );
     metrics::describe_gauge!(
         "larder_tasks_alive",
@@ -129,18 +129,18 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             // Sampled here rather than at scrape time so the pages for people see it too.
             let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
             metrics::gauge!("larder_tasks_alive").set(tasks as f64);
-            allocator_gauges();
+            allocator_upkeep();
         }
     });
     Ok(handle)
 }
 
-/// The allocator's view of memory, so an operator can tell data held (allocated) from memory
-/// the allocator has not returned yet (resident minus allocated) when RSS looks high.
+/// Returns what the C libraries freed to the system (see main.rs), then samples the
+/// allocator's view of memory, so an operator can tell data held (allocated) from memory the
+/// allocator has not returned yet (resident minus allocated) when RSS looks high.
 #[cfg(unix)]
-fn allocator_gauges() {
+fn allocator_upkeep() {
     use tikv_jemalloc_ctl::{epoch, stats};
-    // What the C libraries freed goes back to the system (see main.rs).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         libc::malloc_trim(0);
@@ -159,4 +159,4 @@ fn allocator_gauges() {
 }
 
 #[cfg(not(unix))]
-fn allocator_gauges() {}
+fn allocator_upkeep() {}

@@ -325,13 +325,22 @@ impl Cache {
                 }
             }
         });
+        let hot_files = moka::future::Cache::builder()
+            .max_capacity(config.file_cache_bytes)
+            .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
+            .build();
         if mode == Mode::Serve {
             let journal = pages.clone();
+            let files = hot_files.clone();
             background.spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     journal.flush_journal().await;
+                    // The memory caches evict as they are used: after a burst they would hold
+                    // their excess until the next request (issue 21's memory target).
                     journal.tidy().await;
+                    files.run_pending_tasks().await;
+                    metrics::gauge!("larder_memory_cache_bytes", "cache" => "files").set(files.weighted_size() as f64);
                 }
             });
         }
@@ -378,10 +387,6 @@ impl Cache {
             _ => None,
         };
         let tasks_for_flights = tasks.clone();
-        let hot_files = moka::future::Cache::builder()
-            .max_capacity(config.file_cache_bytes)
-            .weigher(|_k, v: &bytes::Bytes| v.len().try_into().unwrap_or(u32::MAX))
-            .build();
         let shared = store.is_shared().then(|| store.clone());
         let audit = Arc::new(crate::audit::Audit::open(config.audit_log.as_ref(), shared)?);
         let advisory_state = advisories::AdvisoryState::new(config.advisories.clone());

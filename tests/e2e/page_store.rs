@@ -436,6 +436,7 @@ fn memory_gauges_show_the_caches_and_the_allocator() {
             assert!(allocated > heads && resident >= allocated, "{heads} {allocated} {resident}");
             assert!(gauge(&text, "larder_memory_cache_bytes{cache=\"page_models\"}").is_some());
             assert!(gauge(&text, "larder_memory_cache_bytes{cache=\"page_bodies\"}").is_some());
+            assert!(gauge(&text, "larder_memory_cache_bytes{cache=\"files\"}").is_some());
             break;
         }
         assert!(Instant::now() < deadline, "no memory gauges with the page's head counted:\n{text}");
