@@ -304,7 +304,7 @@ pub struct Settings {
     /// Memory for project pages, in MiB [default: 16]: half for page heads, a quarter for page
     /// models, a quarter for hot page bodies. Bodies themselves are blobs in the store, read
     /// back at about the speed of memory (the OS caches them), so more buys little. Pages
-    /// waiting to be written may hold up to twice this more (at least 64 MiB); past that a page
+    /// waiting to be written may hold up to twice this more (at least 256 MiB); past that a page
     /// is served but not stored.
     #[arg(long, env = "LARDER_PAGE_CACHE_MIB", value_name = "MIB")]
     pub page_cache_mib: Option<u64>,
