@@ -1,7 +1,8 @@
 //! Ahead of the client on a miss (issue 21): a resolver walks the dependency graph level by
 //! level, so when a wheel's core metadata passes through Larder, the pages of its
 //! requirements are fetched before the resolver asks for them, and for each page fetched that
-//! way, the metadata of its newest wheel for the platforms clients ask for (one level more).
+//! way, the metadata of its newest wheel for the platforms clients ask for (one level more):
+//! the upstream's PEP 658 file, or by range requests where it has none.
 //!
 //! Bounded: a few fetches at once (never more than `MAX_AHEAD`, so client page fetches keep
 //! their permits), at most `MAX_NAMES` requirements per metadata file, two levels deep, and
@@ -39,6 +40,7 @@ const MAX_DEPTH: u8 = 2;
 pub struct Ahead {
     pub(super) pages: Arc<Pages>,
     pub(super) fills: Arc<Fills>,
+    pub(super) links: Arc<super::links::MetadataLinks>,
     pub(super) demand: Arc<Demand>,
     pub(super) upstreams: Arc<Upstreams>,
     pub(super) private: Arc<PrivateRecords>,
@@ -134,7 +136,17 @@ impl Ahead {
         let Some(model) = self.pages.model(&name, head).await else { return };
         let Some(upstream) = self.upstreams.client(&name) else { return };
         let Some(wheel) = newest_wanted_wheel(&model.page, &self.demand) else { return };
-        let Some(md) = wheel.core_metadata.clone() else { return };
+        let md = match wheel.core_metadata.clone() {
+            Some(md) => md,
+            // An upstream without PEP 658 files: the metadata by range requests, the read the
+            // prefetcher and a client asking meanwhile share (`metadata_by_ranges`).
+            None if self.links.on_demand(&wheel) => {
+                metrics::counter!("larder_ahead_total", "kind" => "metadata").increment(1);
+                let Ok(md) = self.fills.metadata_by_ranges(upstream, &name, &wheel).await else { return };
+                md
+            }
+            None => return,
+        };
         if let Some(raw) = self.read_small(&md).await {
             self.follow(raw, depth + 1);
             return;
@@ -149,15 +161,14 @@ impl Ahead {
     }
 }
 
-/// The wheel of the newest final, non-yanked version that clients' platforms want and whose
-/// metadata the page names.
+/// The wheel of the newest final, non-yanked version that clients' platforms want.
 fn newest_wanted_wheel(page: &crate::index::ProjectPage, demand: &Demand) -> Option<crate::index::DistFile> {
     let version_of = |filename: &str| {
         crate::index::filename::parse(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
     };
     page.files
         .iter()
-        .filter(|f| crate::index::filename::is_wheel(&f.filename) && f.core_metadata.is_some())
+        .filter(|f| crate::index::filename::is_wheel(&f.filename))
         .filter(|f| f.yanked == crate::index::Yanked::No && demand.wants(&f.filename))
         .filter_map(|f| version_of(&f.filename).filter(|v| !v.any_prerelease()).map(|v| (v, f)))
         .max_by(|a, b| a.0.cmp(&b.0))

@@ -375,6 +375,7 @@ impl Cache {
             (Some(fills), Mode::Serve, true) => Some(Arc::new(ahead::Ahead {
                 pages: pages.clone(),
                 fills: fills.clone(),
+                links: links.clone(),
                 demand: demand.clone(),
                 upstreams: upstreams.clone(),
                 private: private.clone(),

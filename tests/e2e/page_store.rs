@@ -293,6 +293,41 @@ fn requirements_are_fetched_ahead_of_the_client_within_a_budget() {
     assert_eq!(pages(), ahead, "the walk stops with the clients");
 }
 
+/// Item 4 against an upstream without PEP 658 files (the one the field bench reads): the
+/// requirements' newest wheels' metadata is read by range requests, and their own
+/// requirements' pages are fetched ahead too, two levels below what the client asked for
+/// (red when the walk stopped at pages without a `core-metadata` hash).
+#[test]
+fn the_walk_ahead_reads_metadata_by_ranges_where_the_upstream_has_no_metadata_files() {
+    use crate::util::upstream::{MockFile, MockUpstream};
+    use crate::util::{sha256_hex, wheel};
+    let up = MockUpstream::start();
+    let (app, app_bytes) = wheel("app", "1.0", &["dep-0", "dep-1"]);
+    up.add("app", MockFile::new(&app, app_bytes.clone()));
+    for i in 0..2 {
+        let sub = format!("sub-{i}");
+        let (name, bytes) = wheel(&format!("dep-{i}"), "1.0", &[sub.as_str()]);
+        up.add(&format!("dep-{i}"), MockFile::new(&name, bytes));
+        let (name, bytes) = wheel(&sub, "1.0", &[]);
+        up.add(&sub, MockFile::new(&name, bytes));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The range prefetcher off: every metadata read below is the walk's own.
+    let args = ["--upstream", &up.simple_url(), "--fetch-ahead", "true", "--metadata-prefetch", "false"];
+    let larder = Larder::start(&dir.path().join("data"), &args);
+    assert_eq!(get(&larder.url("/simple/app/"), None).status(), 200);
+    let md = raw().get(larder.url(&format!("/files/{}/{app}.metadata", sha256_hex(&app_bytes)))).send().unwrap();
+    assert_eq!(md.status(), 200, "read by ranges on demand");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.count("GET /simple/sub-") < 2 {
+        assert!(Instant::now() < deadline, "the second level was not fetched ahead: {:?}", up.requests());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dep_reads = up.requests().iter().filter(|r| r.contains("/dep_") && r.contains(" range=")).count();
+    assert!(dep_reads >= 2, "the requirements' wheels were read by ranges: {:?}", up.requests());
+    assert_eq!(up.count_full(".whl"), 0, "no wheel downloaded whole: {:?}", up.requests());
+}
+
 /// pip and uv read JSON, so a page's HTML is rendered only when a client asks for it, once
 /// per page change: then kept, compressed and stored with the page (issue 21: the data dir
 /// holds no HTML nobody reads, and no HTML client pays a rendering per request).
