@@ -441,8 +441,10 @@ pub struct Settings {
     pub metadata_prefetch: Option<bool>,
 
     /// When a wheel's metadata passes through, fetch its requirements' pages before the client
-    /// asks (bounded: 6 at once, 64 per wheel). Off by default: against a real index it did
-    /// not make a cold resolve faster (benches/README.md) [default: false].
+    /// asks, and one level on their newest wheel's metadata (the upstream's PEP 658 file, or
+    /// by range requests where it has none) and its requirements' pages (bounded: 6 at once,
+    /// 64 per wheel, two levels). Off by default: against a real index it did not make a cold
+    /// resolve measurably faster (benches/README.md) [default: false].
     #[arg(long, env = "LARDER_FETCH_AHEAD", value_name = "BOOL", action = clap::ArgAction::Set)]
     pub fetch_ahead: Option<bool>,
 

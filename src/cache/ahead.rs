@@ -5,10 +5,12 @@
 //! the upstream's PEP 658 file, or by range requests where it has none.
 //!
 //! Bounded: a few fetches at once (never more than `MAX_AHEAD`, so client page fetches keep
-//! their permits), at most `MAX_NAMES` requirements per metadata file, two levels deep, and
-//! only while clients are asking (it starts from what they fetch, never on its own). Names
-//! claimed by a private upload, blocked names, and requirements behind an `extra` marker are
-//! skipped; private packages' metadata starts nothing (their requirements may be internal
+//! their permits; range reads take the upstream's file permits, as the prefetcher's do), at
+//! most `MAX_NAMES` requirements per metadata file and `MAX_WALKS` walks waiting, two levels
+//! deep, and only while clients are asking (it starts from what they fetch, never on its own).
+//! Range reads happen here whatever `metadata_prefetch` says: `fetch_ahead` asks for them.
+//! Names claimed by a private upload, blocked names and files, and requirements behind an
+//! `extra` marker are skipped; private packages' metadata starts nothing (their requirements may be internal
 //! names the upstream must not hear of).
 
 use std::str::FromStr;
@@ -135,17 +137,23 @@ impl Ahead {
         let PageState::Found(head) = &cached.state else { return };
         let Some(model) = self.pages.model(&name, head).await else { return };
         let Some(upstream) = self.upstreams.client(&name) else { return };
-        let Some(wheel) = newest_wanted_wheel(&model.page, &self.demand) else { return };
-        let md = match wheel.core_metadata.clone() {
-            Some(md) => md,
+        // Never a blocked file's requirements (its version or sha256 named in the block list).
+        let blocks = self.blocks.current();
+        let wheel = newest_wanted_wheel(&model.page, &self.demand, |f| blocks.0.file(&name, f).is_none());
+        drop(blocks);
+        let Some(wheel) = wheel else { return };
+        let Some(md) = wheel.core_metadata.clone() else {
             // An upstream without PEP 658 files: the metadata by range requests, the read the
             // prefetcher and a client asking meanwhile share (`metadata_by_ranges`).
-            None if self.links.on_demand(&wheel) => {
+            if self.links.on_demand(&wheel) {
                 metrics::counter!("larder_ahead_total", "kind" => "metadata").increment(1);
-                let Ok(md) = self.fills.metadata_by_ranges(upstream, &name, &wheel).await else { return };
-                md
+                if let Ok(md) = self.fills.metadata_by_ranges(upstream, &name, &wheel).await
+                    && let Some(raw) = self.read_small(&md).await
+                {
+                    self.follow(raw, depth + 1);
+                }
             }
-            None => return,
+            return;
         };
         if let Some(raw) = self.read_small(&md).await {
             self.follow(raw, depth + 1);
@@ -161,15 +169,19 @@ impl Ahead {
     }
 }
 
-/// The wheel of the newest final, non-yanked version that clients' platforms want.
-fn newest_wanted_wheel(page: &crate::index::ProjectPage, demand: &Demand) -> Option<crate::index::DistFile> {
+/// The wheel of the newest final, non-yanked, `allowed` version that clients' platforms want.
+fn newest_wanted_wheel(
+    page: &crate::index::ProjectPage,
+    demand: &Demand,
+    allowed: impl Fn(&crate::index::DistFile) -> bool,
+) -> Option<crate::index::DistFile> {
     let version_of = |filename: &str| {
         crate::index::filename::parse(filename).ok().and_then(|f| pep440_rs::Version::from_str(&f.version).ok())
     };
     page.files
         .iter()
         .filter(|f| crate::index::filename::is_wheel(&f.filename))
-        .filter(|f| f.yanked == crate::index::Yanked::No && demand.wants(&f.filename))
+        .filter(|f| f.yanked == crate::index::Yanked::No && demand.wants(&f.filename) && allowed(f))
         .filter_map(|f| version_of(&f.filename).filter(|v| !v.any_prerelease()).map(|v| (v, f)))
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, f)| f.clone())

@@ -326,6 +326,9 @@ fn the_walk_ahead_reads_metadata_by_ranges_where_the_upstream_has_no_metadata_fi
     let dep_reads = up.requests().iter().filter(|r| r.contains("/dep_") && r.contains(" range=")).count();
     assert!(dep_reads >= 2, "the requirements' wheels were read by ranges: {:?}", up.requests());
     assert_eq!(up.count_full(".whl"), 0, "no wheel downloaded whole: {:?}", up.requests());
+    // Two levels deep, no more: the second level's wheels are not read.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(up.count("/sub_"), 0, "past the depth limit: {:?}", up.requests());
 }
 
 /// pip and uv read JSON, so a page's HTML is rendered only when a client asks for it, once
