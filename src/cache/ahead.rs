@@ -10,8 +10,8 @@
 //! deep, and only while clients are asking (it starts from what they fetch, never on its own).
 //! Range reads happen here whatever `metadata_prefetch` says: `fetch_ahead` asks for them.
 //! Names claimed by a private upload, blocked names and files, and requirements behind an
-//! `extra` marker are skipped; private packages' metadata starts nothing (their requirements may be internal
-//! names the upstream must not hear of).
+//! `extra` marker are skipped; private packages' metadata starts nothing (their requirements
+//! may be internal names the upstream must not hear of).
 
 use std::str::FromStr;
 use std::sync::Arc;
